@@ -1,0 +1,194 @@
+// mlm-torch-ext: what the trainer needs from libtorch that tch 0.24 does not expose.
+//
+// Every function has C linkage, never lets a C++ exception cross the boundary (it is caught
+// and kept in a thread-local message, read with mlmx_last_error), and returns 0 on success.
+// Tensors, when functions take them, arrive as `at::Tensor*` (tch's `Tensor::as_ptr`).
+
+#include <ATen/autocast_mode.h>
+#include <ATen/Parallel.h>
+#include <ATen/detail/CUDAHooksInterface.h>
+#include <torch/headeronly/version.h>
+
+#include <dlfcn.h>
+
+#include <cstddef>
+#include <cstring>
+#include <exception>
+#include <string>
+
+namespace {
+
+thread_local std::string last_error;
+
+template <typename F>
+int guarded(F&& body) {
+    try {
+        body();
+        return 0;
+    } catch (const std::exception& e) {
+        last_error = e.what();
+    } catch (...) {
+        last_error = "unknown C++ exception";
+    }
+    return 1;
+}
+
+void copy_string(const std::string& text, char* buffer, size_t capacity) {
+    if (capacity == 0) return;
+    size_t n = text.size() < capacity - 1 ? text.size() : capacity - 1;
+    std::memcpy(buffer, text.data(), n);
+    buffer[n] = '\0';
+}
+
+// Only the two device types autocast is used with here; anything else is a caller bug.
+at::DeviceType autocast_device(int device_type) {
+    switch (device_type) {
+        case 0: return at::kCPU;
+        case 1: return at::kCUDA;
+        default: throw std::invalid_argument("autocast device type must be 0 (cpu) or 1 (cuda), got " + std::to_string(device_type));
+    }
+}
+
+// The CUDA driver API, opened at run time: libtorch exposes no device name or memory size
+// without the CUDA headers (which the wheel does not ship), and the driver library is only
+// present on GPU machines. These signatures and attribute numbers are stable across CUDA 11-13.
+struct CudaDriver {
+    using Init = int (*)(unsigned int);
+    using GetCount = int (*)(int*);
+    using Get = int (*)(int*, int);
+    using GetName = int (*)(char*, int, int);
+    using TotalMem = int (*)(size_t*, int);
+    using GetAttribute = int (*)(int*, int, int);
+    using DriverVersion = int (*)(int*);
+    Init init = nullptr;
+    GetCount get_count = nullptr;
+    Get get = nullptr;
+    GetName get_name = nullptr;
+    TotalMem total_mem = nullptr;
+    GetAttribute get_attribute = nullptr;
+    DriverVersion driver_version = nullptr;
+    bool ready = false;
+
+    static const CudaDriver& instance() {
+        static CudaDriver driver = open();
+        return driver;
+    }
+
+   private:
+    static CudaDriver open() {
+        CudaDriver d;
+        void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+        if (lib == nullptr) return d;
+        d.init = reinterpret_cast<Init>(dlsym(lib, "cuInit"));
+        d.get_count = reinterpret_cast<GetCount>(dlsym(lib, "cuDeviceGetCount"));
+        d.get = reinterpret_cast<Get>(dlsym(lib, "cuDeviceGet"));
+        d.get_name = reinterpret_cast<GetName>(dlsym(lib, "cuDeviceGetName"));
+        d.total_mem = reinterpret_cast<TotalMem>(dlsym(lib, "cuDeviceTotalMem_v2"));
+        d.get_attribute = reinterpret_cast<GetAttribute>(dlsym(lib, "cuDeviceGetAttribute"));
+        d.driver_version = reinterpret_cast<DriverVersion>(dlsym(lib, "cuDriverGetVersion"));
+        d.ready = d.init && d.get_count && d.get && d.get_name && d.total_mem && d.get_attribute &&
+                  d.driver_version && d.init(0) == 0;
+        return d;
+    }
+};
+
+constexpr int kComputeCapabilityMajor = 75;  // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
+constexpr int kComputeCapabilityMinor = 76;  // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR
+
+}  // namespace
+
+extern "C" {
+
+const char* mlmx_last_error() { return last_error.c_str(); }
+
+// The libtorch version of the headers the shim was compiled against (the same libtorch tch links).
+const char* mlmx_torch_version() { return TORCH_VERSION; }
+
+// Path of the libtorch_cpu shared object this process actually loaded.
+int mlmx_libtorch_path(char* buffer, size_t capacity) {
+    return guarded([&] {
+        Dl_info info;
+        auto symbol = reinterpret_cast<void*>(&at::get_num_threads);
+        if (dladdr(symbol, &info) == 0 || info.dli_fname == nullptr) {
+            throw std::runtime_error("dladdr could not locate libtorch");
+        }
+        copy_string(info.dli_fname, buffer, capacity);
+    });
+}
+
+int mlmx_set_autocast_dtype(int device_type, int scalar_type) {
+    return guarded([&] {
+        at::autocast::set_autocast_dtype(autocast_device(device_type), static_cast<at::ScalarType>(scalar_type));
+    });
+}
+
+int mlmx_get_autocast_dtype(int device_type, int* scalar_type) {
+    return guarded([&] {
+        *scalar_type = static_cast<int>(at::autocast::get_autocast_dtype(autocast_device(device_type)));
+    });
+}
+
+int mlmx_set_autocast_enabled(int device_type, bool enabled) {
+    return guarded([&] { at::autocast::set_autocast_enabled(autocast_device(device_type), enabled); });
+}
+
+int mlmx_is_autocast_enabled(int device_type, bool* enabled) {
+    return guarded([&] { *enabled = at::autocast::is_autocast_enabled(autocast_device(device_type)); });
+}
+
+// Autocast caches casted weights while nesting > 0; leaving the outermost region clears it
+// (what torch.autocast's __exit__ does).
+int mlmx_autocast_enter() {
+    return guarded([&] { at::autocast::increment_nesting(); });
+}
+
+int mlmx_autocast_exit() {
+    return guarded([&] {
+        if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    });
+}
+
+// CUDA runtime version libtorch was built with (e.g. 13000), 0 without CUDA.
+long mlmx_cuda_runtime_version() {
+    const auto& hooks = at::detail::getCUDAHooks();
+    return hooks.hasCUDART() ? hooks.versionCUDART() : 0;
+}
+
+// cuDNN version found at run time (e.g. 91900), 0 without cuDNN.
+long mlmx_cudnn_version() {
+    const auto& hooks = at::detail::getCUDAHooks();
+    return hooks.hasCuDNN() ? hooks.versionRuntimeCuDNN() : 0;
+}
+
+// CUDA driver version (e.g. 13000), 0 where there is no driver.
+int mlmx_cuda_driver_version() {
+    const auto& driver = CudaDriver::instance();
+    int version = 0;
+    if (!driver.ready || driver.driver_version(&version) != 0) return 0;
+    return version;
+}
+
+// Facts about CUDA device `index` from the driver. Returns non-zero where there is no driver
+// or no such device.
+int mlmx_cuda_device_info(int index, char* name, size_t name_capacity, size_t* total_memory, int* cc_major,
+                          int* cc_minor) {
+    return guarded([&] {
+        const auto& driver = CudaDriver::instance();
+        if (!driver.ready) throw std::runtime_error("no CUDA driver (libcuda.so.1) in this process");
+        int count = 0;
+        if (driver.get_count(&count) != 0 || index < 0 || index >= count) {
+            throw std::runtime_error("no CUDA device " + std::to_string(index));
+        }
+        int device = 0;
+        char buffer[256] = {0};
+        if (driver.get(&device, index) != 0 || driver.get_name(buffer, sizeof(buffer), device) != 0 ||
+            driver.total_mem(total_memory, device) != 0 ||
+            driver.get_attribute(cc_major, kComputeCapabilityMajor, device) != 0 ||
+            driver.get_attribute(cc_minor, kComputeCapabilityMinor, device) != 0) {
+            throw std::runtime_error("CUDA driver query failed for device " + std::to_string(index));
+        }
+        copy_string(buffer, name, name_capacity);
+    });
+}
+
+}  // extern "C"

@@ -1,0 +1,353 @@
+//! What mlm-train needs from libtorch that `tch` 0.24 does not expose, through a small C++
+//! shim (`csrc/shim.cpp`) compiled against the same libtorch:
+//!
+//! - autocast for CPU *and* CUDA with a chosen dtype (`tch::autocast` only toggles CUDA
+//!   autocast, in fp16): [`set_autocast_dtype`], [`autocast_dtype`], [`Autocast`];
+//! - facts for `mlm-train doctor`: the libtorch version and the file it was loaded from, CUDA
+//!   runtime / driver / cuDNN versions, GPU names, memory and compute capability.
+//!
+//! Every shim call catches C++ exceptions and reports them as [`TorchExtError::Torch`].
+
+use std::ffi::{CStr, c_char, c_int, c_long};
+use std::path::PathBuf;
+
+use tch::Kind;
+
+mod ffi {
+    use super::{c_char, c_int, c_long};
+
+    unsafe extern "C" {
+        pub fn mlmx_last_error() -> *const c_char;
+        pub fn mlmx_torch_version() -> *const c_char;
+        pub fn mlmx_libtorch_path(buffer: *mut c_char, capacity: usize) -> c_int;
+        pub fn mlmx_set_autocast_dtype(device_type: c_int, scalar_type: c_int) -> c_int;
+        pub fn mlmx_get_autocast_dtype(device_type: c_int, scalar_type: *mut c_int) -> c_int;
+        pub fn mlmx_set_autocast_enabled(device_type: c_int, enabled: bool) -> c_int;
+        pub fn mlmx_is_autocast_enabled(device_type: c_int, enabled: *mut bool) -> c_int;
+        pub fn mlmx_autocast_enter() -> c_int;
+        pub fn mlmx_autocast_exit() -> c_int;
+        pub fn mlmx_cuda_runtime_version() -> c_long;
+        pub fn mlmx_cudnn_version() -> c_long;
+        pub fn mlmx_cuda_driver_version() -> c_int;
+        pub fn mlmx_cuda_device_info(
+            index: c_int,
+            name: *mut c_char,
+            name_capacity: usize,
+            total_memory: *mut usize,
+            cc_major: *mut c_int,
+            cc_minor: *mut c_int,
+        ) -> c_int;
+    }
+}
+
+/// Errors from the libtorch shim.
+#[derive(Debug, thiserror::Error)]
+pub enum TorchExtError {
+    /// libtorch threw a C++ exception; its message is kept.
+    #[error("libtorch: {operation}: {message}")]
+    Torch {
+        operation: &'static str,
+        message: String,
+    },
+    /// A dtype libtorch autocast cannot use, or that `tch::Kind` cannot name.
+    #[error("unsupported autocast dtype {0}")]
+    UnsupportedDtype(String),
+}
+
+type Result<T> = std::result::Result<T, TorchExtError>;
+
+/// Turns a shim status code into a `Result`, fetching the C++ exception message on failure.
+fn check(status: c_int, operation: &'static str) -> Result<()> {
+    if status == 0 {
+        return Ok(());
+    }
+    // SAFETY: the shim returns a pointer to its thread-local, NUL-terminated message, valid
+    // until the next failing call on this thread; it is copied at once.
+    let message = unsafe { CStr::from_ptr(ffi::mlmx_last_error()) }
+        .to_string_lossy()
+        .into_owned();
+    Err(TorchExtError::Torch { operation, message })
+}
+
+/// The device types libtorch's autocast is used with here (values are `c10::DeviceType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutocastDevice {
+    Cpu = 0,
+    Cuda = 1,
+}
+
+/// `at::ScalarType` codes of the dtypes autocast can run in.
+fn scalar_type_code(kind: Kind) -> Result<c_int> {
+    match kind {
+        Kind::Half => Ok(5),
+        Kind::Float => Ok(6),
+        Kind::BFloat16 => Ok(15),
+        other => Err(TorchExtError::UnsupportedDtype(format!("{other:?}"))),
+    }
+}
+
+fn kind_from_code(code: c_int) -> Result<Kind> {
+    match code {
+        5 => Ok(Kind::Half),
+        6 => Ok(Kind::Float),
+        15 => Ok(Kind::BFloat16),
+        other => Err(TorchExtError::UnsupportedDtype(format!(
+            "at::ScalarType {other}"
+        ))),
+    }
+}
+
+/// Sets the dtype autocast casts to on `device` (`at::autocast::set_autocast_dtype`).
+pub fn set_autocast_dtype(device: AutocastDevice, kind: Kind) -> Result<()> {
+    let code = scalar_type_code(kind)?;
+    // SAFETY: plain values in, status out; exceptions are caught in the shim.
+    check(
+        unsafe { ffi::mlmx_set_autocast_dtype(device as c_int, code) },
+        "set_autocast_dtype",
+    )
+}
+
+/// The dtype autocast casts to on `device` (libtorch's defaults: fp16 on CUDA, bf16 on CPU).
+pub fn autocast_dtype(device: AutocastDevice) -> Result<Kind> {
+    let mut code: c_int = -1;
+    // SAFETY: `code` outlives the call, which writes one int to it.
+    check(
+        unsafe { ffi::mlmx_get_autocast_dtype(device as c_int, &mut code) },
+        "get_autocast_dtype",
+    )?;
+    kind_from_code(code)
+}
+
+/// Whether autocast is on for `device` in this thread.
+pub fn is_autocast_enabled(device: AutocastDevice) -> Result<bool> {
+    let mut enabled = false;
+    // SAFETY: `enabled` outlives the call, which writes one bool to it.
+    check(
+        unsafe { ffi::mlmx_is_autocast_enabled(device as c_int, &mut enabled) },
+        "is_autocast_enabled",
+    )?;
+    Ok(enabled)
+}
+
+fn set_autocast_enabled(device: AutocastDevice, enabled: bool) -> Result<()> {
+    // SAFETY: plain values in, status out.
+    check(
+        unsafe { ffi::mlmx_set_autocast_enabled(device as c_int, enabled) },
+        "set_autocast_enabled",
+    )
+}
+
+/// An autocast region, like Python's `with torch.autocast(device, dtype)`: while the value
+/// lives, eligible ops on `device` (matmuls, linear layers, attention) run in `dtype`. On drop
+/// the previous state is restored and, leaving the outermost region, the cast cache cleared.
+///
+/// Autocast state is thread-local in libtorch: create and drop the guard on one thread.
+#[derive(Debug)]
+#[must_use = "autocast is switched off again when the guard is dropped"]
+pub struct Autocast {
+    device: AutocastDevice,
+    previous_enabled: bool,
+    previous_dtype: Kind,
+    // Not Send: libtorch keeps autocast state per thread.
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Autocast {
+    pub fn new(device: AutocastDevice, dtype: Kind) -> Result<Self> {
+        let previous_enabled = is_autocast_enabled(device)?;
+        let previous_dtype = autocast_dtype(device)?;
+        set_autocast_dtype(device, dtype)?;
+        set_autocast_enabled(device, true)?;
+        // SAFETY: no arguments; exceptions are caught in the shim.
+        check(unsafe { ffi::mlmx_autocast_enter() }, "autocast enter")?;
+        Ok(Self {
+            device,
+            previous_enabled,
+            previous_dtype,
+            _not_send: std::marker::PhantomData,
+        })
+    }
+}
+
+impl Drop for Autocast {
+    fn drop(&mut self) {
+        // Restoring values that were valid when the guard was made cannot fail short of a
+        // libtorch bug; there is no way to report from drop, so failures are ignored.
+        // SAFETY: no arguments; exceptions are caught in the shim.
+        let _ = check(unsafe { ffi::mlmx_autocast_exit() }, "autocast exit");
+        let _ = set_autocast_enabled(self.device, self.previous_enabled);
+        let _ = set_autocast_dtype(self.device, self.previous_dtype);
+    }
+}
+
+/// The libtorch version the shim and tch were compiled against, e.g. `2.11.0`.
+pub fn libtorch_version() -> String {
+    // SAFETY: returns a pointer to a static NUL-terminated string literal.
+    unsafe { CStr::from_ptr(ffi::mlmx_torch_version()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The `libtorch_cpu.so` file this process loaded.
+pub fn libtorch_path() -> Result<PathBuf> {
+    let mut buffer = vec![0u8; 4096];
+    // SAFETY: the shim writes at most `buffer.len()` bytes, NUL included.
+    check(
+        unsafe { ffi::mlmx_libtorch_path(buffer.as_mut_ptr().cast(), buffer.len()) },
+        "libtorch path",
+    )?;
+    let text = CStr::from_bytes_until_nul(&buffer)
+        .expect("shim NUL-terminates")
+        .to_string_lossy();
+    Ok(PathBuf::from(text.into_owned()))
+}
+
+/// A CUDA version number as libtorch and the driver report it (1000 x major + 10 x minor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CudaVersion(pub i64);
+
+impl std::fmt::Display for CudaVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.0 / 1000, (self.0 % 1000) / 10)
+    }
+}
+
+/// CUDA runtime version libtorch was built with; `None` for a CPU-only libtorch.
+pub fn cuda_runtime_version() -> Option<CudaVersion> {
+    // SAFETY: no arguments; reads libtorch's registered CUDA hooks.
+    let version = unsafe { ffi::mlmx_cuda_runtime_version() };
+    (version > 0).then_some(CudaVersion(i64::from(version)))
+}
+
+/// CUDA driver version; `None` where no NVIDIA driver is installed.
+pub fn cuda_driver_version() -> Option<CudaVersion> {
+    // SAFETY: no arguments; opens libcuda.so.1 if present.
+    let version = unsafe { ffi::mlmx_cuda_driver_version() };
+    (version > 0).then_some(CudaVersion(i64::from(version)))
+}
+
+/// cuDNN version loaded at run time (e.g. 91900); `None` without cuDNN.
+pub fn cudnn_version() -> Option<i64> {
+    // SAFETY: no arguments; reads libtorch's registered CUDA hooks.
+    let version = unsafe { ffi::mlmx_cudnn_version() };
+    (version > 0).then_some(i64::from(version))
+}
+
+/// One GPU as the CUDA driver describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuInfo {
+    pub index: usize,
+    pub name: String,
+    pub total_memory_bytes: u64,
+    pub compute_capability: (i32, i32),
+}
+
+impl GpuInfo {
+    /// bf16 tensor cores (and so useful bf16 autocast) start with Ampere, compute capability 8.0.
+    pub fn supports_bf16(&self) -> bool {
+        self.compute_capability.0 >= 8
+    }
+}
+
+/// Describes CUDA device `index` (name, memory, compute capability) through the driver.
+pub fn gpu_info(index: usize) -> Result<GpuInfo> {
+    let mut name = vec![0u8; 256];
+    let mut total_memory = 0usize;
+    let (mut major, mut minor) = (0, 0);
+    let device = c_int::try_from(index).map_err(|_| TorchExtError::Torch {
+        operation: "cuda device info",
+        message: format!("device index {index} out of range"),
+    })?;
+    // SAFETY: every out-pointer outlives the call; `name` holds `name.len()` bytes.
+    check(
+        unsafe {
+            ffi::mlmx_cuda_device_info(
+                device,
+                name.as_mut_ptr().cast(),
+                name.len(),
+                &mut total_memory,
+                &mut major,
+                &mut minor,
+            )
+        },
+        "cuda device info",
+    )?;
+    let name = CStr::from_bytes_until_nul(&name)
+        .expect("shim NUL-terminates")
+        .to_string_lossy()
+        .into_owned();
+    Ok(GpuInfo {
+        index,
+        name,
+        total_memory_bytes: total_memory as u64,
+        compute_capability: (major, minor),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Tensor};
+
+    #[test]
+    fn autocast_dtype_round_trips_through_libtorch() {
+        for device in [AutocastDevice::Cpu, AutocastDevice::Cuda] {
+            let before = autocast_dtype(device).unwrap();
+            set_autocast_dtype(device, Kind::BFloat16).unwrap();
+            assert_eq!(autocast_dtype(device).unwrap(), Kind::BFloat16);
+            set_autocast_dtype(device, Kind::Half).unwrap();
+            assert_eq!(autocast_dtype(device).unwrap(), Kind::Half);
+            set_autocast_dtype(device, before).unwrap();
+        }
+    }
+
+    #[test]
+    fn non_floating_autocast_dtype_is_rejected_before_libtorch() {
+        let error = set_autocast_dtype(AutocastDevice::Cpu, Kind::Int64).unwrap_err();
+        assert!(
+            matches!(error, TorchExtError::UnsupportedDtype(_)),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn cpu_autocast_region_runs_matmul_in_bf16_and_restores_state() {
+        let a = Tensor::ones([4, 8], (Kind::Float, Device::Cpu));
+        let b = Tensor::ones([8, 2], (Kind::Float, Device::Cpu));
+        assert_eq!(a.matmul(&b).kind(), Kind::Float);
+        {
+            let _autocast = Autocast::new(AutocastDevice::Cpu, Kind::BFloat16).unwrap();
+            assert!(is_autocast_enabled(AutocastDevice::Cpu).unwrap());
+            let product = a.matmul(&b);
+            assert_eq!(product.kind(), Kind::BFloat16);
+            assert_eq!(product.double_value(&[0, 0]), 8.0);
+        }
+        assert!(!is_autocast_enabled(AutocastDevice::Cpu).unwrap());
+        assert_eq!(a.matmul(&b).kind(), Kind::Float);
+    }
+
+    #[test]
+    fn reports_the_libtorch_it_was_built_against() {
+        assert_eq!(libtorch_version(), "2.11.0");
+        let path = libtorch_path().unwrap();
+        assert!(path.ends_with("libtorch_cpu.so"), "{}", path.display());
+        assert!(path.exists());
+    }
+
+    #[test]
+    fn libtorch_cuda_is_linked_so_cuda_hooks_are_registered() {
+        // Without libtorch_cuda.so loaded, libtorch reports no CUDA runtime at all; with it
+        // (the wheel is a CUDA build) the runtime version is known even on a CPU-only machine.
+        assert!(
+            cuda_runtime_version().is_some(),
+            "libtorch_cuda.so was not loaded: the --no-as-needed link argument is missing"
+        );
+    }
+
+    #[test]
+    fn asking_for_a_missing_gpu_is_an_error_not_a_crash() {
+        let count = tch::Cuda::device_count() as usize;
+        let error = gpu_info(count + 3).unwrap_err();
+        assert!(matches!(error, TorchExtError::Torch { .. }), "{error}");
+    }
+}

@@ -1,0 +1,234 @@
+//! Where the work runs: the `[runtime]` config section, device resolution and thread pools.
+//! Every command goes through here, so device and thread policy live in one place.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer};
+
+/// Errors resolving the runtime set-up.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("runtime.device = \"{requested}\" but {reason} (run `mlm-train doctor` to see why)")]
+    DeviceUnavailable { requested: String, reason: String },
+    #[error("runtime.cpu_threads must be at least 1, got 0 (leave it out to use every core)")]
+    ZeroThreads,
+    #[error("could not size the rayon thread pool to {threads} threads")]
+    ThreadPool {
+        threads: usize,
+        #[source]
+        source: rayon::ThreadPoolBuildError,
+    },
+}
+
+/// Which device to train and evaluate on: `auto` (the first GPU if CUDA is available, else
+/// the CPU), `cpu`, `cuda` (= `cuda:0`) or `cuda:N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    #[default]
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+impl FromStr for DeviceChoice {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda(0)),
+            _ => text
+                .strip_prefix("cuda:")
+                .and_then(|index| index.parse().ok())
+                .map(Self::Cuda)
+                .ok_or_else(|| {
+                    format!("unknown device \"{text}\": expected auto, cpu, cuda or cuda:N")
+                }),
+        }
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda(index) => write!(f, "cuda:{index}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DeviceChoice {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl DeviceChoice {
+    /// The device to use, given how many CUDA devices libtorch sees.
+    pub fn resolve_with(self, cuda_devices: usize) -> Result<tch::Device, RuntimeError> {
+        match self {
+            Self::Cpu => Ok(tch::Device::Cpu),
+            Self::Auto if cuda_devices > 0 => Ok(tch::Device::Cuda(0)),
+            Self::Auto => Ok(tch::Device::Cpu),
+            Self::Cuda(index) if index < cuda_devices => Ok(tch::Device::Cuda(index)),
+            Self::Cuda(_) => Err(RuntimeError::DeviceUnavailable {
+                requested: self.to_string(),
+                reason: match cuda_devices {
+                    0 => "CUDA is not available".to_owned(),
+                    n => format!("only {n} CUDA device(s) are visible"),
+                },
+            }),
+        }
+    }
+
+    /// The device to use on this machine.
+    pub fn resolve(self) -> Result<tch::Device, RuntimeError> {
+        let visible = if tch::Cuda::is_available() {
+            tch::Cuda::device_count()
+        } else {
+            0
+        };
+        self.resolve_with(usize::try_from(visible).unwrap_or(0))
+    }
+}
+
+/// The `[runtime]` section of a run config.
+///
+/// ```toml
+/// [runtime]
+/// device = "auto"     # auto | cpu | cuda | cuda:N
+/// cpu_threads = 8     # libtorch intra-op and rayon threads; default: every core
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Device to train on. Default `auto`.
+    #[serde(default)]
+    pub device: DeviceChoice,
+    /// Threads for libtorch's intra-op pool and for rayon (tokenization, masking). Default:
+    /// libtorch's and rayon's own defaults (every core).
+    #[serde(default)]
+    pub cpu_threads: Option<usize>,
+}
+
+/// Thread counts actually in effect after [`configure_threads`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThreadCounts {
+    pub libtorch_intra_op: usize,
+    pub libtorch_inter_op: usize,
+    pub rayon: usize,
+}
+
+/// Sizes libtorch's intra-op pool and rayon's global pool to `threads` (or leaves their
+/// defaults with `None`). Call once, before any parallel work: rayon's global pool can only
+/// be sized before first use.
+pub fn configure_threads(threads: Option<usize>) -> Result<ThreadCounts, RuntimeError> {
+    if let Some(threads) = threads {
+        if threads == 0 {
+            return Err(RuntimeError::ZeroThreads);
+        }
+        tch::set_num_threads(i32::try_from(threads).unwrap_or(i32::MAX));
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global()
+            .map_err(|source| RuntimeError::ThreadPool { threads, source })?;
+    }
+    Ok(current_threads())
+}
+
+/// Thread counts libtorch and rayon use now.
+pub fn current_threads() -> ThreadCounts {
+    ThreadCounts {
+        libtorch_intra_op: usize::try_from(tch::get_num_threads()).unwrap_or(0),
+        libtorch_inter_op: usize::try_from(tch::get_num_interop_threads()).unwrap_or(0),
+        rayon: rayon::current_num_threads(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_choice_parses_every_documented_spelling() {
+        assert_eq!("auto".parse::<DeviceChoice>(), Ok(DeviceChoice::Auto));
+        assert_eq!("cpu".parse::<DeviceChoice>(), Ok(DeviceChoice::Cpu));
+        assert_eq!("cuda".parse::<DeviceChoice>(), Ok(DeviceChoice::Cuda(0)));
+        assert_eq!("cuda:3".parse::<DeviceChoice>(), Ok(DeviceChoice::Cuda(3)));
+        for bad in ["gpu", "cuda:", "cuda:x", "CPU", ""] {
+            let error = bad.parse::<DeviceChoice>().unwrap_err();
+            assert!(
+                error.contains("expected auto, cpu, cuda or cuda:N"),
+                "{bad}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn auto_takes_the_first_gpu_only_when_there_is_one() {
+        assert_eq!(
+            DeviceChoice::Auto.resolve_with(0).unwrap(),
+            tch::Device::Cpu
+        );
+        assert_eq!(
+            DeviceChoice::Auto.resolve_with(2).unwrap(),
+            tch::Device::Cuda(0)
+        );
+        assert_eq!(DeviceChoice::Cpu.resolve_with(2).unwrap(), tch::Device::Cpu);
+        assert_eq!(
+            DeviceChoice::Cuda(1).resolve_with(2).unwrap(),
+            tch::Device::Cuda(1)
+        );
+    }
+
+    #[test]
+    fn asking_for_a_missing_gpu_names_the_key_and_the_reason() {
+        let message = DeviceChoice::Cuda(0)
+            .resolve_with(0)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("runtime.device = \"cuda:0\""), "{message}");
+        assert!(message.contains("CUDA is not available"), "{message}");
+        let message = DeviceChoice::Cuda(2)
+            .resolve_with(2)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("only 2 CUDA device(s)"), "{message}");
+    }
+
+    #[test]
+    fn runtime_section_rejects_unknown_keys_and_bad_devices() {
+        let config: RuntimeConfig = toml::from_str("device = \"cpu\"\ncpu_threads = 2").unwrap();
+        assert_eq!(
+            config,
+            RuntimeConfig {
+                device: DeviceChoice::Cpu,
+                cpu_threads: Some(2)
+            }
+        );
+        assert_eq!(
+            toml::from_str::<RuntimeConfig>("").unwrap(),
+            RuntimeConfig::default()
+        );
+        let error = toml::from_str::<RuntimeConfig>("devise = \"cpu\"")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unknown field `devise`"), "{error}");
+        let error = toml::from_str::<RuntimeConfig>("device = \"gpu\"")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unknown device \"gpu\""), "{error}");
+    }
+
+    #[test]
+    fn zero_threads_is_refused() {
+        assert!(matches!(
+            configure_threads(Some(0)),
+            Err(RuntimeError::ZeroThreads)
+        ));
+    }
+}
