@@ -101,20 +101,16 @@ fn kind_from_code(code: c_int) -> Result<Kind> {
 pub fn set_autocast_dtype(device: AutocastDevice, kind: Kind) -> Result<()> {
     let code = scalar_type_code(kind)?;
     // SAFETY: plain values in, status out; exceptions are caught in the shim.
-    check(
-        unsafe { ffi::mlmx_set_autocast_dtype(device as c_int, code) },
-        "set_autocast_dtype",
-    )
+    let status = unsafe { ffi::mlmx_set_autocast_dtype(device as c_int, code) };
+    check(status, "set_autocast_dtype")
 }
 
 /// The dtype autocast casts to on `device` (libtorch's defaults: fp16 on CUDA, bf16 on CPU).
 pub fn autocast_dtype(device: AutocastDevice) -> Result<Kind> {
     let mut code: c_int = -1;
     // SAFETY: `code` outlives the call, which writes one int to it.
-    check(
-        unsafe { ffi::mlmx_get_autocast_dtype(device as c_int, &mut code) },
-        "get_autocast_dtype",
-    )?;
+    let status = unsafe { ffi::mlmx_get_autocast_dtype(device as c_int, &mut code) };
+    check(status, "get_autocast_dtype")?;
     kind_from_code(code)
 }
 
@@ -122,19 +118,15 @@ pub fn autocast_dtype(device: AutocastDevice) -> Result<Kind> {
 pub fn is_autocast_enabled(device: AutocastDevice) -> Result<bool> {
     let mut enabled = false;
     // SAFETY: `enabled` outlives the call, which writes one bool to it.
-    check(
-        unsafe { ffi::mlmx_is_autocast_enabled(device as c_int, &mut enabled) },
-        "is_autocast_enabled",
-    )?;
+    let status = unsafe { ffi::mlmx_is_autocast_enabled(device as c_int, &mut enabled) };
+    check(status, "is_autocast_enabled")?;
     Ok(enabled)
 }
 
 fn set_autocast_enabled(device: AutocastDevice, enabled: bool) -> Result<()> {
     // SAFETY: plain values in, status out.
-    check(
-        unsafe { ffi::mlmx_set_autocast_enabled(device as c_int, enabled) },
-        "set_autocast_enabled",
-    )
+    let status = unsafe { ffi::mlmx_set_autocast_enabled(device as c_int, enabled) };
+    check(status, "set_autocast_enabled")
 }
 
 /// An autocast region, like Python's `with torch.autocast(device, dtype)`: while the value
@@ -192,10 +184,8 @@ pub fn libtorch_version() -> String {
 pub fn libtorch_path() -> Result<PathBuf> {
     let mut buffer = vec![0u8; 4096];
     // SAFETY: the shim writes at most `buffer.len()` bytes, NUL included.
-    check(
-        unsafe { ffi::mlmx_libtorch_path(buffer.as_mut_ptr().cast(), buffer.len()) },
-        "libtorch path",
-    )?;
+    let status = unsafe { ffi::mlmx_libtorch_path(buffer.as_mut_ptr().cast(), buffer.len()) };
+    check(status, "libtorch path")?;
     let text = CStr::from_bytes_until_nul(&buffer)
         .expect("shim NUL-terminates")
         .to_string_lossy();
@@ -216,7 +206,7 @@ impl std::fmt::Display for CudaVersion {
 pub fn cuda_runtime_version() -> Option<CudaVersion> {
     // SAFETY: no arguments; reads libtorch's registered CUDA hooks.
     let version = unsafe { ffi::mlmx_cuda_runtime_version() };
-    (version > 0).then_some(CudaVersion(i64::from(version)))
+    (version > 0).then_some(CudaVersion(version))
 }
 
 /// CUDA driver version; `None` where no NVIDIA driver is installed.
@@ -230,7 +220,7 @@ pub fn cuda_driver_version() -> Option<CudaVersion> {
 pub fn cudnn_version() -> Option<i64> {
     // SAFETY: no arguments; reads libtorch's registered CUDA hooks.
     let version = unsafe { ffi::mlmx_cudnn_version() };
-    (version > 0).then_some(i64::from(version))
+    (version > 0).then_some(version)
 }
 
 /// One GPU as the CUDA driver describes it.
@@ -259,19 +249,17 @@ pub fn gpu_info(index: usize) -> Result<GpuInfo> {
         message: format!("device index {index} out of range"),
     })?;
     // SAFETY: every out-pointer outlives the call; `name` holds `name.len()` bytes.
-    check(
-        unsafe {
-            ffi::mlmx_cuda_device_info(
-                device,
-                name.as_mut_ptr().cast(),
-                name.len(),
-                &mut total_memory,
-                &mut major,
-                &mut minor,
-            )
-        },
-        "cuda device info",
-    )?;
+    let status = unsafe {
+        ffi::mlmx_cuda_device_info(
+            device,
+            name.as_mut_ptr().cast(),
+            name.len(),
+            &mut total_memory,
+            &mut major,
+            &mut minor,
+        )
+    };
+    check(status, "cuda device info")?;
     let name = CStr::from_bytes_until_nul(&name)
         .expect("shim NUL-terminates")
         .to_string_lossy()
