@@ -8,6 +8,12 @@ fn quickstart_config_resolves() {
     assert!(output.status.success(), "{stderr}");
     assert!(stdout.contains("quickstart.toml"), "{stdout}");
     assert!(stdout.contains("threads  libtorch 1, rayon 1"), "{stdout}");
+    assert!(
+        stdout.contains("device   cpu (runtime.device = \"auto\")")
+            || stdout.contains("device   cuda:0"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("nothing was trained"), "{stdout}");
 }
 
 #[test]
@@ -63,7 +69,7 @@ fn forcing_cuda_fails_clearly_without_a_gpu_and_works_with_one() {
     let (_, doctor, _) = run(mlm_train().args(["doctor", "--json"]));
     if doctor.contains("\"cuda_available\": true") {
         assert!(output.status.success(), "{stderr}");
-        assert!(stdout.contains("Cuda(0)"), "{stdout}");
+        assert!(stdout.contains("device   cuda:0"), "{stdout}");
     } else {
         assert_eq!(output.status.code(), Some(1));
         assert!(

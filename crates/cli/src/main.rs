@@ -97,7 +97,8 @@ fn run_job(path: &std::path::Path, threads_flag: Option<usize>) -> Result<()> {
         .context("resolving [runtime]")?;
     println!("config   {}", config.path.display());
     println!(
-        "device   {device:?} (runtime.device = \"{}\")",
+        "device   {} (runtime.device = \"{}\")",
+        mlm_trainer::runtime::device_label(device),
         config.runtime.device
     );
     println!(

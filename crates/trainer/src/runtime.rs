@@ -96,6 +96,15 @@ impl DeviceChoice {
     }
 }
 
+/// A device as users write it in configs: `cpu`, `cuda:0`, ...
+pub fn device_label(device: tch::Device) -> String {
+    match device {
+        tch::Device::Cpu => "cpu".to_owned(),
+        tch::Device::Cuda(index) => format!("cuda:{index}"),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
 /// The `[runtime]` section of a run config.
 ///
 /// ```toml
@@ -222,6 +231,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("unknown device \"gpu\""), "{error}");
+    }
+
+    #[test]
+    fn devices_are_labelled_as_configs_spell_them() {
+        assert_eq!(device_label(tch::Device::Cpu), "cpu");
+        assert_eq!(device_label(tch::Device::Cuda(1)), "cuda:1");
     }
 
     #[test]
