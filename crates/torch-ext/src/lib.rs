@@ -97,7 +97,8 @@ fn kind_from_code(code: c_int) -> Result<Kind> {
     }
 }
 
-/// Sets the dtype autocast casts to on `device` (`at::autocast::set_autocast_dtype`).
+/// Sets the dtype autocast casts to on `device` (`at::autocast::set_autocast_dtype`), for the
+/// calling thread: libtorch keeps autocast dtype and enablement per thread.
 pub fn set_autocast_dtype(device: AutocastDevice, kind: Kind) -> Result<()> {
     let code = scalar_type_code(kind)?;
     // SAFETY: plain values in, status out; exceptions are caught in the shim.
