@@ -1,6 +1,27 @@
 //! `mlm-train --config FILE`: loading, checking and reporting config errors.
 
+use std::path::PathBuf;
+use std::process::Output;
+
 use crate::{Scratch, mlm_train, run};
+
+/// Writes `text` as a config in a scratch directory and runs `mlm-train --config` on it.
+/// Returns the scratch (keep it alive while using the path), the config path and the run.
+fn run_config(name: &str, text: &str) -> (Scratch, PathBuf, Output, String, String) {
+    let scratch = Scratch::new(name);
+    let path = scratch.write("config.toml", text);
+    let (output, stdout, stderr) = run(mlm_train().arg("--config").arg(&path));
+    (scratch, path, output, stdout, stderr)
+}
+
+/// Asserts a failed run with exit code 1, a message and no panic.
+fn assert_config_error(output: &Output, stderr: &str, expected: &[&str]) {
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    for text in expected {
+        assert!(stderr.contains(text), "stderr lacks {text:?}:\n{stderr}");
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
 
 #[test]
 fn quickstart_config_resolves() {
@@ -18,63 +39,59 @@ fn quickstart_config_resolves() {
 
 #[test]
 fn unknown_key_names_file_line_and_key() {
-    let scratch = Scratch::new("unknown-key");
-    let path = scratch.write("bad.toml", "[runtime]\ndevice = \"cpu\"\ncpu_treads = 4\n");
-    let (output, _, stderr) = run(mlm_train().arg("--config").arg(&path));
-    assert_eq!(output.status.code(), Some(1));
-    assert!(stderr.contains(&path.display().to_string()), "{stderr}");
-    assert!(stderr.contains("line 3"), "{stderr}");
-    assert!(stderr.contains("unknown field `cpu_treads`"), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    let (_scratch, path, output, _, stderr) = run_config(
+        "unknown-key",
+        "[runtime]\ndevice = \"cpu\"\ncpu_treads = 4\n",
+    );
+    let file = path.display().to_string();
+    assert_config_error(
+        &output,
+        &stderr,
+        &[&file, "line 3", "unknown field `cpu_treads`"],
+    );
 }
 
 #[test]
 fn unknown_section_is_refused() {
-    let scratch = Scratch::new("unknown-section");
-    let path = scratch.write("bad.toml", "[runtim]\ndevice = \"cpu\"\n");
-    let (output, _, stderr) = run(mlm_train().arg("--config").arg(&path));
-    assert_eq!(output.status.code(), Some(1));
-    assert!(stderr.contains("unknown field `runtim`"), "{stderr}");
+    let (_scratch, _, output, _, stderr) =
+        run_config("unknown-section", "[runtim]\ndevice = \"cpu\"\n");
+    assert_config_error(&output, &stderr, &["line 1", "unknown field `runtim`"]);
 }
 
 #[test]
 fn bad_device_value_is_explained() {
-    let scratch = Scratch::new("bad-device");
-    let path = scratch.write("bad.toml", "[runtime]\ndevice = \"gpu\"\n");
-    let (output, _, stderr) = run(mlm_train().arg("--config").arg(&path));
-    assert_eq!(output.status.code(), Some(1));
-    assert!(stderr.contains("line 2"), "{stderr}");
-    assert!(
-        stderr.contains("expected auto, cpu, cuda or cuda:N"),
-        "{stderr}"
+    let (_scratch, _, output, _, stderr) =
+        run_config("bad-device", "[runtime]\ndevice = \"gpu\"\n");
+    assert_config_error(
+        &output,
+        &stderr,
+        &["line 2", "expected auto, cpu, cuda or cuda:N"],
     );
 }
 
 #[test]
 fn missing_config_file_is_named() {
     let (output, _, stderr) = run(mlm_train().args(["--config", "configs/no-such.toml"]));
-    assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stderr.contains("cannot read config configs/no-such.toml"),
-        "{stderr}"
+    assert_config_error(
+        &output,
+        &stderr,
+        &["cannot read config configs/no-such.toml", "No such file"],
     );
-    assert!(stderr.contains("No such file"), "{stderr}");
 }
 
 #[test]
 fn forcing_cuda_fails_clearly_without_a_gpu_and_works_with_one() {
-    let scratch = Scratch::new("cuda");
-    let path = scratch.write("cuda.toml", "[runtime]\ndevice = \"cuda\"\n");
-    let (output, stdout, stderr) = run(mlm_train().arg("--config").arg(&path));
+    let (_scratch, _, output, stdout, stderr) =
+        run_config("cuda", "[runtime]\ndevice = \"cuda\"\n");
     let (_, doctor, _) = run(mlm_train().args(["doctor", "--json"]));
     if doctor.contains("\"cuda_available\": true") {
         assert!(output.status.success(), "{stderr}");
         assert!(stdout.contains("device   cuda:0"), "{stdout}");
     } else {
-        assert_eq!(output.status.code(), Some(1));
-        assert!(
-            stderr.contains("runtime.device = \"cuda:0\" but CUDA is not available"),
-            "{stderr}"
+        assert_config_error(
+            &output,
+            &stderr,
+            &["runtime.device = \"cuda:0\" but CUDA is not available"],
         );
     }
 }
@@ -82,14 +99,15 @@ fn forcing_cuda_fails_clearly_without_a_gpu_and_works_with_one() {
 #[test]
 fn zero_threads_is_refused_with_the_key() {
     let scratch = Scratch::new("zero-threads");
-    let path = scratch.write("zero.toml", "[runtime]\ncpu_threads = 0\n");
+    let path = scratch.write("config.toml", "[runtime]\ncpu_threads = 0\n");
+    // Without the harness's thread cap, so the config's value is the one applied.
     let (output, _, stderr) = run(mlm_train()
         .arg("--config")
         .arg(&path)
         .env_remove("MLM_TRAIN_THREADS"));
-    assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stderr.contains("runtime.cpu_threads must be at least 1"),
-        "{stderr}"
+    assert_config_error(
+        &output,
+        &stderr,
+        &["runtime.cpu_threads must be at least 1"],
     );
 }
