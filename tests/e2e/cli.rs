@@ -42,3 +42,10 @@ fn config_and_a_command_together_are_a_usage_error() {
         run(mlm_train().args(["--config", "configs/quickstart.toml", "doctor"]));
     assert_eq!(output.status.code(), Some(2), "{stderr}");
 }
+
+#[test]
+fn zero_threads_flag_is_a_usage_error() {
+    let (output, _, stderr) = run(mlm_train().args(["doctor", "--threads", "0"]));
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--threads <N>"), "{stderr}");
+}

@@ -6,6 +6,7 @@
 mod config;
 mod doctor;
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -32,7 +33,7 @@ struct Cli {
 
     /// Threads for libtorch's intra-op pool and for rayon; overrides `runtime.cpu_threads`.
     #[arg(long, global = true, env = "MLM_TRAIN_THREADS", value_name = "N")]
-    threads: Option<usize>,
+    threads: Option<NonZeroUsize>,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -65,7 +66,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match (cli.command, cli.config) {
         (Some(Command::Doctor { json }), _) => {
-            mlm_trainer::runtime::configure_threads(cli.threads)?;
+            mlm_trainer::runtime::configure_threads(cli.threads.map(NonZeroUsize::get))?;
             let report = doctor::DoctorReport::collect();
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -74,7 +75,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        (None, Some(path)) => run_job(&path, cli.threads),
+        (None, Some(path)) => run_job(&path, cli.threads.map(NonZeroUsize::get)),
         // Reached when only an environment variable (MLM_TRAIN_THREADS) was given.
         (None, None) => Cli::command()
             .error(
