@@ -150,14 +150,23 @@ int mlmx_autocast_exit() {
 
 // CUDA runtime version libtorch was built with (e.g. 13000), 0 without CUDA.
 long mlmx_cuda_runtime_version() {
-    const auto& hooks = at::detail::getCUDAHooks();
-    return hooks.hasCUDART() ? hooks.versionCUDART() : 0;
+    long version = 0;
+    // A failure here means "unknown", reported as 0; no exception may cross extern "C".
+    guarded([&] {
+        const auto& hooks = at::detail::getCUDAHooks();
+        version = hooks.hasCUDART() ? hooks.versionCUDART() : 0;
+    });
+    return version;
 }
 
 // cuDNN version found at run time (e.g. 91900), 0 without cuDNN.
 long mlmx_cudnn_version() {
-    const auto& hooks = at::detail::getCUDAHooks();
-    return hooks.hasCuDNN() ? hooks.versionRuntimeCuDNN() : 0;
+    long version = 0;
+    guarded([&] {
+        const auto& hooks = at::detail::getCUDAHooks();
+        version = hooks.hasCuDNN() ? hooks.versionRuntimeCuDNN() : 0;
+    });
+    return version;
 }
 
 // CUDA driver version (e.g. 13000), 0 where there is no driver.
