@@ -5,6 +5,11 @@
 
 mod config;
 mod doctor;
+mod eval;
+mod export;
+mod fill_mask;
+mod prepare;
+mod vocab;
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -47,6 +52,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read, split, tokenize and pack the configured corpus into Parquet shards + manifest.
+    Prepare(prepare::PrepareArgs),
+    /// Domain vocabularies: `vocab train` trains a WordPiece tokenizer on the corpus.
+    #[command(subcommand)]
+    Vocab(vocab::VocabCommand),
+    /// Evaluate a checkpoint on the held-out set with fixed masks.
+    Eval(eval::EvalArgs),
+    /// Export a checkpoint as a Hugging Face model directory.
+    Export(export::ExportArgs),
+    /// Predict the [MASK] tokens of texts, like Hugging Face's fill-mask pipeline.
+    FillMask(fill_mask::FillMaskArgs),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +91,11 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        (Some(Command::Prepare(args)), _) => prepare::run(&args, threads(&cli.threads)),
+        (Some(Command::Vocab(command)), _) => vocab::run(&command, threads(&cli.threads)),
+        (Some(Command::Eval(args)), _) => eval::run(&args, threads(&cli.threads)),
+        (Some(Command::Export(args)), _) => export::run(&args),
+        (Some(Command::FillMask(args)), _) => fill_mask::run(&args, threads(&cli.threads)),
         (None, Some(path)) => run_job(&path, cli.threads.map(NonZeroUsize::get)),
         // Reached when only an environment variable (MLM_TRAIN_THREADS) was given.
         (None, None) => Cli::command()
@@ -84,6 +105,11 @@ fn run(cli: Cli) -> Result<()> {
             )
             .exit(),
     }
+}
+
+/// The `--threads` flag (or `MLM_TRAIN_THREADS`) as a plain count.
+fn threads(flag: &Option<NonZeroUsize>) -> Option<usize> {
+    flag.map(NonZeroUsize::get)
 }
 
 /// `mlm-train --config FILE`: resolve the config and the runtime, then run the job's stages.
