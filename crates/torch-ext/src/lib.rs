@@ -5,6 +5,7 @@
 //!   autocast, in fp16): [`set_autocast_dtype`], [`autocast_dtype`], [`Autocast`];
 //! - facts for `mlm-train doctor`: the libtorch version and the file it was loaded from, CUDA
 //!   runtime / driver / cuDNN versions, GPU names, memory and compute capability.
+//! - state dicts saved by Python's `torch.save` (`pytorch_model.bin`): [`load_pickled_state_dict`].
 //!
 //! Every shim call catches C++ exceptions and reports them as [`TorchExtError::Torch`].
 
@@ -12,6 +13,9 @@ use std::ffi::{CStr, c_char, c_int, c_long};
 use std::path::PathBuf;
 
 use tch::Kind;
+
+mod pickle;
+pub use pickle::load_pickled_state_dict;
 
 mod ffi {
     use super::{c_char, c_int, c_long};

@@ -5,4 +5,5 @@
 //! the data contract in DESIGN.md and land here next; the seams they need are kept: one place
 //! that knows about devices and threads, the libtorch shim behind `mlm-torch-ext`.
 
+pub mod model;
 pub mod runtime;

@@ -1,0 +1,519 @@
+//! A Hugging Face BERT `config.json`, read and written as transformers does.
+//!
+//! Field names and defaults follow `transformers/models/bert/configuration_bert.py`
+//! (`BertConfig.__init__`). Keys this crate does not use (`_name_or_path`, `transformers_version`,
+//! `gradient_checkpointing`, `id2label`, ...) are kept in [`BertConfig::extra`] and written back,
+//! so a config survives load -> train -> export unchanged apart from what we set on purpose.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::ModelError;
+
+/// The `model_type` every BERT config carries (`BertConfig.model_type`).
+pub const BERT_MODEL_TYPE: &str = "bert";
+
+/// The architecture name written on export (the class `AutoModelForMaskedLM` resolves to).
+pub const BERT_MLM_ARCHITECTURE: &str = "BertForMaskedLM";
+
+/// A BERT `config.json` (`transformers.BertConfig`). Defaults are bert-base-uncased's, as in
+/// `BertConfig.__init__`, so a sparse or old config.json reads the way transformers reads it.
+///
+/// Build one for a from-scratch model with struct update syntax:
+/// `BertConfig { vocab_size: 8000, hidden_size: 256, ..BertConfig::default() }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BertConfig {
+    pub vocab_size: i64,
+    pub hidden_size: i64,
+    pub num_hidden_layers: i64,
+    pub num_attention_heads: i64,
+    pub intermediate_size: i64,
+    pub hidden_act: String,
+    pub hidden_dropout_prob: f64,
+    pub attention_probs_dropout_prob: f64,
+    pub max_position_embeddings: i64,
+    pub type_vocab_size: i64,
+    pub initializer_range: f64,
+    pub layer_norm_eps: f64,
+    /// `null` in some configs: then the word embedding has no padding row.
+    pub pad_token_id: Option<i64>,
+    /// `"bert"`; absent in a few very old configs (then BERT is assumed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_type: Option<String>,
+    /// e.g. `["BertModel"]`, `["BertForMaskedLM"]`; absent in old configs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub architectures: Option<Vec<String>>,
+    /// Every other key, kept verbatim and written back.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Default for BertConfig {
+    fn default() -> Self {
+        Self {
+            vocab_size: 30522,
+            hidden_size: 768,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            intermediate_size: 3072,
+            hidden_act: "gelu".to_owned(),
+            hidden_dropout_prob: 0.1,
+            attention_probs_dropout_prob: 0.1,
+            max_position_embeddings: 512,
+            type_vocab_size: 2,
+            initializer_range: 0.02,
+            layer_norm_eps: 1e-12,
+            pad_token_id: Some(0),
+            model_type: Some(BERT_MODEL_TYPE.to_owned()),
+            architectures: None,
+            extra: Map::new(),
+        }
+    }
+}
+
+/// The activations of `transformers.activations.ACT2FN` this port implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `"gelu"` (and `"gelu_python"`): exact, erf-based GELU (`GELUActivation`).
+    Gelu,
+    /// `"gelu_new"`, `"gelu_pytorch_tanh"`, `"gelu_fast"`: the tanh approximation.
+    GeluTanh,
+    Relu,
+    /// `"silu"` / `"swish"`.
+    Silu,
+}
+
+impl Activation {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "gelu" | "gelu_python" => Some(Self::Gelu),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Some(Self::GeluTanh),
+            "relu" => Some(Self::Relu),
+            "silu" | "swish" => Some(Self::Silu),
+            _ => None,
+        }
+    }
+
+    pub fn apply(self, xs: &tch::Tensor) -> tch::Tensor {
+        match self {
+            Self::Gelu => xs.gelu("none"),
+            Self::GeluTanh => xs.gelu("tanh"),
+            Self::Relu => xs.relu(),
+            Self::Silu => xs.silu(),
+        }
+    }
+}
+
+impl BertConfig {
+    /// Reads and validates a `config.json`. Errors name the file and the offending key.
+    pub fn from_file(path: &Path) -> Result<Self, ModelError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_json(&text, path)
+    }
+
+    /// Parses and validates config text; `origin` names the file in errors.
+    pub fn from_json(text: &str, origin: &Path) -> Result<Self, ModelError> {
+        let config: Self = serde_json::from_str(text).map_err(|source| ModelError::Json {
+            path: origin.to_path_buf(),
+            source,
+        })?;
+        config.validate().map_err(|problem| problem.at(origin))?;
+        Ok(config)
+    }
+
+    /// Writes the config as transformers does (pretty JSON, two-space indent), unknown keys
+    /// included.
+    pub fn write_hf(&self, path: &Path) -> Result<(), ModelError> {
+        let mut text = serde_json::to_string_pretty(self).map_err(|source| ModelError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        text.push('\n');
+        std::fs::write(path, text).map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Size of one attention head (`BertSelfAttention.attention_head_size`).
+    pub fn head_dim(&self) -> i64 {
+        self.hidden_size / self.num_attention_heads.max(1)
+    }
+
+    /// The activation named by `hidden_act` (validated by [`BertConfig::validate`]).
+    pub fn activation(&self) -> Activation {
+        Activation::parse(&self.hidden_act).unwrap_or(Activation::Gelu)
+    }
+
+    /// `initializer_range`, or 0.02 where it is 0, as `PreTrainedModel._init_weights` does
+    /// (`std = self.config.initializer_range or 0.02`).
+    pub fn init_std(&self) -> f64 {
+        if self.initializer_range == 0.0 {
+            0.02
+        } else {
+            self.initializer_range
+        }
+    }
+
+    /// The padding row of the word embedding, if any (`nn.Embedding(padding_idx=...)`).
+    pub fn padding_idx(&self) -> Option<i64> {
+        self.pad_token_id
+            .filter(|id| (0..self.vocab_size).contains(id))
+    }
+
+    /// Number of parameters of the model this config builds (pooler included, tied decoder
+    /// counted once), for plans and MFU.
+    pub fn num_parameters(&self) -> i64 {
+        let h = self.hidden_size;
+        let embeddings =
+            (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * h + 2 * h;
+        let layer =
+            4 * (h * h + h) + 2 * (h * self.intermediate_size) + self.intermediate_size + h + 4 * h;
+        let pooler = h * h + h;
+        let head = h * h + h + 2 * h + self.vocab_size;
+        embeddings + self.num_hidden_layers * layer + pooler + head
+    }
+
+    /// Checks that this is a BERT config this port can build. The error names the key.
+    pub fn validate(&self) -> Result<(), ConfigProblem> {
+        if let Some(model_type) = &self.model_type
+            && model_type != BERT_MODEL_TYPE
+        {
+            return Err(ConfigProblem::not_bert(format!(
+                "model_type \"{model_type}\""
+            )));
+        }
+        if let Some(architectures) = &self.architectures
+            && let Some(other) = architectures.iter().find(|name| !name.starts_with("Bert"))
+        {
+            return Err(ConfigProblem::not_bert(format!(
+                "architectures [\"{other}\"]"
+            )));
+        }
+        let positive = [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("intermediate_size", self.intermediate_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("type_vocab_size", self.type_vocab_size),
+        ];
+        for (key, value) in positive {
+            if value <= 0 {
+                return Err(ConfigProblem::key(
+                    key,
+                    format!("must be positive, got {value}"),
+                ));
+            }
+        }
+        if self.hidden_size % self.num_attention_heads != 0 {
+            return Err(ConfigProblem::key(
+                "num_attention_heads",
+                format!(
+                    "hidden_size {} is not a multiple of num_attention_heads {}",
+                    self.hidden_size, self.num_attention_heads
+                ),
+            ));
+        }
+        if Activation::parse(&self.hidden_act).is_none() {
+            return Err(ConfigProblem::key(
+                "hidden_act",
+                format!(
+                    "\"{}\" is not supported (gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu, silu)",
+                    self.hidden_act
+                ),
+            ));
+        }
+        for (key, p) in [
+            ("hidden_dropout_prob", self.hidden_dropout_prob),
+            (
+                "attention_probs_dropout_prob",
+                self.attention_probs_dropout_prob,
+            ),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(ConfigProblem::key(
+                    key,
+                    format!("must be in [0, 1), got {p}"),
+                ));
+            }
+        }
+        // Written so that NaN fails too.
+        if self.layer_norm_eps.is_nan() || self.layer_norm_eps <= 0.0 {
+            return Err(ConfigProblem::key(
+                "layer_norm_eps",
+                format!("must be positive, got {}", self.layer_norm_eps),
+            ));
+        }
+        if self.initializer_range.is_nan() || self.initializer_range < 0.0 {
+            return Err(ConfigProblem::key(
+                "initializer_range",
+                format!("must be non-negative, got {}", self.initializer_range),
+            ));
+        }
+        if let Some(pad) = self.pad_token_id
+            && !(0..self.vocab_size).contains(&pad)
+        {
+            return Err(ConfigProblem::key(
+                "pad_token_id",
+                format!(
+                    "{pad} is outside the vocabulary (vocab_size {})",
+                    self.vocab_size
+                ),
+            ));
+        }
+        self.validate_unsupported_variants()
+    }
+
+    /// BERT variants transformers can build but this port does not: refuse them instead of
+    /// silently computing something else.
+    fn validate_unsupported_variants(&self) -> Result<(), ConfigProblem> {
+        match self.extra.get("position_embedding_type") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(kind)) if kind == "absolute" => {}
+            Some(other) => {
+                return Err(ConfigProblem::key(
+                    "position_embedding_type",
+                    format!("{other} is not supported (only \"absolute\")"),
+                ));
+            }
+        }
+        for key in ["is_decoder", "add_cross_attention"] {
+            if self.extra.get(key) == Some(&Value::Bool(true)) {
+                return Err(ConfigProblem::key(
+                    key,
+                    "is true: only the bidirectional encoder (masked LM) is supported".to_owned(),
+                ));
+            }
+        }
+        if self.extra.get("tie_word_embeddings") == Some(&Value::Bool(false)) {
+            return Err(ConfigProblem::key(
+                "tie_word_embeddings",
+                "is false: the MLM decoder is always tied to the word embeddings here".to_owned(),
+            ));
+        }
+        if let Some(size) = self.extra.get("embedding_size")
+            && size.as_i64() != Some(self.hidden_size)
+        {
+            return Err(ConfigProblem::key(
+                "embedding_size",
+                format!(
+                    "{size} differs from hidden_size (factorised embeddings are not supported)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A copy set up for export as `BertForMaskedLM` (what `AutoModelForMaskedLM` and
+    /// `pipeline("fill-mask")` resolve).
+    pub fn for_export(&self) -> Self {
+        let mut config = self.clone();
+        config.model_type = Some(BERT_MODEL_TYPE.to_owned());
+        config.architectures = Some(vec![BERT_MLM_ARCHITECTURE.to_owned()]);
+        config
+    }
+}
+
+/// What is wrong with a config, before the file name is attached.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigProblem {
+    /// The key at fault (`model_type` for a non-BERT config).
+    pub key: &'static str,
+    pub message: String,
+    pub not_bert: bool,
+}
+
+impl ConfigProblem {
+    fn key(key: &'static str, message: String) -> Self {
+        Self {
+            key,
+            message,
+            not_bert: false,
+        }
+    }
+
+    fn not_bert(found: String) -> Self {
+        Self {
+            key: "model_type",
+            message: found,
+            not_bert: true,
+        }
+    }
+
+    /// The error for the config read from `path`.
+    pub fn at(self, path: &Path) -> ModelError {
+        let path: PathBuf = path.to_path_buf();
+        if self.not_bert {
+            ModelError::NotBert {
+                path,
+                found: self.message,
+            }
+        } else {
+            ModelError::InvalidConfig {
+                path,
+                key: self.key,
+                message: self.message,
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<BertConfig, ModelError> {
+        BertConfig::from_json(text, Path::new("config.json"))
+    }
+
+    const MINILM: &str = r#"{
+      "_name_or_path": "nreimers/MiniLM-L6-H384-uncased",
+      "architectures": ["BertModel"],
+      "attention_probs_dropout_prob": 0.1,
+      "gradient_checkpointing": false,
+      "hidden_act": "gelu",
+      "hidden_dropout_prob": 0.1,
+      "hidden_size": 384,
+      "initializer_range": 0.02,
+      "intermediate_size": 1536,
+      "layer_norm_eps": 1e-12,
+      "max_position_embeddings": 512,
+      "model_type": "bert",
+      "num_attention_heads": 12,
+      "num_hidden_layers": 6,
+      "pad_token_id": 0,
+      "position_embedding_type": "absolute",
+      "transformers_version": "4.8.2",
+      "type_vocab_size": 2,
+      "use_cache": true,
+      "vocab_size": 30522
+    }"#;
+
+    #[test]
+    fn reads_a_real_config_and_keeps_unknown_keys() {
+        let config = parse(MINILM).unwrap();
+        assert_eq!(config.hidden_size, 384);
+        assert_eq!(config.num_hidden_layers, 6);
+        assert_eq!(config.head_dim(), 32);
+        assert_eq!(config.activation(), Activation::Gelu);
+        assert_eq!(config.extra["transformers_version"], "4.8.2");
+        assert_eq!(config.extra["gradient_checkpointing"], false);
+        assert!(
+            !config.extra.contains_key("hidden_size"),
+            "known keys are not duplicated"
+        );
+    }
+
+    #[test]
+    fn round_trips_every_key_through_write_hf() {
+        let dir = std::env::temp_dir().join(format!("mlm-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.json");
+        parse(MINILM).unwrap().write_hf(&path).unwrap();
+        let written: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let original: Value = serde_json::from_str(MINILM).unwrap();
+        assert_eq!(written, original);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_keys_take_bert_base_defaults() {
+        let config = parse(r#"{"model_type": "bert", "vocab_size": 100}"#).unwrap();
+        assert_eq!(config.vocab_size, 100);
+        assert_eq!(config.hidden_size, 768);
+        assert_eq!(config.layer_norm_eps, 1e-12);
+        assert_eq!(config.pad_token_id, Some(0));
+    }
+
+    #[test]
+    fn refuses_other_architectures_by_name() {
+        let error = parse(r#"{"model_type": "roberta"}"#).unwrap_err();
+        assert!(matches!(error, ModelError::NotBert { .. }), "{error}");
+        assert!(error.to_string().contains("roberta"), "{error}");
+        let error = parse(r#"{"architectures": ["DistilBertForMaskedLM"]}"#).unwrap_err();
+        assert!(
+            error.to_string().contains("DistilBertForMaskedLM"),
+            "{error}"
+        );
+        assert!(error.to_string().contains("config.json"), "{error}");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (
+                r#"{"hidden_size": 100, "num_attention_heads": 3}"#,
+                "num_attention_heads",
+            ),
+            (r#"{"hidden_act": "mish"}"#, "hidden_act"),
+            (r#"{"hidden_dropout_prob": 1.5}"#, "hidden_dropout_prob"),
+            (r#"{"vocab_size": 10, "pad_token_id": 10}"#, "pad_token_id"),
+            (
+                r#"{"position_embedding_type": "relative_key"}"#,
+                "position_embedding_type",
+            ),
+            (r#"{"is_decoder": true}"#, "is_decoder"),
+            (r#"{"tie_word_embeddings": false}"#, "tie_word_embeddings"),
+            (r#"{"num_hidden_layers": 0}"#, "num_hidden_layers"),
+        ];
+        for (text, key) in cases {
+            let error = parse(text).unwrap_err();
+            match &error {
+                ModelError::InvalidConfig { key: found, .. } => assert_eq!(*found, key, "{error}"),
+                other => panic!("{text}: {other}"),
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_json_reports_line_and_file() {
+        let error = parse("{\n  \"vocab_size\": \"many\"\n}").unwrap_err();
+        let source = std::error::Error::source(&error).expect("the JSON error is kept");
+        let text = format!("{error}: {source}");
+        assert!(
+            text.contains("config.json") && text.contains("line 2"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn null_pad_token_means_no_padding_row() {
+        let config = parse(r#"{"pad_token_id": null}"#).unwrap();
+        assert_eq!(config.padding_idx(), None);
+    }
+
+    #[test]
+    fn export_copy_names_the_masked_lm_class() {
+        let config = parse(MINILM).unwrap().for_export();
+        assert_eq!(
+            config.architectures.as_deref(),
+            Some(&["BertForMaskedLM".to_owned()][..])
+        );
+        assert_eq!(config.model_type.as_deref(), Some("bert"));
+    }
+
+    #[test]
+    fn counts_bert_base_parameters() {
+        let config = BertConfig::default();
+        // embeddings 23,837,184 + 12 layers x 7,087,872 + pooler 590,592 + head 622,650
+        assert_eq!(
+            config.num_parameters(),
+            23_837_184 + 12 * 7_087_872 + 590_592 + 622_650
+        );
+    }
+}

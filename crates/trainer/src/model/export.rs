@@ -1,0 +1,181 @@
+//! Export to a Hugging Face directory that `transformers` loads with no conversion:
+//! `config.json` (`architectures: ["BertForMaskedLM"]`, `model_type: "bert"`) and
+//! `model.safetensors` (metadata `{"format": "pt"}`, which `from_pretrained` requires of
+//! safetensors files).
+//!
+//! The tensors are written the way `BertForMaskedLM.save_pretrained` writes them in
+//! transformers 5.24: every parameter once under its HF name, and no
+//! `cls.predictions.decoder.*`, because those are tied to `bert.embeddings.word_embeddings.weight`
+//! and `cls.predictions.bias` (`_tied_weights_keys`) and transformers re-ties them on load. So
+//! the load report has neither missing nor unexpected keys for the MLM model.
+//!
+//! The pooler: transformers' `BertForMaskedLM` has none (`add_pooling_layer=False`), so a
+//! `bert.pooler.*` in the file is reported as UNEXPECTED by `AutoModelForMaskedLM` /
+//! `pipeline("fill-mask")` (transformers 5 no longer silences it), while leaving it out makes
+//! `AutoModelForSequenceClassification` initialise a fresh pooler. [`ExportOptions`] chooses;
+//! the default keeps it (a pretrained checkpoint's pooler is worth more to fine-tuning than a
+//! quiet load report).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, TensorView};
+use tch::{Device, Kind};
+
+use super::config::BertConfig;
+use super::{ModelError, named_variables};
+
+/// What [`export_hf_model_with`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportOptions {
+    /// Write `bert.pooler.dense.*` (default true).
+    pub include_pooler: bool,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        Self {
+            include_pooler: true,
+        }
+    }
+}
+
+/// Writes `config.json` and `model.safetensors` of `vs` into `dir` (created if needed), pooler
+/// included. See [`export_hf_model_with`].
+pub fn export_hf_model(
+    vs: &tch::nn::VarStore,
+    config: &BertConfig,
+    dir: &Path,
+) -> Result<(), ModelError> {
+    export_hf_model_with(vs, config, dir, ExportOptions::default())
+}
+
+/// Writes `config.json` and `model.safetensors` into `dir`. Tensors keep their dtype (f32
+/// unless the caller converted the `VarStore`) and are copied to the CPU. Each file is written
+/// to a temporary name and renamed, so a reader never sees half a file.
+pub fn export_hf_model_with(
+    vs: &tch::nn::VarStore,
+    config: &BertConfig,
+    dir: &Path,
+    options: ExportOptions,
+) -> Result<(), ModelError> {
+    check_matches_config(vs, config)?;
+    std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+
+    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, tensor) in named_variables(vs) {
+        if !options.include_pooler && name.starts_with("bert.pooler.") {
+            continue;
+        }
+        let (dtype, bytes) = cpu_bytes(&name, &tensor)?;
+        let shape = tensor.size().iter().map(|d| *d as usize).collect();
+        tensors.push((name, dtype, shape, bytes));
+    }
+    let views = tensors
+        .iter()
+        .map(|(name, dtype, shape, bytes)| {
+            TensorView::new(*dtype, shape.clone(), bytes)
+                .map(|view| (name.as_str(), view))
+                .map_err(|source| ModelError::Safetensors {
+                    path: dir.join("model.safetensors"),
+                    source,
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let metadata = HashMap::from([("format".to_owned(), "pt".to_owned())]);
+
+    let weights = dir.join("model.safetensors");
+    let temporary = temporary_path(&weights);
+    safetensors::tensor::serialize_to_file(views, Some(metadata), &temporary).map_err(
+        |source| ModelError::Safetensors {
+            path: temporary.clone(),
+            source,
+        },
+    )?;
+    rename(&temporary, &weights)?;
+
+    let config_path = dir.join("config.json");
+    let temporary = temporary_path(&config_path);
+    config.for_export().write_hf(&temporary)?;
+    rename(&temporary, &config_path)
+}
+
+/// The variables must be the ones `config` describes, or transformers would refuse the export.
+fn check_matches_config(vs: &tch::nn::VarStore, config: &BertConfig) -> Result<(), ModelError> {
+    let variables = vs.variables();
+    let word = "bert.embeddings.word_embeddings.weight";
+    let expected = vec![config.vocab_size, config.hidden_size];
+    match variables.get(word) {
+        None => {
+            return Err(ModelError::MissingVariable {
+                name: word.to_owned(),
+            });
+        }
+        Some(tensor) if tensor.size() != expected => {
+            return Err(ModelError::BadInput(format!(
+                "{word} is {:?} but the config says vocab_size {} x hidden_size {}",
+                tensor.size(),
+                config.vocab_size,
+                config.hidden_size
+            )));
+        }
+        Some(_) => {}
+    }
+    let last = format!(
+        "bert.encoder.layer.{}.output.dense.weight",
+        config.num_hidden_layers - 1
+    );
+    let extra = format!(
+        "bert.encoder.layer.{}.output.dense.weight",
+        config.num_hidden_layers
+    );
+    if !variables.contains_key(&last) || variables.contains_key(&extra) {
+        return Err(ModelError::BadInput(format!(
+            "the model's layer count differs from num_hidden_layers {}",
+            config.num_hidden_layers
+        )));
+    }
+    Ok(())
+}
+
+/// A tensor's bytes on the CPU in row-major order, with its safetensors dtype (float kinds;
+/// Int64 for buffers).
+pub(crate) fn cpu_bytes(name: &str, tensor: &tch::Tensor) -> Result<(Dtype, Vec<u8>), ModelError> {
+    let dtype = match tensor.kind() {
+        Kind::Float => Dtype::F32,
+        Kind::Half => Dtype::F16,
+        Kind::BFloat16 => Dtype::BF16,
+        Kind::Double => Dtype::F64,
+        Kind::Int64 => Dtype::I64,
+        other => {
+            return Err(ModelError::BadInput(format!(
+                "{name} has dtype {other:?}, which is not exported"
+            )));
+        }
+    };
+    let cpu = tensor.to_device(Device::Cpu).contiguous();
+    let numel = cpu.numel();
+    let mut bytes = vec![0u8; numel * cpu.kind().elt_size_in_bytes()];
+    cpu.f_copy_data_u8(&mut bytes, numel)
+        .map_err(|source| ModelError::Torch {
+            operation: "copy a parameter to host memory",
+            source,
+        })?;
+    Ok((dtype, bytes))
+}
+
+fn temporary_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp{}", std::process::id()));
+    path.with_file_name(name)
+}
+
+fn rename(from: &Path, to: &Path) -> Result<(), ModelError> {
+    std::fs::rename(from, to).map_err(|source| ModelError::Io {
+        path: to.to_path_buf(),
+        source,
+    })
+}

@@ -1,0 +1,228 @@
+//! Hugging Face's weight initialisation (`PreTrainedModel._init_weights` and
+//! `BertPreTrainedModel._init_weights` in transformers 5.24), seeded and device-independent.
+//!
+//! - Linear and Embedding weights: normal(0, `initializer_range`);
+//! - Linear biases and `cls.predictions.bias`: 0;
+//! - LayerNorm: weight 1, bias 0;
+//! - the padding row of the word embedding: 0.
+//!
+//! The random values are drawn on the CPU from a counter-based generator keyed by
+//! (seed, variable name, chunk), not from libtorch's global generator: every variable gets
+//! the same values whatever the device, the thread count, the order of initialisation or which
+//! other variables exist (so initialising the missing MLM head of a loaded checkpoint gives
+//! the same head as initialising a whole model with the same seed).
+
+use rayon::prelude::*;
+use tch::Tensor;
+
+use super::config::BertConfig;
+
+/// Elements per independent random stream: the unit of parallel work.
+const CHUNK: usize = 1 << 16;
+
+/// Re-initialises every variable of `vs` as transformers' `_init_weights` does, from `seed`.
+pub fn init_weights_like_hf(vs: &tch::nn::VarStore, config: &BertConfig, seed: u64) {
+    for (name, tensor) in vs.variables() {
+        init_variable_like_hf(&name, &tensor, config, seed);
+    }
+}
+
+/// Initialises one variable by its Hugging Face name. Returns false (and leaves the variable
+/// untouched) for a name that is none of weight / bias / LayerNorm.
+pub fn init_variable_like_hf(name: &str, tensor: &Tensor, config: &BertConfig, seed: u64) -> bool {
+    let mut target = tensor.shallow_clone();
+    let _no_grad = tch::no_grad_guard();
+    if name.ends_with("LayerNorm.weight") {
+        let _ = target.fill_(1.0);
+    } else if name.ends_with(".bias") {
+        let _ = target.zero_();
+    } else if name.ends_with(".weight") {
+        let shape = tensor.size();
+        let values = normal_values(seed, name, tensor.numel(), config.init_std());
+        let values = Tensor::from_slice(&values).view(shape.as_slice());
+        target.copy_(&values);
+        if name.ends_with("word_embeddings.weight")
+            && let Some(pad) = config.padding_idx()
+            && shape.first().is_some_and(|rows| pad < *rows)
+        {
+            let _ = target.get(pad).zero_();
+        }
+    } else {
+        return false;
+    }
+    true
+}
+
+/// `count` draws of normal(0, std) for variable `name`, as f32.
+fn normal_values(seed: u64, name: &str, count: usize, std: f64) -> Vec<f32> {
+    let key = splitmix64(seed ^ fnv1a(name.as_bytes()));
+    let mut values = vec![0f32; count];
+    values
+        .par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(index, chunk)| fill_normal(chunk, key.wrapping_add(index as u64), std));
+    values
+}
+
+/// Fills `out` with normal(0, std) draws from stream `key` (Box-Muller on splitmix64).
+fn fill_normal(out: &mut [f32], key: u64, std: f64) {
+    let mut state = splitmix64(key);
+    let mut next_uniform = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        // 53 random bits, shifted into the open interval (0, 1) so that ln() is finite.
+        ((splitmix64(state) >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
+    };
+    for pair in out.chunks_mut(2) {
+        let radius = (-2.0 * next_uniform().ln()).sqrt() * std;
+        let angle = std::f64::consts::TAU * next_uniform();
+        pair[0] = (radius * angle.cos()) as f32;
+        if let Some(second) = pair.get_mut(1) {
+            *second = (radius * angle.sin()) as f32;
+        }
+    }
+}
+
+/// The splitmix64 finaliser (Steele, Lea & Flood 2014): a bijective 64-bit mixer.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// FNV-1a, 64-bit: a stable hash of the variable name (std's hashers are not stable).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xCBF2_9CE4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01B3)
+    })
+}
+
+/// Mean and standard deviation of a float tensor, in f64.
+#[cfg(test)]
+fn mean_std(tensor: &Tensor) -> (f64, f64) {
+    let values = tensor.to_kind(tch::Kind::Double);
+    (
+        values.mean(tch::Kind::Double).double_value(&[]),
+        values.std(false).double_value(&[]),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::nn::VarStore;
+    use tch::{Device, Kind};
+
+    use crate::model::BertForMaskedLM;
+
+    fn tiny() -> BertConfig {
+        BertConfig {
+            vocab_size: 97,
+            hidden_size: 36,
+            num_hidden_layers: 2,
+            num_attention_heads: 3,
+            intermediate_size: 50,
+            max_position_embeddings: 40,
+            ..BertConfig::default()
+        }
+    }
+
+    fn model(config: &BertConfig, seed: u64) -> VarStore {
+        let vs = VarStore::new(Device::Cpu);
+        let _model = BertForMaskedLM::new(&vs.root(), config);
+        init_weights_like_hf(&vs, config, seed);
+        vs
+    }
+
+    fn get(vs: &VarStore, name: &str) -> Tensor {
+        vs.variables()
+            .remove(name)
+            .unwrap_or_else(|| panic!("no {name}"))
+    }
+
+    #[test]
+    fn normal_draws_have_the_requested_moments() {
+        let values = normal_values(7, "x.weight", 200_001, 0.02);
+        let tensor = Tensor::from_slice(&values);
+        let (mean, std) = mean_std(&tensor);
+        assert!(mean.abs() < 2e-4, "mean {mean}");
+        assert!((std - 0.02).abs() < 2e-4, "std {std}");
+        assert!(values.iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn streams_depend_on_seed_and_name_only() {
+        assert_eq!(
+            normal_values(1, "a.weight", 1000, 1.0),
+            normal_values(1, "a.weight", 1000, 1.0)
+        );
+        assert_ne!(
+            normal_values(1, "a.weight", 1000, 1.0),
+            normal_values(2, "a.weight", 1000, 1.0)
+        );
+        assert_ne!(
+            normal_values(1, "a.weight", 1000, 1.0),
+            normal_values(1, "b.weight", 1000, 1.0)
+        );
+        // A longer tensor starts with the same draws: chunks are keyed by index, not by size.
+        let long = normal_values(1, "a.weight", 3 * CHUNK + 5, 1.0);
+        assert_eq!(&long[..1000], &normal_values(1, "a.weight", 1000, 1.0)[..]);
+    }
+
+    #[test]
+    fn follows_hf_init_weights_rules() {
+        let config = tiny();
+        let vs = model(&config, 3);
+        for (name, tensor) in vs.variables() {
+            let (mean, std) = mean_std(&tensor);
+            if name.ends_with("LayerNorm.weight") {
+                assert_eq!((mean, std), (1.0, 0.0), "{name}");
+            } else if name.ends_with(".bias") {
+                assert_eq!((mean, std), (0.0, 0.0), "{name}");
+            } else {
+                assert!((std - 0.02).abs() < 0.004, "{name}: std {std}");
+            }
+        }
+        let word = get(&vs, "bert.embeddings.word_embeddings.weight");
+        assert_eq!(
+            word.get(0).abs().sum(Kind::Double).double_value(&[]),
+            0.0,
+            "padding row"
+        );
+        assert!(word.get(1).abs().sum(Kind::Double).double_value(&[]) > 0.0);
+    }
+
+    #[test]
+    fn same_seed_same_model_other_seed_other_model() {
+        let config = tiny();
+        let (a, b, c) = (model(&config, 11), model(&config, 11), model(&config, 12));
+        for (name, tensor) in a.variables() {
+            assert!(tensor.equal(&get(&b, &name)), "{name}");
+            if name.ends_with("dense.weight") {
+                assert!(!tensor.equal(&get(&c, &name)), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn initialising_one_variable_matches_the_whole_model_init() {
+        let config = tiny();
+        let whole = model(&config, 5);
+        let vs = VarStore::new(Device::Cpu);
+        let _model = BertForMaskedLM::new(&vs.root(), &config);
+        let name = "cls.predictions.transform.dense.weight";
+        assert!(init_variable_like_hf(name, &get(&vs, name), &config, 5));
+        assert!(get(&vs, name).equal(&get(&whole, name)));
+    }
+
+    #[test]
+    fn initialisation_uses_initializer_range() {
+        let config = BertConfig {
+            initializer_range: 0.5,
+            ..tiny()
+        };
+        let vs = model(&config, 1);
+        let (_, std) = mean_std(&get(&vs, "bert.encoder.layer.0.intermediate.dense.weight"));
+        assert!((std - 0.5).abs() < 0.05, "std {std}");
+    }
+}

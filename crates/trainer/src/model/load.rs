@@ -1,0 +1,423 @@
+//! Loading a Hugging Face model directory into a `VarStore` whose names are HF's, following
+//! what `PreTrainedModel.from_pretrained` does in transformers (modeling_utils.py):
+//!
+//! - weights from `model.safetensors`, a sharded `model.safetensors.index.json`,
+//!   `pytorch_model.bin` (a `torch.save` zip pickle, read by libtorch through mlm-torch-ext) or
+//!   a sharded `pytorch_model.bin.index.json`, in that order of preference;
+//! - legacy names `LayerNorm.gamma` / `LayerNorm.beta` renamed to `weight` / `bias`
+//!   (`_fix_state_dict_key_on_load`), keys with or without the `bert.` base-model prefix;
+//! - tied copies (`cls.predictions.decoder.*`), NSP and task heads, old `position_ids`
+//!   buffers ignored; anything else that matches no parameter reported as unexpected;
+//! - parameters the checkpoint lacks (the MLM head of a `BertModel` checkpoint, the pooler of
+//!   a `BertForMaskedLM` one) initialised as `_init_weights` does and reported;
+//! - every shape checked before anything is copied (a mismatch names the parameter and both
+//!   shapes and leaves the model untouched); any float dtype converted to the variable's.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use tch::{Kind, Tensor};
+
+use super::config::BertConfig;
+use super::init::init_variable_like_hf;
+use super::{Architecture, ModelError};
+
+/// What a load did, name by name (all lists sorted).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Model variables set from the checkpoint.
+    pub loaded: Vec<String>,
+    /// Model variables the checkpoint lacks, initialised as transformers would.
+    pub initialised: Vec<String>,
+    /// Checkpoint keys deliberately not used: tied copies of other weights, heads of other
+    /// tasks (NSP, classifiers), buffers.
+    pub ignored: Vec<String>,
+    /// (checkpoint key, model variable) where they differ: legacy gamma/beta, `bert.` prefix.
+    pub renamed: Vec<(String, String)>,
+    /// Checkpoint keys that match no variable and are not known to be safe to ignore.
+    pub unexpected: Vec<String>,
+    /// The weight files read.
+    pub files: Vec<PathBuf>,
+}
+
+impl LoadReport {
+    /// One line for logs: counts, and the names of initialised and unexpected keys.
+    pub fn summary(&self) -> String {
+        let mut text = format!(
+            "loaded {} tensors, initialised {}, ignored {}, renamed {}, unexpected {}",
+            self.loaded.len(),
+            self.initialised.len(),
+            self.ignored.len(),
+            self.renamed.len(),
+            self.unexpected.len()
+        );
+        if !self.initialised.is_empty() {
+            text.push_str(&format!("; initialised: {}", self.initialised.join(", ")));
+        }
+        if !self.unexpected.is_empty() {
+            text.push_str(&format!("; unexpected: {}", self.unexpected.join(", ")));
+        }
+        text
+    }
+}
+
+/// How to initialise what the checkpoint lacks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions<'a> {
+    /// Seed of [`super::init_weights_like_hf`] for missing variables.
+    pub init_seed: u64,
+    /// `initializer_range` and `pad_token_id` for missing variables; default: the directory's
+    /// `config.json` (BERT defaults when there is none).
+    pub config: Option<&'a BertConfig>,
+}
+
+/// Loads `dir` into `vs` with seed 0 for missing variables. See [`load_hf_dir_with`].
+pub fn load_hf_dir(dir: &Path, vs: &mut tch::nn::VarStore) -> Result<LoadReport, ModelError> {
+    load_hf_dir_with(dir, vs, LoadOptions::default())
+}
+
+/// Loads the weights of the Hugging Face directory `dir` into `vs` (built by
+/// [`super::BertForMaskedLM::new`] from a matching config). On error the variables are
+/// unchanged.
+pub fn load_hf_dir_with(
+    dir: &Path,
+    vs: &mut tch::nn::VarStore,
+    options: LoadOptions<'_>,
+) -> Result<LoadReport, ModelError> {
+    let own_config;
+    let config = match options.config {
+        Some(config) => config,
+        None => {
+            let path = dir.join("config.json");
+            own_config = if path.exists() {
+                BertConfig::from_file(&path)?
+            } else {
+                BertConfig::default()
+            };
+            &own_config
+        }
+    };
+    let files = find_weights(dir)?;
+    let variables = vs.variables();
+    let mut report = LoadReport {
+        files: files.paths().to_vec(),
+        ..LoadReport::default()
+    };
+    match &files {
+        WeightFiles::Safetensors(paths) => {
+            let buffers = paths
+                .iter()
+                .map(|path| {
+                    std::fs::read(path).map_err(|source| ModelError::Io {
+                        path: path.clone(),
+                        source,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut entries = Vec::new();
+            for (path, buffer) in paths.iter().zip(&buffers) {
+                let file =
+                    SafeTensors::deserialize(buffer).map_err(|source| ModelError::Safetensors {
+                        path: path.clone(),
+                        source,
+                    })?;
+                entries.extend(
+                    file.tensors()
+                        .into_iter()
+                        .map(|(name, view)| (name, Entry::View(view), path.as_path())),
+                );
+            }
+            apply(&entries, &variables, config, options.init_seed, &mut report)?;
+        }
+        WeightFiles::Pickle(paths) => {
+            let mut entries = Vec::new();
+            for path in paths {
+                check_zip_pickle(path)?;
+                let tensors = mlm_torch_ext::load_pickled_state_dict(path).map_err(|source| {
+                    ModelError::Pickle {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                entries.extend(
+                    tensors
+                        .into_iter()
+                        .map(|(name, t)| (name, Entry::Torch(t), path.as_path())),
+                );
+            }
+            apply(&entries, &variables, config, options.init_seed, &mut report)?;
+        }
+    }
+    Ok(report)
+}
+
+/// The weight files of a Hugging Face directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WeightFiles {
+    Safetensors(Vec<PathBuf>),
+    Pickle(Vec<PathBuf>),
+}
+
+impl WeightFiles {
+    pub fn paths(&self) -> &[PathBuf] {
+        match self {
+            Self::Safetensors(paths) | Self::Pickle(paths) => paths,
+        }
+    }
+}
+
+/// Finds the weights of `dir` in transformers' order of preference (safetensors first).
+pub fn find_weights(dir: &Path) -> Result<WeightFiles, ModelError> {
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(WeightFiles::Safetensors(vec![single]));
+    }
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        return Ok(WeightFiles::Safetensors(shards(dir, &index)?));
+    }
+    let single = dir.join("pytorch_model.bin");
+    if single.is_file() {
+        return Ok(WeightFiles::Pickle(vec![single]));
+    }
+    let index = dir.join("pytorch_model.bin.index.json");
+    if index.is_file() {
+        return Ok(WeightFiles::Pickle(shards(dir, &index)?));
+    }
+    Err(ModelError::NoWeights {
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// The shard files an index's `weight_map` names, each once, in first-mention order.
+fn shards(dir: &Path, index: &Path) -> Result<Vec<PathBuf>, ModelError> {
+    #[derive(serde::Deserialize)]
+    struct Index {
+        weight_map: BTreeMap<String, String>,
+    }
+    let text = std::fs::read_to_string(index).map_err(|source| ModelError::Io {
+        path: index.to_path_buf(),
+        source,
+    })?;
+    let parsed: Index = serde_json::from_str(&text).map_err(|source| ModelError::Json {
+        path: index.to_path_buf(),
+        source,
+    })?;
+    let mut files: Vec<PathBuf> = Vec::new();
+    for file in parsed.weight_map.values() {
+        // A shard must be a plain file name next to the index, never a path out of the dir.
+        if file.contains('/') || file.contains('\\') || file == ".." {
+            return Err(ModelError::BadCheckpoint {
+                path: index.to_path_buf(),
+                message: format!("weight_map names \"{file}\", not a file in this directory"),
+            });
+        }
+        let path = dir.join(file);
+        if !files.contains(&path) {
+            if !path.is_file() {
+                return Err(ModelError::BadCheckpoint {
+                    path: index.to_path_buf(),
+                    message: format!("shard {file} is missing"),
+                });
+            }
+            files.push(path);
+        }
+    }
+    Ok(files)
+}
+
+/// `torch::pickle_load` reads the zip format of `torch.save` (PyTorch >= 1.6); the legacy
+/// format is refused here with advice instead of a libtorch parse error.
+fn check_zip_pickle(path: &Path) -> Result<(), ModelError> {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    let mut file = std::fs::File::open(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let read = file.read(&mut magic).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if read == 4 && magic == *b"PK\x03\x04" {
+        return Ok(());
+    }
+    Err(ModelError::BadCheckpoint {
+        path: path.to_path_buf(),
+        message: "not a torch.save zip archive (legacy pre-1.6 format?): re-save it with \
+                  `torch.save(torch.load(path), path)` in a recent PyTorch, or convert it to \
+                  model.safetensors"
+            .to_owned(),
+    })
+}
+
+/// A checkpoint tensor, not yet materialised (safetensors) or already in libtorch (pickle).
+enum Entry<'a> {
+    View(TensorView<'a>),
+    Torch(Tensor),
+}
+
+impl Entry<'_> {
+    fn shape(&self) -> Vec<i64> {
+        match self {
+            Self::View(view) => view.shape().iter().map(|d| *d as i64).collect(),
+            Self::Torch(tensor) => tensor.size(),
+        }
+    }
+
+    /// The libtorch kind for a float dtype; `Err(dtype name)` otherwise.
+    fn float_kind(&self) -> Result<Kind, String> {
+        match self {
+            Self::View(view) => match view.dtype() {
+                Dtype::F16 => Ok(Kind::Half),
+                Dtype::BF16 => Ok(Kind::BFloat16),
+                Dtype::F32 => Ok(Kind::Float),
+                Dtype::F64 => Ok(Kind::Double),
+                other => Err(other.to_string()),
+            },
+            Self::Torch(tensor) => match tensor.kind() {
+                kind @ (Kind::Half | Kind::BFloat16 | Kind::Float | Kind::Double) => Ok(kind),
+                other => Err(format!("{other:?}")),
+            },
+        }
+    }
+
+    fn to_tensor(&self, kind: Kind) -> Result<Tensor, tch::TchError> {
+        match self {
+            Self::View(view) => Tensor::f_from_data_size(view.data(), &self.shape(), kind),
+            Self::Torch(tensor) => Ok(tensor.shallow_clone()),
+        }
+    }
+}
+
+/// Where a checkpoint key goes.
+enum Target {
+    Variable(String),
+    Ignored,
+    Unexpected,
+}
+
+/// Maps a checkpoint key to a model variable (HF's key fixing + base-model prefix).
+fn resolve(key: &str, variables: &HashMap<String, Tensor>, arch: Architecture) -> Target {
+    let fixed = legacy_fixed(key);
+    let prefix = arch.base_prefix();
+    for candidate in [fixed.clone(), format!("{prefix}{fixed}")] {
+        if variables.contains_key(&candidate) {
+            return Target::Variable(candidate);
+        }
+    }
+    let unprefixed = fixed.strip_prefix(prefix).unwrap_or(&fixed);
+    let tied = arch.tied_keys().iter().any(|(tied, _)| *tied == fixed);
+    if tied || arch.ignored_key(&fixed) || arch.ignored_key(unprefixed) {
+        Target::Ignored
+    } else {
+        Target::Unexpected
+    }
+}
+
+/// `_fix_state_dict_key_on_load`: TF-era `gamma`/`beta` LayerNorm names.
+fn legacy_fixed(key: &str) -> String {
+    if let Some(stem) = key.strip_suffix(".gamma") {
+        format!("{stem}.weight")
+    } else if let Some(stem) = key.strip_suffix(".beta") {
+        format!("{stem}.bias")
+    } else {
+        key.to_owned()
+    }
+}
+
+/// Plans every copy (checking names, shapes and dtypes), then copies and initialises.
+fn apply(
+    entries: &[(String, Entry<'_>, &Path)],
+    variables: &HashMap<String, Tensor>,
+    config: &BertConfig,
+    seed: u64,
+    report: &mut LoadReport,
+) -> Result<(), ModelError> {
+    let arch = Architecture::Bert;
+    let mut plan: BTreeMap<String, (String, usize)> = BTreeMap::new();
+    let mut ignored: HashMap<String, usize> = HashMap::new();
+    for (index, (key, _, path)) in entries.iter().enumerate() {
+        match resolve(key, variables, arch) {
+            Target::Variable(name) => {
+                if let Some((other, _)) = plan.insert(name.clone(), (key.clone(), index)) {
+                    return Err(ModelError::BadCheckpoint {
+                        path: path.to_path_buf(),
+                        message: format!("both {other} and {key} map to {name}"),
+                    });
+                }
+            }
+            Target::Ignored => {
+                ignored.insert(key.clone(), index);
+            }
+            Target::Unexpected => report.unexpected.push(key.clone()),
+        }
+    }
+    // A checkpoint may carry a tied weight only under its tied name (e.g. the MLM bias only as
+    // `cls.predictions.decoder.bias`): use it for the parameter it duplicates.
+    for (tied, target) in arch.tied_keys() {
+        if !plan.contains_key(*target)
+            && variables.contains_key(*target)
+            && let Some(index) = ignored.remove(*tied)
+        {
+            plan.insert((*target).to_owned(), ((*tied).to_owned(), index));
+        }
+    }
+    for (name, (key, index)) in &plan {
+        let (_, entry, path) = &entries[*index];
+        let model_shape = variables[name].size();
+        if entry.shape() != model_shape {
+            return Err(ModelError::ShapeMismatch {
+                path: path.to_path_buf(),
+                name: name.clone(),
+                checkpoint: entry.shape(),
+                model: model_shape,
+            });
+        }
+        entry
+            .float_kind()
+            .map_err(|dtype| ModelError::UnsupportedDtype {
+                path: path.to_path_buf(),
+                name: key.clone(),
+                dtype,
+            })?;
+        if key != name {
+            report.renamed.push((key.clone(), name.clone()));
+        }
+    }
+    let _no_grad = tch::no_grad_guard();
+    for (name, (_, index)) in &plan {
+        let (_, entry, _) = &entries[*index];
+        let kind = entry.float_kind().unwrap_or(Kind::Float);
+        let source = entry.to_tensor(kind).map_err(|source| ModelError::Torch {
+            operation: "create a tensor from checkpoint data",
+            source,
+        })?;
+        let mut variable = variables[name].shallow_clone();
+        variable
+            .f_copy_(&source)
+            .map_err(|source| ModelError::Torch {
+                operation: "copy checkpoint data into the model",
+                source,
+            })?;
+        report.loaded.push(name.clone());
+    }
+    let mut missing: Vec<&String> = variables
+        .keys()
+        .filter(|name| !plan.contains_key(*name))
+        .collect();
+    missing.sort();
+    for name in missing {
+        init_variable_like_hf(name, &variables[name], config, seed);
+        report.initialised.push(name.clone());
+    }
+    report.ignored = ignored.into_keys().collect();
+    report.ignored.sort();
+    report.unexpected.sort();
+    report.renamed.sort();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
