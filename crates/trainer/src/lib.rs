@@ -5,5 +5,11 @@
 //! the data contract in DESIGN.md and land here next; the seams they need are kept: one place
 //! that knows about devices and threads, the libtorch shim behind `mlm-torch-ext`.
 
+pub mod checkpoint;
+pub mod error;
 pub mod model;
+pub mod optim;
 pub mod runtime;
+pub mod schedule;
+
+pub use error::TrainError;

@@ -1,0 +1,326 @@
+//! Checkpoints: `run_dir/checkpoint-<step>/` holding the model weights (written by a closure
+//! the caller passes), `optimizer.safetensors`, the resolved run config and
+//! `trainer_state.json`, plus the rotation that keeps the last K and the best.
+//!
+//! Crash safety: everything is written into a hidden `.tmp-checkpoint-<step>` directory, every
+//! file and the directory are fsynced, and only then is the directory renamed to
+//! `checkpoint-<step>` (and the run directory fsynced). A rename within one file system is
+//! atomic, so a `checkpoint-<N>` directory is always complete; a crash or a failed write
+//! leaves at most a hidden temp directory, which [`CheckpointManager::latest`] ignores and
+//! the next save removes. Old checkpoints are deleted only after the new one is in place.
+//! One process writes a run directory (rank 0 under data parallelism).
+//!
+//! Rotation, as the Hugging Face Trainer's `save_total_limit` with `load_best_model_at_end`:
+//! keep the `keep_last` newest checkpoints plus the one with the lowest metric (e.g. held-out
+//! loss). The run directory holds one history: a save at step `s` removes checkpoints of
+//! later steps, which belong to a run that was rewound (resumed from an older checkpoint), so
+//! that `latest()` is always the newest state of the current run.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::TrainError;
+use crate::optim::{AdamW, OPTIMIZER_FILE};
+
+/// The trainer state file inside a checkpoint; written last, so it also marks completeness.
+pub const STATE_FILE: &str = "trainer_state.json";
+/// The copy of the resolved run config [`CheckpointManager::save_with`] writes.
+pub const RESOLVED_CONFIG_FILE: &str = "run_config.toml";
+/// Checkpoint directories are `checkpoint-<global step>`, as in the Hugging Face Trainer.
+pub const CHECKPOINT_PREFIX: &str = "checkpoint-";
+const TEMP_PREFIX: &str = ".tmp-checkpoint-";
+const OLD_PREFIX: &str = ".old-checkpoint-";
+
+/// Where a run stands: everything besides weights and optimizer state that an exact resume
+/// needs (`trainer_state.json`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Optimizer steps completed.
+    pub global_step: u64,
+    /// Epoch of the next sequence to train on.
+    pub epoch: u64,
+    /// Position of the next sequence in that epoch's order (DESIGN: data contract).
+    pub epoch_position: u64,
+    /// Tokens trained on so far.
+    pub tokens_seen: u64,
+    /// Hash of the resolved config, to refuse resuming a changed run unless told.
+    pub config_hash: String,
+    /// Lowest metric seen at a save (lower is better, e.g. held-out loss).
+    pub best_metric: Option<f64>,
+    /// Directory name (`checkpoint-<step>`) of the checkpoint with `best_metric`.
+    pub best_checkpoint: Option<String>,
+    /// The latest evaluation's metrics.
+    pub last_eval: Option<serde_json::Value>,
+    /// The learning-rate schedule the run follows (a serialised [`crate::schedule::Schedule`]).
+    pub schedule: serde_json::Value,
+}
+
+impl TrainerState {
+    /// Reads a `trainer_state.json`.
+    pub fn read(path: &Path) -> Result<Self, TrainError> {
+        let text = fs::read_to_string(path).map_err(|e| TrainError::io("read", path, e))?;
+        serde_json::from_str(&text).map_err(|source| TrainError::Json {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Writes pretty JSON to `path` and syncs it.
+    pub fn write(&self, path: &Path) -> Result<(), TrainError> {
+        let text = serde_json::to_string_pretty(self).map_err(|source| TrainError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        write_synced(path, text.as_bytes())
+    }
+}
+
+/// Files [`CheckpointManager::save_with`] writes besides the caller's closure.
+#[derive(Default, Clone, Copy)]
+pub struct CheckpointExtras<'a> {
+    /// Saved as `optimizer.safetensors`.
+    pub optimizer: Option<&'a AdamW>,
+    /// The resolved run config (text), saved as `run_config.toml`.
+    pub resolved_config: Option<&'a str>,
+}
+
+/// Saves, finds and rotates the checkpoints of one run directory.
+#[derive(Debug, Clone)]
+pub struct CheckpointManager {
+    run_dir: PathBuf,
+    keep_last: usize,
+}
+
+impl CheckpointManager {
+    /// Checkpoints go under `run_dir`; `keep_last` newest are kept besides the best
+    /// (0 keeps them all).
+    pub fn new(run_dir: &Path, keep_last: usize) -> Self {
+        Self {
+            run_dir: run_dir.to_path_buf(),
+            keep_last,
+        }
+    }
+
+    /// The run directory.
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// `run_dir/checkpoint-<step>`.
+    pub fn dir_for(&self, step: u64) -> PathBuf {
+        self.run_dir.join(format!("{CHECKPOINT_PREFIX}{step}"))
+    }
+
+    /// Saves checkpoint `step`: `write` fills the directory (model weights, and whatever else
+    /// the caller wants in it), then `trainer_state.json` is written. See [`Self::save_with`].
+    pub fn save(
+        &self,
+        step: u64,
+        write: impl FnOnce(&Path) -> Result<(), TrainError>,
+        state: &mut TrainerState,
+        metric: Option<f64>,
+    ) -> Result<PathBuf, TrainError> {
+        self.save_with(step, CheckpointExtras::default(), write, state, metric)
+    }
+
+    /// Saves checkpoint `step` atomically (module docs) and rotates old ones. `write` gets the
+    /// temporary directory and writes the model (e.g. `model.safetensors`); then the extras
+    /// and `trainer_state.json` follow. `metric` (lower is better; NaN never wins) competes
+    /// with `state.best_metric`; the winner is recorded in `state` (on success only) and in
+    /// the saved file. On error nothing was renamed into place and no checkpoint was deleted.
+    pub fn save_with(
+        &self,
+        step: u64,
+        extras: CheckpointExtras<'_>,
+        write: impl FnOnce(&Path) -> Result<(), TrainError>,
+        state: &mut TrainerState,
+        metric: Option<f64>,
+    ) -> Result<PathBuf, TrainError> {
+        let final_dir = self.dir_for(step);
+        let name = format!("{CHECKPOINT_PREFIX}{step}");
+        let mut saved = state.clone();
+        if let Some(value) = metric
+            && saved.best_metric.is_none_or(|best| value < best)
+            && !value.is_nan()
+        {
+            saved.best_metric = Some(value);
+            saved.best_checkpoint = Some(name);
+        }
+        let result = self.write_and_commit(step, extras, write, &saved, &final_dir);
+        if let Err(source) = result {
+            return Err(TrainError::CheckpointWrite {
+                dir: final_dir,
+                source: Box::new(source),
+            });
+        }
+        state.best_metric = saved.best_metric;
+        state.best_checkpoint = saved.best_checkpoint.clone();
+        self.rotate(step, saved.best_checkpoint.as_deref())?;
+        Ok(final_dir)
+    }
+
+    fn write_and_commit(
+        &self,
+        step: u64,
+        extras: CheckpointExtras<'_>,
+        write: impl FnOnce(&Path) -> Result<(), TrainError>,
+        state: &TrainerState,
+        final_dir: &Path,
+    ) -> Result<(), TrainError> {
+        fs::create_dir_all(&self.run_dir)
+            .map_err(|e| TrainError::io("create", &self.run_dir, e))?;
+        self.remove_leftovers();
+        let temp = self.run_dir.join(format!("{TEMP_PREFIX}{step}"));
+        fs::create_dir(&temp).map_err(|e| TrainError::io("create", &temp, e))?;
+        let filled = (|| {
+            write(&temp)?;
+            if let Some(optimizer) = extras.optimizer {
+                optimizer.save(&temp.join(OPTIMIZER_FILE))?;
+            }
+            if let Some(config) = extras.resolved_config {
+                write_synced(&temp.join(RESOLVED_CONFIG_FILE), config.as_bytes())?;
+            }
+            state.write(&temp.join(STATE_FILE))?;
+            sync_tree(&temp)
+        })();
+        if let Err(error) = filled {
+            let _ = fs::remove_dir_all(&temp);
+            return Err(error);
+        }
+        // Replacing an existing checkpoint of the same step: move it aside first (hidden, so
+        // a crash in between leaves the previous checkpoint as the latest complete one).
+        let aside = self.run_dir.join(format!("{OLD_PREFIX}{step}"));
+        let replacing = final_dir.exists();
+        if replacing {
+            fs::rename(final_dir, &aside).map_err(|e| {
+                let _ = fs::remove_dir_all(&temp);
+                TrainError::io("move aside", final_dir, e)
+            })?;
+        }
+        if let Err(e) = fs::rename(&temp, final_dir) {
+            if replacing {
+                let _ = fs::rename(&aside, final_dir);
+            }
+            let _ = fs::remove_dir_all(&temp);
+            return Err(TrainError::io("rename into place", final_dir, e));
+        }
+        sync_dir(&self.run_dir)?;
+        if replacing {
+            fs::remove_dir_all(&aside).map_err(|e| TrainError::io("remove", &aside, e))?;
+        }
+        Ok(())
+    }
+
+    /// Removes what interrupted saves left behind (hidden temp and set-aside directories).
+    /// Best effort: they are invisible to [`Self::latest`] either way.
+    fn remove_leftovers(&self) {
+        let Ok(entries) = fs::read_dir(&self.run_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(TEMP_PREFIX) || name.starts_with(OLD_PREFIX) {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+
+    /// Deletes checkpoints outside {the `keep_last` newest up to `step`, `best`} and every
+    /// checkpoint after `step` (a rewound history).
+    fn rotate(&self, step: u64, best: Option<&str>) -> Result<(), TrainError> {
+        let checkpoints = self.list()?;
+        let current: Vec<&(u64, PathBuf)> =
+            checkpoints.iter().filter(|(s, _)| *s <= step).collect();
+        let keep_from = if self.keep_last == 0 {
+            0
+        } else {
+            current.len().saturating_sub(self.keep_last)
+        };
+        let mut doomed: Vec<&PathBuf> = current[..keep_from].iter().map(|(_, p)| p).collect();
+        doomed.extend(
+            checkpoints
+                .iter()
+                .filter(|(s, _)| *s > step)
+                .map(|(_, p)| p),
+        );
+        for dir in doomed {
+            let is_best = best.is_some_and(|b| dir.file_name().is_some_and(|n| n == b));
+            if !is_best {
+                fs::remove_dir_all(dir).map_err(|e| TrainError::io("remove", dir, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Complete checkpoints, oldest step first. A missing run directory has none.
+    pub fn list(&self) -> Result<Vec<(u64, PathBuf)>, TrainError> {
+        let entries = match fs::read_dir(&self.run_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(TrainError::io("list", &self.run_dir, e)),
+        };
+        let mut found = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| TrainError::io("list", &self.run_dir, e))?;
+            let name = entry.file_name();
+            let Some(step) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(CHECKPOINT_PREFIX))
+                .and_then(|digits| digits.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let path = entry.path();
+            if path.is_dir() && path.join(STATE_FILE).is_file() {
+                found.push((step, path));
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    /// The complete checkpoint with the highest step, if any.
+    pub fn latest(&self) -> Result<Option<PathBuf>, TrainError> {
+        Ok(self.list()?.pop().map(|(_, path)| path))
+    }
+
+    /// The `trainer_state.json` of checkpoint directory `dir`.
+    pub fn read_state(dir: &Path) -> Result<TrainerState, TrainError> {
+        TrainerState::read(&dir.join(STATE_FILE))
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+    use std::io::Write;
+    let mut file = fs::File::create(path).map_err(|e| TrainError::io("create", path, e))?;
+    file.write_all(bytes)
+        .map_err(|e| TrainError::io("write", path, e))?;
+    file.sync_all().map_err(|e| TrainError::io("sync", path, e))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), TrainError> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| TrainError::io("sync", dir, e))
+}
+
+/// fsyncs every file under `dir` (the caller's closure need not) and the directories.
+fn sync_tree(dir: &Path) -> Result<(), TrainError> {
+    for entry in fs::read_dir(dir).map_err(|e| TrainError::io("list", dir, e))? {
+        let path = entry.map_err(|e| TrainError::io("list", dir, e))?.path();
+        if path.is_dir() {
+            sync_tree(&path)?;
+        } else {
+            fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| TrainError::io("sync", &path, e))?;
+        }
+    }
+    sync_dir(dir)
+}
+
+#[cfg(test)]
+mod tests;
