@@ -251,21 +251,29 @@ fn store() -> VarStore {
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.size(), b.size());
-    (a - b).abs().max().double_value(&[])
+    (a.to_device(Device::Cpu) - b.to_device(Device::Cpu))
+        .abs()
+        .max()
+        .double_value(&[])
 }
 
 /// Sets each parameter's gradient to exactly `grads` (d/dp sum(p * g) = g) and steps.
 fn step(vs: &VarStore, optimizer: &mut AdamW, grads: &[(String, Tensor)], lr: f64) {
     optimizer.zero_grad();
+    set_grads(vs, grads);
+    optimizer.step(lr);
+}
+
+/// Backpropagates sum(p * g) over `grads`, leaving exactly g in each parameter's gradient.
+fn set_grads(vs: &VarStore, grads: &[(String, Tensor)]) {
     let vars = vs.variables();
     let loss = grads
         .iter()
-        .map(|(name, grad)| (&vars[name] * grad).sum(Kind::Float))
-        .fold(Tensor::zeros([], (Kind::Float, Device::Cpu)), |acc, t| {
+        .map(|(name, grad)| (&vars[name] * grad.to_device(vs.device())).sum(Kind::Float))
+        .fold(Tensor::zeros([], (Kind::Float, vs.device())), |acc, t| {
             acc + t
         });
     loss.backward();
-    optimizer.step(lr);
 }
 
 /// Runs `steps` AdamW steps and checks the parameters after each against PyTorch.
@@ -350,14 +358,7 @@ fn clip_grad_norm_matches_torch() {
     for (index, max_norm) in CLIP_MAX_NORMS.iter().enumerate() {
         let vs = store();
         let vars = vs.variables();
-        let loss = inputs
-            .clip
-            .iter()
-            .map(|(name, grad)| (&vars[name] * grad).sum(Kind::Float))
-            .fold(Tensor::zeros([], (Kind::Float, Device::Cpu)), |acc, t| {
-                acc + t
-            });
-        loss.backward();
+        set_grads(&vs, &inputs.clip);
         let ours = clip_grad_norm(&vs, *max_norm);
         let theirs = torch_norms[index].as_f64().unwrap();
         assert_eq!(ours, theirs, "total norm with max_norm {max_norm}");
