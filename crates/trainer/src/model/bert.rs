@@ -245,7 +245,8 @@ impl Layer {
 fn additive_mask(padding: &Tensor, kind: Kind) -> Tensor {
     let lowest = match kind {
         Kind::Half => -65504.0,
-        Kind::BFloat16 => -3.389_531_4e38,
+        // (2 - 2^-7) * 2^127, exactly: a literal rounded up would overflow bf16.
+        Kind::BFloat16 => -(2.0 - 2f64.powi(-7)) * 2f64.powi(127),
         Kind::Double => f64::MIN,
         _ => f64::from(f32::MIN),
     };
@@ -420,5 +421,7 @@ impl MaskedLm for BertForMaskedLM {
     }
 }
 
+#[cfg(test)]
+mod cuda_tests;
 #[cfg(test)]
 mod tests;

@@ -323,3 +323,19 @@ fn check_inputs_rejects_what_would_crash_libtorch() {
             .is_err()
     );
 }
+
+#[test]
+fn bf16_autocast_on_the_cpu_keeps_fully_padded_rows_finite() {
+    let config = tiny_config();
+    let (_vs, model) = tiny_model(&config, 9);
+    let ids = Tensor::from_slice(&[2i64, 15, 33, 0, 0, 0, 0, 0]).view([2, 4]);
+    let mask = ids.ne(0).to_kind(Kind::Int64);
+    let fp32 = model.logits(&ids, &mask, false);
+    let _autocast =
+        mlm_torch_ext::Autocast::new(mlm_torch_ext::AutocastDevice::Cpu, Kind::BFloat16).unwrap();
+    let bf16 = model.logits(&ids, &mask, false);
+    assert_eq!(bf16.kind(), Kind::BFloat16);
+    assert!(bool::try_from(bf16.isfinite().all()).unwrap());
+    let diff = max_abs_diff(&fp32, &bf16.to_kind(Kind::Float));
+    assert!(diff < 0.05, "{diff}");
+}
