@@ -6,4 +6,37 @@
 //! addressable order of DESIGN.md's data contract.
 //!
 //! This crate works on plain `u32` token ids and never links libtorch (CI checks it with
-//! `cargo tree`). Its stages land with the corpus issue.
+//! `cargo tree`).
+
+pub mod config;
+pub mod error;
+mod fsutil;
+pub mod hash;
+pub mod input;
+pub mod manifest;
+pub mod order;
+pub mod pack;
+pub mod prepare;
+pub mod progress;
+pub mod reader;
+pub mod shard;
+pub mod split;
+pub mod stream;
+pub mod tokenizer;
+pub mod vocab;
+
+#[cfg(test)]
+mod testutil;
+
+pub use config::{BadRecordPolicy, CorpusConfig, InputFormat, Packing, TextMode, VocabConfig};
+pub use error::{BadRecordKind, CorpusError};
+pub use manifest::{DocumentCounts, Manifest, SourceEntry, SplitManifest, SplitPolicy};
+pub use order::{EpochOrder, Permutation, rank_slice};
+pub use pack::{Block, Packer, ResumePoint};
+pub use prepare::{Outcome, PrepareOptions, PrepareReport, prepare};
+pub use progress::{Observer, Progress, Quiet};
+pub use reader::{PreparedCorpus, Sequence, SplitReader};
+pub use shard::{ShardInfo, TokenDtype};
+pub use split::Split;
+pub use tokenizer::{DomainTokenizer, SpecialIds, SpecialTokens};
+pub use vocab::{VocabReport, train_vocab};

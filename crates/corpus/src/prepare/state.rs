@@ -1,0 +1,117 @@
+//! The resume state of an unfinished prepare (`prepare-state.json`), rewritten after every
+//! finished shard. It says which shards are complete and where packing of each split stood
+//! when its last shard closed; a rerun with the same config key re-reads the inputs
+//! (parsing only) up to those points and tokenizes and writes from there on.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::CorpusError;
+use crate::fsutil::{read_json, write_json};
+use crate::pack::ResumePoint;
+use crate::shard::ShardInfo;
+
+pub const STATE_FILE: &str = "prepare-state.json";
+
+/// One split's progress as of its last finished shard.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitState {
+    pub shards: Vec<ShardInfo>,
+    /// Where packing goes on (None: from the start).
+    pub resume: Option<ResumePoint>,
+    /// Documents packed completely before `resume`'s document.
+    pub documents: u64,
+    pub document_tokens: u64,
+    /// Documents that tokenized to nothing before `resume`'s document.
+    pub empty: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrepareState {
+    pub config_key: String,
+    pub train: SplitState,
+    pub validation: SplitState,
+}
+
+impl PrepareState {
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join(STATE_FILE)
+    }
+
+    /// The state in `dir` if it belongs to `config_key` and its shards are all there with
+    /// their recorded sizes.
+    pub fn load_matching(dir: &Path, config_key: &str) -> Option<Self> {
+        let state: Self = read_json(&Self::path(dir)).ok()?;
+        if state.config_key != config_key {
+            return None;
+        }
+        let intact = state
+            .train
+            .shards
+            .iter()
+            .chain(&state.validation.shards)
+            .all(|s| std::fs::metadata(dir.join(&s.file)).is_ok_and(|m| m.len() == s.bytes));
+        intact.then_some(state)
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<(), CorpusError> {
+        write_json(&Self::path(dir), self)
+    }
+}
+
+/// Whether `name` is a file a prepare writes (and may therefore delete when it restarts).
+pub fn is_prepare_output(name: &str) -> bool {
+    let shard = |prefix: &str| {
+        name.strip_prefix(prefix)
+            .and_then(|r| {
+                r.strip_suffix(".parquet")
+                    .or_else(|| r.strip_suffix(".parquet.tmp"))
+            })
+            .is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+    };
+    shard("train-")
+        || shard("validation-")
+        || name == STATE_FILE
+        || name == format!("{STATE_FILE}.tmp")
+        || name == "manifest.json.tmp"
+}
+
+/// Deletes prepare outputs in `dir` except the files named in `keep`.
+pub fn clean(dir: &Path, keep: &[&str]) -> Result<(), CorpusError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| CorpusError::io("cannot list", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| CorpusError::io("cannot list", dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_prepare_output(&name) && !keep.contains(&name.as_str()) {
+            let path = entry.path();
+            std::fs::remove_file(&path).map_err(|e| CorpusError::io("cannot remove", &path, e))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_files_are_outputs() {
+        for name in [
+            "train-00000.parquet",
+            "validation-00012.parquet.tmp",
+            STATE_FILE,
+        ] {
+            assert!(is_prepare_output(name), "{name}");
+        }
+        for name in [
+            "train.parquet",
+            "train-x.parquet",
+            "notes.txt",
+            "tokenizer.json",
+            "manifest.json",
+        ] {
+            assert!(!is_prepare_output(name), "{name}");
+        }
+    }
+}

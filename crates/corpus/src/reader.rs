@@ -1,0 +1,361 @@
+//! Reading a prepared corpus: the manifest, the tokenizer check and random access to
+//! sequences in constant memory (a few decoded row groups and shard footers are cached).
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, AsArray, ListArray};
+use arrow::datatypes::{DataType, UInt16Type, UInt32Type};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+
+use crate::error::CorpusError;
+use crate::manifest::Manifest;
+use crate::shard::{INPUT_IDS, WORD_START};
+use crate::split::Split;
+use crate::tokenizer::DomainTokenizer;
+
+/// A prepared corpus directory.
+#[derive(Debug, Clone)]
+pub struct PreparedCorpus {
+    dir: PathBuf,
+    manifest: Manifest,
+}
+
+impl PreparedCorpus {
+    /// Opens `dir`; refuses a directory whose prepare has not finished (no manifest) or
+    /// whose shards are missing or of another size than the manifest says.
+    pub fn open(dir: &Path) -> Result<Self, CorpusError> {
+        let manifest = Manifest::read(dir)?;
+        for split in Split::ALL {
+            for shard in &manifest.split(split).shards {
+                let path = dir.join(&shard.file);
+                let len = std::fs::metadata(&path)
+                    .map_err(|e| CorpusError::prepared(dir, format!("shard {}: {e}", shard.file)))?
+                    .len();
+                if len != shard.bytes {
+                    return Err(CorpusError::prepared(
+                        dir,
+                        format!(
+                            "shard {} has {len} bytes, the manifest says {}",
+                            shard.file, shard.bytes
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            manifest,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// `tokenizer.json` of the corpus (prepare copies the tokenizer into the directory).
+    pub fn tokenizer_path(&self) -> PathBuf {
+        self.dir.join("tokenizer.json")
+    }
+
+    /// Errors unless `tokenizer` has the fingerprint the corpus was tokenized with.
+    pub fn check_tokenizer(&self, tokenizer: &DomainTokenizer) -> Result<(), CorpusError> {
+        let found = tokenizer.fingerprint();
+        if found != self.manifest.tokenizer_fingerprint {
+            return Err(CorpusError::FingerprintMismatch {
+                dir: self.dir.clone(),
+                expected: self.manifest.tokenizer_fingerprint.clone(),
+                found,
+            });
+        }
+        Ok(())
+    }
+
+    /// Verifies every shard's SHA-256 against the manifest (reads all data once).
+    pub fn verify(&self) -> Result<(), CorpusError> {
+        for split in Split::ALL {
+            for shard in &self.manifest.split(split).shards {
+                let sha = crate::fsutil::sha256_file(&self.dir.join(&shard.file))?;
+                if sha != shard.sha256 {
+                    return Err(CorpusError::prepared(
+                        &self.dir,
+                        format!(
+                            "shard {} is corrupt: its SHA-256 differs from the manifest's",
+                            shard.file
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A random-access reader of one split.
+    pub fn split(&self, split: Split) -> Result<SplitReader, CorpusError> {
+        let m = self.manifest.split(split);
+        let mut shards = Vec::with_capacity(m.shards.len());
+        let mut first = 0;
+        for s in &m.shards {
+            shards.push(ShardEntry {
+                path: self.dir.join(&s.file),
+                first,
+                rows: s.rows,
+            });
+            first += s.rows;
+        }
+        Ok(SplitReader {
+            shards,
+            len: m.sequences,
+            tokens: m.tokens,
+            footers: VecDeque::new(),
+            groups: VecDeque::new(),
+            cache_groups: DEFAULT_CACHED_ROW_GROUPS,
+        })
+    }
+}
+
+/// One sequence.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Sequence {
+    pub input_ids: Vec<u32>,
+    pub word_starts: Vec<bool>,
+}
+
+#[derive(Debug)]
+struct ShardEntry {
+    path: PathBuf,
+    first: u64,
+    rows: u64,
+}
+
+struct Footer {
+    shard: usize,
+    file: File,
+    metadata: ArrowReaderMetadata,
+    /// First row of each row group within the shard, and the end.
+    group_starts: Vec<u64>,
+}
+
+struct DecodedGroup {
+    /// Global index of its first row.
+    first: u64,
+    ids: Vec<u32>,
+    starts: Vec<bool>,
+    offsets: Vec<usize>,
+}
+
+impl DecodedGroup {
+    fn rows(&self) -> u64 {
+        (self.offsets.len() - 1) as u64
+    }
+}
+
+/// Row groups kept decoded: EpochOrder's window spans this many blocks by default, so one
+/// epoch decodes each row group once.
+pub const DEFAULT_CACHED_ROW_GROUPS: usize = 8;
+const CACHED_FOOTERS: usize = 8;
+
+/// Random access to one split's sequences. `Send`; memory is a few row groups.
+pub struct SplitReader {
+    shards: Vec<ShardEntry>,
+    len: u64,
+    tokens: u64,
+    footers: VecDeque<Footer>,
+    groups: VecDeque<DecodedGroup>,
+    cache_groups: usize,
+}
+
+impl std::fmt::Debug for SplitReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SplitReader")
+            .field("shards", &self.shards.len())
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+fn pq_err(path: &Path) -> impl Fn(parquet::errors::ParquetError) -> CorpusError + '_ {
+    move |e| CorpusError::parquet(path, e)
+}
+
+impl SplitReader {
+    /// Number of sequences.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Tokens over all sequences ([CLS] / [SEP] included).
+    pub fn tokens(&self) -> u64 {
+        self.tokens
+    }
+
+    /// Keeps up to `n` (at least 1) decoded row groups.
+    pub fn set_cached_row_groups(&mut self, n: usize) {
+        self.cache_groups = n.max(1);
+        self.groups.truncate(self.cache_groups);
+    }
+
+    /// Sequence `index` of the split.
+    pub fn get(&mut self, index: u64) -> Result<Sequence, CorpusError> {
+        if index >= self.len {
+            return Err(CorpusError::OutOfRange {
+                index,
+                len: self.len,
+            });
+        }
+        let position = match self
+            .groups
+            .iter()
+            .position(|g| index >= g.first && index < g.first + g.rows())
+        {
+            Some(p) => p,
+            None => {
+                let group = self.decode_group_of(index)?;
+                if self.groups.len() >= self.cache_groups {
+                    self.groups.pop_back();
+                }
+                self.groups.push_front(group);
+                0
+            }
+        };
+        let g = &self.groups[position];
+        let row = (index - g.first) as usize;
+        let (a, b) = (g.offsets[row], g.offsets[row + 1]);
+        Ok(Sequence {
+            input_ids: g.ids[a..b].to_vec(),
+            word_starts: g.starts[a..b].to_vec(),
+        })
+    }
+
+    fn footer(&mut self, shard: usize) -> Result<&Footer, CorpusError> {
+        if let Some(p) = self.footers.iter().position(|f| f.shard == shard) {
+            return Ok(&self.footers[p]);
+        }
+        let path = &self.shards[shard].path;
+        let file = File::open(path).map_err(|e| CorpusError::io("cannot open", path, e))?;
+        let metadata =
+            ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(pq_err(path))?;
+        let mut group_starts = vec![0];
+        for rg in metadata.metadata().row_groups() {
+            group_starts
+                .push(group_starts.last().copied().unwrap_or(0) + rg.num_rows().max(0) as u64);
+        }
+        if group_starts.last() != Some(&self.shards[shard].rows) {
+            return Err(CorpusError::prepared(
+                path.parent().unwrap_or(Path::new(".")),
+                format!(
+                    "{} holds {} rows, the manifest says {}",
+                    path.display(),
+                    group_starts.last().unwrap_or(&0),
+                    self.shards[shard].rows
+                ),
+            ));
+        }
+        if self.footers.len() >= CACHED_FOOTERS {
+            self.footers.pop_back();
+        }
+        self.footers.push_front(Footer {
+            shard,
+            file,
+            metadata,
+            group_starts,
+        });
+        Ok(&self.footers[0])
+    }
+
+    fn decode_group_of(&mut self, index: u64) -> Result<DecodedGroup, CorpusError> {
+        let shard = self.shards.partition_point(|s| s.first + s.rows <= index);
+        let shard_first = self.shards[shard].first;
+        let path = self.shards[shard].path.clone();
+        let footer = self.footer(shard)?;
+        let local = index - shard_first;
+        let group = footer.group_starts.partition_point(|&s| s <= local) - 1;
+        let group_first = shard_first + footer.group_starts[group];
+        let file = footer
+            .file
+            .try_clone()
+            .map_err(|e| CorpusError::io("cannot open", &path, e))?;
+        let rows = (footer.group_starts[group + 1] - footer.group_starts[group]) as usize;
+        let reader =
+            ParquetRecordBatchReaderBuilder::new_with_metadata(file, footer.metadata.clone())
+                .with_row_groups(vec![group])
+                .with_batch_size(rows.max(1))
+                .build()
+                .map_err(pq_err(&path))?;
+        let mut decoded = DecodedGroup {
+            first: group_first,
+            ids: Vec::new(),
+            starts: Vec::new(),
+            offsets: vec![0],
+        };
+        for batch in reader {
+            let batch = batch.map_err(|e| CorpusError::Arrow {
+                path: path.clone(),
+                source: e,
+            })?;
+            let bad = |what: &str| {
+                CorpusError::prepared(
+                    path.parent().unwrap_or(Path::new(".")),
+                    format!("{}: {what}", path.display()),
+                )
+            };
+            let ids = batch
+                .column_by_name(INPUT_IDS)
+                .and_then(|c| c.as_any().downcast_ref::<ListArray>())
+                .ok_or_else(|| bad("no input_ids list column"))?;
+            let starts = batch
+                .column_by_name(WORD_START)
+                .and_then(|c| c.as_any().downcast_ref::<ListArray>())
+                .ok_or_else(|| bad("no word_start list column"))?;
+            let base = decoded.ids.len();
+            let id_offsets = ids.value_offsets();
+            let (first_off, last_off) = (id_offsets[0] as usize, id_offsets[ids.len()] as usize);
+            match ids.values().data_type() {
+                DataType::UInt16 => decoded.ids.extend(
+                    ids.values().as_primitive::<UInt16Type>().values()[first_off..last_off]
+                        .iter()
+                        .map(|&v| u32::from(v)),
+                ),
+                DataType::UInt32 => decoded.ids.extend_from_slice(
+                    &ids.values().as_primitive::<UInt32Type>().values()[first_off..last_off],
+                ),
+                other => return Err(bad(&format!("input_ids of type {other}"))),
+            }
+            let start_values = starts.values().as_boolean();
+            let s_offsets = starts.value_offsets();
+            for i in s_offsets[0] as usize..s_offsets[starts.len()] as usize {
+                decoded.starts.push(start_values.value(i));
+            }
+            if decoded.starts.len() != decoded.ids.len() {
+                return Err(bad("word_start and input_ids differ in length"));
+            }
+            decoded.offsets.extend(
+                id_offsets[1..]
+                    .iter()
+                    .map(|&o| base + o as usize - first_off),
+            );
+        }
+        if decoded.rows() as usize != rows {
+            return Err(CorpusError::prepared(
+                path.parent().unwrap_or(Path::new(".")),
+                format!(
+                    "{}: row group {group} decoded to {} rows, not {rows}",
+                    path.display(),
+                    decoded.rows()
+                ),
+            ));
+        }
+        Ok(decoded)
+    }
+}

@@ -1,0 +1,211 @@
+//! Parquet shards: `input_ids: list<uint16>` (or `list<uint32>` when the vocabulary does
+//! not fit 16 bits) and `word_start: list<bool>`, zstd, fixed-size row groups. A shard is
+//! written under a temporary name and renamed when complete.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, ListArray, RecordBatch, UInt16Array, UInt32Array};
+use arrow::buffer::OffsetBuffer;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use serde::{Deserialize, Serialize};
+
+use crate::error::CorpusError;
+use crate::fsutil::{sha256_file, temp_path};
+use crate::pack::Block;
+
+/// Column names.
+pub const INPUT_IDS: &str = "input_ids";
+pub const WORD_START: &str = "word_start";
+
+/// The integer type of `input_ids`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenDtype {
+    Uint16,
+    Uint32,
+}
+
+impl TokenDtype {
+    /// The smallest type holding every id below `vocab_size`.
+    pub fn for_vocab(vocab_size: u32) -> Self {
+        if vocab_size <= 1 << 16 {
+            Self::Uint16
+        } else {
+            Self::Uint32
+        }
+    }
+
+    fn arrow(self) -> DataType {
+        match self {
+            Self::Uint16 => DataType::UInt16,
+            Self::Uint32 => DataType::UInt32,
+        }
+    }
+}
+
+/// The Arrow schema of a shard.
+pub fn shard_schema(dtype: TokenDtype) -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(
+            INPUT_IDS,
+            DataType::List(Arc::new(Field::new_list_field(dtype.arrow(), false))),
+            false,
+        ),
+        Field::new(
+            WORD_START,
+            DataType::List(Arc::new(Field::new_list_field(DataType::Boolean, false))),
+            false,
+        ),
+    ]))
+}
+
+/// A finished shard, as the manifest lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    /// File name inside the prepared directory.
+    pub file: String,
+    pub rows: u64,
+    /// Tokens, [CLS] / [SEP] included.
+    pub tokens: u64,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// Writes one shard.
+pub struct ShardWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    writer: ArrowWriter<File>,
+    schema: SchemaRef,
+    dtype: TokenDtype,
+    row_group_rows: usize,
+    ids: Vec<u32>,
+    starts: Vec<bool>,
+    offsets: Vec<i32>,
+    rows: u64,
+    tokens: u64,
+}
+
+impl ShardWriter {
+    pub fn create(
+        path: &Path,
+        dtype: TokenDtype,
+        row_group_rows: usize,
+    ) -> Result<Self, CorpusError> {
+        let tmp = temp_path(path);
+        let file = File::create(&tmp).map_err(|e| CorpusError::io("cannot create", &tmp, e))?;
+        let schema = shard_schema(dtype);
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(3).expect("3 is a valid zstd level"),
+            ))
+            // Token ids have too many distinct values for dictionaries to pay; zstd does it.
+            .set_dictionary_enabled(false)
+            .set_statistics_enabled(EnabledStatistics::None)
+            .set_max_row_group_size(row_group_rows)
+            .set_created_by(format!("mlm-corpus {}", env!("CARGO_PKG_VERSION")))
+            .build();
+        let writer = ArrowWriter::try_new(file, schema.clone(), Some(props))
+            .map_err(|e| CorpusError::parquet(&tmp, e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            tmp,
+            writer,
+            schema,
+            dtype,
+            row_group_rows,
+            ids: Vec::new(),
+            starts: Vec::new(),
+            offsets: vec![0],
+            rows: 0,
+            tokens: 0,
+        })
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Appends a sequence; a full row group is written out.
+    pub fn push(&mut self, block: &Block) -> Result<(), CorpusError> {
+        self.ids.extend_from_slice(&block.input_ids);
+        self.starts.extend_from_slice(&block.word_starts);
+        self.offsets.push(self.ids.len() as i32);
+        self.rows += 1;
+        self.tokens += block.input_ids.len() as u64;
+        if self.offsets.len() > self.row_group_rows {
+            self.write_row_group()?;
+        }
+        Ok(())
+    }
+
+    fn write_row_group(&mut self) -> Result<(), CorpusError> {
+        if self.offsets.len() <= 1 {
+            return Ok(());
+        }
+        let offsets = OffsetBuffer::new(std::mem::replace(&mut self.offsets, vec![0]).into());
+        let ids = std::mem::take(&mut self.ids);
+        let values: ArrayRef = match self.dtype {
+            TokenDtype::Uint16 => Arc::new(UInt16Array::from(
+                ids.iter().map(|&i| i as u16).collect::<Vec<_>>(),
+            )),
+            TokenDtype::Uint32 => Arc::new(UInt32Array::from(ids)),
+        };
+        let starts: ArrayRef = Arc::new(BooleanArray::from(std::mem::take(&mut self.starts)));
+        let field = |i: usize| match self.schema.field(i).data_type() {
+            DataType::List(f) => f.clone(),
+            _ => unreachable!("shard columns are lists"),
+        };
+        let arrow_err = |e| CorpusError::Arrow {
+            path: self.tmp.clone(),
+            source: e,
+        };
+        let input_ids =
+            ListArray::try_new(field(0), offsets.clone(), values, None).map_err(arrow_err)?;
+        let word_start = ListArray::try_new(field(1), offsets, starts, None).map_err(arrow_err)?;
+        let batch = RecordBatch::try_new(
+            self.schema.clone(),
+            vec![Arc::new(input_ids), Arc::new(word_start)],
+        )
+        .map_err(arrow_err)?;
+        self.writer
+            .write(&batch)
+            .map_err(|e| CorpusError::parquet(&self.tmp, e))?;
+        self.writer
+            .flush()
+            .map_err(|e| CorpusError::parquet(&self.tmp, e))
+    }
+
+    /// Writes the rest, syncs, renames into place and hashes the file.
+    pub fn finish(mut self) -> Result<ShardInfo, CorpusError> {
+        self.write_row_group()?;
+        let file = self
+            .writer
+            .into_inner()
+            .map_err(|e| CorpusError::parquet(&self.tmp, e))?;
+        file.sync_all()
+            .map_err(|e| CorpusError::io("cannot sync", &self.tmp, e))?;
+        drop(file);
+        std::fs::rename(&self.tmp, &self.path)
+            .map_err(|e| CorpusError::io("cannot rename into place", &self.path, e))?;
+        let bytes = std::fs::metadata(&self.path)
+            .map_err(|e| CorpusError::io("cannot stat", &self.path, e))?
+            .len();
+        Ok(ShardInfo {
+            file: self
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            rows: self.rows,
+            tokens: self.tokens,
+            bytes,
+            sha256: sha256_file(&self.path)?,
+        })
+    }
+}

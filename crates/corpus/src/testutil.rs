@@ -1,0 +1,73 @@
+//! Helpers of the crate's unit tests: scratch directories and a tiny WordPiece vocabulary.
+
+use std::path::{Path, PathBuf};
+
+/// A fresh directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "mlm-corpus-test-{}-{}-{name}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn write(&self, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.0.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Words of the tiny vocabulary (beside single letters, digits and their `##` forms).
+pub const WORDS: &[&str] = &[
+    "the", "a", "of", "and", "in", "is", "to", "cat", "sat", "on", "mat", "dog", "ran", "aspirin",
+    "patients", "with", "cancer", "were", "treated", "dose", "un", "##aff", "##able", "don",
+    "hello", "world", "cell", "##s", "##ed", "##ing", "protein", "gene", "study", "results",
+];
+
+/// A BERT-layout vocabulary: [PAD] 0, [UNK] 1, [CLS] 2, [SEP] 3, [MASK] 4, then words,
+/// punctuation, letters and digits (and their `##` continuations).
+pub fn tiny_vocab() -> Vec<String> {
+    let mut v: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        .map(String::from)
+        .to_vec();
+    v.extend(WORDS.iter().map(|w| w.to_string()));
+    for c in ".,;:!?'()-/<>\"".chars() {
+        v.push(c.to_string());
+    }
+    for c in ('a'..='z').chain('0'..='9') {
+        v.push(c.to_string());
+        v.push(format!("##{c}"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    v.retain(|t| seen.insert(t.clone()));
+    v
+}
+
+/// Writes `vocab.txt` into `dir` and returns its path.
+pub fn write_tiny_vocab(dir: &Path) -> PathBuf {
+    let path = dir.join("vocab.txt");
+    std::fs::write(&path, tiny_vocab().join("\n") + "\n").unwrap();
+    path
+}

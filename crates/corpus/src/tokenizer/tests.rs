@@ -1,0 +1,172 @@
+use super::*;
+use crate::config::VocabConfig;
+use crate::testutil::{TempDir, tiny_vocab, write_tiny_vocab};
+
+fn tiny(dir: &TempDir) -> DomainTokenizer {
+    write_tiny_vocab(dir.path());
+    DomainTokenizer::load(dir.path(), None).unwrap()
+}
+
+#[test]
+fn vocab_txt_builds_a_bert_tokenizer() {
+    let dir = TempDir::new("tok-vocab");
+    let t = tiny(&dir);
+    let s = t.special_ids();
+    assert_eq!((s.pad, s.unk, s.cls, s.sep, s.mask), (0, 1, 2, 3, 4));
+    assert_eq!(s.all, [0, 1, 2, 3, 4]);
+    assert_eq!(t.vocab_size() as usize, tiny_vocab().len());
+    assert!(t.do_lower_case());
+    let id = |w: &str| t.token_to_id(w).unwrap();
+    assert_eq!(
+        t.encode("The CAT sat.").unwrap(),
+        [id("the"), id("cat"), id("sat"), id(".")]
+    );
+    assert_eq!(
+        t.encode_with_special("the cat").unwrap(),
+        [s.cls, id("the"), id("cat"), s.sep]
+    );
+    // [MASK] in text is the special token, never split.
+    assert_eq!(
+        t.encode("the [MASK] sat").unwrap(),
+        [id("the"), s.mask, id("sat")]
+    );
+    assert_eq!(
+        t.decode(&[s.cls, id("the"), id("cat"), id("##s"), s.sep])
+            .unwrap(),
+        "the cats"
+    );
+    assert_eq!(t.id_to_token(id("mat")).as_deref(), Some("mat"));
+}
+
+#[test]
+fn word_starts_follow_pre_tokenizer_words() {
+    let dir = TempDir::new("tok-words");
+    let t = tiny(&dir);
+    let (ids, starts) = t.encode_words("unaffable don't cats").unwrap();
+    let tokens: Vec<String> = ids.iter().map(|&i| t.id_to_token(i).unwrap()).collect();
+    assert_eq!(
+        tokens,
+        ["un", "##aff", "##able", "don", "'", "t", "cat", "##s"]
+    );
+    assert_eq!(starts, [true, false, false, true, true, true, true, false]);
+    assert_eq!(
+        word_starts(&[None, Some(0), Some(0), None, Some(1)]),
+        [true, true, false, true, true]
+    );
+}
+
+#[test]
+fn fingerprint_survives_reserialisation_and_sees_changes() {
+    let dir = TempDir::new("tok-fp");
+    let t = tiny(&dir);
+    let out = TempDir::new("tok-fp-out");
+    t.write_hf_files(out.path(), 128).unwrap();
+    for name in [
+        "tokenizer.json",
+        "vocab.txt",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
+        assert!(out.path().join(name).is_file(), "{name}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("vocab.txt")).unwrap(),
+        std::fs::read_to_string(dir.path().join("vocab.txt")).unwrap()
+    );
+    let from_json = DomainTokenizer::load(&out.path().join("tokenizer.json"), None).unwrap();
+    assert_eq!(from_json.fingerprint(), t.fingerprint());
+    assert_eq!(from_json.model_max_length(), Some(128));
+    // Saved again, byte-for-byte different or not, the fingerprint holds.
+    let again = TempDir::new("tok-fp-again");
+    from_json.write_hf_files(again.path(), 512).unwrap();
+    assert_eq!(
+        DomainTokenizer::load(again.path(), None)
+            .unwrap()
+            .fingerprint(),
+        t.fingerprint()
+    );
+
+    let cased = DomainTokenizer::load(&dir.path().join("vocab.txt"), Some(false)).unwrap();
+    assert!(!cased.do_lower_case());
+    assert_ne!(cased.fingerprint(), t.fingerprint());
+    let bigger = TempDir::new("tok-fp-bigger");
+    std::fs::write(
+        bigger.path().join("vocab.txt"),
+        tiny_vocab().join("\n") + "\nextra\n",
+    )
+    .unwrap();
+    assert_ne!(
+        DomainTokenizer::load(bigger.path(), None)
+            .unwrap()
+            .fingerprint(),
+        t.fingerprint()
+    );
+}
+
+#[test]
+fn bad_tokenizers_are_clear_errors() {
+    let dir = TempDir::new("tok-bad");
+    let err = |p: &std::path::Path, lower| DomainTokenizer::load(p, lower).unwrap_err().to_string();
+    assert!(err(&dir.path().join("nope.json"), None).contains("no such file"));
+    assert!(err(dir.path(), None).contains("neither tokenizer.json nor vocab.txt"));
+    let broken = dir.write("broken/tokenizer.json", "{\"model\": 3}");
+    assert!(
+        err(&broken, None).contains("not a valid tokenizer.json"),
+        "{}",
+        err(&broken, None)
+    );
+    let no_mask = dir.write("nomask/vocab.txt", "[PAD]\n[UNK]\n[CLS]\n[SEP]\nthe\n");
+    assert!(err(&no_mask, None).contains("no [MASK]"));
+    let good = TempDir::new("tok-bad-good");
+    tiny(&good)
+        .write_hf_files(&dir.path().join("json"), 64)
+        .unwrap();
+    let e = err(&dir.path().join("json/tokenizer.json"), Some(false));
+    assert!(e.contains("lowercase = false"), "{e}");
+    let bad_utf8 = dir.write("utf8/vocab.txt", b"[PAD]\n\xff\n");
+    assert!(err(&bad_utf8, None).contains("line 2: invalid UTF-8"));
+}
+
+#[test]
+fn trained_wordpiece_puts_specials_first() {
+    let texts: Vec<String> = (0..200)
+        .map(|i| {
+            format!(
+                "Patients with cancer number {i} were treated with aspirin; the dose was {}.",
+                i % 7
+            )
+        })
+        .collect();
+    let config = VocabConfig {
+        vocab_size: 120,
+        min_frequency: 1,
+        ..VocabConfig::default()
+    };
+    let t = crate::tokenizer::train::train_wordpiece(&config, texts.into_iter()).unwrap();
+    let s = t.special_ids();
+    assert_eq!((s.pad, s.unk, s.cls, s.sep, s.mask), (0, 1, 2, 3, 4));
+    assert!(
+        t.vocab_size() <= 120 && t.vocab_size() > 40,
+        "{}",
+        t.vocab_size()
+    );
+    let ids = t.encode_with_special("patients were treated").unwrap();
+    assert_eq!((ids[0], *ids.last().unwrap()), (2, 3));
+    assert!(!ids.contains(&s.unk));
+    assert_eq!(t.decode(&ids).unwrap(), "patients were treated");
+    // Round trip through the Hugging Face files keeps the fingerprint.
+    let dir = TempDir::new("tok-train");
+    t.write_hf_files(dir.path(), 512).unwrap();
+    assert_eq!(
+        DomainTokenizer::load(dir.path(), None)
+            .unwrap()
+            .fingerprint(),
+        t.fingerprint()
+    );
+    assert_eq!(
+        DomainTokenizer::load(&dir.path().join("vocab.txt"), None)
+            .unwrap()
+            .fingerprint(),
+        t.fingerprint()
+    );
+}

@@ -1,0 +1,106 @@
+//! `vocab train`: a WordPiece vocabulary from the training split of the configured corpus
+//! (held-out documents are left out, so the vocabulary does not see the evaluation text).
+
+use std::path::PathBuf;
+use std::sync::mpsc::sync_channel;
+use std::time::{Duration, Instant};
+
+use crate::config::{CorpusConfig, VocabConfig};
+use crate::error::CorpusError;
+use crate::input::ByteCounter;
+use crate::progress::{Observer, Progress};
+use crate::split::Split;
+use crate::stream::{DocumentStream, ReadStats, corpus_files};
+use crate::tokenizer::DomainTokenizer;
+use crate::tokenizer::train::train_wordpiece;
+
+/// What `train_vocab` made.
+#[derive(Debug, Clone)]
+pub struct VocabReport {
+    pub tokenizer: DomainTokenizer,
+    /// Directory the files were written to.
+    pub output: PathBuf,
+    /// Documents the vocabulary was trained on.
+    pub documents: u64,
+    pub stats: ReadStats,
+    pub elapsed: Duration,
+}
+
+/// `model_max_length` written into the trained tokenizer's `tokenizer_config.json`
+/// (bert-base's position table).
+pub const TRAINED_MODEL_MAX_LENGTH: usize = 512;
+
+/// Trains the vocabulary and writes `tokenizer.json`, `vocab.txt`, `tokenizer_config.json`
+/// and `special_tokens_map.json` into `[vocab] output` (default: `[corpus] tokenizer`).
+pub fn train_vocab(
+    corpus: &CorpusConfig,
+    vocab: &VocabConfig,
+    observer: &dyn Observer,
+) -> Result<VocabReport, CorpusError> {
+    let started = Instant::now();
+    corpus.validate()?;
+    vocab.validate()?;
+    let output = vocab.output_dir(corpus)?;
+    let files = corpus_files(corpus)?;
+    let bytes_total = files.iter().map(|f| f.bytes).sum();
+    let counter = ByteCounter::default();
+    let mut stream = DocumentStream::open(corpus, files, counter.clone(), observer)?;
+    observer.phase("counting words");
+    let limit = vocab.max_documents.unwrap_or(u64::MAX);
+    let (tx, rx) = sync_channel::<String>(4096);
+    let (trained, read) = std::thread::scope(|scope| {
+        let reader = scope.spawn(move || -> Result<(u64, ReadStats), CorpusError> {
+            let mut documents = 0u64;
+            let mut progress = Progress {
+                bytes_total,
+                ..Progress::default()
+            };
+            for doc in stream.by_ref() {
+                let doc = doc?;
+                if doc.split != Split::Train {
+                    continue;
+                }
+                if documents >= limit {
+                    break;
+                }
+                documents += 1;
+                if documents.is_multiple_of(1000) {
+                    progress.documents = documents;
+                    progress.bytes_read = counter.get();
+                    observer.progress(&progress);
+                }
+                if tx.send(doc.doc.text).is_err() {
+                    break;
+                }
+            }
+            drop(tx);
+            progress.documents = documents;
+            progress.bytes_read = counter.get();
+            observer.progress(&progress);
+            Ok((documents, stream.stats().clone()))
+        });
+        let trained = train_wordpiece(vocab, rx.into_iter());
+        let read = reader
+            .join()
+            .map_err(|_| CorpusError::Internal("the reader thread panicked".into()));
+        (trained, read)
+    });
+    // A read error explains a failed or partial training better than the trainer's error.
+    let (documents, stats) = read??;
+    let tokenizer = trained?;
+    if documents == 0 {
+        return Err(CorpusError::EmptyCorpus {
+            message: "no training document to learn a vocabulary from".into(),
+        });
+    }
+    tokenizer.write_hf_files(&output, TRAINED_MODEL_MAX_LENGTH)?;
+    // Reload from disk: the report then describes exactly what was written.
+    let tokenizer = DomainTokenizer::load(&output, None)?;
+    Ok(VocabReport {
+        tokenizer,
+        output,
+        documents,
+        stats,
+        elapsed: started.elapsed(),
+    })
+}
