@@ -253,20 +253,13 @@ mod tests {
 
     #[test]
     fn mask_batch_equals_mask_then_collate() {
+        use crate::SelectionMode::{Exact, Independent};
         let special = SpecialTokens {
             vocab_size: 1000,
             pad_id: 0,
             mask_id: 103,
             special_ids: vec![100, 101, 102],
         };
-        let masker = Masker::new(
-            &MaskingConfig {
-                mlm_probability: 0.4,
-                ..Default::default()
-            },
-            special,
-        )
-        .unwrap();
         let rows: Vec<Vec<u32>> = (0..13u32)
             .map(|r| {
                 let mut v = vec![101];
@@ -275,21 +268,46 @@ mod tests {
                 v
             })
             .collect();
+        let starts: Vec<Vec<bool>> = rows
+            .iter()
+            .map(|r| (0..r.len()).map(|t| t % 3 != 1).collect())
+            .collect();
         let items: Vec<MaskInput<'_>> = rows
             .iter()
+            .zip(&starts)
             .enumerate()
-            .map(|(i, ids)| MaskInput {
+            .map(|(i, (ids, ws))| MaskInput {
                 input_ids: ids,
-                word_starts: None,
+                word_starts: Some(ws),
                 key: MaskKey::train(3, 1, i as u64),
             })
             .collect();
-        let masked: Vec<MaskedSequence> = items
-            .iter()
-            .map(|m| masker.mask(m.input_ids, None, m.key))
-            .collect();
-        let fused = masker.mask_batch(&items, Some(8));
-        assert_eq!(fused, collate(&masked, 0, 103, Some(8)));
-        assert!(fused.masked_tokens() > 0);
+        // Whole-word exact selection takes words in random order: the fused path must still
+        // list positions ascending, as collate's scan does.
+        for (selection, whole_word_mask) in [
+            (Independent, false),
+            (Independent, true),
+            (Exact, false),
+            (Exact, true),
+        ] {
+            let config = MaskingConfig {
+                mlm_probability: 0.4,
+                selection,
+                whole_word_mask,
+                ..Default::default()
+            };
+            let masker = Masker::new(&config, special.clone()).unwrap();
+            let masked: Vec<MaskedSequence> = items
+                .iter()
+                .map(|m| masker.mask(m.input_ids, m.word_starts, m.key))
+                .collect();
+            let fused = masker.mask_batch(&items, Some(8));
+            assert_eq!(fused, collate(&masked, 0, 103, Some(8)), "{config:?}");
+            assert!(fused.masked_tokens() > 0);
+            let mut reused = Batch::default();
+            masker.mask_batch_into(&items[..5], None, &mut reused);
+            masker.mask_batch_into(&items, Some(8), &mut reused);
+            assert_eq!(reused, fused, "a reused batch is reset");
+        }
     }
 }
