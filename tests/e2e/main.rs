@@ -7,6 +7,7 @@
 mod cli;
 mod config;
 mod doctor;
+mod prepare;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,12 +1,245 @@
-//! `mlm-train prepare`. (Scaffold: filled in by its issue.)
+//! `mlm-train prepare --config FILE`: the `[corpus]` section's inputs become Parquet shards
+//! and a manifest (mlm-corpus does the work; this module draws progress and the summary).
 
-use anyhow::{Result, bail};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
 use clap::Args;
+use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressStyle};
+use mlm_corpus::{Observer, Outcome, PrepareOptions, PrepareReport, Progress};
+
+use crate::config::RunConfig;
 
 /// Arguments of `mlm-train prepare`.
 #[derive(Debug, Args)]
-pub struct PrepareArgs {}
+pub struct PrepareArgs {
+    /// Run config whose `[corpus]` section says what to read and where to write.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+}
 
-pub fn run(_args: &PrepareArgs, _threads: Option<usize>) -> Result<()> {
-    bail!("`mlm-train prepare` is not in this build yet")
+pub fn run(args: &PrepareArgs, threads: Option<usize>) -> Result<()> {
+    let config = RunConfig::load(&args.config)?;
+    let corpus = config.corpus()?.clone();
+    mlm_trainer::runtime::configure_threads(threads.or(config.runtime.cpu_threads))?;
+    let view = ProgressView::new("prepare");
+    let report = mlm_corpus::prepare(
+        &corpus,
+        &PrepareOptions {
+            observer: &view,
+            stop_after_shards: None,
+        },
+    );
+    view.finish();
+    let report =
+        report.with_context(|| format!("preparing [corpus] of {}", args.config.display()))?;
+    print!("{}", summary(&report));
+    Ok(())
+}
+
+/// Progress on stderr: an indicatif bar on a terminal (ETA by bytes read), plain lines
+/// every few seconds otherwise (logs of batch jobs).
+pub(crate) struct ProgressView {
+    bar: Option<ProgressBar>,
+    label: &'static str,
+    started: Instant,
+    last_line: Mutex<Option<Instant>>,
+}
+
+/// How often plain progress lines are printed.
+const PLAIN_EVERY: Duration = Duration::from_secs(10);
+
+impl ProgressView {
+    pub(crate) fn new(label: &'static str) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} {prefix} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ETA {eta}  {msg}",
+                )
+                .expect("a valid template"),
+            );
+            bar.set_prefix(label);
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        Self {
+            bar,
+            label,
+            started: Instant::now(),
+            last_line: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn rates(&self, p: &Progress) -> String {
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        format!(
+            "{} docs ({}/s), {} tokens ({}/s)",
+            count(p.documents),
+            count((p.documents as f64 / secs) as u64),
+            count(p.tokens),
+            count((p.tokens as f64 / secs) as u64)
+        )
+    }
+}
+
+impl Observer for ProgressView {
+    fn phase(&self, name: &str) {
+        match &self.bar {
+            Some(bar) => bar.set_message(name.to_string()),
+            None => eprintln!("{}: {name}", self.label),
+        }
+    }
+
+    fn progress(&self, p: &Progress) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(p.bytes_total);
+            bar.set_position(p.bytes_read.min(p.bytes_total));
+            bar.set_message(self.rates(p));
+            return;
+        }
+        let mut last = self.last_line.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < PLAIN_EVERY) {
+            return;
+        }
+        *last = Some(Instant::now());
+        let done = p.bytes_read as f64 / p.bytes_total.max(1) as f64;
+        let elapsed = self.started.elapsed();
+        let eta = if done > 0.0 {
+            format!(
+                ", ETA {}",
+                HumanDuration(elapsed.mul_f64((1.0 - done).max(0.0) / done))
+            )
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "{}: {:.1}% of {}, {}{eta}",
+            self.label,
+            100.0 * done.min(1.0),
+            HumanBytes(p.bytes_total),
+            self.rates(p)
+        );
+    }
+
+    fn warning(&self, message: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(format!("warning: {message}")),
+            None => eprintln!("warning: {message}"),
+        }
+    }
+}
+
+/// 1234567 -> "1,234,567".
+pub(crate) fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The summary table printed when a prepare ends.
+fn summary(report: &PrepareReport) -> String {
+    use std::fmt::Write;
+    let m = &report.manifest;
+    let mut s = String::new();
+    let how = match report.outcome {
+        Outcome::Prepared => "prepared".to_string(),
+        Outcome::Resumed { shards_kept } => {
+            format!("prepared (resumed: {shards_kept} finished shards kept)")
+        }
+        Outcome::AlreadyComplete => {
+            "already complete (same config, tokenizer and inputs): nothing to do".into()
+        }
+    };
+    let _ = writeln!(s, "{how}: {}", report.output.display());
+    let _ = writeln!(
+        s,
+        "tokenizer   vocab {}, lowercase {}, fingerprint {}",
+        count(u64::from(m.vocab_size)),
+        if m.do_lower_case { "yes" } else { "no" },
+        m.tokenizer_fingerprint
+    );
+    let _ = writeln!(
+        s,
+        "packing     {:?}, max_seq_len {}, input_ids {:?}",
+        m.packing, m.max_seq_len, m.token_dtype
+    );
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "{:<11} {:>12} {:>12} {:>15} {:>7}",
+        "split", "documents", "sequences", "tokens", "shards"
+    );
+    for (name, split) in [("train", &m.train), ("validation", &m.validation)] {
+        let _ = writeln!(
+            s,
+            "{:<11} {:>12} {:>12} {:>15} {:>7}",
+            name,
+            count(split.documents),
+            count(split.sequences),
+            count(split.tokens),
+            split.shards.len()
+        );
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "records     {} read from {} files",
+        count(m.documents.records),
+        m.sources.len()
+    );
+    let dropped: Vec<String> = m
+        .documents
+        .dropped
+        .iter()
+        .map(|(reason, n)| format!("{reason} {}", count(*n)))
+        .collect();
+    let _ = writeln!(
+        s,
+        "dropped     {}",
+        if dropped.is_empty() {
+            "none".to_string()
+        } else {
+            dropped.join(", ")
+        }
+    );
+    let secs = report.elapsed.as_secs_f64();
+    let tokens = m.train.tokens + m.validation.tokens;
+    if report.outcome != Outcome::AlreadyComplete && secs > 0.0 {
+        let _ = writeln!(
+            s,
+            "time        {:.1} s ({} tokens/s)",
+            secs,
+            count((tokens as f64 / secs) as u64)
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count;
+
+    #[test]
+    fn counts_have_thousands_separators() {
+        assert_eq!(count(0), "0");
+        assert_eq!(count(999), "999");
+        assert_eq!(count(1000), "1,000");
+        assert_eq!(count(1234567), "1,234,567");
+    }
 }

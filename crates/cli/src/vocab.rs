@@ -1,15 +1,60 @@
-//! `mlm-train vocab ...`. (Scaffold: filled in by its issue.)
+//! `mlm-train vocab train --config FILE`: a WordPiece vocabulary from the training split of
+//! the `[corpus]` inputs, with the `[vocab]` section's settings.
 
-use anyhow::{Result, bail};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
 use clap::Subcommand;
+
+use crate::config::RunConfig;
+use crate::prepare::{ProgressView, count};
 
 /// `mlm-train vocab` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum VocabCommand {
-    /// Train a WordPiece tokenizer on the configured corpus.
-    Train {},
+    /// Train a WordPiece tokenizer on the configured corpus ([corpus] inputs, [vocab] settings)
+    /// and write tokenizer.json, vocab.txt and the Hugging Face tokenizer configs.
+    Train {
+        /// Run config with `[corpus]` (inputs) and `[vocab]` (defaults apply when absent).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
 }
 
-pub fn run(_command: &VocabCommand, _threads: Option<usize>) -> Result<()> {
-    bail!("`mlm-train vocab` is not in this build yet")
+pub fn run(command: &VocabCommand, threads: Option<usize>) -> Result<()> {
+    match command {
+        VocabCommand::Train { config: path } => {
+            let config = RunConfig::load(path)?;
+            let corpus = config.corpus()?.clone();
+            let vocab = config.vocab.clone().unwrap_or_default();
+            mlm_trainer::runtime::configure_threads(threads.or(config.runtime.cpu_threads))?;
+            let view = ProgressView::new("vocab");
+            let report = mlm_corpus::train_vocab(&corpus, &vocab, &view);
+            view.finish();
+            let report =
+                report.with_context(|| format!("training a vocabulary from {}", path.display()))?;
+            let t = &report.tokenizer;
+            let s = t.special_ids();
+            println!("wrote       {}", report.output.display());
+            println!(
+                "vocabulary  {} tokens (asked {}), lowercase {}, min_frequency {}",
+                count(u64::from(t.vocab_size())),
+                count(vocab.vocab_size as u64),
+                if t.do_lower_case() { "yes" } else { "no" },
+                vocab.min_frequency
+            );
+            println!(
+                "special     [PAD] {}, [UNK] {}, [CLS] {}, [SEP] {}, [MASK] {}",
+                s.pad, s.unk, s.cls, s.sep, s.mask
+            );
+            println!(
+                "trained on  {} documents of the training split ({} records read)",
+                count(report.documents),
+                count(report.stats.records)
+            );
+            println!("fingerprint {}", t.fingerprint());
+            println!("time        {:.1} s", report.elapsed.as_secs_f64());
+            Ok(())
+        }
+    }
 }
