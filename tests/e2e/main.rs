@@ -7,6 +7,7 @@
 mod cli;
 mod config;
 mod doctor;
+mod train;
 mod prepare;
 
 use std::path::{Path, PathBuf};
@@ -46,6 +47,10 @@ impl Scratch {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
     }
 
     pub fn write(&self, name: &str, text: &str) -> PathBuf {

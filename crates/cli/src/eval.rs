@@ -1,12 +1,92 @@
-//! `mlm-train eval`. (Scaffold: filled in by its issue.)
+//! `mlm-train eval`: held-out metrics of a checkpoint with the run's fixed evaluation masks.
 
-use anyhow::{Result, bail};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
 use clap::Args;
+use mlm_corpus::{DomainTokenizer, PreparedCorpus, Split};
+use mlm_masking::{Masker, SpecialTokens};
+use mlm_trainer::run::eval::{EvalSet, EvalSetSpec, evaluate};
+use mlm_trainer::run::model_setup::load_model_dir;
+
+use crate::config::RunConfig;
 
 /// Arguments of `mlm-train eval`.
 #[derive(Debug, Args)]
-pub struct EvalArgs {}
+pub struct EvalArgs {
+    /// The run config (its [masking] and [eval] sections fix the evaluation masks).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Checkpoint (or Hugging Face model directory) to evaluate.
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint: PathBuf,
+    /// Another prepared corpus to evaluate on (its held-out split); default: the config's.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Print the metrics as JSON (`loss`, `perplexity`, `accuracy`, `top5_accuracy`,
+    /// `mask_accuracy`, `masked_tokens`).
+    #[arg(long)]
+    pub json: bool,
+    /// Override a config key, e.g. `--set eval.max_eval_samples=500` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+}
 
-pub fn run(_args: &EvalArgs, _threads: Option<usize>) -> Result<()> {
-    bail!("`mlm-train eval` is not in this build yet")
+pub fn run(args: &EvalArgs, threads: Option<usize>) -> Result<()> {
+    let config = RunConfig::load_with(&args.config, &args.overrides)?;
+    mlm_trainer::runtime::configure_threads(threads.or(config.runtime.cpu_threads))?;
+    let device = config.runtime.device.resolve().context("resolving [runtime]")?;
+    let corpus_dir = match &args.data {
+        Some(dir) => dir.clone(),
+        None => config.prepared_dir()?,
+    };
+    let corpus = PreparedCorpus::open(&corpus_dir)
+        .with_context(|| format!("opening prepared corpus {}", corpus_dir.display()))?;
+    let tokenizer = DomainTokenizer::load(&args.checkpoint, None)
+        .with_context(|| format!("loading the tokenizer of {}", args.checkpoint.display()))?;
+    corpus
+        .check_tokenizer(&tokenizer)
+        .with_context(|| format!("evaluating {} on {}", args.checkpoint.display(), corpus_dir.display()))?;
+    let built = load_model_dir(&args.checkpoint, device)
+        .with_context(|| format!("loading {}", args.checkpoint.display()))?;
+    let manifest = corpus.manifest();
+    let special = &manifest.special_ids;
+    config.masking.validate()?;
+    let masker = Masker::new(
+        &config.masking,
+        SpecialTokens {
+            vocab_size: manifest.vocab_size,
+            pad_id: special.pad,
+            mask_id: special.mask,
+            special_ids: special.all.clone(),
+        },
+    )?;
+    let mut reader = corpus.split(Split::Validation)?;
+    let set = EvalSet::build(
+        &mut reader,
+        &EvalSetSpec {
+            masker: &masker,
+            eval_seed: config.masking.eval_seed,
+            max_samples: config.eval.max_eval_samples,
+            batch_size: config.eval.eval_batch_size.max(1),
+            whole_word: config.masking.whole_word_mask,
+            pad_id: special.pad,
+            mask_id: special.mask,
+            pad_to_multiple_of: config.masking.pad_to_multiple_of,
+        },
+    )?;
+    // Evaluation runs in fp32 here: the numbers of `eval` are the reference ones.
+    let metrics = evaluate(&built.model, &set, device, &|f| f());
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&metrics)?);
+    } else {
+        println!("loss            {:.5}", metrics.loss);
+        println!("perplexity      {:.4}", metrics.perplexity);
+        println!("accuracy        {:.4}", metrics.accuracy);
+        println!("top5_accuracy   {:.4}", metrics.top5_accuracy);
+        println!("mask_accuracy   {:.4}", metrics.mask_accuracy);
+        println!("masked_tokens   {}", metrics.masked_tokens);
+        println!("sequences       {}", metrics.sequences);
+    }
+    Ok(())
 }

@@ -1,12 +1,37 @@
-//! `mlm-train export`. (Scaffold: filled in by its issue.)
+//! `mlm-train export`: a checkpoint as a Hugging Face model directory that `transformers`
+//! loads with no conversion (`AutoModelForMaskedLM`, `pipeline("fill-mask")`, fine-tuning).
 
-use anyhow::{Result, bail};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
 use clap::Args;
+use mlm_corpus::DomainTokenizer;
+use mlm_trainer::model::export_hf_model;
+use mlm_trainer::run::model_setup::load_model_dir;
 
 /// Arguments of `mlm-train export`.
 #[derive(Debug, Args)]
-pub struct ExportArgs {}
+pub struct ExportArgs {
+    /// Checkpoint directory (`<output_dir>/checkpoint-N`).
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint: PathBuf,
+    /// Where to write the Hugging Face directory (created; files in it are replaced).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
 
-pub fn run(_args: &ExportArgs) -> Result<()> {
-    bail!("`mlm-train export` is not in this build yet")
+pub fn run(args: &ExportArgs) -> Result<()> {
+    let built = load_model_dir(&args.checkpoint, tch::Device::Cpu)
+        .with_context(|| format!("loading {}", args.checkpoint.display()))?;
+    let tokenizer = DomainTokenizer::load(&args.checkpoint, None)
+        .with_context(|| format!("loading the tokenizer of {}", args.checkpoint.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    export_hf_model(&built.vs, &built.config, &args.out)
+        .with_context(|| format!("writing the model to {}", args.out.display()))?;
+    tokenizer
+        .write_hf_files(&args.out, built.config.max_position_embeddings as usize)
+        .with_context(|| format!("writing the tokenizer to {}", args.out.display()))?;
+    eprintln!("exported {} to {}", args.checkpoint.display(), args.out.display());
+    Ok(())
 }

@@ -1,12 +1,104 @@
-//! `mlm-train fill-mask`. (Scaffold: filled in by its issue.)
+//! `mlm-train fill-mask`: the [MASK] predictions of a checkpoint or Hugging Face directory,
+//! printed as JSON in the shape of transformers' `pipeline("fill-mask")`
+//! (pipelines/fill_mask.py `postprocess`): per mask, the top k of
+//! `{score, token, token_str, sequence}`; a list per mask when a text holds several masks,
+//! and a list per text when several texts are given.
 
-use anyhow::{Result, bail};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
 use clap::Args;
+use mlm_corpus::DomainTokenizer;
+use mlm_trainer::run::model_setup::load_model_dir;
+use serde::Serialize;
+use tch::{Kind, Tensor};
 
 /// Arguments of `mlm-train fill-mask`.
 #[derive(Debug, Args)]
-pub struct FillMaskArgs {}
+pub struct FillMaskArgs {
+    /// Checkpoint or Hugging Face model directory (config.json, weights, tokenizer).
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Predictions per mask.
+    #[arg(long, default_value_t = 5)]
+    pub top_k: usize,
+    /// Texts with at least one mask token (`[MASK]`).
+    #[arg(required = true, value_name = "TEXT")]
+    pub texts: Vec<String>,
+}
 
-pub fn run(_args: &FillMaskArgs, _threads: Option<usize>) -> Result<()> {
-    bail!("`mlm-train fill-mask` is not in this build yet")
+/// One candidate, as the pipeline prints it.
+#[derive(Debug, Serialize)]
+struct Candidate {
+    score: f64,
+    token: u32,
+    token_str: String,
+    sequence: String,
+}
+
+pub fn run(args: &FillMaskArgs, threads: Option<usize>) -> Result<()> {
+    mlm_trainer::runtime::configure_threads(threads)?;
+    let tokenizer = DomainTokenizer::load(&args.model, None)
+        .with_context(|| format!("loading the tokenizer of {}", args.model.display()))?;
+    let built = load_model_dir(&args.model, tch::Device::Cpu)
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    let mask_id = tokenizer.special_ids().mask;
+    let mut per_text = Vec::new();
+    for text in &args.texts {
+        let ids = tokenizer.encode_with_special(text)?;
+        let masks: Vec<usize> = (0..ids.len()).filter(|&i| ids[i] == mask_id).collect();
+        if masks.is_empty() {
+            let token = tokenizer.id_to_token(mask_id).unwrap_or_default();
+            bail!("no mask token ({token}) in the text {text:?}");
+        }
+        let input: Vec<i64> = ids.iter().map(|&id| i64::from(id)).collect();
+        let input_ids = Tensor::from_slice(&input).view([1, -1]);
+        let attention = input_ids.ones_like();
+        let positions: Vec<i64> = masks.iter().map(|&i| i as i64).collect();
+        let probabilities = tch::no_grad(|| {
+            built
+                .model
+                .masked_logits(&input_ids, &attention, &Tensor::from_slice(&positions), false)
+                .to_kind(Kind::Float)
+                .softmax(-1, Kind::Float)
+        });
+        let k = args.top_k.clamp(1, tokenizer.vocab_size() as usize) as i64;
+        let (scores, tokens) = probabilities.topk(k, -1, true, true);
+        let mut per_mask = Vec::new();
+        for (row, &position) in masks.iter().enumerate() {
+            let mut candidates = Vec::new();
+            for j in 0..k {
+                let token = tokens.int64_value(&[row as i64, j]) as u32;
+                let mut filled = ids.clone();
+                filled[position] = token;
+                candidates.push(Candidate {
+                    score: scores.double_value(&[row as i64, j]),
+                    token,
+                    token_str: tokenizer.decode(&[token])?,
+                    sequence: tokenizer.decode(&filled)?,
+                });
+            }
+            per_mask.push(candidates);
+        }
+        per_text.push(per_mask);
+    }
+    // The pipeline's nesting: drop the mask level for single-mask texts, the text level for a
+    // single text.
+    let shaped: Vec<serde_json::Value> = per_text
+        .into_iter()
+        .map(|mut per_mask| {
+            if per_mask.len() == 1 {
+                serde_json::to_value(per_mask.remove(0))
+            } else {
+                serde_json::to_value(per_mask)
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    let output = if shaped.len() == 1 {
+        shaped.into_iter().next().unwrap_or_default()
+    } else {
+        serde_json::Value::Array(shaped)
+    };
+    println!("{}", serde_json::to_string_pretty(&output)?);
+    Ok(())
 }

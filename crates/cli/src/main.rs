@@ -9,13 +9,14 @@ mod eval;
 mod export;
 mod fill_mask;
 mod prepare;
+mod train;
 mod vocab;
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand};
 
@@ -39,6 +40,9 @@ struct Cli {
     /// Threads for libtorch's intra-op pool and for rayon; overrides `runtime.cpu_threads`.
     #[arg(long, global = true, env = "MLM_TRAIN_THREADS", value_name = "N")]
     threads: Option<NonZeroUsize>,
+
+    #[command(flatten)]
+    job: train::JobFlags,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -96,7 +100,7 @@ fn run(cli: Cli) -> Result<()> {
         (Some(Command::Eval(args)), _) => eval::run(&args, threads(&cli.threads)),
         (Some(Command::Export(args)), _) => export::run(&args),
         (Some(Command::FillMask(args)), _) => fill_mask::run(&args, threads(&cli.threads)),
-        (None, Some(path)) => run_job(&path, cli.threads.map(NonZeroUsize::get)),
+        (None, Some(path)) => train::run_job(&path, threads(&cli.threads), &cli.job),
         // Reached when only an environment variable (MLM_TRAIN_THREADS) was given.
         (None, None) => Cli::command()
             .error(
@@ -110,33 +114,4 @@ fn run(cli: Cli) -> Result<()> {
 /// The `--threads` flag (or `MLM_TRAIN_THREADS`) as a plain count.
 fn threads(flag: &Option<NonZeroUsize>) -> Option<usize> {
     flag.map(NonZeroUsize::get)
-}
-
-/// `mlm-train --config FILE`: resolve the config and the runtime, then run the job's stages.
-fn run_job(path: &std::path::Path, threads_flag: Option<usize>) -> Result<()> {
-    let config = config::RunConfig::load(path)?;
-    let threads =
-        mlm_trainer::runtime::configure_threads(threads_flag.or(config.runtime.cpu_threads))?;
-    let device = config
-        .runtime
-        .device
-        .resolve()
-        .context("resolving [runtime]")?;
-    println!("config   {}", config.path.display());
-    println!(
-        "device   {} (runtime.device = \"{}\")",
-        mlm_trainer::runtime::device_label(device),
-        config.runtime.device
-    );
-    println!(
-        "threads  libtorch {}, rayon {}",
-        threads.libtorch_intra_op, threads.rayon
-    );
-    // The corpus, masking and training stages are not part of this build yet; say so rather
-    // than pretend a run happened.
-    println!(
-        "The config and runtime resolve. Corpus preparation, masking and training are not \
-         in this build yet: nothing was trained."
-    );
-    Ok(())
 }

@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod error;
 pub mod model;
 pub mod optim;
+pub mod run;
 pub mod runtime;
 pub mod schedule;
 

@@ -1,0 +1,284 @@
+//! `mlm-train --config FILE`: the main job. Stages: train the vocabulary when `[vocab]` asks
+//! for one that is not there yet, prepare the corpus when its manifest is missing, then
+//! train (resuming from the latest complete checkpoint) with held-out evaluation.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use mlm_trainer::run::{
+    EvalMetrics, ResumePolicy, StepLog, TrainJob, TrainObserver, TrainPlan, run_training,
+};
+use sha2::{Digest, Sha256};
+
+use crate::config::RunConfig;
+
+/// Flags of the main job (given with `--config`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct JobFlags {
+    /// Override a config key for this run, e.g. `--set training.max_steps=100` (repeatable;
+    /// the value is read as TOML).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Resolve everything and print the plan (model size, tokens per step, steps, estimated
+    /// memory), then exit without training.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Resume from this checkpoint directory instead of the latest one in `output_dir`.
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
+    /// Resume even though the config changed since the checkpoint was written.
+    #[arg(long)]
+    pub allow_config_change: bool,
+    /// Stop after this optimizer step, saving a checkpoint as on SIGINT (exit status 130);
+    /// the same command then resumes (time-sliced clusters).
+    #[arg(long, value_name = "STEP")]
+    pub stop_after_step: Option<u64>,
+}
+
+pub fn run_job(path: &Path, threads_flag: Option<usize>, flags: &JobFlags) -> Result<()> {
+    let config = RunConfig::load_with(path, &flags.overrides)?;
+    let threads =
+        mlm_trainer::runtime::configure_threads(threads_flag.or(config.runtime.cpu_threads))?;
+    let device = config
+        .runtime
+        .device
+        .resolve()
+        .context("resolving [runtime]")?;
+    eprintln!("config   {}", config.path.display());
+    eprintln!(
+        "device   {} (runtime.device = \"{}\"), threads: libtorch {}, rayon {}",
+        mlm_trainer::runtime::device_label(device),
+        config.runtime.device,
+        threads.libtorch_intra_op,
+        threads.rayon
+    );
+
+    let corpus_dir = ensure_prepared(&config)?;
+    let job = TrainJob {
+        corpus_dir,
+        model: config.model.clone(),
+        masking: config.masking.clone(),
+        training: config.training.clone(),
+        eval: config.eval.clone(),
+        checkpoint: config.checkpoint.clone(),
+        device,
+        resolved_config: config.resolved_toml()?,
+        config_hash: trajectory_hash(&config)?,
+        resume: match &flags.resume {
+            Some(dir) => ResumePolicy::From {
+                dir: dir.clone(),
+                allow_config_change: flags.allow_config_change,
+            },
+            None => ResumePolicy::Auto {
+                allow_config_change: flags.allow_config_change,
+            },
+        },
+        stop_after_step: flags.stop_after_step,
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = Arc::clone(&stop);
+        // SIGINT and SIGTERM (Slurm / Kubernetes preemption): save at the next step boundary.
+        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
+            .context("installing the SIGINT/SIGTERM handler")?;
+    }
+    let mut observer = ConsoleObserver::new();
+    let outcome = run_training(&job, &mut observer, &stop, flags.dry_run)
+        .with_context(|| format!("training with {}", config.path.display()))?;
+    observer.finish();
+    if flags.dry_run {
+        eprintln!("dry run: nothing was trained");
+        return Ok(());
+    }
+    if let (Some(first), Some(last)) = (outcome.first_eval, outcome.last_eval) {
+        eprintln!("held-out   {:>12} {:>12}", "start", "end");
+        for (name, a, b) in [
+            ("loss", first.loss, last.loss),
+            ("perplexity", first.perplexity, last.perplexity),
+            ("accuracy", first.accuracy, last.accuracy),
+            ("top5", first.top5_accuracy, last.top5_accuracy),
+            ("mask acc", first.mask_accuracy, last.mask_accuracy),
+        ] {
+            eprintln!("{name:<10} {a:>12.4} {b:>12.4}");
+        }
+    } else if let Some(last) = outcome.last_eval {
+        eprintln!(
+            "held-out loss {:.4}, perplexity {:.3}, accuracy {:.4}",
+            last.loss, last.perplexity, last.accuracy
+        );
+    }
+    if let Some(dir) = &outcome.last_checkpoint {
+        eprintln!("checkpoint {}", dir.display());
+    }
+    if outcome.interrupted {
+        eprintln!(
+            "interrupted at step {}: checkpoint saved; run the same command to resume",
+            outcome.final_step
+        );
+        std::process::exit(130);
+    }
+    Ok(())
+}
+
+/// The vocabulary (when `[vocab]` is given and its output has no tokenizer yet) and the
+/// prepared corpus (a no-op when the output already holds this exact prepare; an interrupted
+/// one is finished). Returns the prepared corpus directory.
+fn ensure_prepared(config: &RunConfig) -> Result<PathBuf> {
+    let corpus = config.corpus()?;
+    if let Some(vocab) = &config.vocab {
+        let dir = vocab.output_dir(corpus)?;
+        if !dir.join("tokenizer.json").exists() && !dir.join("vocab.txt").exists() {
+            eprintln!(
+                "vocab    training a {}-token WordPiece vocabulary into {}",
+                vocab.vocab_size,
+                dir.display()
+            );
+            mlm_corpus::train_vocab(corpus, vocab, &mlm_corpus::Quiet)
+                .context("training the vocabulary ([vocab])")?;
+        }
+    }
+    let report = mlm_corpus::prepare(
+        corpus,
+        &mlm_corpus::PrepareOptions {
+            observer: &mlm_corpus::Quiet,
+            stop_after_shards: None,
+        },
+    )
+    .context("preparing the corpus ([corpus])")?;
+    let manifest = &report.manifest;
+    eprintln!(
+        "corpus   {} ({:?}): {} train / {} held-out sequences, vocab {}",
+        report.output.display(),
+        report.outcome,
+        manifest.train.sequences,
+        manifest.validation.sequences,
+        manifest.vocab_size
+    );
+    Ok(report.output)
+}
+
+/// Hash of every config value that shapes the training trajectory (not logging, output
+/// paths, evaluation or checkpoint cadence), for refusing a resume under a changed config.
+fn trajectory_hash(config: &RunConfig) -> Result<String> {
+    let mut training = serde_json::to_value(&config.training)?;
+    if let Some(object) = training.as_object_mut() {
+        for key in ["output_dir", "logging_steps", "prefetch"] {
+            object.remove(key);
+        }
+    }
+    let value = serde_json::json!({
+        "corpus": config.corpus_fingerprint_value(),
+        "model": config.model,
+        "masking": config.masking,
+        "training": training,
+    });
+    let digest = Sha256::digest(value.to_string().as_bytes());
+    Ok(digest.iter().take(8).map(|b| format!("{b:02x}")).collect())
+}
+
+/// Progress bar on a terminal, plain lines otherwise (logs, CI, Slurm).
+pub struct ConsoleObserver {
+    bar: Option<ProgressBar>,
+}
+
+impl ConsoleObserver {
+    pub fn new() -> Self {
+        Self { bar: None }
+    }
+
+    fn line(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl TrainObserver for ConsoleObserver {
+    fn plan(&mut self, plan: &TrainPlan) {
+        eprintln!(
+            "model    {:.2} M parameters{}",
+            plan.parameters as f64 / 1e6,
+            match plan.weights_loaded {
+                Some(n) => format!(", {n} tensors loaded"),
+                None => " (from scratch)".into(),
+            }
+        );
+        if !plan.weights_initialised.is_empty() {
+            eprintln!("         initialised (not in the checkpoint): {}", plan.weights_initialised.join(", "));
+        }
+        if !plan.weights_ignored.is_empty() {
+            eprintln!("         ignored (not used by BertForMaskedLM): {}", plan.weights_ignored.join(", "));
+        }
+        eprintln!(
+            "data     {} train / {} held-out sequences of <= {} tokens",
+            plan.train_sequences, plan.eval_sequences, plan.max_seq_len
+        );
+        eprintln!(
+            "steps    {} ({} per epoch), {} sequences = {} tokens per step, {} on {}",
+            plan.total_steps,
+            plan.steps_per_epoch,
+            plan.sequences_per_step,
+            plan.tokens_per_step,
+            plan.precision,
+            plan.device
+        );
+        eprintln!(
+            "memory   ~{:.2} GiB estimated (weights, gradients, AdamW, activations)",
+            plan.estimated_memory_bytes as f64 / (1u64 << 30) as f64
+        );
+        if let Some(dir) = &plan.resumed_from {
+            eprintln!("resume   from {} at step {}", dir.display(), plan.start_step);
+        }
+        if std::io::stderr().is_terminal() && plan.total_steps > plan.start_step {
+            let bar = ProgressBar::new(plan.total_steps);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
+                )
+                .expect("valid template"),
+            );
+            bar.set_position(plan.start_step);
+            bar.enable_steady_tick(Duration::from_millis(500));
+            self.bar = Some(bar);
+        }
+    }
+
+    fn step(&mut self, log: &StepLog) {
+        let text = format!(
+            "loss {:.4}  lr {:.3e}  {:.0} tok/s  epoch {:.2}",
+            log.loss, log.learning_rate, log.tokens_per_second, log.epoch
+        );
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(log.step);
+                bar.set_message(text);
+            }
+            None => eprintln!("step {}/{}  {text}", log.step, log.total_steps),
+        }
+    }
+
+    fn eval(&mut self, step: u64, m: &EvalMetrics) {
+        self.line(&format!(
+            "eval step {step}: loss {:.4}  perplexity {:.3}  accuracy {:.4}  top5 {:.4}  \
+             mask accuracy {:.4}  ({} masked tokens)",
+            m.loss, m.perplexity, m.accuracy, m.top5_accuracy, m.mask_accuracy, m.masked_tokens
+        ));
+    }
+
+    fn saved(&mut self, step: u64, dir: &Path) {
+        self.line(&format!("saved step {step}: {}", dir.display()));
+    }
+}

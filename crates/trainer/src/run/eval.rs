@@ -1,0 +1,193 @@
+//! Held-out evaluation with fixed masks. The held-out sequence at position i is always masked
+//! by `MaskKey::eval(eval_seed, i)`, so two checkpoints are compared on exactly the same
+//! masked tokens (Hugging Face's `run_mlm.py` re-masks its eval set at every evaluation, so
+//! its numbers move with the masks as well as with the model).
+
+use mlm_corpus::SplitReader;
+use mlm_masking::{Batch, MaskKey, Masker, collate};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind};
+
+use super::RunError;
+use super::step::batch_tensors;
+use crate::model::{BertForMaskedLM, masked_lm_loss_sum};
+
+/// The metrics of one evaluation. `perplexity = exp(loss)`, with `loss` the mean
+/// cross-entropy over every masked token (not the mean of per-batch means).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EvalMetrics {
+    pub loss: f64,
+    pub perplexity: f64,
+    /// Top-1 accuracy over every masked position (the 80/10/10 mix).
+    pub accuracy: f64,
+    pub top5_accuracy: f64,
+    /// Top-1 accuracy over the positions whose input is [MASK] only.
+    pub mask_accuracy: f64,
+    pub masked_tokens: u64,
+    pub mask_tokens: u64,
+    pub sequences: u64,
+}
+
+/// Pure reduction of summed counts into metrics (unit-tested without a model).
+pub fn finish_metrics(sums: &EvalSums) -> EvalMetrics {
+    let ratio = |hits: f64, total: u64| if total == 0 { f64::NAN } else { hits / total as f64 };
+    let loss = ratio(sums.loss_sum, sums.masked_tokens);
+    EvalMetrics {
+        loss,
+        perplexity: loss.exp(),
+        accuracy: ratio(sums.top1_hits, sums.masked_tokens),
+        top5_accuracy: ratio(sums.top5_hits, sums.masked_tokens),
+        mask_accuracy: ratio(sums.mask_top1_hits, sums.mask_tokens),
+        masked_tokens: sums.masked_tokens,
+        mask_tokens: sums.mask_tokens,
+        sequences: sums.sequences,
+    }
+}
+
+/// Running sums over evaluation batches (f64: exact for counts, stable for the loss).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EvalSums {
+    pub loss_sum: f64,
+    pub top1_hits: f64,
+    pub top5_hits: f64,
+    pub mask_top1_hits: f64,
+    pub masked_tokens: u64,
+    pub mask_tokens: u64,
+    pub sequences: u64,
+}
+
+/// The held-out batches, masked once.
+pub struct EvalSet {
+    batches: Vec<Batch>,
+}
+
+/// How to build an [`EvalSet`].
+pub struct EvalSetSpec<'a> {
+    pub masker: &'a Masker,
+    pub eval_seed: u64,
+    pub max_samples: Option<u64>,
+    pub batch_size: usize,
+    pub whole_word: bool,
+    pub pad_id: u32,
+    pub mask_id: u32,
+    pub pad_to_multiple_of: Option<usize>,
+}
+
+impl EvalSet {
+    /// Reads and masks the first `max_samples` held-out sequences, in stored order.
+    pub fn build(reader: &mut SplitReader, spec: &EvalSetSpec<'_>) -> Result<Self, RunError> {
+        let total = spec.max_samples.map_or(reader.len(), |m| m.min(reader.len()));
+        if total == 0 {
+            return Err(RunError::EmptyEvalSet);
+        }
+        let mut batches = Vec::new();
+        let mut pending = Vec::with_capacity(spec.batch_size);
+        for position in 0..total {
+            let sequence = reader.get(position)?;
+            let word_starts = spec.whole_word.then_some(sequence.word_starts.as_slice());
+            pending.push(spec.masker.mask(
+                &sequence.input_ids,
+                word_starts,
+                MaskKey::eval(spec.eval_seed, position),
+            ));
+            if pending.len() == spec.batch_size || position + 1 == total {
+                batches.push(collate(
+                    &pending,
+                    spec.pad_id,
+                    spec.mask_id,
+                    spec.pad_to_multiple_of,
+                ));
+                pending.clear();
+            }
+        }
+        Ok(Self { batches })
+    }
+
+    pub fn sequences(&self) -> u64 {
+        self.batches.iter().map(|b| b.batch_size as u64).sum()
+    }
+
+    pub fn masked_tokens(&self) -> u64 {
+        self.batches.iter().map(|b| b.masked_tokens() as u64).sum()
+    }
+}
+
+/// Evaluates `model` on `set` (no dropout, no gradients). `autocast` wraps the forward in
+/// the caller's precision policy.
+pub fn evaluate(
+    model: &BertForMaskedLM,
+    set: &EvalSet,
+    device: Device,
+    autocast: &dyn Fn(&mut dyn FnMut()),
+) -> EvalMetrics {
+    let mut sums = EvalSums::default();
+    tch::no_grad(|| {
+        for batch in &set.batches {
+            let tensors = batch_tensors(batch, device);
+            if tensors.masked_positions.size()[0] == 0 {
+                sums.sequences += batch.batch_size as u64;
+                continue;
+            }
+            let mut logits = None;
+            autocast(&mut || {
+                logits = Some(model.masked_logits(
+                    &tensors.input_ids,
+                    &tensors.attention_mask,
+                    &tensors.masked_positions,
+                    false,
+                ));
+            });
+            let logits = logits.expect("forward ran").to_kind(Kind::Float);
+            let labels = &tensors.masked_labels;
+            sums.loss_sum += masked_lm_loss_sum(&logits, labels).double_value(&[]);
+            let (_, top5) = logits.topk(5.min(logits.size()[1]), -1, true, true);
+            let hits = top5.eq_tensor(&labels.unsqueeze(-1));
+            let top1 = hits.select(1, 0).to_kind(Kind::Double);
+            sums.top1_hits += top1.sum(Kind::Double).double_value(&[]);
+            sums.top5_hits += hits
+                .any_dim(-1, false)
+                .to_kind(Kind::Double)
+                .sum(Kind::Double)
+                .double_value(&[]);
+            let is_mask = &tensors.masked_is_mask_token;
+            sums.mask_top1_hits += (top1 * is_mask.to_kind(Kind::Double))
+                .sum(Kind::Double)
+                .double_value(&[]);
+            sums.masked_tokens += batch.masked_tokens() as u64;
+            sums.mask_tokens += batch.masked_is_mask_token.iter().filter(|&&m| m).count() as u64;
+            sums.sequences += batch.batch_size as u64;
+        }
+    });
+    finish_metrics(&sums)
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn perplexity_is_exp_of_the_mean_loss_over_masked_tokens() {
+        let sums = EvalSums {
+            loss_sum: 30.0,
+            top1_hits: 4.0,
+            top5_hits: 8.0,
+            mask_top1_hits: 3.0,
+            masked_tokens: 10,
+            mask_tokens: 8,
+            sequences: 2,
+        };
+        let m = finish_metrics(&sums);
+        assert!((m.loss - 3.0).abs() < 1e-12);
+        assert!((m.perplexity - 3.0f64.exp()).abs() < 1e-9);
+        assert!((m.accuracy - 0.4).abs() < 1e-12);
+        assert!((m.top5_accuracy - 0.8).abs() < 1e-12);
+        assert!((m.mask_accuracy - 0.375).abs() < 1e-12);
+    }
+
+    #[test]
+    fn no_masked_tokens_gives_nan_not_a_division_by_zero_panic() {
+        let m = finish_metrics(&EvalSums::default());
+        assert!(m.loss.is_nan() && m.accuracy.is_nan());
+    }
+}

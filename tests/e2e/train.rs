@@ -1,0 +1,304 @@
+//! `mlm-train --config FILE` end to end on a tiny BERT: training with held-out evaluation,
+//! exact resume, config-change refusal, signals, non-finite losses, then `eval`, `export`
+//! and `fill-mask` on the checkpoint it wrote.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use crate::{Scratch, mlm_train, run, workspace_root};
+
+/// A tiny from-scratch run over the first 240 abstracts of the project's sample corpus.
+/// `extra` is appended (later keys of a section cannot repeat: pass whole sections).
+fn tiny_config(scratch: &Scratch, training: &str, extra: &str) -> PathBuf {
+    let sample = workspace_root().join("data/sample/abstracts.jsonl");
+    let text = std::fs::read_to_string(&sample)
+        .expect("data/sample/abstracts.jsonl (scripts/make-sample-corpus)");
+    let corpus = text.lines().take(240).collect::<Vec<_>>().join("\n") + "\n";
+    scratch.write("abstracts.jsonl", &corpus);
+    let text = format!(
+        r#"
+[runtime]
+device = "cpu"
+
+[vocab]
+vocab_size = 400
+output = "tokenizer"
+
+[corpus]
+inputs = ["abstracts.jsonl"]
+format = "jsonl"
+text_fields = ["title", "abstract"]
+id_field = "pmid"
+validation_fraction = 0.1
+tokenizer = "tokenizer"
+max_seq_len = 32
+output = "corpus"
+
+[model]
+hidden_size = 32
+num_hidden_layers = 2
+num_attention_heads = 2
+intermediate_size = 64
+max_position_embeddings = 64
+
+[training]
+output_dir = "run"
+batch_size = 4
+gradient_accumulation_steps = 2
+learning_rate = 1e-3
+weight_decay = 0.01
+warmup_steps = 2
+logging_steps = 1
+{training}
+
+[eval]
+eval_steps = 4
+eval_batch_size = 16
+max_eval_samples = 32
+{extra}
+"#
+    );
+    scratch.write("config.toml", &text)
+}
+
+fn train(config: &Path, args: &[&str]) -> (Output, String, String) {
+    run(mlm_train().arg("--config").arg(config).args(args))
+}
+
+fn metrics(run_dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn weights(checkpoint: &Path) -> Vec<u8> {
+    std::fs::read(checkpoint.join("model.safetensors")).unwrap()
+}
+
+#[test]
+fn trains_evaluates_saves_and_the_checkpoint_exports_and_fills_masks() {
+    let scratch = Scratch::new("train-full");
+    let config = tiny_config(&scratch, "max_steps = 8", "[checkpoint]\nsave_steps = 4\nkeep_last = 1");
+    let (output, _, stderr) = train(&config, &[]);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("eval step 0:"), "{stderr}");
+    assert!(stderr.contains("held-out"), "{stderr}");
+    let run_dir = scratch.path().join("run");
+    let records = metrics(&run_dir);
+    let evals: Vec<_> = records.iter().filter(|r| r["split"] == "eval").collect();
+    let steps: Vec<u64> = evals.iter().map(|r| r["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, vec![0, 4, 8], "eval before, every 4 steps and at the end");
+    let (first, last) = (evals[0], evals[2]);
+    assert!(
+        last["loss"].as_f64().unwrap() < first["loss"].as_f64().unwrap(),
+        "held-out loss falls: {first} -> {last}"
+    );
+    assert_eq!(first["masked_tokens"], last["masked_tokens"], "fixed eval masks");
+    let train_steps = records.iter().filter(|r| r["split"] == "train").count();
+    assert_eq!(train_steps, 8);
+
+    let checkpoint = run_dir.join("checkpoint-8");
+    for file in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "trainer_state.json",
+        "config.json",
+        "run_config.toml",
+        "tokenizer.json",
+    ] {
+        assert!(checkpoint.join(file).exists(), "{file} in {}", checkpoint.display());
+    }
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(checkpoint.join("trainer_state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["global_step"], 8);
+
+    // eval --json on the checkpoint reproduces the run's final evaluation exactly.
+    let (output, stdout, stderr) = run(mlm_train()
+        .args(["eval", "--json", "--config"])
+        .arg(&config)
+        .arg("--checkpoint")
+        .arg(&checkpoint));
+    assert!(output.status.success(), "{stderr}");
+    let eval: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    for key in ["loss", "perplexity", "accuracy", "top5_accuracy", "mask_accuracy", "masked_tokens"] {
+        assert!(eval.get(key).is_some(), "{key} in {stdout}");
+    }
+    assert_eq!(eval["masked_tokens"], last["masked_tokens"]);
+    let (a, b) = (eval["loss"].as_f64().unwrap(), last["loss"].as_f64().unwrap());
+    assert!((a - b).abs() < 1e-6, "eval {a} vs run {b}");
+
+    // export writes a Hugging Face directory.
+    let exported = scratch.path().join("hf");
+    let (output, _, stderr) = run(mlm_train()
+        .args(["export", "--checkpoint"])
+        .arg(&checkpoint)
+        .arg("--out")
+        .arg(&exported));
+    assert!(output.status.success(), "{stderr}");
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "vocab.txt",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
+        assert!(exported.join(file).exists(), "{file} exported");
+    }
+
+    // fill-mask prints the pipeline's JSON shape, probabilities in order.
+    let (output, stdout, stderr) = run(mlm_train()
+        .args(["fill-mask", "--top-k", "3", "--model"])
+        .arg(&exported)
+        .arg("patients with [MASK] were treated."));
+    assert!(output.status.success(), "{stderr}");
+    let candidates: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(candidates.len(), 3);
+    let scores: Vec<f64> = candidates.iter().map(|c| c["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]) && scores[0] <= 1.0, "{scores:?}");
+    for c in &candidates {
+        assert!(c["token"].is_u64() && c["token_str"].is_string() && c["sequence"].is_string());
+    }
+}
+
+#[test]
+fn a_stopped_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
+    let scratch = Scratch::new("train-resume");
+    let checkpoint = "[checkpoint]\nsave_steps = 0\nkeep_last = 0";
+    let config = tiny_config(&scratch, "max_steps = 10", checkpoint);
+    let straight = scratch.path().join("run/checkpoint-10");
+    let (output, _, stderr) = train(&config, &[]);
+    assert!(output.status.success(), "{stderr}");
+    let reference = weights(&straight);
+
+    // Stop after step 4 (as SIGINT would), then rerun the same command: it resumes.
+    let resumed_dir = "\"resumed\"";
+    let set = format!("training.output_dir={resumed_dir}");
+    let (output, _, stderr) = train(&config, &["--set", &set, "--stop-after-step", "4"]);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted at step 4"), "{stderr}");
+    let (output, _, stderr) = train(&config, &["--set", &set]);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("at step 4"), "resumed from step 4: {stderr}");
+    let resumed = scratch.path().join("resumed");
+    assert!(weights(&resumed.join("checkpoint-10")) == reference, "bit-identical weights");
+    let steps: Vec<u64> = metrics(&resumed)
+        .iter()
+        .filter(|r| r["split"] == "train")
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=10).collect::<Vec<_>>(), "metrics.jsonl reads as one run");
+
+    // The same with a deliberately wrong data position: the weights must differ, or the
+    // comparison above proves nothing.
+    let set = "training.output_dir=\"wrong\"";
+    let (output, _, stderr) = train(&config, &["--set", set, "--stop-after-step", "4"]);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    let state_path = scratch.path().join("wrong/checkpoint-4/trainer_state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+    let position = state["epoch_position"].as_u64().unwrap();
+    state["epoch_position"] = (position + 1).into();
+    std::fs::write(&state_path, state.to_string()).unwrap();
+    let (output, _, stderr) = train(&config, &["--set", set]);
+    assert!(output.status.success(), "{stderr}");
+    let wrong = weights(&scratch.path().join("wrong/checkpoint-10"));
+    assert!(wrong != reference, "a shifted data position changes the result");
+}
+
+#[test]
+fn a_changed_config_refuses_to_resume_unless_allowed() {
+    let scratch = Scratch::new("train-changed");
+    let config = tiny_config(&scratch, "max_steps = 4", "");
+    let (output, _, stderr) = train(&config, &["--stop-after-step", "2"]);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    let (output, _, stderr) = train(&config, &["--set", "training.learning_rate=0.002"]);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--allow-config-change"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let (output, _, stderr) = train(
+        &config,
+        &["--set", "training.learning_rate=0.002", "--allow-config-change"],
+    );
+    assert!(output.status.success(), "{stderr}");
+}
+
+#[test]
+fn sigterm_saves_a_checkpoint_and_exits_130() {
+    let scratch = Scratch::new("train-sigterm");
+    let config = tiny_config(&scratch, "max_steps = 100000", "");
+    let mut child = mlm_train()
+        .arg("--config")
+        .arg(&config)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first logged step, then send SIGTERM.
+    let stderr = child.stderr.take().unwrap();
+    let mut reader = std::io::BufReader::new(stderr);
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+        assert!(n > 0, "training ended before a step was logged:\n{seen}");
+        seen.push_str(&line);
+        if line.starts_with("step ") {
+            break;
+        }
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}{rest}");
+    assert!(rest.contains("interrupted at step"), "{rest}");
+    let saved = std::fs::read_dir(scratch.path().join("run"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().starts_with("checkpoint-"));
+    assert!(saved, "a checkpoint was saved");
+}
+
+#[test]
+fn a_non_finite_loss_stops_the_run_naming_the_step() {
+    let scratch = Scratch::new("train-nan");
+    let config = tiny_config(
+        &scratch,
+        "max_steps = 50\nmax_grad_norm = 0.0",
+        "[checkpoint]\nsave_steps = 1\nkeep_last = 0",
+    );
+    let (output, _, stderr) = train(&config, &["--set", "training.learning_rate=1e30"]);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the loss became"), "{stderr}");
+    assert!(stderr.contains("at step"), "{stderr}");
+    assert!(stderr.contains("last good checkpoint is"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_trains_nothing() {
+    let scratch = Scratch::new("train-dry");
+    let config = tiny_config(&scratch, "max_steps = 8", "");
+    let (output, _, stderr) = train(&config, &["--dry-run"]);
+    assert!(output.status.success(), "{stderr}");
+    for text in ["parameters", "tokens per step", "estimated", "nothing was trained"] {
+        assert!(stderr.contains(text), "{text}: {stderr}");
+    }
+    assert!(!scratch.path().join("run/metrics.jsonl").exists());
+}
+
+#[test]
+fn sequences_longer_than_the_position_table_are_refused() {
+    let scratch = Scratch::new("train-seqlen");
+    let config = tiny_config(&scratch, "max_steps = 2", "");
+    let (output, _, stderr) = train(&config, &["--set", "model.max_position_embeddings=16"]);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("max_position_embeddings = 16"), "{stderr}");
+}
