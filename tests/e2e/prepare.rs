@@ -307,3 +307,41 @@ fn config_and_tokenizer_problems_are_clear_errors() {
         "{stderr}"
     );
 }
+
+/// `MLM_SHARED_DIR` (default `../shared` beside the workspace).
+fn shared_dir() -> PathBuf {
+    std::env::var_os("MLM_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("../shared"))
+}
+
+#[test]
+#[ignore = "needs ../shared"]
+fn pubmed_cdr_with_bert_base_uncased_matches_the_python_reference() {
+    let shared = shared_dir();
+    let scratch = Scratch::new("prepare-pubmed");
+    let tokenizer = shared.join("tokenizers/bert-base-uncased");
+    let config = write_config(
+        &scratch,
+        "run.toml",
+        &[shared.join("data/pubmed-cdr/train.jsonl")],
+        &[
+            (
+                "tokenizer",
+                &format!("{:?}", tokenizer.display().to_string()),
+            ),
+            ("max_seq_len", "128"),
+            ("validation_fraction", "0.05"),
+        ],
+    );
+    let (ok, stdout, stderr) = prepare(&config);
+    assert!(ok, "{stdout}{stderr}");
+    let prepared = dir(&scratch).join("prepared");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(prepared.join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["vocab_size"], 30522);
+    assert_eq!(manifest["special_ids"]["cls"], 101);
+    let reference = python_reference(&prepared, &dir(&scratch).join("hf-cache"));
+    assert!(reference.contains("OK"), "{reference}");
+}

@@ -170,3 +170,42 @@ fn trained_wordpiece_puts_specials_first() {
         t.fingerprint()
     );
 }
+
+/// `MLM_SHARED_DIR` (default `../shared` from the workspace root).
+fn shared_dir() -> std::path::PathBuf {
+    std::env::var_os("MLM_SHARED_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"))
+}
+
+#[test]
+#[ignore = "needs ../shared"]
+fn bert_base_uncased_vocab_txt_and_tokenizer_json_agree() {
+    let dir = shared_dir().join("tokenizers/bert-base-uncased");
+    let json = DomainTokenizer::load(&dir.join("tokenizer.json"), None).unwrap();
+    let vocab = DomainTokenizer::load(&dir.join("vocab.txt"), None).unwrap();
+    let s = json.special_ids();
+    assert_eq!(
+        (s.pad, s.unk, s.cls, s.sep, s.mask),
+        (0, 100, 101, 102, 103)
+    );
+    assert_eq!(json.vocab_size(), 30_522);
+    assert_eq!(json.model_max_length(), Some(512));
+    assert!(json.do_lower_case());
+    // The vocab.txt build is the tokenizer transformers converts it to: same fingerprint.
+    assert_eq!(json.fingerprint(), vocab.fingerprint());
+    let text =
+        "Naloxone reverses the antihypertensive effect of clonidine (5-20 µg/kg) in SHR rats.";
+    assert_eq!(
+        json.encode_words(text).unwrap(),
+        vocab.encode_words(text).unwrap()
+    );
+    let written = TempDir::new("tok-bert-written");
+    vocab.write_hf_files(written.path(), 512).unwrap();
+    assert_eq!(
+        DomainTokenizer::load(written.path(), None)
+            .unwrap()
+            .fingerprint(),
+        json.fingerprint()
+    );
+}
