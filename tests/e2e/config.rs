@@ -24,17 +24,38 @@ fn assert_config_error(output: &Output, stderr: &str, expected: &[&str]) {
 }
 
 #[test]
-fn quickstart_config_resolves() {
-    let (output, stdout, stderr) = run(mlm_train().args(["--config", "configs/quickstart.toml"]));
+fn quickstart_config_resolves_to_a_plan() {
+    // A copy of configs/ and data/ in a scratch directory: the vocabulary and the prepared
+    // corpus land there, not in the repository.
+    let scratch = Scratch::new("quickstart-dry");
+    let root = crate::workspace_root();
+    std::fs::create_dir_all(scratch.path().join("configs")).unwrap();
+    std::fs::create_dir_all(scratch.path().join("data/sample")).unwrap();
+    let config = scratch.path().join("configs/quickstart.toml");
+    std::fs::copy(root.join("configs/quickstart.toml"), &config).unwrap();
+    std::fs::copy(
+        root.join("data/sample/abstracts.jsonl"),
+        scratch.path().join("data/sample/abstracts.jsonl"),
+    )
+    .unwrap();
+    let (output, _, stderr) = run(mlm_train().arg("--config").arg(&config).arg("--dry-run"));
     assert!(output.status.success(), "{stderr}");
-    assert!(stdout.contains("quickstart.toml"), "{stdout}");
-    assert!(stdout.contains("threads  libtorch 1, rayon 1"), "{stdout}");
+    assert!(stderr.contains("quickstart.toml"), "{stderr}");
+    assert!(stderr.contains("threads: libtorch 1, rayon 1"), "{stderr}");
     assert!(
-        stdout.contains("device   cpu (runtime.device = \"auto\")")
-            || stdout.contains("device   cuda:0"),
-        "{stdout}"
+        stderr.contains("device   cpu (runtime.device = \"auto\")")
+            || stderr.contains("device   cuda:0"),
+        "{stderr}"
     );
-    assert!(stdout.contains("nothing was trained"), "{stdout}");
+    assert!(stderr.contains("steps    400"), "{stderr}");
+    assert!(stderr.contains("(from scratch)"), "{stderr}");
+    assert!(stderr.contains("nothing was trained"), "{stderr}");
+    assert!(
+        !scratch
+            .path()
+            .join("runs/quickstart/metrics.jsonl")
+            .exists()
+    );
 }
 
 #[test]
@@ -85,8 +106,9 @@ fn forcing_cuda_fails_clearly_without_a_gpu_and_works_with_one() {
         run_config("cuda", "[runtime]\ndevice = \"cuda\"\n");
     let (_, doctor, _) = run(mlm_train().args(["doctor", "--json"]));
     if doctor.contains("\"cuda_available\": true") {
-        assert!(output.status.success(), "{stderr}");
-        assert!(stdout.contains("device   cuda:0"), "{stdout}");
+        // The device resolves; the job then needs a [corpus] this config lacks.
+        assert!(stderr.contains("device   cuda:0"), "{stdout}{stderr}");
+        assert_config_error(&output, &stderr, &["has no [corpus] section"]);
     } else {
         assert_config_error(
             &output,

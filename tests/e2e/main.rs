@@ -7,8 +7,8 @@
 mod cli;
 mod config;
 mod doctor;
-mod train;
 mod prepare;
+mod train;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -80,7 +80,11 @@ fn weights(checkpoint: &Path) -> Vec<u8> {
 #[test]
 fn trains_evaluates_saves_and_the_checkpoint_exports_and_fills_masks() {
     let scratch = Scratch::new("train-full");
-    let config = tiny_config(&scratch, "max_steps = 8", "[checkpoint]\nsave_steps = 4\nkeep_last = 1");
+    let config = tiny_config(
+        &scratch,
+        "max_steps = 8",
+        "[checkpoint]\nsave_steps = 4\nkeep_last = 1",
+    );
     let (output, _, stderr) = train(&config, &[]);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("eval step 0:"), "{stderr}");
@@ -89,13 +93,20 @@ fn trains_evaluates_saves_and_the_checkpoint_exports_and_fills_masks() {
     let records = metrics(&run_dir);
     let evals: Vec<_> = records.iter().filter(|r| r["split"] == "eval").collect();
     let steps: Vec<u64> = evals.iter().map(|r| r["step"].as_u64().unwrap()).collect();
-    assert_eq!(steps, vec![0, 4, 8], "eval before, every 4 steps and at the end");
+    assert_eq!(
+        steps,
+        vec![0, 4, 8],
+        "eval before, every 4 steps and at the end"
+    );
     let (first, last) = (evals[0], evals[2]);
     assert!(
         last["loss"].as_f64().unwrap() < first["loss"].as_f64().unwrap(),
         "held-out loss falls: {first} -> {last}"
     );
-    assert_eq!(first["masked_tokens"], last["masked_tokens"], "fixed eval masks");
+    assert_eq!(
+        first["masked_tokens"], last["masked_tokens"],
+        "fixed eval masks"
+    );
     let train_steps = records.iter().filter(|r| r["split"] == "train").count();
     assert_eq!(train_steps, 8);
 
@@ -108,11 +119,16 @@ fn trains_evaluates_saves_and_the_checkpoint_exports_and_fills_masks() {
         "run_config.toml",
         "tokenizer.json",
     ] {
-        assert!(checkpoint.join(file).exists(), "{file} in {}", checkpoint.display());
+        assert!(
+            checkpoint.join(file).exists(),
+            "{file} in {}",
+            checkpoint.display()
+        );
     }
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(checkpoint.join("trainer_state.json")).unwrap())
-            .unwrap();
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(checkpoint.join("trainer_state.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(state["global_step"], 8);
 
     // eval --json on the checkpoint reproduces the run's final evaluation exactly.
@@ -123,11 +139,21 @@ fn trains_evaluates_saves_and_the_checkpoint_exports_and_fills_masks() {
         .arg(&checkpoint));
     assert!(output.status.success(), "{stderr}");
     let eval: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    for key in ["loss", "perplexity", "accuracy", "top5_accuracy", "mask_accuracy", "masked_tokens"] {
+    for key in [
+        "loss",
+        "perplexity",
+        "accuracy",
+        "top5_accuracy",
+        "mask_accuracy",
+        "masked_tokens",
+    ] {
         assert!(eval.get(key).is_some(), "{key} in {stdout}");
     }
     assert_eq!(eval["masked_tokens"], last["masked_tokens"]);
-    let (a, b) = (eval["loss"].as_f64().unwrap(), last["loss"].as_f64().unwrap());
+    let (a, b) = (
+        eval["loss"].as_f64().unwrap(),
+        last["loss"].as_f64().unwrap(),
+    );
     assert!((a - b).abs() < 1e-6, "eval {a} vs run {b}");
 
     // export writes a Hugging Face directory.
@@ -157,8 +183,14 @@ fn trains_evaluates_saves_and_the_checkpoint_exports_and_fills_masks() {
     assert!(output.status.success(), "{stderr}");
     let candidates: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap();
     assert_eq!(candidates.len(), 3);
-    let scores: Vec<f64> = candidates.iter().map(|c| c["score"].as_f64().unwrap()).collect();
-    assert!(scores.windows(2).all(|w| w[0] >= w[1]) && scores[0] <= 1.0, "{scores:?}");
+    let scores: Vec<f64> = candidates
+        .iter()
+        .map(|c| c["score"].as_f64().unwrap())
+        .collect();
+    assert!(
+        scores.windows(2).all(|w| w[0] >= w[1]) && scores[0] <= 1.0,
+        "{scores:?}"
+    );
     for c in &candidates {
         assert!(c["token"].is_u64() && c["token_str"].is_string() && c["sequence"].is_string());
     }
@@ -182,15 +214,25 @@ fn a_stopped_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
     assert!(stderr.contains("interrupted at step 4"), "{stderr}");
     let (output, _, stderr) = train(&config, &["--set", &set]);
     assert!(output.status.success(), "{stderr}");
-    assert!(stderr.contains("at step 4"), "resumed from step 4: {stderr}");
+    assert!(
+        stderr.contains("at step 4"),
+        "resumed from step 4: {stderr}"
+    );
     let resumed = scratch.path().join("resumed");
-    assert!(weights(&resumed.join("checkpoint-10")) == reference, "bit-identical weights");
+    assert!(
+        weights(&resumed.join("checkpoint-10")) == reference,
+        "bit-identical weights"
+    );
     let steps: Vec<u64> = metrics(&resumed)
         .iter()
         .filter(|r| r["split"] == "train")
         .map(|r| r["step"].as_u64().unwrap())
         .collect();
-    assert_eq!(steps, (1..=10).collect::<Vec<_>>(), "metrics.jsonl reads as one run");
+    assert_eq!(
+        steps,
+        (1..=10).collect::<Vec<_>>(),
+        "metrics.jsonl reads as one run"
+    );
 
     // The same with a deliberately wrong data position: the weights must differ, or the
     // comparison above proves nothing.
@@ -201,12 +243,16 @@ fn a_stopped_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
     let mut state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
     let position = state["epoch_position"].as_u64().unwrap();
-    state["epoch_position"] = (position + 1).into();
+    // One global batch (4 x 2 sequences) further: the resumed run skips a batch.
+    state["epoch_position"] = (position + 8).into();
     std::fs::write(&state_path, state.to_string()).unwrap();
     let (output, _, stderr) = train(&config, &["--set", set]);
     assert!(output.status.success(), "{stderr}");
     let wrong = weights(&scratch.path().join("wrong/checkpoint-10"));
-    assert!(wrong != reference, "a shifted data position changes the result");
+    assert!(
+        wrong != reference,
+        "a shifted data position changes the result"
+    );
 }
 
 #[test]
@@ -221,7 +267,11 @@ fn a_changed_config_refuses_to_resume_unless_allowed() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     let (output, _, stderr) = train(
         &config,
-        &["--set", "training.learning_rate=0.002", "--allow-config-change"],
+        &[
+            "--set",
+            "training.learning_rate=0.002",
+            "--allow-config-change",
+        ],
     );
     assert!(output.status.success(), "{stderr}");
 }
@@ -288,7 +338,12 @@ fn dry_run_prints_the_plan_and_trains_nothing() {
     let config = tiny_config(&scratch, "max_steps = 8", "");
     let (output, _, stderr) = train(&config, &["--dry-run"]);
     assert!(output.status.success(), "{stderr}");
-    for text in ["parameters", "tokens per step", "estimated", "nothing was trained"] {
+    for text in [
+        "parameters",
+        "tokens per step",
+        "estimated",
+        "nothing was trained",
+    ] {
         assert!(stderr.contains(text), "{text}: {stderr}");
     }
     assert!(!scratch.path().join("run/metrics.jsonl").exists());

@@ -127,7 +127,10 @@ impl RunConfig {
     pub fn resolved_toml(&self) -> Result<String> {
         let mut table = toml::Table::new();
         let mut put = |name: &str, value: Result<toml::Value, toml::ser::Error>| -> Result<()> {
-            table.insert(name.to_string(), value.with_context(|| format!("serialising [{name}]"))?);
+            table.insert(
+                name.to_string(),
+                value.with_context(|| format!("serialising [{name}]"))?,
+            );
             Ok(())
         };
         if let Some(corpus) = &self.corpus {

@@ -35,7 +35,11 @@ pub struct EvalArgs {
 pub fn run(args: &EvalArgs, threads: Option<usize>) -> Result<()> {
     let config = RunConfig::load_with(&args.config, &args.overrides)?;
     mlm_trainer::runtime::configure_threads(threads.or(config.runtime.cpu_threads))?;
-    let device = config.runtime.device.resolve().context("resolving [runtime]")?;
+    let device = config
+        .runtime
+        .device
+        .resolve()
+        .context("resolving [runtime]")?;
     let corpus_dir = match &args.data {
         Some(dir) => dir.clone(),
         None => config.prepared_dir()?,
@@ -44,9 +48,13 @@ pub fn run(args: &EvalArgs, threads: Option<usize>) -> Result<()> {
         .with_context(|| format!("opening prepared corpus {}", corpus_dir.display()))?;
     let tokenizer = DomainTokenizer::load(&args.checkpoint, None)
         .with_context(|| format!("loading the tokenizer of {}", args.checkpoint.display()))?;
-    corpus
-        .check_tokenizer(&tokenizer)
-        .with_context(|| format!("evaluating {} on {}", args.checkpoint.display(), corpus_dir.display()))?;
+    corpus.check_tokenizer(&tokenizer).with_context(|| {
+        format!(
+            "evaluating {} on {}",
+            args.checkpoint.display(),
+            corpus_dir.display()
+        )
+    })?;
     let built = load_model_dir(&args.checkpoint, device)
         .with_context(|| format!("loading {}", args.checkpoint.display()))?;
     let manifest = corpus.manifest();

@@ -32,6 +32,10 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     tokenizer
         .write_hf_files(&args.out, built.config.max_position_embeddings as usize)
         .with_context(|| format!("writing the tokenizer to {}", args.out.display()))?;
-    eprintln!("exported {} to {}", args.checkpoint.display(), args.out.display());
+    eprintln!(
+        "exported {} to {}",
+        args.checkpoint.display(),
+        args.out.display()
+    );
     Ok(())
 }

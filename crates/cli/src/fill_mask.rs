@@ -58,7 +58,12 @@ pub fn run(args: &FillMaskArgs, threads: Option<usize>) -> Result<()> {
         let probabilities = tch::no_grad(|| {
             built
                 .model
-                .masked_logits(&input_ids, &attention, &Tensor::from_slice(&positions), false)
+                .masked_logits(
+                    &input_ids,
+                    &attention,
+                    &Tensor::from_slice(&positions),
+                    false,
+                )
                 .to_kind(Kind::Float)
                 .softmax(-1, Kind::Float)
         });

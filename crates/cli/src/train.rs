@@ -217,10 +217,16 @@ impl TrainObserver for ConsoleObserver {
             }
         );
         if !plan.weights_initialised.is_empty() {
-            eprintln!("         initialised (not in the checkpoint): {}", plan.weights_initialised.join(", "));
+            eprintln!(
+                "         initialised (not in the checkpoint): {}",
+                plan.weights_initialised.join(", ")
+            );
         }
         if !plan.weights_ignored.is_empty() {
-            eprintln!("         ignored (not used by BertForMaskedLM): {}", plan.weights_ignored.join(", "));
+            eprintln!(
+                "         ignored (not used by BertForMaskedLM): {}",
+                plan.weights_ignored.join(", ")
+            );
         }
         eprintln!(
             "data     {} train / {} held-out sequences of <= {} tokens",
@@ -240,7 +246,11 @@ impl TrainObserver for ConsoleObserver {
             plan.estimated_memory_bytes as f64 / (1u64 << 30) as f64
         );
         if let Some(dir) = &plan.resumed_from {
-            eprintln!("resume   from {} at step {}", dir.display(), plan.start_step);
+            eprintln!(
+                "resume   from {} at step {}",
+                dir.display(),
+                plan.start_step
+            );
         }
         if std::io::stderr().is_terminal() && plan.total_steps > plan.start_step {
             let bar = ProgressBar::new(plan.total_steps);

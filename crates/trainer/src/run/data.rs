@@ -132,7 +132,12 @@ pub fn read_step(
                 MaskKey::train(masks.seed, at.epoch, position),
             ));
         }
-        let batch = collate(&masked, masks.pad_id, masks.mask_id, masks.pad_to_multiple_of);
+        let batch = collate(
+            &masked,
+            masks.pad_id,
+            masks.mask_id,
+            masks.pad_to_multiple_of,
+        );
         masked_tokens += batch.masked_tokens();
         micro_batches.push(batch);
     }
@@ -172,9 +177,7 @@ impl Prefetcher {
 
     /// The next step's batches, or the loader's error.
     pub fn next_step(&self) -> Result<StepBatches, RunError> {
-        self.receiver
-            .recv()
-            .map_err(|_| RunError::LoaderStopped)?
+        self.receiver.recv().map_err(|_| RunError::LoaderStopped)?
     }
 }
 
@@ -234,19 +237,52 @@ mod tests {
     #[test]
     fn advance_rolls_into_the_next_epoch() {
         let p = plan(4, 2, 1, LastBatch::Drop);
-        let at = DataPosition { epoch: 0, position: 8 };
-        assert_eq!(p.advance(at, 20), DataPosition { epoch: 1, position: 0 });
-        let at = DataPosition { epoch: 0, position: 0 };
-        assert_eq!(p.advance(at, 20), DataPosition { epoch: 0, position: 8 });
+        let at = DataPosition {
+            epoch: 0,
+            position: 8,
+        };
+        assert_eq!(
+            p.advance(at, 20),
+            DataPosition {
+                epoch: 1,
+                position: 0
+            }
+        );
+        let at = DataPosition {
+            epoch: 0,
+            position: 0,
+        };
+        assert_eq!(
+            p.advance(at, 20),
+            DataPosition {
+                epoch: 0,
+                position: 8
+            }
+        );
         let keep = plan(4, 2, 1, LastBatch::Keep);
-        let at = DataPosition { epoch: 0, position: 16 };
-        assert_eq!(keep.micro_batch_positions(at, 20), vec![vec![16, 17, 18, 19]]);
-        assert_eq!(keep.advance(at, 20), DataPosition { epoch: 1, position: 0 });
+        let at = DataPosition {
+            epoch: 0,
+            position: 16,
+        };
+        assert_eq!(
+            keep.micro_batch_positions(at, 20),
+            vec![vec![16, 17, 18, 19]]
+        );
+        assert_eq!(
+            keep.advance(at, 20),
+            DataPosition {
+                epoch: 1,
+                position: 0
+            }
+        );
     }
 
     #[test]
     fn ranks_split_a_global_batch_into_their_micro_batches() {
-        let at = DataPosition { epoch: 0, position: 8 };
+        let at = DataPosition {
+            epoch: 0,
+            position: 8,
+        };
         let mut seen = Vec::new();
         for rank in 0..2 {
             let mut p = plan(2, 2, 2, LastBatch::Drop);

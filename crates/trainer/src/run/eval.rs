@@ -30,7 +30,13 @@ pub struct EvalMetrics {
 
 /// Pure reduction of summed counts into metrics (unit-tested without a model).
 pub fn finish_metrics(sums: &EvalSums) -> EvalMetrics {
-    let ratio = |hits: f64, total: u64| if total == 0 { f64::NAN } else { hits / total as f64 };
+    let ratio = |hits: f64, total: u64| {
+        if total == 0 {
+            f64::NAN
+        } else {
+            hits / total as f64
+        }
+    };
     let loss = ratio(sums.loss_sum, sums.masked_tokens);
     EvalMetrics {
         loss,
@@ -76,7 +82,9 @@ pub struct EvalSetSpec<'a> {
 impl EvalSet {
     /// Reads and masks the first `max_samples` held-out sequences, in stored order.
     pub fn build(reader: &mut SplitReader, spec: &EvalSetSpec<'_>) -> Result<Self, RunError> {
-        let total = spec.max_samples.map_or(reader.len(), |m| m.min(reader.len()));
+        let total = spec
+            .max_samples
+            .map_or(reader.len(), |m| m.min(reader.len()));
         if total == 0 {
             return Err(RunError::EmptyEvalSet);
         }
@@ -160,7 +168,6 @@ pub fn evaluate(
     });
     finish_metrics(&sums)
 }
-
 
 #[cfg(test)]
 mod tests {

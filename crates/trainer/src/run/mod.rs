@@ -14,7 +14,9 @@ pub mod train;
 
 use std::path::PathBuf;
 
-pub use config::{CheckpointConfig, EvalConfig, LastBatch, ModelSection, Precision, TrainingConfig};
+pub use config::{
+    CheckpointConfig, EvalConfig, LastBatch, ModelSection, Precision, TrainingConfig,
+};
 pub use eval::EvalMetrics;
 pub use train::{
     ResumePolicy, StepLog, TrainJob, TrainObserver, TrainOutcome, TrainPlan, run_training,
@@ -55,7 +57,9 @@ pub enum RunError {
     InvalidConfig(String),
     #[error("the held-out split is empty: set corpus.held_out_fraction or held-out inputs")]
     EmptyEvalSet,
-    #[error("the training split holds {sequences} sequences, fewer than one global batch of {batch}")]
+    #[error(
+        "the training split holds {sequences} sequences, fewer than one global batch of {batch}"
+    )]
     TooFewSequences { sequences: u64, batch: u64 },
     #[error(
         "the config changed since checkpoint {checkpoint} was written (config hash {saved} -> \

@@ -31,7 +31,10 @@ pub fn resolve_config(section: &ModelSection, manifest: &Manifest) -> Result<Ber
     } else if let Some(path) = &section.config {
         BertConfig::from_file(path)?
     } else {
-        if section.hidden_size % section.num_attention_heads.max(1) != 0 {
+        if !section
+            .hidden_size
+            .is_multiple_of(section.num_attention_heads.max(1))
+        {
             return Err(RunError::InvalidConfig(format!(
                 "model.hidden_size = {} is not a multiple of model.num_attention_heads = {}",
                 section.hidden_size, section.num_attention_heads
@@ -81,12 +84,15 @@ pub fn resolve_config(section: &ModelSection, manifest: &Manifest) -> Result<Ber
 }
 
 /// When adapting a checkpoint, its tokenizer must be the one the corpus was prepared with.
-pub fn check_init_tokenizer(section: &ModelSection, corpus: &PreparedCorpus) -> Result<(), RunError> {
-    if let Some(dir) = &section.init_from {
-        if has_tokenizer(dir) {
-            let tokenizer = DomainTokenizer::load(dir, None)?;
-            corpus.check_tokenizer(&tokenizer)?;
-        }
+pub fn check_init_tokenizer(
+    section: &ModelSection,
+    corpus: &PreparedCorpus,
+) -> Result<(), RunError> {
+    if let Some(dir) = &section.init_from
+        && has_tokenizer(dir)
+    {
+        let tokenizer = DomainTokenizer::load(dir, None)?;
+        corpus.check_tokenizer(&tokenizer)?;
     }
     Ok(())
 }

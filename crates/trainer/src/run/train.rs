@@ -12,13 +12,13 @@ use mlm_torch_ext::{Autocast, AutocastDevice};
 use serde::Serialize;
 use tch::{Device, Kind};
 
+use super::RunError;
 use super::config::{CheckpointConfig, EvalConfig, ModelSection, Precision, TrainingConfig};
 use super::data::{BatchPlan, DataPosition, MaskPlan, Prefetcher};
 use super::eval::{EvalMetrics, EvalSet, EvalSetSpec, evaluate};
 use super::metrics::MetricsLog;
 use super::model_setup::{BuiltModel, build_model, check_init_tokenizer, resolve_config};
 use super::step::{StepContext, forward_backward};
-use super::RunError;
 use crate::TrainError;
 use crate::checkpoint::{CheckpointExtras, CheckpointManager, TrainerState};
 use crate::optim::{AdamW, AdamWConfig, clip_grad_norm};
@@ -229,7 +229,11 @@ pub fn run_training(
     let eval_set = EvalSet::build(&mut eval_reader, &eval_spec)?;
     let precision = effective_precision(training.precision, job.device);
     let run_plan = TrainPlan {
-        parameters: vs.trainable_variables().iter().map(|t| t.numel() as i64).sum(),
+        parameters: vs
+            .trainable_variables()
+            .iter()
+            .map(|t| t.numel() as i64)
+            .sum(),
         device: crate::runtime::device_label(job.device),
         precision: format!("{precision:?}").to_lowercase(),
         train_sequences: sequences,
@@ -316,7 +320,11 @@ pub fn run_training(
     let mut window = Instant::now();
     let mut window_tokens = 0usize;
     let mut saved_at = state.global_step;
-    let mut evaluated_at = if state.global_step == 0 { Some(0) } else { None };
+    let mut evaluated_at = if state.global_step == 0 {
+        Some(0)
+    } else {
+        None
+    };
     let mut interrupted = false;
 
     while state.global_step < total_steps {
@@ -361,7 +369,7 @@ pub fn run_training(
 
         let step = state.global_step;
         let logging = training.logging_steps.max(1);
-        if step % logging == 0 || step == total_steps {
+        if step.is_multiple_of(logging) || step == total_steps {
             let elapsed = window.elapsed().as_secs_f64().max(1e-9);
             let log = StepLog {
                 step,
@@ -383,20 +391,29 @@ pub fn run_training(
             window_tokens = 0;
         }
         let mut metric = None;
-        if job.eval.eval_steps > 0 && step % job.eval.eval_steps == 0 {
+        if job.eval.eval_steps > 0 && step.is_multiple_of(job.eval.eval_steps) {
             let result = evaluate_now(step, &mut metrics, observer)?;
             state.last_eval = serde_json::to_value(result).ok();
             last_eval = Some(result);
             metric = Some(result.loss);
             evaluated_at = Some(step);
         }
-        let by_steps = job.checkpoint.save_steps > 0 && step % job.checkpoint.save_steps == 0;
+        let by_steps =
+            job.checkpoint.save_steps > 0 && step.is_multiple_of(job.checkpoint.save_steps);
         let by_time = job
             .checkpoint
             .save_minutes
             .is_some_and(|m| last_save.elapsed().as_secs_f64() >= m * 60.0);
         if by_steps || by_time {
-            let dir = save(&checkpoints, job, &vs, &model_config, &optimizer, &mut state, metric)?;
+            let dir = save(
+                &checkpoints,
+                job,
+                &vs,
+                &model_config,
+                &optimizer,
+                &mut state,
+                metric,
+            )?;
             observer.saved(step, &dir);
             last_checkpoint = Some(dir);
             last_save = Instant::now();
@@ -414,7 +431,15 @@ pub fn run_training(
         metric = Some(result.loss);
     }
     if saved_at != step || last_checkpoint.is_none() {
-        let dir = save(&checkpoints, job, &vs, &model_config, &optimizer, &mut state, metric)?;
+        let dir = save(
+            &checkpoints,
+            job,
+            &vs,
+            &model_config,
+            &optimizer,
+            &mut state,
+            metric,
+        )?;
         observer.saved(step, &dir);
         last_checkpoint = Some(dir);
     }
@@ -464,7 +489,8 @@ fn copy_tokenizer(corpus_dir: &Path, dir: &Path) -> Result<(), TrainError> {
     for name in ["tokenizer.json", "vocab.txt", "tokenizer_config.json"] {
         let source = corpus_dir.join(name);
         if source.exists() {
-            std::fs::copy(&source, dir.join(name)).map_err(|e| TrainError::io("copy", &source, e))?;
+            std::fs::copy(&source, dir.join(name))
+                .map_err(|e| TrainError::io("copy", &source, e))?;
         }
     }
     Ok(())
@@ -514,7 +540,11 @@ fn estimate_memory(
         + h * h;
     let s = manifest.max_seq_len as f64;
     let b = plan.micro_batch as f64;
-    let bytes_per = if precision == Precision::Fp32 { 2.0 } else { 1.0 };
+    let bytes_per = if precision == Precision::Fp32 {
+        2.0
+    } else {
+        1.0
+    };
     let activations = layers * s * b * h * (34.0 + 5.0 * heads * s / h) * bytes_per;
     let head = 0.2 * s * b * vocab * 4.0 * 2.0;
     (16.0 * params + activations + head) as u64
