@@ -194,6 +194,27 @@ fn trains_evaluates_saves_and_the_checkpoint_exports_and_fills_masks() {
     for c in &candidates {
         assert!(c["token"].is_u64() && c["token_str"].is_string() && c["sequence"].is_string());
     }
+
+    // transformers loads the export and its fill-mask pipeline gives the same answer.
+    let ours = scratch.write("fill-mask.json", &stdout);
+    let python = workspace_root().join(".venv/bin/python");
+    assert!(python.exists(), "no .venv/bin/python: run scripts/setup");
+    let output = std::process::Command::new(python)
+        .arg(workspace_root().join("tests/python/fill_mask_parity.py"))
+        .arg(&exported)
+        .arg(&ours)
+        .arg("patients with [MASK] were treated.")
+        .arg("3")
+        .env("HF_HUB_OFFLINE", "1")
+        .env("TRANSFORMERS_VERBOSITY", "error")
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]
