@@ -215,6 +215,50 @@ fn spawn_reader<'scope>(
     (rx, handle)
 }
 
+/// One tokenized document.
+struct EncodedDoc {
+    ordinal: u64,
+    split: Split,
+    tokens: Result<Encoded, CorpusError>,
+}
+
+/// A batch: documents read (for progress) and the documents to pack.
+type EncodedBatch = Result<(u64, Vec<EncodedDoc>), CorpusError>;
+
+/// Tokenizes batches on the rayon pool in a thread of its own, so that reading,
+/// tokenizing and packing + writing overlap. Documents a resumed prepare has already packed
+/// are skipped here (they are read again, never tokenized again).
+fn spawn_tokenizer<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    batches: Receiver<Result<Vec<AcceptedDoc>, CorpusError>>,
+    tokenizer: &'scope DomainTokenizer,
+    resume: [Option<ResumePoint>; 2],
+) -> Receiver<EncodedBatch> {
+    let (tx, rx) = sync_channel(2);
+    scope.spawn(move || {
+        for batch in batches.iter() {
+            let encoded = batch.map(|batch| {
+                let read = batch.len() as u64;
+                let docs = batch
+                    .into_par_iter()
+                    .filter(|d| resume[d.split.index()].is_none_or(|p| d.ordinal >= p.ordinal))
+                    .map(|d| EncodedDoc {
+                        ordinal: d.ordinal,
+                        split: d.split,
+                        tokens: tokenizer.encode_words(&d.doc.text),
+                    })
+                    .collect();
+                (read, docs)
+            });
+            let failed = encoded.is_err();
+            if tx.send(encoded).is_err() || failed {
+                break; // the consumer stopped, or the error is passed on
+            }
+        }
+    });
+    rx
+}
+
 /// Runs `prepare` for a config whose paths are resolved (see `CorpusConfig::resolve_paths`).
 pub fn prepare(
     config: &CorpusConfig,
@@ -342,20 +386,12 @@ pub fn prepare(
 
     let stats = std::thread::scope(|scope| -> Result<ReadStats, CorpusError> {
         let (batches, reader) = spawn_reader(scope, stream, config.batch_documents);
-        for batch in batches.iter() {
-            let batch = batch?;
-            progress.documents += batch.len() as u64;
-            // Documents a resumed prepare has already packed are not tokenized again.
-            let todo: Vec<&AcceptedDoc> = batch
-                .iter()
-                .filter(|d| resume[d.split.index()].is_none_or(|p| d.ordinal >= p.ordinal))
-                .collect();
-            let encoded: Vec<Result<Encoded, CorpusError>> = todo
-                .par_iter()
-                .map(|d| tokenizer.encode_words(&d.doc.text))
-                .collect();
-            for (doc, tokens) in todo.iter().zip(encoded) {
-                let (ids, starts) = tokens?;
+        let encoded_batches = spawn_tokenizer(scope, batches, &tokenizer, resume);
+        for batch in encoded_batches.iter() {
+            let (read, encoded) = batch?;
+            progress.documents += read;
+            for doc in encoded {
+                let (ids, starts) = doc.tokens?;
                 let s = doc.split.index();
                 if ids.is_empty() {
                     sinks[s].empty += 1;
@@ -392,7 +428,7 @@ pub fn prepare(
             progress.tokens = sinks[0].tokens + sinks[1].tokens;
             options.observer.progress(&progress);
         }
-        drop(batches);
+        drop(encoded_batches);
         reader
             .join()
             .map_err(|_| CorpusError::Internal("the reader thread panicked".into()))

@@ -3,6 +3,7 @@
 //! `BertTokenizerFast` converts one (convert_slow_tokenizer.py, `BertConverter`).
 
 mod bert;
+mod fast_bert;
 mod fingerprint;
 mod hf_files;
 pub mod train;
@@ -74,6 +75,8 @@ pub struct DomainTokenizer {
     lowercase: bool,
     model_max_length: Option<usize>,
     fingerprint: String,
+    /// The exact fast path of BERT WordPiece set-ups (None: always the full tokenizer).
+    fast: Option<fast_bert::FastBert>,
 }
 
 impl std::fmt::Debug for DomainTokenizer {
@@ -239,7 +242,19 @@ impl DomainTokenizer {
             lowercase,
             model_max_length: None,
             fingerprint,
-        })
+            fast: None,
+        }
+        .with_fast_path())
+    }
+
+    fn with_fast_path(mut self) -> Self {
+        self.fast = fast_bert::FastBert::new(&self.inner);
+        self
+    }
+
+    /// Whether the exact BERT fast path is in use (see tokenizer/fast_bert.rs).
+    pub fn has_fast_path(&self) -> bool {
+        self.fast.is_some()
     }
 
     /// Hash of the vocabulary, the normaliser / pre-tokenizer settings, the added tokens and
@@ -301,12 +316,24 @@ impl DomainTokenizer {
     /// Token ids of `text` (no special tokens) and whether each token starts a word: the
     /// first token, and every token whose word id (the pre-tokenizer's word) differs from
     /// the previous token's; a token without a word id counts as its own word.
+    /// BERT WordPiece set-ups take an exact fast path (tokenizer/fast_bert.rs).
     pub fn encode_words(&self, text: &str) -> Result<(Vec<u32>, Vec<bool>), CorpusError> {
-        let encoding = self.encode_raw(text, false)?;
-        Ok((
-            encoding.get_ids().to_vec(),
-            word_starts(encoding.get_word_ids()),
-        ))
+        let Some(fast) = &self.fast else {
+            let encoding = self.encode_raw(text, false)?;
+            return Ok((
+                encoding.get_ids().to_vec(),
+                word_starts(encoding.get_word_ids()),
+            ));
+        };
+        let mut ids = Vec::with_capacity(text.len() / 4);
+        let mut starts = Vec::with_capacity(text.len() / 4);
+        fast.encode_words(text, &mut ids, &mut starts, |piece, ids, starts| {
+            let encoding = self.encode_raw(piece, false)?;
+            ids.extend_from_slice(encoding.get_ids());
+            starts.extend(word_starts(encoding.get_word_ids()));
+            Ok::<(), CorpusError>(())
+        })?;
+        Ok((ids, starts))
     }
 
     pub fn id_to_token(&self, id: u32) -> Option<String> {

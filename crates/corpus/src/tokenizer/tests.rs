@@ -209,3 +209,33 @@ fn bert_base_uncased_vocab_txt_and_tokenizer_json_agree() {
         json.fingerprint()
     );
 }
+
+#[test]
+#[ignore = "needs ../shared"]
+fn fast_path_equals_the_full_tokenizer_on_pubmed_cdr() {
+    let shared = shared_dir();
+    let dir = shared.join("tokenizers/bert-base-uncased");
+    let t = DomainTokenizer::load(&dir, None).unwrap();
+    assert!(t.has_fast_path());
+    let mut full = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+    // This tokenizer.json truncates and pads (to 128); prepare does neither.
+    full.with_truncation(None).unwrap();
+    full.with_padding(None);
+    let mut documents = 0;
+    for file in ["train.jsonl", "valid.jsonl"] {
+        let text = std::fs::read_to_string(shared.join("data/pubmed-cdr").join(file)).unwrap();
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let doc = format!(
+                "{} {}",
+                v["title"].as_str().unwrap(),
+                v["abstract"].as_str().unwrap()
+            );
+            let e = full.encode(doc.as_str(), false).unwrap();
+            let expected = (e.get_ids().to_vec(), word_starts(e.get_word_ids()));
+            assert_eq!(t.encode_words(&doc).unwrap(), expected, "{doc}");
+            documents += 1;
+        }
+    }
+    assert!(documents > 2000);
+}
