@@ -9,10 +9,18 @@
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <torch/headeronly/version.h>
 #include <torch/csrc/jit/serialization/pickle.h>
+#include <ATen/ops/_foreach_add.h>
+#include <ATen/ops/_foreach_mul.h>
+#include <ATen/ops/_foreach_norm.h>
+#include <ATen/ops/_fused_adamw.h>
+#include <ATen/ops/linalg_vector_norm.h>
+#include <ATen/ops/stack.h>
 
 #include <dlfcn.h>
 
+#include <cmath>
 #include <cstddef>
+#include <vector>
 #include <cstring>
 #include <exception>
 #include <fstream>
@@ -239,6 +247,52 @@ int mlmx_load_pickled_state_dict(const char* path, void* context, StateDictEntry
         if (file.bad()) throw std::runtime_error(std::string("cannot read ") + path);
         c10::IValue value = torch::jit::pickle_load(bytes);
         emit_state_dict(value, "", context, emit);
+    });
+}
+
+// Tensors passed as an array of `at::Tensor*` (tch's `Tensor::as_ptr`), as a vector of
+// handles sharing their storage.
+std::vector<at::Tensor> tensor_list(at::Tensor* const* tensors, size_t n) {
+    std::vector<at::Tensor> list;
+    list.reserve(n);
+    for (size_t i = 0; i < n; ++i) list.push_back(*tensors[i]);
+    return list;
+}
+
+// One AdamW step over `n` parameters with PyTorch's fused kernel (torch.optim.AdamW with
+// fused=True: torch/optim/adam.py `_fused_adam`): `steps` (one f32 scalar tensor per
+// parameter, on its device) are incremented first, as the Python optimizer does, then the
+// kernel updates params, exp_avgs and exp_avg_sqs in place, with decoupled weight decay.
+int mlmx_fused_adamw(at::Tensor* const* params, at::Tensor* const* grads, at::Tensor* const* exp_avgs,
+                     at::Tensor* const* exp_avg_sqs, at::Tensor* const* steps, size_t n, double lr,
+                     double beta1, double beta2, double weight_decay, double eps) {
+    return guarded([&] {
+        if (n == 0) return;
+        auto step_list = tensor_list(steps, n);
+        at::_foreach_add_(step_list, 1);
+        at::_fused_adamw_(tensor_list(params, n), tensor_list(grads, n), tensor_list(exp_avgs, n),
+                          tensor_list(exp_avg_sqs, n), {}, step_list, lr, beta1, beta2, weight_decay,
+                          eps, /*amsgrad=*/false, /*maximize=*/false);
+    });
+}
+
+// torch.nn.utils.clip_grad_norm_ with foreach=True: the global L2 norm of `n` gradients
+// (norm of the per-tensor norms), and, when `max_norm` is finite, every gradient scaled by
+// clamp(max_norm / (norm + 1e-6), max=1). Writes the norm before clipping to `total_norm`.
+int mlmx_clip_grad_norm(at::Tensor* const* grads, size_t n, double max_norm, double* total_norm) {
+    return guarded([&] {
+        if (n == 0) {
+            *total_norm = 0.0;
+            return;
+        }
+        auto list = tensor_list(grads, n);
+        auto norms = at::_foreach_norm(list, 2);
+        auto total = at::linalg_vector_norm(at::stack(norms), 2);
+        if (std::isfinite(max_norm)) {
+            auto coefficient = ((total + 1e-6).reciprocal() * max_norm).clamp_max(1.0);
+            at::_foreach_mul_(list, coefficient);
+        }
+        *total_norm = total.item<double>();
     });
 }
 

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 
 use tch::Kind;
 
+pub mod foreach;
 mod pickle;
 pub use pickle::load_pickled_state_dict;
 

@@ -13,7 +13,7 @@ mod state_file;
 use serde::{Deserialize, Serialize};
 
 pub use adamw::AdamW;
-pub use clip::{clip_grad_norm, global_grad_norm};
+pub use clip::{clip_grad_norm, clip_grad_norm_foreach, global_grad_norm};
 pub use state_file::OPTIMIZER_FILE;
 
 use crate::error::TrainError;

@@ -125,6 +125,10 @@ pub struct TrainingConfig {
     pub precision: Precision,
     /// Batches prepared ahead of the GPU on the loader thread. `prefetch = 4`
     pub prefetch: usize,
+    /// AdamW and gradient clipping through PyTorch's fused multi-tensor kernels (Hugging
+    /// Face's default `adamw_torch_fused`); `false` runs the single-tensor path, op for op
+    /// `torch.optim.AdamW(foreach=False)`. `fused_optimizer = true`
+    pub fused_optimizer: bool,
 }
 
 impl Default for TrainingConfig {
@@ -152,6 +156,7 @@ impl Default for TrainingConfig {
             last_batch: LastBatch::Drop,
             precision: Precision::Auto,
             prefetch: 4,
+            fused_optimizer: true,
         }
     }
 }

@@ -21,7 +21,7 @@ use super::model_setup::{BuiltModel, build_model, check_init_tokenizer, resolve_
 use super::step::{StepContext, forward_backward};
 use crate::TrainError;
 use crate::checkpoint::{CheckpointExtras, CheckpointManager, TrainerState};
-use crate::optim::{AdamW, AdamWConfig, clip_grad_norm};
+use crate::optim::{AdamW, AdamWConfig, clip_grad_norm, clip_grad_norm_foreach};
 use crate::schedule::Schedule;
 
 /// Everything a run needs, resolved by the caller (the CLI).
@@ -174,6 +174,7 @@ pub fn run_training(
             weight_decay: training.weight_decay,
         },
     );
+    optimizer.set_fused(training.fused_optimizer);
     let checkpoints = CheckpointManager::new(&training.output_dir, job.checkpoint.keep_last);
     let resume_dir = match &job.resume {
         ResumePolicy::Auto { .. } => checkpoints.latest()?,
@@ -358,7 +359,11 @@ pub fn run_training(
         } else {
             f64::INFINITY
         };
-        let grad_norm = clip_grad_norm(&vs, max_norm);
+        let grad_norm = if training.fused_optimizer {
+            clip_grad_norm_foreach(&vs, max_norm)
+        } else {
+            clip_grad_norm(&vs, max_norm)
+        };
         let learning_rate = schedule.lr_at(step);
         optimizer.step(learning_rate);
         state.global_step = step + 1;
