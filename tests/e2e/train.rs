@@ -175,6 +175,26 @@ fn trains_evaluates_saves_and_the_checkpoint_exports_and_fills_masks() {
         assert!(exported.join(file).exists(), "{file} exported");
     }
 
+    // --no-pooler leaves bert.pooler.* out (the default export keeps it for fine-tuning).
+    let header = |dir: &Path| {
+        let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+        let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        String::from_utf8(bytes[8..8 + len].to_vec()).unwrap()
+    };
+    assert!(header(&exported).contains("bert.pooler.dense.weight"));
+    let no_pooler = scratch.path().join("hf-no-pooler");
+    let (output, _, stderr) = run(mlm_train()
+        .args(["export", "--no-pooler", "--checkpoint"])
+        .arg(&checkpoint)
+        .arg("--out")
+        .arg(&no_pooler));
+    assert!(output.status.success(), "{stderr}");
+    let names = header(&no_pooler);
+    assert!(
+        !names.contains("pooler") && names.contains("cls.predictions.bias"),
+        "{names}"
+    );
+
     // fill-mask prints the pipeline's JSON shape, probabilities in order.
     let (output, stdout, stderr) = run(mlm_train()
         .args(["fill-mask", "--top-k", "3", "--model"])

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use mlm_corpus::DomainTokenizer;
-use mlm_trainer::model::export_hf_model;
+use mlm_trainer::model::{ExportOptions, export_hf_model_with};
 use mlm_trainer::run::model_setup::load_model_dir;
 
 /// Arguments of `mlm-train export`.
@@ -18,6 +18,11 @@ pub struct ExportArgs {
     /// Where to write the Hugging Face directory (created; files in it are replaced).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// Leave out `bert.pooler.*`. By default the pooler is kept for fine-tuning
+    /// (`AutoModelForSequenceClassification` then finds it); transformers 5's
+    /// `BertForMaskedLM` has no pooler and lists it as an unexpected key when loading.
+    #[arg(long)]
+    pub no_pooler: bool,
 }
 
 pub fn run(args: &ExportArgs) -> Result<()> {
@@ -27,7 +32,10 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         .with_context(|| format!("loading the tokenizer of {}", args.checkpoint.display()))?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    export_hf_model(&built.vs, &built.config, &args.out)
+    let options = ExportOptions {
+        include_pooler: !args.no_pooler,
+    };
+    export_hf_model_with(&built.vs, &built.config, &args.out, options)
         .with_context(|| format!("writing the model to {}", args.out.display()))?;
     tokenizer
         .write_hf_files(&args.out, built.config.max_position_embeddings as usize)
