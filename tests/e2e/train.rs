@@ -398,3 +398,67 @@ fn sequences_longer_than_the_position_table_are_refused() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("max_position_embeddings = 16"), "{stderr}");
 }
+
+#[test]
+fn adapts_an_exported_checkpoint_and_refuses_a_foreign_tokenizer_or_architecture() {
+    let scratch = Scratch::new("train-adapt");
+    let config = tiny_config(&scratch, "max_steps = 2", "");
+    let (output, _, stderr) = train(&config, &[]);
+    assert!(output.status.success(), "{stderr}");
+    let hf = scratch.path().join("hf");
+    let (output, _, stderr) = run(mlm_train()
+        .args(["export", "--checkpoint"])
+        .arg(scratch.path().join("run/checkpoint-2"))
+        .arg("--out")
+        .arg(&hf));
+    assert!(output.status.success(), "{stderr}");
+
+    // Continue pre-training the export, on a corpus prepared with its own tokenizer.
+    let adapt = [
+        "--set",
+        "model.init_from=\"hf\"",
+        "--set",
+        "corpus.tokenizer=\"hf\"",
+        "--set",
+        "corpus.output=\"corpus-hf\"",
+        "--set",
+        "training.output_dir=\"run-hf\"",
+    ];
+    let (output, _, stderr) = train(&config, &adapt);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("tensors loaded"), "{stderr}");
+
+    // A corpus tokenized with another vocabulary is refused before training.
+    let (output, _, stderr) = train(
+        &config,
+        &[
+            "--set",
+            "model.init_from=\"hf\"",
+            "--set",
+            "vocab.output=\"tokenizer-2\"",
+            "--set",
+            "vocab.vocab_size=300",
+            "--set",
+            "corpus.tokenizer=\"tokenizer-2\"",
+            "--set",
+            "corpus.output=\"corpus-2\"",
+            "--set",
+            "training.output_dir=\"run-2\"",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("does not match the prepared corpus"),
+        "{stderr}"
+    );
+    assert!(!scratch.path().join("run-2/metrics.jsonl").exists());
+
+    // A non-BERT config.json is named as such.
+    let config_json = hf.join("config.json");
+    let text = std::fs::read_to_string(&config_json).unwrap();
+    std::fs::write(&config_json, text.replace("\"bert\"", "\"roberta\"")).unwrap();
+    let (output, _, stderr) = train(&config, &adapt);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not a BERT model"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
