@@ -1,0 +1,228 @@
+"""Driver of scripts/bench-corpus (see there). Also the Hugging Face side when run as
+`bench_corpus.py hf ...` in a child process, so both sides are measured the same way: wall
+time of the process and peak RSS summed over its whole process tree (sampled from /proc
+every 50 ms; Hugging Face's num_proc workers are separate processes)."""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+
+def tree_rss_bytes(root_pid):
+    """(RSS, anonymous RSS) summed over root_pid and its descendants. Anonymous RSS is the
+    heap and buffers; the rest is file-backed (shared libraries such as libtorch)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(entry))
+        except (OSError, IndexError):
+            continue
+    total, anon, todo = 0, 0, [root_pid]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+                    elif line.startswith("RssAnon:"):
+                        anon += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total, anon
+
+
+def measure(cmd, env=None):
+    """Runs cmd; returns (wall seconds, (peak RSS, peak anonymous RSS) of its process tree,
+    stdout)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    peak = [0, 0]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            rss, anon = tree_rss_bytes(proc.pid)
+            peak[0], peak[1] = max(peak[0], rss), max(peak[1], anon)
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, err = proc.communicate()
+    wall = time.perf_counter() - start
+    stop.set()
+    sampler.join()
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(map(str, cmd))} failed:\n{out}\n{err}")
+    return wall, tuple(peak), out
+
+
+def replicate(source, target, megabytes):
+    """Copies of the source JSONL until `megabytes`; ids made unique per copy."""
+    lines = Path(source).read_text(encoding="utf-8").splitlines()
+    limit, written, copy = megabytes * 1_000_000, 0, 0
+    with open(target, "w", encoding="utf-8") as f:
+        while written < limit:
+            for line in lines:
+                obj = json.loads(line)
+                obj["pmid"] = f"{obj['pmid']}-{copy}"
+                text = json.dumps(obj) + "\n"
+                f.write(text)
+                written += len(text.encode("utf-8"))
+                if written >= limit:
+                    break
+            copy += 1
+    return written
+
+
+def run_ours(binary, data, tokenizer, work, threads):
+    config = work / "prepare.toml"
+    out = work / "prepared"
+    config.write_text(
+        "[corpus]\n"
+        f"inputs = [{json.dumps(str(data))}]\n"
+        'text_fields = ["title", "abstract"]\n'
+        'id_field = "pmid"\n'
+        f"tokenizer = {json.dumps(str(tokenizer))}\n"
+        f"output = {json.dumps(str(out))}\n"
+        "max_seq_len = 128\n"
+        'packing = "concat"\n'
+        "validation_fraction = 0.0\n"
+    )
+    env = dict(os.environ, MLM_TRAIN_THREADS=str(threads))
+    wall, peak, _ = measure([binary, "prepare", "--config", str(config)], env)
+    manifest = json.loads((out / "manifest.json").read_text())
+    tokens = manifest["train"]["document_tokens"]
+    shutil.rmtree(out)
+    return {"wall_s": wall, "pipeline_s": wall, "peak_rss": peak[0], "peak_anon_rss": peak[1],
+            "document_tokens": tokens,
+            "sequences": manifest["train"]["sequences"]}
+
+
+def run_hf(data, tokenizer, work, num_proc):
+    cache = work / "hf-cache"
+    env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
+    wall, peak, out = measure(
+        [sys.executable, __file__, "hf", "--data", str(data), "--tokenizer", str(tokenizer),
+         "--cache", str(cache), "--num-proc", str(num_proc)],
+        env,
+    )
+    result = json.loads(out.strip().splitlines()[-1])
+    shutil.rmtree(cache, ignore_errors=True)
+    return {"wall_s": wall, "peak_rss": peak[0], "peak_anon_rss": peak[1], **result}
+
+
+def hf_child(args):
+    """transformers run_mlm.py's data path: load_dataset json, tokenize_function with
+    map(batched=True, num_proc), group_texts with map(batched=True, num_proc)."""
+    t0 = time.perf_counter()
+    from itertools import chain
+
+    from datasets import load_dataset
+    from transformers import AutoTokenizer
+
+    t_import = time.perf_counter() - t0
+    start = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    raw = load_dataset("json", data_files=args.data, split="train", cache_dir=args.cache)
+    max_seq_length = 128
+
+    def tokenize_function(examples):
+        # The text mlm-train prepares: title and abstract joined with a space.
+        texts = [t + " " + a if a.strip() else t for t, a in zip(examples["title"], examples["abstract"])]
+        return tokenizer(texts, return_special_tokens_mask=True)
+
+    tokenized = raw.map(tokenize_function, batched=True, num_proc=args.num_proc, remove_columns=raw.column_names)
+
+    def group_texts(examples):  # run_mlm.py
+        concatenated = {k: list(chain(*examples[k])) for k in examples.keys()}
+        total_length = len(concatenated[list(examples.keys())[0]])
+        total_length = (total_length // max_seq_length) * max_seq_length
+        return {
+            k: [t[i : i + max_seq_length] for i in range(0, total_length, max_seq_length)]
+            for k, t in concatenated.items()
+        }
+
+    grouped = tokenized.map(group_texts, batched=True, num_proc=args.num_proc)
+    pipeline = time.perf_counter() - start
+    # Counted after the timed part: document tokens = all tokens - [CLS]/[SEP] per document.
+    total = sum(len(ids) for ids in tokenized["input_ids"])
+    print(json.dumps({
+        "pipeline_s": pipeline,
+        "import_s": t_import,
+        "document_tokens": total - 2 * tokenized.num_rows,
+        "sequences": grouped.num_rows,
+    }))
+
+
+def human(n):
+    return f"{n / 2**20:.0f} MiB"
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "hf":
+        p = argparse.ArgumentParser()
+        p.add_argument("mode")
+        p.add_argument("--data")
+        p.add_argument("--tokenizer")
+        p.add_argument("--cache")
+        p.add_argument("--num-proc", type=int, default=2)
+        hf_child(p.parse_args())
+        return
+    p = argparse.ArgumentParser()
+    p.add_argument("--binary", required=True)
+    p.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared"))
+    p.add_argument("--sizes-mb", default="25,100")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = p.parse_args()
+    shared = Path(args.shared)
+    source = shared / "data/pubmed-cdr/train.jsonl"
+    tokenizer = shared / "tokenizers/bert-base-uncased"
+    work = Path(tempfile.mkdtemp(prefix="bench-corpus-"))
+    # The binary links libtorch (and CUDA's libraries): its start-up alone has a sizeable
+    # RSS, whatever the corpus. Measured so the pipeline's own share can be told apart.
+    _, start_rss, _ = measure([args.binary, "--version"])
+    rows = []
+    try:
+        for mb in [int(s) for s in args.sizes_mb.split(",")]:
+            data = work / f"pubmed-{mb}mb.jsonl"
+            size = replicate(source, data, mb)
+            ours = run_ours(args.binary, data, tokenizer, work, args.threads)
+            hf = run_hf(data, tokenizer, work, args.threads)
+            rows.append((mb, size, ours, hf))
+            data.unlink()
+            print(json.dumps({"size_mb": mb, "bytes": size, "ours": ours, "hf": hf}), flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    print()
+    print(f"`mlm-train --version` alone: peak RSS {human(start_rss[0])} ({human(start_rss[1])} anonymous)")
+    print()
+    print("| corpus | tool | document tokens | time (s) | tokens/s | ratio | peak RSS (anonymous) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for mb, size, ours, hf in rows:
+        o_rate = ours["document_tokens"] / ours["pipeline_s"]
+        h_rate = hf["document_tokens"] / hf["pipeline_s"]
+        h_rate_wall = hf["document_tokens"] / hf["wall_s"]
+        print(f"| {size / 1e6:.0f} MB | mlm-train prepare | {ours['document_tokens']:,} | {ours['pipeline_s']:.1f} | "
+              f"{o_rate:,.0f} | {o_rate / h_rate:.2f}x | {human(ours['peak_rss'])} ({human(ours['peak_anon_rss'])}) |")
+        print(f"| {size / 1e6:.0f} MB | datasets map + group_texts | {hf['document_tokens']:,} | "
+              f"{hf['pipeline_s']:.1f} (process {hf['wall_s']:.1f}) | {h_rate:,.0f} ({h_rate_wall:,.0f} with start-up) | 1 | "
+              f"{human(hf['peak_rss'])} ({human(hf['peak_anon_rss'])}) |")
+
+
+if __name__ == "__main__":
+    main()
