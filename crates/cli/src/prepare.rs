@@ -176,8 +176,16 @@ fn summary(report: &PrepareReport) -> String {
     );
     let _ = writeln!(
         s,
-        "packing     {:?}, max_seq_len {}, input_ids {:?}",
-        m.packing, m.max_seq_len, m.token_dtype
+        "packing     {}, max_seq_len {}, input_ids {}",
+        serde_json::to_value(m.packing)
+            .unwrap_or_default()
+            .as_str()
+            .unwrap_or("?"),
+        m.max_seq_len,
+        serde_json::to_value(m.token_dtype)
+            .unwrap_or_default()
+            .as_str()
+            .unwrap_or("?")
     );
     let _ = writeln!(s);
     let _ = writeln!(

@@ -359,3 +359,14 @@ impl SplitReader {
         Ok(decoded)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// A data loader moves readers to its worker threads.
+    #[test]
+    fn readers_are_send() {
+        fn send<T: Send>() {}
+        send::<super::SplitReader>();
+        send::<super::PreparedCorpus>();
+    }
+}
