@@ -90,6 +90,8 @@ pub struct MaskPlan {
     pub masker: Arc<Masker>,
     pub seed: u64,
     pub data_seed: u64,
+    /// Blocks of the epoch shuffle: the corpus's Parquet row group, the unit of reading.
+    pub order_block: u64,
     pub whole_word: bool,
     pub pad_id: u32,
     pub mask_id: u32,
@@ -116,7 +118,13 @@ pub fn read_step(
     at: DataPosition,
 ) -> Result<StepBatches, RunError> {
     let sequences = reader.len();
-    let order = EpochOrder::new(sequences, masks.data_seed, at.epoch);
+    let order = EpochOrder::with_layout(
+        sequences,
+        masks.data_seed,
+        at.epoch,
+        masks.order_block,
+        mlm_corpus::order::DEFAULT_WINDOW,
+    );
     let mut micro_batches = Vec::with_capacity(plan.accumulation);
     let mut masked_tokens = 0;
     let mut tokens = 0;

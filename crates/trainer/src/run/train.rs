@@ -306,6 +306,7 @@ pub fn run_training(
         masker: Arc::clone(&masker),
         seed: training.seed,
         data_seed: training.data_seed.unwrap_or(training.seed),
+        order_block: manifest.row_group_sequences as u64,
         whole_word: job.masking.whole_word_mask,
         pad_id: special.pad,
         mask_id: special.mask,
