@@ -9,6 +9,7 @@ pub mod data;
 pub mod eval;
 pub mod metrics;
 pub mod model_setup;
+pub mod plan;
 pub mod step;
 pub mod train;
 

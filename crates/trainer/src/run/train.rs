@@ -18,11 +18,11 @@ use super::data::{BatchPlan, DataPosition, MaskPlan, Prefetcher};
 use super::eval::{EvalMetrics, EvalSet, EvalSetSpec, evaluate};
 use super::metrics::MetricsLog;
 use super::model_setup::{BuiltModel, build_model, check_init_tokenizer, resolve_config};
+use super::plan::{effective_precision, estimate_memory, schedule_for};
 use super::step::{StepContext, forward_backward};
 use crate::TrainError;
 use crate::checkpoint::{CheckpointExtras, CheckpointManager, TrainerState};
 use crate::optim::{AdamW, AdamWConfig, clip_grad_norm, clip_grad_norm_foreach};
-use crate::schedule::Schedule;
 
 /// Everything a run needs, resolved by the caller (the CLI).
 pub struct TrainJob {
@@ -500,58 +500,4 @@ fn copy_tokenizer(corpus_dir: &Path, dir: &Path) -> Result<(), TrainError> {
         }
     }
     Ok(())
-}
-
-fn effective_precision(requested: Precision, device: Device) -> Precision {
-    match (requested, device) {
-        (Precision::Auto, Device::Cuda(_)) => Precision::Bf16,
-        (Precision::Auto, _) => Precision::Fp32,
-        (other, _) => other,
-    }
-}
-
-/// The learning-rate schedule of `[training]` over `total_steps`.
-pub fn schedule_for(training: &TrainingConfig, total_steps: u64) -> Schedule {
-    let warmup_steps = training
-        .warmup_steps
-        .unwrap_or_else(|| (training.warmup_ratio * total_steps as f64).ceil() as u64);
-    Schedule {
-        kind: training.lr_schedule,
-        peak_lr: training.learning_rate,
-        warmup_steps,
-        total_steps,
-        decay_steps: (training.decay_ratio * total_steps as f64).round() as u64,
-        min_lr_ratio: training.min_lr_ratio,
-    }
-}
-
-/// A rough peak-memory estimate for the plan: fp32 weights, gradients and two AdamW moments
-/// (16 bytes per parameter), plus activations per layer after Korthikanti et al. 2022
-/// (s*b*h*(34 + 5*a*s/h) bytes at 16-bit, doubled at fp32), plus the MLM head's logits.
-fn estimate_memory(
-    config: &crate::model::BertConfig,
-    plan: &BatchPlan,
-    manifest: &mlm_corpus::Manifest,
-    precision: Precision,
-) -> u64 {
-    let h = config.hidden_size as f64;
-    let layers = config.num_hidden_layers as f64;
-    let heads = config.num_attention_heads as f64;
-    let vocab = config.vocab_size as f64;
-    let intermediate = config.intermediate_size as f64;
-    let positions = config.max_position_embeddings as f64;
-    let params = vocab * h
-        + positions * h
-        + layers * (4.0 * h * h + 2.0 * h * intermediate + 9.0 * h + intermediate)
-        + h * h;
-    let s = manifest.max_seq_len as f64;
-    let b = plan.micro_batch as f64;
-    let bytes_per = if precision == Precision::Fp32 {
-        2.0
-    } else {
-        1.0
-    };
-    let activations = layers * s * b * h * (34.0 + 5.0 * heads * s / h) * bytes_per;
-    let head = 0.2 * s * b * vocab * 4.0 * 2.0;
-    (16.0 * params + activations + head) as u64
 }
