@@ -9,16 +9,17 @@ use tch::{Kind, Reduction, Tensor};
 
 /// Sum of cross-entropy of `logits` `[M, V]` against `labels` `[M]` (Int64), computed in f32
 /// whatever the logits' dtype (bf16 logits under autocast would lose the small differences
-/// the loss is made of). Labels of -100 are skipped, as in `CrossEntropyLoss`. Returns a
-/// scalar f32 tensor; 0 when there are no rows.
+/// the loss is made of), or in f64 for f64 logits (the exactness tests). Labels of -100 are
+/// skipped, as in `CrossEntropyLoss`. Returns a scalar tensor; 0 when there are no rows.
 pub fn masked_lm_loss_sum(logits: &Tensor, labels: &Tensor) -> Tensor {
-    logits.to_kind(Kind::Float).cross_entropy_loss::<Tensor>(
-        labels,
-        None,
-        Reduction::Sum,
-        -100,
-        0.0,
-    )
+    let kind = if logits.kind() == Kind::Double {
+        Kind::Double
+    } else {
+        Kind::Float
+    };
+    logits
+        .to_kind(kind)
+        .cross_entropy_loss::<Tensor>(labels, None, Reduction::Sum, -100, 0.0)
 }
 
 #[cfg(test)]

@@ -87,10 +87,7 @@ pub fn forward_backward(model: &BertForMaskedLM, batches: &[Batch], ctx: &StepCo
                 &tensors.masked_positions,
                 true,
             );
-            sum = Some(masked_lm_loss_sum(
-                &logits.to_kind(Kind::Float),
-                &tensors.masked_labels,
-            ));
+            sum = Some(masked_lm_loss_sum(&logits, &tensors.masked_labels));
         });
         let sum = sum.expect("forward ran");
         (&sum / ctx.normaliser).backward();
@@ -102,6 +99,87 @@ pub fn forward_backward(model: &BertForMaskedLM, batches: &[Batch], ctx: &StepCo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{BertConfig, init_weights_like_hf};
+    use mlm_masking::{MaskKey, Masker, MaskingConfig, SpecialTokens, collate};
+    use tch::nn::VarStore;
+
+    /// Gradients of `forward_backward` over 8 sequences cut into micro-batches of `micro`,
+    /// in f64, without dropout.
+    fn gradients(micro: usize) -> Vec<(String, Tensor)> {
+        let config = BertConfig {
+            vocab_size: 50,
+            hidden_size: 16,
+            num_hidden_layers: 2,
+            num_attention_heads: 2,
+            intermediate_size: 32,
+            max_position_embeddings: 32,
+            hidden_dropout_prob: 0.0,
+            attention_probs_dropout_prob: 0.0,
+            ..BertConfig::default()
+        };
+        let mut vs = VarStore::new(Device::Cpu);
+        let model = BertForMaskedLM::new(&vs.root(), &config);
+        init_weights_like_hf(&vs, &config, 7);
+        vs.double();
+        let special = SpecialTokens {
+            vocab_size: 50,
+            pad_id: 0,
+            mask_id: 4,
+            special_ids: vec![0, 1, 2, 3, 4],
+        };
+        let masker = Masker::new(&MaskingConfig::default(), special).unwrap();
+        // Sequences of different lengths: micro-batches pad differently from one big batch.
+        let masked: Vec<_> = (0..8u64)
+            .map(|i| {
+                let len = 6 + (i as usize * 5) % 17;
+                let mut ids = vec![2u32];
+                ids.extend((0..len).map(|j| 5 + ((i as u32 * 31 + j as u32 * 7) % 45)));
+                ids.push(3);
+                masker.mask(&ids, None, MaskKey::train(3, 0, i))
+            })
+            .collect();
+        let batches: Vec<_> = masked
+            .chunks(micro)
+            .map(|c| collate(c, 0, 4, Some(8)))
+            .collect();
+        let total: usize = batches.iter().map(Batch::masked_tokens).sum();
+        assert!(total > 8, "enough masked tokens to mean something");
+        let context = StepContext {
+            device: Device::Cpu,
+            seed: 1,
+            step: 0,
+            rank: 0,
+            normaliser: total as f64,
+            autocast: &|f| f(),
+        };
+        forward_backward(&model, &batches, &context);
+        let mut grads: Vec<_> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .map(|(name, t)| (name, t.grad().copy()))
+            .collect();
+        grads.sort_by(|a, b| a.0.cmp(&b.0));
+        grads
+    }
+
+    #[test]
+    fn gradient_accumulation_is_exactly_one_big_batch_in_f64() {
+        let one = gradients(8);
+        for micro in [1, 3, 4] {
+            let accumulated = gradients(micro);
+            for ((name, a), (_, b)) in one.iter().zip(&accumulated) {
+                // Relative to the gradient's size; key biases have (mathematically) zero
+                // gradient, so their floor is an absolute 1e-18.
+                let scale = a.abs().max().double_value(&[]).max(1e-6);
+                let diff = (a - b).abs().max().double_value(&[]);
+                assert!(
+                    diff < 1e-12 * scale,
+                    "{name}: micro-batches of {micro} differ by {diff}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn dropout_seeds_differ_by_every_coordinate_and_repeat_exactly() {
