@@ -26,9 +26,13 @@ use clap::{CommandFactory, Parser, Subcommand};
     version,
     about = "Domain-adaptive masked-language-model (BERT) pre-training on LibTorch",
     long_about = "Domain-adaptive masked-language-model (BERT) pre-training on LibTorch.\n\n\
-        Run a job with `mlm-train --config FILE` (configs/quickstart.toml runs on a CPU in \
-        minutes; docs/config.md documents every key). `mlm-train doctor` reports the libtorch, \
-        CUDA and thread set-up this binary runs with.",
+        `mlm-train --config FILE` runs the job a config describes: it trains the vocabulary when \
+        [vocab] asks for one that is not there yet, prepares the corpus when it is not prepared, \
+        then trains with held-out evaluation (fixed masks) before, during and after, saving \
+        checkpoints; rerunning resumes from the latest one. configs/quickstart.toml runs on a \
+        CPU in minutes; docs/config.md documents every key. The commands below run one stage \
+        each, or work on a checkpoint (eval, export, fill-mask). `mlm-train doctor` reports \
+        the libtorch, CUDA and thread set-up this binary runs with.",
     args_conflicts_with_subcommands = true,
     arg_required_else_help = true
 )]
