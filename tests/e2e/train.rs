@@ -155,6 +155,17 @@ fn trains_evaluates_saves_and_the_checkpoint_exports_and_fills_masks() {
         last["loss"].as_f64().unwrap(),
     );
     assert!((a - b).abs() < 1e-6, "eval {a} vs run {b}");
+    // --data names the prepared corpus explicitly (here the same one: the same numbers).
+    let (output, stdout, stderr) = run(mlm_train()
+        .args(["eval", "--json", "--config"])
+        .arg(&config)
+        .arg("--checkpoint")
+        .arg(&checkpoint)
+        .arg("--data")
+        .arg(scratch.path().join("corpus")));
+    assert!(output.status.success(), "{stderr}");
+    let with_data: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(with_data, eval);
 
     // export writes a Hugging Face directory.
     let exported = scratch.path().join("hf");
