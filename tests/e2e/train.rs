@@ -226,6 +226,24 @@ fn trains_evaluates_saves_and_the_checkpoint_exports_and_fills_masks() {
         assert!(c["token"].is_u64() && c["token_str"].is_string() && c["sequence"].is_string());
     }
 
+    // Bad fill-mask input is an error, not a libtorch panic: no mask, or longer than the
+    // position table (64 here).
+    for (text, expected) in [
+        ("no mask here", "no mask token"),
+        (
+            &*format!("[MASK] {}", "patients ".repeat(80)),
+            "exceeds max_position_embeddings",
+        ),
+    ] {
+        let (output, _, stderr) = run(mlm_train()
+            .args(["fill-mask", "--model"])
+            .arg(&exported)
+            .arg(text));
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+
     // transformers loads the export and its fill-mask pipeline gives the same answer.
     let ours = scratch.write("fill-mask.json", &stdout);
     let python = workspace_root().join(".venv/bin/python");

@@ -54,6 +54,12 @@ pub fn run(args: &FillMaskArgs, threads: Option<usize>) -> Result<()> {
         let input: Vec<i64> = ids.iter().map(|&id| i64::from(id)).collect();
         let input_ids = Tensor::from_slice(&input).view([1, -1]);
         let attention = input_ids.ones_like();
+        // A text longer than the position table, or a tokenizer larger than the model's
+        // vocabulary, is an error here rather than a libtorch panic in the forward.
+        built
+            .model
+            .check_inputs(&input_ids, &attention)
+            .with_context(|| format!("fill-mask on {text:?}"))?;
         let positions: Vec<i64> = masks.iter().map(|&i| i as i64).collect();
         let probabilities = tch::no_grad(|| {
             built
