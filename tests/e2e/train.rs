@@ -491,3 +491,34 @@ fn adapts_an_exported_checkpoint_and_refuses_a_foreign_tokenizer_or_architecture
     assert!(stderr.contains("not a BERT model"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn time_based_saves_and_resume_from_a_named_checkpoint() {
+    let scratch = Scratch::new("train-minutes");
+    // save_minutes = 0: every step is "due"; save_steps = 0 turns step-based saves off.
+    let config = tiny_config(
+        &scratch,
+        "max_steps = 3",
+        "[checkpoint]\nsave_steps = 0\nsave_minutes = 0.0\nkeep_last = 0",
+    );
+    let (output, _, stderr) = train(&config, &[]);
+    assert!(output.status.success(), "{stderr}");
+    let run_dir = scratch.path().join("run");
+    for step in 1..=3 {
+        assert!(
+            run_dir.join(format!("checkpoint-{step}")).exists(),
+            "{stderr}"
+        );
+    }
+    let reference = weights(&run_dir.join("checkpoint-3"));
+
+    // --resume DIR starts from that checkpoint (not the latest) and, the run being exact,
+    // ends where the first one did.
+    let (output, _, stderr) = train(
+        &config,
+        &["--resume", run_dir.join("checkpoint-1").to_str().unwrap()],
+    );
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("checkpoint-1 at step 1"), "{stderr}");
+    assert!(weights(&run_dir.join("checkpoint-3")) == reference);
+}
