@@ -5,7 +5,6 @@
 //! input named by file and line.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::{Scratch, mlm_train, run, workspace_root};
 
@@ -68,31 +67,13 @@ fn vocab_train(config: &Path) -> (bool, String, String) {
 
 /// Runs the Python reference on a prepared directory.
 fn python_reference(prepared: &Path, cache: &Path) -> String {
-    let root = workspace_root();
-    let python = root.join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/setup first (it builds the Python venv with transformers, \
-         datasets and pyarrow)",
-        python.display()
-    );
-    let out = Command::new(&python)
-        .arg(root.join("tests/python/packing_reference.py"))
-        .arg(prepared)
-        .arg("--cache-dir")
-        .arg(cache)
-        .env("HF_DATASETS_OFFLINE", "1")
-        .env("HF_HUB_OFFLINE", "1")
-        .env("OMP_NUM_THREADS", "1")
-        .output()
-        .expect("start .venv/bin/python");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "packing_reference.py failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    let args = [
+        prepared.as_os_str(),
+        "--cache-dir".as_ref(),
+        cache.as_os_str(),
+    ];
+    let out = mlm_pyref::run("packing_reference.py", args);
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

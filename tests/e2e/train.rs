@@ -246,23 +246,14 @@ fn trains_evaluates_saves_and_the_checkpoint_exports_and_fills_masks() {
 
     // transformers loads the export and its fill-mask pipeline gives the same answer.
     let ours = scratch.write("fill-mask.json", &stdout);
-    let python = workspace_root().join(".venv/bin/python");
-    assert!(python.exists(), "no .venv/bin/python: run scripts/setup");
-    let output = std::process::Command::new(python)
-        .arg(workspace_root().join("tests/python/fill_mask_parity.py"))
-        .arg(&exported)
-        .arg(&ours)
-        .arg("patients with [MASK] were treated.")
-        .arg("3")
-        .env("HF_HUB_OFFLINE", "1")
-        .env("TRANSFORMERS_VERBOSITY", "error")
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{report}{}",
-        String::from_utf8_lossy(&output.stderr)
+    mlm_pyref::run(
+        "fill_mask_parity.py",
+        [
+            exported.as_os_str(),
+            ours.as_os_str(),
+            "patients with [MASK] were treated.".as_ref(),
+            "3".as_ref(),
+        ],
     );
 }
 

@@ -8,40 +8,12 @@
 //!
 //! Needs the project's Python venv (`.venv/bin/python` with transformers): `scripts/setup`.
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use mlm_masking::{MaskKey, Masker, MaskingConfig, SpecialTokens, collate};
 use serde_json::Value;
 
-fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 /// Runs the Python side and parses its JSON.
 fn hf_stats(args: &[&str]) -> Value {
-    let root = workspace_root();
-    let python = root.join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/setup first (it builds the Python venv with torch and \
-         transformers that this parity test compares against)",
-        python.display()
-    );
-    let out = Command::new(&python)
-        .arg(root.join("tests/python/masking_parity.py"))
-        .args(args)
-        .current_dir(&root)
-        .env("OMP_NUM_THREADS", "1")
-        .env("HF_HUB_OFFLINE", "1")
-        .env("TRANSFORMERS_VERBOSITY", "error")
-        .output()
-        .expect("start .venv/bin/python");
-    assert!(
-        out.status.success(),
-        "masking_parity.py failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = mlm_pyref::run("masking_parity.py", args);
     serde_json::from_slice(&out.stdout).expect("masking_parity.py prints one JSON object")
 }
 

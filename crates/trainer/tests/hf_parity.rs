@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use mlm_trainer::model::{
@@ -24,33 +23,9 @@ use tch::{Device, Kind, Tensor};
 /// fp32 CPU tolerance for logits (the issue's bar); the loss is compared within 1e-5.
 const LOGITS_TOLERANCE: f64 = 1e-4;
 
-fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 /// Runs tests/python/bert_parity.py with `args`.
 fn python(args: &[&Path]) {
-    let root = workspace_root();
-    let python = root.join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/setup first (it builds the Python venv with torch and \
-         transformers that this parity test compares against)",
-        python.display()
-    );
-    let out = Command::new(&python)
-        .arg(root.join("tests/python/bert_parity.py"))
-        .args(args)
-        .current_dir(&root)
-        .env("OMP_NUM_THREADS", "1")
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .expect("start .venv/bin/python");
-    assert!(
-        out.status.success(),
-        "bert_parity.py {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    mlm_pyref::run("bert_parity.py", args);
 }
 
 /// What the Python side wrote, once for all tests of this binary. Tensors are read from

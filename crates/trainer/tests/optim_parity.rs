@@ -9,8 +9,7 @@
 //! Needs the project's Python venv (`.venv/bin/python` with torch + transformers): `scripts/setup`.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::OnceLock;
 
 use mlm_trainer::optim::{AdamW, AdamWConfig, clip_grad_norm};
@@ -140,19 +139,7 @@ struct Reference {
     report: Value,
 }
 
-fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 fn run_python(dir: &Path) -> Reference {
-    let root = workspace_root();
-    let python = root.join(".venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/setup first (it builds the Python venv with torch and \
-         transformers that this parity test compares against)",
-        python.display()
-    );
     let inputs = inputs();
     let mut named: Vec<(String, Tensor)> = Vec::new();
     for (name, tensor) in &inputs.initial {
@@ -188,21 +175,7 @@ fn run_python(dir: &Path) -> Reference {
         }).collect::<Vec<_>>(),
     });
     std::fs::write(dir.join("spec.json"), spec.to_string()).unwrap();
-    let out = Command::new(&python)
-        .arg(root.join("tests/python/adamw_parity.py"))
-        .arg(dir)
-        .arg(dir)
-        .current_dir(&root)
-        .env("OMP_NUM_THREADS", "1")
-        .env("HF_HUB_OFFLINE", "1")
-        .env("TRANSFORMERS_VERBOSITY", "error")
-        .output()
-        .expect("start .venv/bin/python");
-    assert!(
-        out.status.success(),
-        "adamw_parity.py failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    mlm_pyref::run("adamw_parity.py", [dir, dir]);
     let tensors = Tensor::read_safetensors(dir.join("outputs.safetensors"))
         .unwrap()
         .into_iter()
