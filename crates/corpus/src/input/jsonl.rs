@@ -177,13 +177,7 @@ impl RecordReader for JsonlReader {
             return None;
         }
         let record = self.read();
-        if matches!(
-            record,
-            None | Some(Err(BadRecord {
-                ends_file: true,
-                ..
-            }))
-        ) {
+        if super::is_last_record(&record) {
             self.done = true;
         }
         record

@@ -78,6 +78,18 @@ pub struct BadRecord {
     pub ends_file: bool,
 }
 
+/// Whether a reader's `record` is its last: the end of its input, or an error after which
+/// nothing more of the file can be read (`ends_file`). Readers stop there for good.
+pub(crate) fn is_last_record(record: &Option<Result<Record, BadRecord>>) -> bool {
+    matches!(
+        record,
+        None | Some(Err(BadRecord {
+            ends_file: true,
+            ..
+        }))
+    )
+}
+
 impl BadRecord {
     pub fn new(
         kind: BadRecordKind,
