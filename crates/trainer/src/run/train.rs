@@ -288,16 +288,20 @@ pub fn run_training(
 
     let mut first_eval = None;
     let mut last_eval = None;
-    let evaluate_now = |step: u64, metrics: &mut MetricsLog, observer: &mut dyn TrainObserver| {
-        let result = evaluate(&model, &eval_set, job.device, &autocast);
-        observer.eval(step, &result);
-        let mut record = serde_json::to_value(result).unwrap_or_default();
-        record["step"] = step.into();
-        record["split"] = "eval".into();
-        metrics.append(&record).map(|()| result)
-    };
+    // Evaluates, reports, logs to metrics.jsonl and records the result in the trainer state.
+    let evaluate_now =
+        |state: &mut TrainerState, metrics: &mut MetricsLog, observer: &mut dyn TrainObserver| {
+            let step = state.global_step;
+            let result = evaluate(&model, &eval_set, job.device, &autocast);
+            observer.eval(step, &result);
+            let mut record = serde_json::to_value(result).unwrap_or_default();
+            state.last_eval = Some(record.clone());
+            record["step"] = step.into();
+            record["split"] = "eval".into();
+            metrics.append(&record).map(|()| result)
+        };
     if state.global_step == 0 {
-        let result = evaluate_now(0, &mut metrics, observer)?;
+        let result = evaluate_now(&mut state, &mut metrics, observer)?;
         first_eval = Some(result);
         last_eval = Some(result);
     }
@@ -317,6 +321,12 @@ pub fn run_training(
         position: state.epoch_position,
     };
     let loader = Prefetcher::start(train_reader, plan, masks, start, training.prefetch);
+    let writer = CheckpointWriter {
+        manager: &checkpoints,
+        job,
+        vs: &vs,
+        model_config: &model_config,
+    };
     let mut last_checkpoint = resume_dir;
     let mut last_save = Instant::now();
     let mut window = Instant::now();
@@ -398,8 +408,7 @@ pub fn run_training(
         }
         let mut metric = None;
         if job.eval.eval_steps > 0 && step.is_multiple_of(job.eval.eval_steps) {
-            let result = evaluate_now(step, &mut metrics, observer)?;
-            state.last_eval = serde_json::to_value(result).ok();
+            let result = evaluate_now(&mut state, &mut metrics, observer)?;
             last_eval = Some(result);
             metric = Some(result.loss);
             evaluated_at = Some(step);
@@ -411,17 +420,7 @@ pub fn run_training(
             .save_minutes
             .is_some_and(|m| last_save.elapsed().as_secs_f64() >= m * 60.0);
         if by_steps || by_time {
-            let dir = save(
-                &checkpoints,
-                job,
-                &vs,
-                &model_config,
-                &optimizer,
-                &mut state,
-                metric,
-            )?;
-            observer.saved(step, &dir);
-            last_checkpoint = Some(dir);
+            last_checkpoint = Some(writer.save(&optimizer, &mut state, metric, observer)?);
             last_save = Instant::now();
             saved_at = step;
         }
@@ -431,23 +430,12 @@ pub fn run_training(
     let step = state.global_step;
     let mut metric = None;
     if !interrupted && evaluated_at != Some(step) {
-        let result = evaluate_now(step, &mut metrics, observer)?;
-        state.last_eval = serde_json::to_value(result).ok();
+        let result = evaluate_now(&mut state, &mut metrics, observer)?;
         last_eval = Some(result);
         metric = Some(result.loss);
     }
     if saved_at != step || last_checkpoint.is_none() {
-        let dir = save(
-            &checkpoints,
-            job,
-            &vs,
-            &model_config,
-            &optimizer,
-            &mut state,
-            metric,
-        )?;
-        observer.saved(step, &dir);
-        last_checkpoint = Some(dir);
+        last_checkpoint = Some(writer.save(&optimizer, &mut state, metric, observer)?);
     }
     Ok(TrainOutcome {
         final_step: step,
@@ -458,37 +446,46 @@ pub fn run_training(
     })
 }
 
-/// Writes a checkpoint: weights, optimizer state, trainer state, resolved config, the
-/// model's `config.json` and the corpus tokenizer (so the checkpoint is self-contained for
+/// Writes this run's checkpoints: weights, optimizer state, trainer state, resolved config,
+/// the model's `config.json` and the corpus tokenizer (so a checkpoint is self-contained for
 /// `eval`, `export` and `fill-mask`).
-fn save(
-    checkpoints: &CheckpointManager,
-    job: &TrainJob,
-    vs: &tch::nn::VarStore,
-    model_config: &crate::model::BertConfig,
-    optimizer: &AdamW,
-    state: &mut TrainerState,
-    metric: Option<f64>,
-) -> Result<PathBuf, RunError> {
-    let extras = CheckpointExtras {
-        optimizer: Some(optimizer),
-        resolved_config: Some(&job.resolved_config),
-    };
-    let dir = checkpoints.save_with(
-        state.global_step,
-        extras,
-        |dir| {
-            vs.save(dir.join("model.safetensors"))
-                .map_err(|e| TrainError::external("writing model.safetensors", e))?;
-            model_config
-                .write_hf(&dir.join("config.json"))
-                .map_err(|e| TrainError::external("writing config.json", e))?;
-            copy_tokenizer(&job.corpus_dir, dir)
-        },
-        state,
-        metric,
-    )?;
-    Ok(dir)
+struct CheckpointWriter<'a> {
+    manager: &'a CheckpointManager,
+    job: &'a TrainJob,
+    vs: &'a tch::nn::VarStore,
+    model_config: &'a crate::model::BertConfig,
+}
+
+impl CheckpointWriter<'_> {
+    fn save(
+        &self,
+        optimizer: &AdamW,
+        state: &mut TrainerState,
+        metric: Option<f64>,
+        observer: &mut dyn TrainObserver,
+    ) -> Result<PathBuf, RunError> {
+        let extras = CheckpointExtras {
+            optimizer: Some(optimizer),
+            resolved_config: Some(&self.job.resolved_config),
+        };
+        let dir = self.manager.save_with(
+            state.global_step,
+            extras,
+            |dir| {
+                self.vs
+                    .save(dir.join("model.safetensors"))
+                    .map_err(|e| TrainError::external("writing model.safetensors", e))?;
+                self.model_config
+                    .write_hf(&dir.join("config.json"))
+                    .map_err(|e| TrainError::external("writing config.json", e))?;
+                copy_tokenizer(&self.job.corpus_dir, dir)
+            },
+            state,
+            metric,
+        )?;
+        observer.saved(state.global_step, &dir);
+        Ok(dir)
+    }
 }
 
 fn copy_tokenizer(corpus_dir: &Path, dir: &Path) -> Result<(), TrainError> {
