@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use mlm_corpus::{DomainTokenizer, PreparedCorpus, Split};
-use mlm_masking::{Masker, SpecialTokens};
+use mlm_trainer::run::data::masker_for;
 use mlm_trainer::run::eval::{EvalSet, EvalSetSpec, evaluate};
 use mlm_trainer::run::model_setup::load_model_dir;
 
@@ -58,30 +58,11 @@ pub fn run(args: &EvalArgs, threads: Option<usize>) -> Result<()> {
     let built = load_model_dir(&args.checkpoint, device)
         .with_context(|| format!("loading {}", args.checkpoint.display()))?;
     let manifest = corpus.manifest();
-    let special = &manifest.special_ids;
-    config.masking.validate()?;
-    let masker = Masker::new(
-        &config.masking,
-        SpecialTokens {
-            vocab_size: manifest.vocab_size,
-            pad_id: special.pad,
-            mask_id: special.mask,
-            special_ids: special.all.clone(),
-        },
-    )?;
+    let masker = masker_for(&config.masking, manifest)?;
     let mut reader = corpus.split(Split::Validation)?;
     let set = EvalSet::build(
         &mut reader,
-        &EvalSetSpec {
-            masker: &masker,
-            eval_seed: config.masking.eval_seed,
-            max_samples: config.eval.max_eval_samples,
-            batch_size: config.eval.eval_batch_size.max(1),
-            whole_word: config.masking.whole_word_mask,
-            pad_id: special.pad,
-            mask_id: special.mask,
-            pad_to_multiple_of: config.masking.pad_to_multiple_of,
-        },
+        &EvalSetSpec::new(&masker, &config.masking, &config.eval, manifest),
     )?;
     // Evaluation runs in fp32 here: the numbers of `eval` are the reference ones.
     let metrics = evaluate(&built.model, &set, device, &|f| f());

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
-use mlm_corpus::{EpochOrder, SplitReader, rank_slice};
-use mlm_masking::{Batch, MaskKey, Masker, collate};
+use mlm_corpus::{EpochOrder, Manifest, SplitReader, rank_slice};
+use mlm_masking::{Batch, MaskKey, Masker, MaskingConfig, SpecialTokens, collate};
 use serde::{Deserialize, Serialize};
 
 use super::RunError;
@@ -83,6 +83,21 @@ impl BatchPlan {
             .map(<[u64]>::to_vec)
             .collect()
     }
+}
+
+/// The masker of a run: `[masking]` checked, over the corpus's vocabulary and special ids.
+pub fn masker_for(masking: &MaskingConfig, manifest: &Manifest) -> Result<Masker, RunError> {
+    masking.validate()?;
+    let special = &manifest.special_ids;
+    Ok(Masker::new(
+        masking,
+        SpecialTokens {
+            vocab_size: manifest.vocab_size,
+            pad_id: special.pad,
+            mask_id: special.mask,
+            special_ids: special.all.clone(),
+        },
+    )?)
 }
 
 /// Everything the loader needs to mask and collate.

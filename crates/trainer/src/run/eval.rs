@@ -3,12 +3,13 @@
 //! masked tokens (Hugging Face's `run_mlm.py` re-masks its eval set at every evaluation, so
 //! its numbers move with the masks as well as with the model).
 
-use mlm_corpus::SplitReader;
-use mlm_masking::{Batch, MaskKey, Masker, collate};
+use mlm_corpus::{Manifest, SplitReader};
+use mlm_masking::{Batch, MaskKey, Masker, MaskingConfig, collate};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind};
 
 use super::RunError;
+use super::config::EvalConfig;
 use super::step::batch_tensors;
 use crate::model::{BertForMaskedLM, masked_lm_loss_sum};
 
@@ -77,6 +78,27 @@ pub struct EvalSetSpec<'a> {
     pub pad_id: u32,
     pub mask_id: u32,
     pub pad_to_multiple_of: Option<usize>,
+}
+
+impl<'a> EvalSetSpec<'a> {
+    /// The spec a run's `[masking]` and `[eval]` sections give for a corpus.
+    pub fn new(
+        masker: &'a Masker,
+        masking: &MaskingConfig,
+        eval: &EvalConfig,
+        manifest: &Manifest,
+    ) -> Self {
+        Self {
+            masker,
+            eval_seed: masking.eval_seed,
+            max_samples: eval.max_eval_samples,
+            batch_size: eval.eval_batch_size.max(1),
+            whole_word: masking.whole_word_mask,
+            pad_id: manifest.special_ids.pad,
+            mask_id: manifest.special_ids.mask,
+            pad_to_multiple_of: masking.pad_to_multiple_of,
+        }
+    }
 }
 
 impl EvalSet {

@@ -7,14 +7,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use mlm_corpus::{PreparedCorpus, Split};
-use mlm_masking::{Masker, MaskingConfig, SpecialTokens};
+use mlm_masking::MaskingConfig;
 use mlm_torch_ext::{Autocast, AutocastDevice};
 use serde::Serialize;
 use tch::{Device, Kind};
 
 use super::RunError;
 use super::config::{CheckpointConfig, EvalConfig, ModelSection, Precision, TrainingConfig};
-use super::data::{BatchPlan, DataPosition, MaskPlan, Prefetcher};
+use super::data::{BatchPlan, DataPosition, MaskPlan, Prefetcher, masker_for};
 use super::eval::{EvalMetrics, EvalSet, EvalSetSpec, evaluate};
 use super::metrics::MetricsLog;
 use super::model_setup::{BuiltModel, build_model, check_init_tokenizer, resolve_config};
@@ -123,16 +123,7 @@ pub fn run_training(
     check_init_tokenizer(&job.model, &corpus)?;
     let model_config = resolve_config(&job.model, &manifest)?;
     let special = &manifest.special_ids;
-    job.masking.validate()?;
-    let masker = Arc::new(Masker::new(
-        &job.masking,
-        SpecialTokens {
-            vocab_size: manifest.vocab_size,
-            pad_id: special.pad,
-            mask_id: special.mask,
-            special_ids: special.all.clone(),
-        },
-    )?);
+    let masker = Arc::new(masker_for(&job.masking, &manifest)?);
 
     let train_reader = corpus.split(Split::Train)?;
     let mut eval_reader = corpus.split(Split::Validation)?;
@@ -217,16 +208,7 @@ pub fn run_training(
         };
     }
 
-    let eval_spec = EvalSetSpec {
-        masker: &masker,
-        eval_seed: job.masking.eval_seed,
-        max_samples: job.eval.max_eval_samples,
-        batch_size: job.eval.eval_batch_size.max(1),
-        whole_word: job.masking.whole_word_mask,
-        pad_id: special.pad,
-        mask_id: special.mask,
-        pad_to_multiple_of: job.masking.pad_to_multiple_of,
-    };
+    let eval_spec = EvalSetSpec::new(&masker, &job.masking, &job.eval, &manifest);
     let eval_set = EvalSet::build(&mut eval_reader, &eval_spec)?;
     let precision = effective_precision(training.precision, job.device);
     let run_plan = TrainPlan {
