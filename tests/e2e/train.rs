@@ -317,6 +317,53 @@ fn a_stopped_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
 }
 
 #[test]
+fn a_run_directory_moved_with_its_config_and_data_resumes_bit_identically() {
+    let checkpoint = "[checkpoint]\nsave_steps = 0\nkeep_last = 0";
+    let straight = Scratch::new("train-unmoved");
+    let config = tiny_config(&straight, "max_steps = 8", checkpoint);
+    let (output, _, stderr) = train(&config, &[]);
+    assert!(output.status.success(), "{stderr}");
+    let reference = weights(&straight.path().join("run/checkpoint-8"));
+
+    let before = Scratch::new("train-before-move");
+    let config = tiny_config(&before, "max_steps = 8", checkpoint);
+    let (output, _, stderr) = train(&config, &["--stop-after-step", "3"]);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    // Everything (config, data, tokenizer, prepared corpus, run directory) moves elsewhere.
+    let after = Scratch::new("train-after-move");
+    std::fs::remove_dir(after.path()).unwrap();
+    std::fs::rename(before.path(), after.path()).unwrap();
+    let (output, _, stderr) = train(&after.path().join("config.toml"), &[]);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("at step 3"), "resumed, not refused: {stderr}");
+    assert!(
+        weights(&after.path().join("run/checkpoint-8")) == reference,
+        "bit-identical to the run that never moved"
+    );
+}
+
+#[test]
+fn bf16_on_the_cpu_trains_in_bf16_not_silently_in_fp32() {
+    let scratch = Scratch::new("train-bf16");
+    let config = tiny_config(&scratch, "max_steps = 3\nprecision = \"bf16\"", "");
+    let (output, _, stderr) = train(&config, &[]);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("bf16 on cpu"), "the plan says bf16: {stderr}");
+    let bf16 = weights(&scratch.path().join("run/checkpoint-3"));
+    let fp32_run = [
+        "--set",
+        "training.precision=\"fp32\"",
+        "--set",
+        "training.output_dir=\"fp32\"",
+    ];
+    let (output, _, stderr) = train(&config, &fp32_run);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("fp32 on cpu"), "{stderr}");
+    let fp32 = weights(&scratch.path().join("fp32/checkpoint-3"));
+    assert!(bf16 != fp32, "bf16 autocast changed the computation");
+}
+
+#[test]
 fn a_changed_config_refuses_to_resume_unless_allowed() {
     let scratch = Scratch::new("train-changed");
     let config = tiny_config(&scratch, "max_steps = 4", "");

@@ -118,11 +118,6 @@ impl RunConfig {
         Ok(self.corpus()?.output_dir()?.to_path_buf())
     }
 
-    /// The `[corpus]` section as JSON, for the trajectory hash (null without one).
-    pub fn corpus_fingerprint_value(&self) -> serde_json::Value {
-        serde_json::to_value(&self.corpus).unwrap_or_default()
-    }
-
     /// The resolved config as TOML (saved with every checkpoint as `run_config.toml`).
     pub fn resolved_toml(&self) -> Result<String> {
         let mut table = toml::Table::new();

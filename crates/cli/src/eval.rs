@@ -4,10 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use mlm_corpus::{DomainTokenizer, PreparedCorpus, Split};
-use mlm_trainer::run::data::masker_for;
-use mlm_trainer::run::eval::{EvalSet, EvalSetSpec, evaluate};
-use mlm_trainer::run::model_setup::load_model_dir;
+use mlm_trainer::run::{CheckpointEval, EvalMetrics, evaluate_checkpoint};
 
 use crate::config::RunConfig;
 
@@ -44,38 +41,35 @@ pub fn run(args: &EvalArgs, threads: Option<usize>) -> Result<()> {
         Some(dir) => dir.clone(),
         None => config.prepared_dir()?,
     };
-    let corpus = PreparedCorpus::open(&corpus_dir)
-        .with_context(|| format!("opening prepared corpus {}", corpus_dir.display()))?;
-    let tokenizer = DomainTokenizer::load(&args.checkpoint, None)
-        .with_context(|| format!("loading the tokenizer of {}", args.checkpoint.display()))?;
-    corpus.check_tokenizer(&tokenizer).with_context(|| {
+    // Evaluation runs in fp32 here: the numbers of `eval` are the reference ones.
+    let metrics = evaluate_checkpoint(&CheckpointEval {
+        checkpoint: &args.checkpoint,
+        corpus_dir: &corpus_dir,
+        masking: &config.masking,
+        eval: &config.eval,
+        device,
+    })
+    .with_context(|| {
         format!(
             "evaluating {} on {}",
             args.checkpoint.display(),
             corpus_dir.display()
         )
     })?;
-    let built = load_model_dir(&args.checkpoint, device)
-        .with_context(|| format!("loading {}", args.checkpoint.display()))?;
-    let manifest = corpus.manifest();
-    let masker = masker_for(&config.masking, manifest)?;
-    let mut reader = corpus.split(Split::Validation)?;
-    let set = EvalSet::build(
-        &mut reader,
-        &EvalSetSpec::new(&masker, &config.masking, &config.eval, manifest),
-    )?;
-    // Evaluation runs in fp32 here: the numbers of `eval` are the reference ones.
-    let metrics = evaluate(&built.model, &set, device, &|f| f());
     if args.json {
         println!("{}", serde_json::to_string_pretty(&metrics)?);
     } else {
-        println!("loss            {:.5}", metrics.loss);
-        println!("perplexity      {:.4}", metrics.perplexity);
-        println!("accuracy        {:.4}", metrics.accuracy);
-        println!("top5_accuracy   {:.4}", metrics.top5_accuracy);
-        println!("mask_accuracy   {:.4}", metrics.mask_accuracy);
-        println!("masked_tokens   {}", metrics.masked_tokens);
-        println!("sequences       {}", metrics.sequences);
+        print_table(&metrics);
     }
     Ok(())
+}
+
+fn print_table(metrics: &EvalMetrics) {
+    println!("loss            {:.5}", metrics.loss);
+    println!("perplexity      {:.4}", metrics.perplexity);
+    println!("accuracy        {:.4}", metrics.accuracy);
+    println!("top5_accuracy   {:.4}", metrics.top5_accuracy);
+    println!("mask_accuracy   {:.4}", metrics.mask_accuracy);
+    println!("masked_tokens   {}", metrics.masked_tokens);
+    println!("sequences       {}", metrics.sequences);
 }

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use mlm_corpus::DomainTokenizer;
 use mlm_trainer::model::{ExportOptions, export_hf_model_with};
-use mlm_trainer::run::model_setup::load_model_dir;
+use mlm_trainer::model::load_model_dir;
 
 /// Arguments of `mlm-train export`.
 #[derive(Debug, Args)]

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use mlm_corpus::DomainTokenizer;
-use mlm_trainer::run::model_setup::load_model_dir;
+use mlm_trainer::model::load_model_dir;
 use serde::Serialize;
 use tch::{Kind, Tensor};
 

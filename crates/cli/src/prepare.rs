@@ -1,6 +1,7 @@
 //! `mlm-train prepare --config FILE`: the `[corpus]` section's inputs become Parquet shards
 //! and a manifest (mlm-corpus does the work; this module draws progress and the summary).
 
+use std::fmt::Write;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressStyle};
-use mlm_corpus::{Observer, Outcome, PrepareOptions, PrepareReport, Progress};
+use mlm_corpus::{Manifest, Observer, Outcome, PrepareOptions, PrepareReport, Progress};
 
 use crate::config::RunConfig;
 
@@ -152,12 +153,21 @@ pub(crate) fn count(n: u64) -> String {
     out
 }
 
-/// The summary table printed when a prepare ends.
+/// The summary table printed when a prepare ends: what was done, the tokenizer and packing,
+/// the splits, and where the records went.
 fn summary(report: &PrepareReport) -> String {
-    use std::fmt::Write;
-    let m = &report.manifest;
     let mut s = String::new();
-    let how = match report.outcome {
+    let _ = writeln!(s, "{}: {}", outcome_text(report.outcome), report.output.display());
+    write_format(&mut s, &report.manifest);
+    let _ = writeln!(s);
+    write_splits(&mut s, &report.manifest);
+    let _ = writeln!(s);
+    write_records(&mut s, report);
+    s
+}
+
+fn outcome_text(outcome: Outcome) -> String {
+    match outcome {
         Outcome::Prepared => "prepared".to_string(),
         Outcome::Resumed { shards_kept } => {
             format!("prepared (resumed: {shards_kept} finished shards kept)")
@@ -165,8 +175,18 @@ fn summary(report: &PrepareReport) -> String {
         Outcome::AlreadyComplete => {
             "already complete (same config, tokenizer and inputs): nothing to do".into()
         }
-    };
-    let _ = writeln!(s, "{how}: {}", report.output.display());
+    }
+}
+
+/// A serde enum's name as the config spells it (`"concat"`, `"uint16"`).
+fn spelled(value: impl serde::Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn write_format(s: &mut String, m: &Manifest) {
     let _ = writeln!(
         s,
         "tokenizer   vocab {}, lowercase {}, fingerprint {}",
@@ -177,17 +197,13 @@ fn summary(report: &PrepareReport) -> String {
     let _ = writeln!(
         s,
         "packing     {}, max_seq_len {}, input_ids {}",
-        serde_json::to_value(m.packing)
-            .unwrap_or_default()
-            .as_str()
-            .unwrap_or("?"),
+        spelled(m.packing),
         m.max_seq_len,
-        serde_json::to_value(m.token_dtype)
-            .unwrap_or_default()
-            .as_str()
-            .unwrap_or("?")
+        spelled(m.token_dtype)
     );
-    let _ = writeln!(s);
+}
+
+fn write_splits(s: &mut String, m: &Manifest) {
     let _ = writeln!(
         s,
         "{:<11} {:>12} {:>12} {:>15} {:>7}",
@@ -204,7 +220,10 @@ fn summary(report: &PrepareReport) -> String {
             split.shards.len()
         );
     }
-    let _ = writeln!(s);
+}
+
+fn write_records(s: &mut String, report: &PrepareReport) {
+    let m = &report.manifest;
     let _ = writeln!(
         s,
         "records     {} read from {} files",
@@ -217,26 +236,18 @@ fn summary(report: &PrepareReport) -> String {
         .iter()
         .map(|(reason, n)| format!("{reason} {}", count(*n)))
         .collect();
-    let _ = writeln!(
-        s,
-        "dropped     {}",
-        if dropped.is_empty() {
-            "none".to_string()
-        } else {
-            dropped.join(", ")
-        }
-    );
+    let dropped = if dropped.is_empty() {
+        "none".to_string()
+    } else {
+        dropped.join(", ")
+    };
+    let _ = writeln!(s, "dropped     {dropped}");
     let secs = report.elapsed.as_secs_f64();
     let tokens = m.train.tokens + m.validation.tokens;
     if report.outcome != Outcome::AlreadyComplete && secs > 0.0 {
-        let _ = writeln!(
-            s,
-            "time        {:.1} s ({} tokens/s)",
-            secs,
-            count((tokens as f64 / secs) as u64)
-        );
+        let rate = count((tokens as f64 / secs) as u64);
+        let _ = writeln!(s, "time        {secs:.1} s ({rate} tokens/s)");
     }
-    s
 }
 
 #[cfg(test)]

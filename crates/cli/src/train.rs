@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use mlm_corpus::DomainTokenizer;
 use mlm_trainer::run::{
-    EvalMetrics, ResumePolicy, StepLog, TrainJob, TrainObserver, TrainPlan, run_training,
+    EvalMetrics, ResumePolicy, StepLog, TrainJob, TrainObserver, TrainOutcome, TrainPlan,
+    WeightsReport, run_training,
 };
-use sha2::{Digest, Sha256};
 
 use crate::config::RunConfig;
 
@@ -42,6 +43,41 @@ pub struct JobFlags {
 
 pub fn run_job(path: &Path, threads_flag: Option<usize>, flags: &JobFlags) -> Result<()> {
     let config = RunConfig::load_with(path, &flags.overrides)?;
+    let device = set_up_runtime(&config, threads_flag)?;
+    let corpus_dir = ensure_prepared(&config)?;
+    let job = TrainJob {
+        corpus_dir,
+        model: config.model.clone(),
+        masking: config.masking.clone(),
+        training: config.training.clone(),
+        eval: config.eval.clone(),
+        checkpoint: config.checkpoint.clone(),
+        device,
+        resolved_config: config.resolved_toml()?,
+        resume: ResumePolicy {
+            from: flags.resume.clone(),
+            allow_config_change: flags.allow_config_change,
+        },
+        stop_after_step: flags.stop_after_step,
+    };
+    let stop = stop_on_signals()?;
+    let mut observer = ConsoleObserver::new();
+    let outcome = run_training(&job, &mut observer, &stop, flags.dry_run)
+        .with_context(|| format!("training with {}", config.path.display()))?;
+    observer.finish();
+    if flags.dry_run {
+        eprintln!("dry run: nothing was trained");
+        return Ok(());
+    }
+    print_outcome(&outcome);
+    if outcome.interrupted {
+        std::process::exit(130);
+    }
+    Ok(())
+}
+
+/// Thread pools and the device, reported as the first lines of the job.
+fn set_up_runtime(config: &RunConfig, threads_flag: Option<usize>) -> Result<tch::Device> {
     let threads =
         mlm_trainer::runtime::configure_threads(threads_flag.or(config.runtime.cpu_threads))?;
     let device = config
@@ -57,45 +93,22 @@ pub fn run_job(path: &Path, threads_flag: Option<usize>, flags: &JobFlags) -> Re
         threads.libtorch_intra_op,
         threads.rayon
     );
+    Ok(device)
+}
 
-    let corpus_dir = ensure_prepared(&config)?;
-    let job = TrainJob {
-        corpus_dir,
-        model: config.model.clone(),
-        masking: config.masking.clone(),
-        training: config.training.clone(),
-        eval: config.eval.clone(),
-        checkpoint: config.checkpoint.clone(),
-        device,
-        resolved_config: config.resolved_toml()?,
-        config_hash: trajectory_hash(&config)?,
-        resume: match &flags.resume {
-            Some(dir) => ResumePolicy::From {
-                dir: dir.clone(),
-                allow_config_change: flags.allow_config_change,
-            },
-            None => ResumePolicy::Auto {
-                allow_config_change: flags.allow_config_change,
-            },
-        },
-        stop_after_step: flags.stop_after_step,
-    };
-
+/// SIGINT and SIGTERM (Slurm / Kubernetes preemption) raise the flag; the run saves at the
+/// next step boundary.
+fn stop_on_signals() -> Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = Arc::clone(&stop);
-        // SIGINT and SIGTERM (Slurm / Kubernetes preemption): save at the next step boundary.
-        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
-            .context("installing the SIGINT/SIGTERM handler")?;
-    }
-    let mut observer = ConsoleObserver::new();
-    let outcome = run_training(&job, &mut observer, &stop, flags.dry_run)
-        .with_context(|| format!("training with {}", config.path.display()))?;
-    observer.finish();
-    if flags.dry_run {
-        eprintln!("dry run: nothing was trained");
-        return Ok(());
-    }
+    let flag = Arc::clone(&stop);
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .context("installing the SIGINT/SIGTERM handler")?;
+    Ok(stop)
+}
+
+/// The held-out metrics at the start and the end, the last checkpoint, and how to resume an
+/// interrupted run.
+fn print_outcome(outcome: &TrainOutcome) {
     if let (Some(first), Some(last)) = (outcome.first_eval, outcome.last_eval) {
         eprintln!("held-out   {:>12} {:>12}", "start", "end");
         for (name, a, b) in [
@@ -121,9 +134,7 @@ pub fn run_job(path: &Path, threads_flag: Option<usize>, flags: &JobFlags) -> Re
             "interrupted at step {}: checkpoint saved; run the same command to resume",
             outcome.final_step
         );
-        std::process::exit(130);
     }
-    Ok(())
 }
 
 /// The vocabulary (when `[vocab]` is given and its output has no tokenizer yet) and the
@@ -133,7 +144,7 @@ fn ensure_prepared(config: &RunConfig) -> Result<PathBuf> {
     let corpus = config.corpus()?;
     if let Some(vocab) = &config.vocab {
         let dir = vocab.output_dir(corpus)?;
-        if !dir.join("tokenizer.json").exists() && !dir.join("vocab.txt").exists() {
+        if DomainTokenizer::file_in(&dir).is_none() {
             eprintln!(
                 "vocab    training a {}-token WordPiece vocabulary into {}",
                 vocab.vocab_size,
@@ -161,25 +172,6 @@ fn ensure_prepared(config: &RunConfig) -> Result<PathBuf> {
         manifest.vocab_size
     );
     Ok(report.output)
-}
-
-/// Hash of every config value that shapes the training trajectory (not logging, output
-/// paths, evaluation or checkpoint cadence), for refusing a resume under a changed config.
-fn trajectory_hash(config: &RunConfig) -> Result<String> {
-    let mut training = serde_json::to_value(&config.training)?;
-    if let Some(object) = training.as_object_mut() {
-        for key in ["output_dir", "logging_steps", "prefetch"] {
-            object.remove(key);
-        }
-    }
-    let value = serde_json::json!({
-        "corpus": config.corpus_fingerprint_value(),
-        "model": config.model,
-        "masking": config.masking,
-        "training": training,
-    });
-    let digest = Sha256::digest(value.to_string().as_bytes());
-    Ok(digest.iter().take(8).map(|b| format!("{b:02x}")).collect())
 }
 
 /// Progress bar on a terminal, plain lines otherwise (logs, CI, Slurm).
@@ -211,22 +203,13 @@ impl TrainObserver for ConsoleObserver {
         eprintln!(
             "model    {:.2} M parameters{}",
             plan.parameters as f64 / 1e6,
-            match plan.weights_loaded {
-                Some(n) => format!(", {n} tensors loaded"),
+            match &plan.weights {
+                Some(weights) => format!(", {} tensors loaded", weights.loaded),
                 None => " (from scratch)".into(),
             }
         );
-        if !plan.weights_initialised.is_empty() {
-            eprintln!(
-                "         initialised (not in the checkpoint): {}",
-                plan.weights_initialised.join(", ")
-            );
-        }
-        if !plan.weights_ignored.is_empty() {
-            eprintln!(
-                "         ignored (not used by BertForMaskedLM): {}",
-                plan.weights_ignored.join(", ")
-            );
+        if let Some(weights) = &plan.weights {
+            print_weight_lists(weights);
         }
         eprintln!(
             "data     {} train / {} held-out sequences of <= {} tokens",
@@ -290,5 +273,19 @@ impl TrainObserver for ConsoleObserver {
 
     fn saved(&mut self, step: u64, dir: &Path) {
         self.line(&format!("saved step {step}: {}", dir.display()));
+    }
+}
+
+/// The names a checkpoint load did not simply copy: initialised, ignored, and unexpected keys
+/// (a stray key usually means a checkpoint of another architecture or a renamed layer).
+fn print_weight_lists(weights: &WeightsReport) {
+    for (what, names) in [
+        ("initialised (not in the checkpoint)", &weights.initialised),
+        ("ignored (not used by BertForMaskedLM)", &weights.ignored),
+        ("unexpected (matches no parameter; not loaded)", &weights.unexpected),
+    ] {
+        if !names.is_empty() {
+            eprintln!("         {what}: {}", names.join(", "));
+        }
     }
 }

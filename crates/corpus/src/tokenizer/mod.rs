@@ -107,25 +107,28 @@ fn read_tokenizer_config(dir: &Path) -> Result<TokenizerConfigJson, CorpusError>
 }
 
 impl DomainTokenizer {
+    /// The tokenizer file of a directory: `tokenizer.json`, else `vocab.txt`, else `None`.
+    pub fn file_in(dir: &Path) -> Option<PathBuf> {
+        ["tokenizer.json", "vocab.txt"]
+            .into_iter()
+            .map(|name| dir.join(name))
+            .find(|path| path.is_file())
+    }
+
     /// Loads `tokenizer.json`, `vocab.txt`, or a directory holding either (`tokenizer.json`
     /// preferred), with the directory's `tokenizer_config.json` (`do_lower_case`,
     /// `model_max_length`) when present. `lowercase` applies to a `vocab.txt`; for a
     /// `tokenizer.json` it must agree with its normaliser.
     pub fn load(path: &Path, lowercase: Option<bool>) -> Result<Self, CorpusError> {
         let (file, dir) = if path.is_dir() {
-            let json = path.join("tokenizer.json");
-            let vocab = path.join("vocab.txt");
-            if json.is_file() {
-                (json, path.to_path_buf())
-            } else if vocab.is_file() {
-                (vocab, path.to_path_buf())
-            } else {
+            let Some(file) = Self::file_in(path) else {
                 return Err(CorpusError::tokenizer(
                     Some(path),
                     "the directory holds neither tokenizer.json nor vocab.txt",
                     None,
                 ));
-            }
+            };
+            (file, path.to_path_buf())
         } else if path.is_file() {
             (
                 path.to_path_buf(),

@@ -8,11 +8,17 @@
 //! is no `cls.predictions.decoder.*` variable; `masked_logits` runs the head only where labels
 //! are, which gives the same logits there as `BertForMaskedLM.forward` does.
 
-use tch::nn::{Init, Path};
+use tch::nn::{Init, Path, VarStore};
 use tch::{Kind, Tensor};
 
+use super::ModelError;
 use super::config::{Activation, BertConfig};
-use super::{Architecture, MaskedLm, ModelError};
+use super::init::init_weights_like_hf;
+
+/// The value variables are created with. Weights get their real values from exactly one
+/// place afterwards, [`init_weights_like_hf`] or a checkpoint load, so no random draw here
+/// is made only to be overwritten.
+const PLACEHOLDER: Init = Init::Const(0.0);
 
 /// `nn.Linear` with HF's names (`weight` `[out, in]`, `bias` `[out]`).
 #[derive(Debug)]
@@ -22,29 +28,18 @@ struct Linear {
 }
 
 impl Linear {
-    fn new(p: &Path<'_>, in_dim: i64, out_dim: i64, std: f64) -> Self {
+    fn new(p: &Path<'_>, in_dim: i64, out_dim: i64) -> Self {
         Self {
-            weight: p.var(
-                "weight",
-                &[out_dim, in_dim],
-                Init::Randn {
-                    mean: 0.0,
-                    stdev: std,
-                },
-            ),
-            bias: p.var("bias", &[out_dim], Init::Const(0.0)),
+            weight: p.var("weight", &[out_dim, in_dim], PLACEHOLDER),
+            bias: p.var("bias", &[out_dim], PLACEHOLDER),
         }
     }
 
     /// A variable pair the optimizer must not update (see [`BertForMaskedLM::new`]).
-    fn frozen(p: &Path<'_>, in_dim: i64, out_dim: i64, std: f64) -> Self {
+    fn frozen(p: &Path<'_>, in_dim: i64, out_dim: i64) -> Self {
         let options = (p.kind(), p.device());
         Self {
-            weight: p.add(
-                "weight",
-                Tensor::randn([out_dim, in_dim], options) * std,
-                false,
-            ),
+            weight: p.add("weight", Tensor::zeros([out_dim, in_dim], options), false),
             bias: p.add("bias", Tensor::zeros([out_dim], options), false),
         }
     }
@@ -98,34 +93,14 @@ struct Embeddings {
 
 impl Embeddings {
     fn new(p: &Path<'_>, config: &BertConfig) -> Self {
-        let normal = Init::Randn {
-            mean: 0.0,
-            stdev: config.init_std(),
-        };
         let h = config.hidden_size;
-        let word = p / "word_embeddings";
-        let word = word.var("weight", &[config.vocab_size, h], normal);
-        let padding_idx = config.padding_idx().unwrap_or(-1);
-        if padding_idx >= 0 {
-            // `_init_weights` zeroes the padding row of an embedding with padding_idx.
-            tch::no_grad(|| {
-                let _ = word.get(padding_idx).zero_();
-            });
-        }
+        let table = |name: &str, rows: i64| (p / name).var("weight", &[rows, h], PLACEHOLDER);
         Self {
-            word,
-            position: (p / "position_embeddings").var(
-                "weight",
-                &[config.max_position_embeddings, h],
-                normal,
-            ),
-            token_type: (p / "token_type_embeddings").var(
-                "weight",
-                &[config.type_vocab_size, h],
-                normal,
-            ),
+            word: table("word_embeddings", config.vocab_size),
+            position: table("position_embeddings", config.max_position_embeddings),
+            token_type: table("token_type_embeddings", config.type_vocab_size),
             layer_norm: LayerNorm::new(&(p / "LayerNorm"), h, config.layer_norm_eps),
-            padding_idx,
+            padding_idx: config.padding_idx().unwrap_or(-1),
             dropout: config.hidden_dropout_prob,
         }
     }
@@ -163,24 +138,19 @@ struct Layer {
 
 impl Layer {
     fn new(p: &Path<'_>, config: &BertConfig) -> Self {
-        let (h, std, eps) = (config.hidden_size, config.init_std(), config.layer_norm_eps);
+        let (h, eps) = (config.hidden_size, config.layer_norm_eps);
         let attention = p / "attention";
         let self_attention = &attention / "self";
         let attention_out = &attention / "output";
         let output = p / "output";
         Self {
-            query: Linear::new(&(&self_attention / "query"), h, h, std),
-            key: Linear::new(&(&self_attention / "key"), h, h, std),
-            value: Linear::new(&(&self_attention / "value"), h, h, std),
-            attention_output: Linear::new(&(&attention_out / "dense"), h, h, std),
+            query: Linear::new(&(&self_attention / "query"), h, h),
+            key: Linear::new(&(&self_attention / "key"), h, h),
+            value: Linear::new(&(&self_attention / "value"), h, h),
+            attention_output: Linear::new(&(&attention_out / "dense"), h, h),
             attention_norm: LayerNorm::new(&(&attention_out / "LayerNorm"), h, eps),
-            intermediate: Linear::new(
-                &(p / "intermediate" / "dense"),
-                h,
-                config.intermediate_size,
-                std,
-            ),
-            output: Linear::new(&(&output / "dense"), config.intermediate_size, h, std),
+            intermediate: Linear::new(&(p / "intermediate" / "dense"), h, config.intermediate_size),
+            output: Linear::new(&(&output / "dense"), config.intermediate_size, h),
             output_norm: LayerNorm::new(&(&output / "LayerNorm"), h, eps),
             heads: config.num_attention_heads,
             head_dim: config.head_dim(),
@@ -272,17 +242,17 @@ pub struct BertForMaskedLM {
 }
 
 impl BertForMaskedLM {
-    /// Creates the variables under `root` with Hugging Face's names and HF-style random values
-    /// from libtorch's global generator (as `post_init` would); call
-    /// [`super::init_weights_like_hf`] for a seeded, device-independent initialisation or
-    /// [`super::load_hf_dir`] to load weights. The config must have passed
-    /// [`BertConfig::validate`] (every constructor of `BertConfig` from a file does).
+    /// Creates the variables under `root` with Hugging Face's names, holding placeholders
+    /// (zeros, LayerNorm weights one): give them values with [`init_weights_like_hf`]
+    /// (seeded, device-independent, as `post_init`), or [`super::load_hf_dir`], which also
+    /// initialises what the checkpoint lacks; [`Self::initialised`] does the first. The config
+    /// must have passed [`BertConfig::validate`] (every constructor of `BertConfig` from a file
+    /// does).
     ///
     /// `bert.pooler.dense.*` are created frozen (`requires_grad` false, not in
     /// `VarStore::trainable_variables`): transformers' `BertForMaskedLM` has no pooler
     /// (`add_pooling_layer=False`), so MLM training must leave it as loaded.
     pub fn new(root: &Path<'_>, config: &BertConfig) -> Self {
-        let std = config.init_std();
         let bert = root / "bert";
         let encoder = &bert / "encoder" / "layer";
         let layers = (0..config.num_hidden_layers)
@@ -295,12 +265,19 @@ impl BertForMaskedLM {
             config: config.clone(),
             embeddings: Embeddings::new(&(&bert / "embeddings"), config),
             layers,
-            pooler: Linear::frozen(&(&bert / "pooler" / "dense"), h, h, std),
-            transform: Linear::new(&(&transform / "dense"), h, h, std),
+            pooler: Linear::frozen(&(&bert / "pooler" / "dense"), h, h),
+            transform: Linear::new(&(&transform / "dense"), h, h),
             transform_norm: LayerNorm::new(&(&transform / "LayerNorm"), h, config.layer_norm_eps),
-            decoder_bias: predictions.var("bias", &[config.vocab_size], Init::Const(0.0)),
+            decoder_bias: predictions.var("bias", &[config.vocab_size], PLACEHOLDER),
             activation: config.activation(),
         }
+    }
+
+    /// A model from scratch in `vs`: [`Self::new`] + [`init_weights_like_hf`] from `seed`.
+    pub fn initialised(vs: &VarStore, config: &BertConfig, seed: u64) -> Self {
+        let model = Self::new(&vs.root(), config);
+        init_weights_like_hf(vs, config, seed);
+        model
     }
 
     pub fn config(&self) -> &BertConfig {
@@ -394,30 +371,6 @@ impl BertForMaskedLM {
         let hidden = self.encode(input_ids, attention_mask, train);
         let rows = hidden.reshape([-1, self.config.hidden_size]);
         self.head(&rows.index_select(0, masked_positions))
-    }
-}
-
-impl MaskedLm for BertForMaskedLM {
-    fn architecture(&self) -> Architecture {
-        Architecture::Bert
-    }
-
-    fn encode(&self, input_ids: &Tensor, attention_mask: &Tensor, train: bool) -> Tensor {
-        BertForMaskedLM::encode(self, input_ids, attention_mask, train)
-    }
-
-    fn logits(&self, input_ids: &Tensor, attention_mask: &Tensor, train: bool) -> Tensor {
-        BertForMaskedLM::logits(self, input_ids, attention_mask, train)
-    }
-
-    fn masked_logits(
-        &self,
-        input_ids: &Tensor,
-        attention_mask: &Tensor,
-        masked_positions: &Tensor,
-        train: bool,
-    ) -> Tensor {
-        BertForMaskedLM::masked_logits(self, input_ids, attention_mask, masked_positions, train)
     }
 }
 

@@ -170,18 +170,35 @@ impl BertConfig {
     /// Number of parameters of the model this config builds (pooler included, tied decoder
     /// counted once), for plans and MFU.
     pub fn num_parameters(&self) -> i64 {
+        self.num_trainable_parameters() + self.pooler_parameters()
+    }
+
+    /// The parameters MLM training updates: all but the pooler, which `BertForMaskedLM` in
+    /// transformers does not have (ours keeps it frozen for the export).
+    pub fn num_trainable_parameters(&self) -> i64 {
         let h = self.hidden_size;
         let embeddings =
             (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * h + 2 * h;
         let layer =
             4 * (h * h + h) + 2 * (h * self.intermediate_size) + self.intermediate_size + h + 4 * h;
-        let pooler = h * h + h;
         let head = h * h + h + 2 * h + self.vocab_size;
-        embeddings + self.num_hidden_layers * layer + pooler + head
+        embeddings + self.num_hidden_layers * layer + head
+    }
+
+    fn pooler_parameters(&self) -> i64 {
+        self.hidden_size * self.hidden_size + self.hidden_size
     }
 
     /// Checks that this is a BERT config this port can build. The error names the key.
     pub fn validate(&self) -> Result<(), ConfigProblem> {
+        self.validate_family()?;
+        self.validate_shapes()?;
+        self.validate_numerics()?;
+        self.validate_unsupported_variants()
+    }
+
+    /// `model_type` and `architectures` name BERT (when given).
+    fn validate_family(&self) -> Result<(), ConfigProblem> {
         if let Some(model_type) = &self.model_type
             && model_type != BERT_MODEL_TYPE
         {
@@ -196,6 +213,11 @@ impl BertConfig {
                 "architectures [\"{other}\"]"
             )));
         }
+        Ok(())
+    }
+
+    /// Sizes are positive, heads divide the hidden size, the padding id is in the vocabulary.
+    fn validate_shapes(&self) -> Result<(), ConfigProblem> {
         let positive = [
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
@@ -205,13 +227,11 @@ impl BertConfig {
             ("max_position_embeddings", self.max_position_embeddings),
             ("type_vocab_size", self.type_vocab_size),
         ];
-        for (key, value) in positive {
-            if value <= 0 {
-                return Err(ConfigProblem::key(
-                    key,
-                    format!("must be positive, got {value}"),
-                ));
-            }
+        if let Some((key, value)) = positive.into_iter().find(|(_, value)| *value <= 0) {
+            return Err(ConfigProblem::key(
+                key,
+                format!("must be positive, got {value}"),
+            ));
         }
         if self.hidden_size % self.num_attention_heads != 0 {
             return Err(ConfigProblem::key(
@@ -222,6 +242,23 @@ impl BertConfig {
                 ),
             ));
         }
+        if let Some(pad) = self.pad_token_id
+            && !(0..self.vocab_size).contains(&pad)
+        {
+            return Err(ConfigProblem::key(
+                "pad_token_id",
+                format!(
+                    "{pad} is outside the vocabulary (vocab_size {})",
+                    self.vocab_size
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The activation is one this port implements; probabilities and epsilons are in range
+    /// (each comparison is written so that NaN fails too).
+    fn validate_numerics(&self) -> Result<(), ConfigProblem> {
         if Activation::parse(&self.hidden_act).is_none() {
             return Err(ConfigProblem::key(
                 "hidden_act",
@@ -245,7 +282,6 @@ impl BertConfig {
                 ));
             }
         }
-        // Written so that NaN fails too.
         if self.layer_norm_eps.is_nan() || self.layer_norm_eps <= 0.0 {
             return Err(ConfigProblem::key(
                 "layer_norm_eps",
@@ -258,18 +294,7 @@ impl BertConfig {
                 format!("must be non-negative, got {}", self.initializer_range),
             ));
         }
-        if let Some(pad) = self.pad_token_id
-            && !(0..self.vocab_size).contains(&pad)
-        {
-            return Err(ConfigProblem::key(
-                "pad_token_id",
-                format!(
-                    "{pad} is outside the vocabulary (vocab_size {})",
-                    self.vocab_size
-                ),
-            ));
-        }
-        self.validate_unsupported_variants()
+        Ok(())
     }
 
     /// BERT variants transformers can build but this port does not: refuse them instead of

@@ -21,7 +21,7 @@ use tch::{Kind, Tensor};
 
 use super::config::BertConfig;
 use super::init::init_variable_like_hf;
-use super::{Architecture, ModelError};
+use super::{Architecture, BertForMaskedLM, ModelError};
 
 /// What a load did, name by name (all lists sorted).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -89,12 +89,7 @@ pub fn load_hf_dir_with(
     let config = match options.config {
         Some(config) => config,
         None => {
-            let path = dir.join("config.json");
-            own_config = if path.exists() {
-                BertConfig::from_file(&path)?
-            } else {
-                BertConfig::default()
-            };
+            own_config = config_or_default(dir)?;
             &own_config
         }
     };
@@ -106,50 +101,108 @@ pub fn load_hf_dir_with(
     };
     match &files {
         WeightFiles::Safetensors(paths) => {
-            let buffers = paths
-                .iter()
-                .map(|path| {
-                    std::fs::read(path).map_err(|source| ModelError::Io {
-                        path: path.clone(),
-                        source,
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut entries = Vec::new();
-            for (path, buffer) in paths.iter().zip(&buffers) {
-                let file =
-                    SafeTensors::deserialize(buffer).map_err(|source| ModelError::Safetensors {
-                        path: path.clone(),
-                        source,
-                    })?;
-                entries.extend(
-                    file.tensors()
-                        .into_iter()
-                        .map(|(name, view)| (name, Entry::View(view), path.as_path())),
-                );
-            }
+            let buffers = read_all(paths)?;
+            let entries = safetensors_entries(paths, &buffers)?;
             apply(&entries, &variables, config, options.init_seed, &mut report)?;
         }
         WeightFiles::Pickle(paths) => {
-            let mut entries = Vec::new();
-            for path in paths {
-                check_zip_pickle(path)?;
-                let tensors = mlm_torch_ext::load_pickled_state_dict(path).map_err(|source| {
-                    ModelError::Pickle {
-                        path: path.clone(),
-                        source,
-                    }
-                })?;
-                entries.extend(
-                    tensors
-                        .into_iter()
-                        .map(|(name, t)| (name, Entry::Torch(t), path.as_path())),
-                );
-            }
+            let entries = pickle_entries(paths)?;
             apply(&entries, &variables, config, options.init_seed, &mut report)?;
         }
     }
     Ok(report)
+}
+
+/// A model loaded from a directory for inference or export, with what the load did.
+pub struct LoadedModel {
+    pub vs: tch::nn::VarStore,
+    pub model: BertForMaskedLM,
+    pub config: BertConfig,
+    pub report: LoadReport,
+}
+
+/// Loads a checkpoint (`checkpoint-N/`) or a Hugging Face model directory: `config.json` and
+/// its weights, on `device` (what `eval`, `export` and `fill-mask` start from).
+pub fn load_model_dir(dir: &Path, device: tch::Device) -> Result<LoadedModel, ModelError> {
+    let config = BertConfig::from_file(&dir.join("config.json"))?;
+    let mut vs = tch::nn::VarStore::new(device);
+    let model = BertForMaskedLM::new(&vs.root(), &config);
+    let report = load_hf_dir_with(
+        dir,
+        &mut vs,
+        LoadOptions {
+            init_seed: 0,
+            config: Some(&config),
+        },
+    )?;
+    Ok(LoadedModel {
+        vs,
+        model,
+        config,
+        report,
+    })
+}
+
+/// The directory's `config.json`, or BERT's defaults when it has none (for `initializer_range`
+/// and `pad_token_id` of variables the checkpoint lacks).
+fn config_or_default(dir: &Path) -> Result<BertConfig, ModelError> {
+    let path = dir.join("config.json");
+    if path.exists() {
+        BertConfig::from_file(&path)
+    } else {
+        Ok(BertConfig::default())
+    }
+}
+
+fn read_all(paths: &[PathBuf]) -> Result<Vec<Vec<u8>>, ModelError> {
+    paths
+        .iter()
+        .map(|path| {
+            std::fs::read(path).map_err(|source| ModelError::Io {
+                path: path.clone(),
+                source,
+            })
+        })
+        .collect()
+}
+
+/// Every tensor of the safetensors files (views into `buffers`, nothing copied yet).
+fn safetensors_entries<'a>(
+    paths: &'a [PathBuf],
+    buffers: &'a [Vec<u8>],
+) -> Result<Vec<(String, Entry<'a>, &'a Path)>, ModelError> {
+    let mut entries = Vec::new();
+    for (path, buffer) in paths.iter().zip(buffers) {
+        let file = SafeTensors::deserialize(buffer).map_err(|source| ModelError::Safetensors {
+            path: path.clone(),
+            source,
+        })?;
+        entries.extend(
+            file.tensors()
+                .into_iter()
+                .map(|(name, view)| (name, Entry::View(view), path.as_path())),
+        );
+    }
+    Ok(entries)
+}
+
+/// Every tensor of the `torch.save` pickles, read by libtorch.
+fn pickle_entries(paths: &[PathBuf]) -> Result<Vec<(String, Entry<'static>, &Path)>, ModelError> {
+    let mut entries = Vec::new();
+    for path in paths {
+        check_zip_pickle(path)?;
+        let tensors =
+            mlm_torch_ext::load_pickled_state_dict(path).map_err(|source| ModelError::Pickle {
+                path: path.clone(),
+                source,
+            })?;
+        entries.extend(
+            tensors
+                .into_iter()
+                .map(|(name, t)| (name, Entry::Torch(t), path.as_path())),
+        );
+    }
+    Ok(entries)
 }
 
 /// The weight files of a Hugging Face directory.
@@ -327,16 +380,38 @@ fn legacy_fixed(key: &str) -> String {
     }
 }
 
+/// A checkpoint tensor with its key and the file it came from.
+type Keyed<'a> = (String, Entry<'a>, &'a Path);
+
+/// Model variable -> (checkpoint key, index into the entries) of the tensor copied into it.
+type CopyPlan = BTreeMap<String, (String, usize)>;
+
 /// Plans every copy (checking names, shapes and dtypes), then copies and initialises.
 fn apply(
-    entries: &[(String, Entry<'_>, &Path)],
+    entries: &[Keyed<'_>],
     variables: &HashMap<String, Tensor>,
     config: &BertConfig,
     seed: u64,
     report: &mut LoadReport,
 ) -> Result<(), ModelError> {
+    let plan = plan_copies(entries, variables, report)?;
+    check_plan(&plan, entries, variables, report)?;
+    copy_planned(&plan, entries, variables, report)?;
+    initialise_missing(&plan, variables, config, seed, report);
+    report.ignored.sort();
+    report.unexpected.sort();
+    report.renamed.sort();
+    Ok(())
+}
+
+/// Maps each checkpoint key to its variable; records the ignored and the unexpected keys.
+fn plan_copies(
+    entries: &[Keyed<'_>],
+    variables: &HashMap<String, Tensor>,
+    report: &mut LoadReport,
+) -> Result<CopyPlan, ModelError> {
     let arch = Architecture::Bert;
-    let mut plan: BTreeMap<String, (String, usize)> = BTreeMap::new();
+    let mut plan = CopyPlan::new();
     let mut ignored: HashMap<String, usize> = HashMap::new();
     for (index, (key, _, path)) in entries.iter().enumerate() {
         match resolve(key, variables, arch) {
@@ -364,7 +439,19 @@ fn apply(
             plan.insert((*target).to_owned(), ((*tied).to_owned(), index));
         }
     }
-    for (name, (key, index)) in &plan {
+    report.ignored = ignored.into_keys().collect();
+    Ok(plan)
+}
+
+/// Every planned copy has the variable's shape and a float dtype, checked before anything is
+/// copied so that an error leaves the model untouched.
+fn check_plan(
+    plan: &CopyPlan,
+    entries: &[Keyed<'_>],
+    variables: &HashMap<String, Tensor>,
+    report: &mut LoadReport,
+) -> Result<(), ModelError> {
+    for (name, (key, index)) in plan {
         let (_, entry, path) = &entries[*index];
         let model_shape = variables[name].size();
         if entry.shape() != model_shape {
@@ -386,8 +473,17 @@ fn apply(
             report.renamed.push((key.clone(), name.clone()));
         }
     }
+    Ok(())
+}
+
+fn copy_planned(
+    plan: &CopyPlan,
+    entries: &[Keyed<'_>],
+    variables: &HashMap<String, Tensor>,
+    report: &mut LoadReport,
+) -> Result<(), ModelError> {
     let _no_grad = tch::no_grad_guard();
-    for (name, (_, index)) in &plan {
+    for (name, (_, index)) in plan {
         let (_, entry, _) = &entries[*index];
         let kind = entry.float_kind().unwrap_or(Kind::Float);
         let source = entry.to_tensor(kind).map_err(|source| ModelError::Torch {
@@ -403,6 +499,17 @@ fn apply(
             })?;
         report.loaded.push(name.clone());
     }
+    Ok(())
+}
+
+/// Variables the checkpoint lacks get transformers' `_init_weights` values.
+fn initialise_missing(
+    plan: &CopyPlan,
+    variables: &HashMap<String, Tensor>,
+    config: &BertConfig,
+    seed: u64,
+    report: &mut LoadReport,
+) {
     let mut missing: Vec<&String> = variables
         .keys()
         .filter(|name| !plan.contains_key(*name))
@@ -412,11 +519,6 @@ fn apply(
         init_variable_like_hf(name, &variables[name], config, seed);
         report.initialised.push(name.clone());
     }
-    report.ignored = ignored.into_keys().collect();
-    report.ignored.sort();
-    report.unexpected.sort();
-    report.renamed.sort();
-    Ok(())
 }
 
 #[cfg(test)]

@@ -4,12 +4,13 @@
 //! - [`BertConfig`]: `config.json` (unknown keys kept);
 //! - [`BertForMaskedLM`]: the network (port of transformers/models/bert/modeling_bert.py);
 //! - [`init_weights_like_hf`]: seeded `_init_weights`;
-//! - [`load_hf_dir`] / [`export_hf_model`]: Hugging Face directories in and out;
+//! - [`load_hf_dir`] / [`load_model_dir`] / [`export_hf_model`]: Hugging Face directories in
+//!   and out;
 //! - [`masked_lm_loss_sum`]: the loss of the data contract (sum; the caller divides).
 //!
 //! Variables live in a `tch::nn::VarStore` whose names are the Hugging Face state-dict keys,
-//! so checkpoints, optimizer state and exports all speak the same names. The architecture is
-//! behind [`Architecture`] and the [`MaskedLm`] trait so that RoBERTa can join later.
+//! so checkpoints, optimizer state and exports all speak the same names. [`Architecture`]
+//! holds what loading needs to know of a family's Hugging Face naming.
 
 mod bert;
 mod config;
@@ -26,7 +27,10 @@ pub use bert::BertForMaskedLM;
 pub use config::{Activation, BERT_MLM_ARCHITECTURE, BERT_MODEL_TYPE, BertConfig, ConfigProblem};
 pub use export::{ExportOptions, export_hf_model, export_hf_model_with};
 pub use init::{init_variable_like_hf, init_weights_like_hf};
-pub use load::{LoadOptions, LoadReport, WeightFiles, find_weights, load_hf_dir, load_hf_dir_with};
+pub use load::{
+    LoadOptions, LoadReport, LoadedModel, WeightFiles, find_weights, load_hf_dir, load_hf_dir_with,
+    load_model_dir,
+};
 pub use loss::masked_lm_loss_sum;
 
 /// Errors of the model code. Each names the file, key or parameter at fault; the underlying
@@ -148,25 +152,6 @@ impl Architecture {
             }
         }
     }
-}
-
-/// What the training loop and evaluation need from a masked-language model, whatever its
-/// architecture. Inputs are `[B, T]` Int64 tensors on the model's device; `masked_positions`
-/// holds flat indices `b * T + t` (as `mlm_masking::Batch::masked_positions`).
-pub trait MaskedLm {
-    fn architecture(&self) -> Architecture;
-    /// Final hidden states `[B, T, H]`.
-    fn encode(&self, input_ids: &Tensor, attention_mask: &Tensor, train: bool) -> Tensor;
-    /// Vocabulary logits at every position `[B, T, V]`.
-    fn logits(&self, input_ids: &Tensor, attention_mask: &Tensor, train: bool) -> Tensor;
-    /// Vocabulary logits at the masked positions only `[M, V]`.
-    fn masked_logits(
-        &self,
-        input_ids: &Tensor,
-        attention_mask: &Tensor,
-        masked_positions: &Tensor,
-        train: bool,
-    ) -> Tensor;
 }
 
 /// The variables an optimizer should update, sorted by name (so that flat buffers and

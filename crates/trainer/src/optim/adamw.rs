@@ -21,6 +21,7 @@ use tch::nn::VarStore;
 use super::state_file;
 use super::{AdamWConfig, applies_weight_decay};
 use crate::error::TrainError;
+use crate::model::trainable_named_variables;
 
 /// Optimizer state of one parameter.
 pub(super) struct Slot {
@@ -50,12 +51,7 @@ impl AdamW {
     /// applies to >= 2-D parameters whose names are not biases or norms (HF Trainer's
     /// `get_decay_parameter_names`). The moments start at zero on each parameter's device.
     pub fn new(vs: &VarStore, config: AdamWConfig) -> Self {
-        let mut named: Vec<(String, Tensor)> = vs
-            .variables()
-            .into_iter()
-            .filter(|(_, tensor)| tensor.requires_grad())
-            .collect();
-        named.sort_by(|a, b| a.0.cmp(&b.0));
+        let named = trainable_named_variables(vs);
         let slots = tch::no_grad(|| {
             named
                 .into_iter()

@@ -6,12 +6,12 @@
 use tch::Tensor;
 use tch::nn::VarStore;
 
+use crate::model::trainable_named_variables;
+
 /// The defined gradients of `vs`, in name order (a fixed order keeps the summation, hence the
 /// norm, reproducible; PyTorch sums in registration order, which can differ in the last bit).
 fn gradients(vs: &VarStore) -> Vec<Tensor> {
-    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    named
+    trainable_named_variables(vs)
         .into_iter()
         .map(|(_, var)| var.grad())
         .filter(Tensor::defined)

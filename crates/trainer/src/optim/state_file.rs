@@ -128,11 +128,45 @@ pub(super) fn write(
 /// optimizer step count. Nothing in `slots` changes unless every check passes.
 pub(super) fn load_into(path: &Path, slots: &mut [Slot]) -> Result<u64, TrainError> {
     let bytes = std::fs::read(path).map_err(|e| TrainError::io("read", path, e))?;
-    let safetensors_error = |source| TrainError::SafeTensors {
+    let header = read_header(path, &bytes)?;
+    let tensors = SafeTensors::deserialize(&bytes).map_err(|source| TrainError::SafeTensors {
         path: path.to_path_buf(),
         source,
-    };
-    let (_, metadata) = SafeTensors::read_metadata(&bytes).map_err(safetensors_error)?;
+    })?;
+    let planned = plan_restore(path, slots, &header.param_steps, &tensors)?;
+    tch::no_grad(|| {
+        for (slot, (step, views)) in slots.iter_mut().zip(planned) {
+            let kind = slot.param.kind();
+            for (target, view) in [&mut slot.exp_avg, &mut slot.exp_avg_sq]
+                .into_iter()
+                .zip(&views)
+            {
+                copy_view(target, view, kind).map_err(|source| {
+                    TrainError::torch(
+                        format!("restoring the optimizer state of `{}`", slot.name),
+                        source,
+                    )
+                })?;
+            }
+            slot.step = step;
+        }
+        Ok(header.steps_taken)
+    })
+}
+
+/// The step counts of the file's metadata.
+struct Header {
+    steps_taken: u64,
+    param_steps: HashMap<String, u64>,
+}
+
+/// Checks the format marker and version and reads the step counts.
+fn read_header(path: &Path, bytes: &[u8]) -> Result<Header, TrainError> {
+    let (_, metadata) =
+        SafeTensors::read_metadata(bytes).map_err(|source| TrainError::SafeTensors {
+            path: path.to_path_buf(),
+            source,
+        })?;
     let format_error = |detail: String| TrainError::OptimizerFormat {
         path: path.to_path_buf(),
         detail,
@@ -154,45 +188,41 @@ pub(super) fn load_into(path: &Path, slots: &mut [Slot]) -> Result<u64, TrainErr
             field("format_version")?
         )));
     }
-    let steps_taken: u64 = field("steps_taken")?
-        .parse()
-        .map_err(|_| format_error("steps_taken is not a number".into()))?;
-    let param_steps: HashMap<String, u64> = serde_json::from_str(field("param_steps")?)
-        .map_err(|_| format_error("param_steps is not a map of step counts".into()))?;
+    Ok(Header {
+        steps_taken: field("steps_taken")?
+            .parse()
+            .map_err(|_| format_error("steps_taken is not a number".into()))?,
+        param_steps: serde_json::from_str(field("param_steps")?)
+            .map_err(|_| format_error("param_steps is not a map of step counts".into()))?,
+    })
+}
 
-    let tensors = SafeTensors::deserialize(&bytes).map_err(safetensors_error)?;
+/// Each slot's step count and its two moment tensors in the file, every shape and dtype
+/// checked, and no tensor in the file left over.
+fn plan_restore<'a>(
+    path: &Path,
+    slots: &[Slot],
+    param_steps: &HashMap<String, u64>,
+    tensors: &SafeTensors<'a>,
+) -> Result<Vec<(u64, Vec<TensorView<'a>>)>, TrainError> {
+    let missing = |param: &str, tensor: String| TrainError::MissingOptimizerState {
+        path: path.to_path_buf(),
+        param: param.to_owned(),
+        tensor,
+    };
     let mut expected = std::collections::HashSet::new();
     let mut planned = Vec::with_capacity(slots.len());
-    for slot in slots.iter() {
-        let step =
-            *param_steps
-                .get(&slot.name)
-                .ok_or_else(|| TrainError::MissingOptimizerState {
-                    path: path.to_path_buf(),
-                    param: slot.name.clone(),
-                    tensor: "param_steps".into(),
-                })?;
+    for slot in slots {
+        let step = *param_steps
+            .get(&slot.name)
+            .ok_or_else(|| missing(&slot.name, "param_steps".into()))?;
         let mut views = Vec::with_capacity(2);
         for prefix in ["exp_avg", "exp_avg_sq"] {
             let name = format!("{prefix}.{}", slot.name);
             let view = tensors
                 .tensor(&name)
-                .map_err(|_| TrainError::MissingOptimizerState {
-                    path: path.to_path_buf(),
-                    param: slot.name.clone(),
-                    tensor: name.clone(),
-                })?;
-            let want_shape = shape_of(&slot.param);
-            let want_dtype = dtype_of(slot.param.kind());
-            if view.shape() != want_shape.as_slice() || Some(view.dtype()) != want_dtype {
-                return Err(TrainError::OptimizerStateMismatch {
-                    path: path.to_path_buf(),
-                    name,
-                    param: slot.name.clone(),
-                    expected: format!("{:?} {:?}", slot.param.kind(), want_shape),
-                    found: format!("{:?} {:?}", view.dtype(), view.shape()),
-                });
-            }
+                .map_err(|_| missing(&slot.name, name.clone()))?;
+            check_moment(path, slot, &name, &view)?;
             views.push(view);
             expected.insert(name);
         }
@@ -206,24 +236,27 @@ pub(super) fn load_into(path: &Path, slots: &mut [Slot]) -> Result<u64, TrainErr
             name: extra.to_string(),
         });
     }
+    Ok(planned)
+}
 
-    tch::no_grad(|| {
-        for (slot, (step, views)) in slots.iter_mut().zip(planned) {
-            let kind = slot.param.kind();
-            for (target, view) in [&mut slot.exp_avg, &mut slot.exp_avg_sq]
-                .into_iter()
-                .zip(&views)
-            {
-                copy_view(target, view, kind).map_err(|source| {
-                    TrainError::torch(
-                        format!("restoring the optimizer state of `{}`", slot.name),
-                        source,
-                    )
-                })?;
-            }
-            slot.step = step;
-        }
-        Ok(steps_taken)
+/// A moment has its parameter's shape and dtype.
+fn check_moment(
+    path: &Path,
+    slot: &Slot,
+    name: &str,
+    view: &TensorView<'_>,
+) -> Result<(), TrainError> {
+    let want_shape = shape_of(&slot.param);
+    let want_dtype = dtype_of(slot.param.kind());
+    if view.shape() == want_shape.as_slice() && Some(view.dtype()) == want_dtype {
+        return Ok(());
+    }
+    Err(TrainError::OptimizerStateMismatch {
+        path: path.to_path_buf(),
+        name: name.to_owned(),
+        param: slot.name.clone(),
+        expected: format!("{:?} {:?}", slot.param.kind(), want_shape),
+        found: format!("{:?} {:?}", view.dtype(), view.shape()),
     })
 }
 

@@ -3,15 +3,19 @@
 //! masked tokens (Hugging Face's `run_mlm.py` re-masks its eval set at every evaluation, so
 //! its numbers move with the masks as well as with the model).
 
-use mlm_corpus::{Manifest, SplitReader};
+use std::path::Path;
+
+use mlm_corpus::{DomainTokenizer, Manifest, PreparedCorpus, Split, SplitReader};
 use mlm_masking::{Batch, MaskKey, Masker, MaskingConfig, collate};
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind};
+use tch::{Device, Kind, Tensor};
 
 use super::RunError;
 use super::config::EvalConfig;
-use super::step::batch_tensors;
-use crate::model::{BertForMaskedLM, masked_lm_loss_sum};
+use super::data::masker_for;
+use super::precision::ForwardPrecision;
+use super::step::{BatchTensors, batch_tensors, masked_logits};
+use crate::model::{BertForMaskedLM, load_model_dir, masked_lm_loss_sum};
 
 /// The metrics of one evaluation. `perplexity = exp(loss)`, with `loss` the mean
 /// cross-entropy over every masked token (not the mean of per-batch means).
@@ -92,7 +96,7 @@ impl<'a> EvalSetSpec<'a> {
             masker,
             eval_seed: masking.eval_seed,
             max_samples: eval.max_eval_samples,
-            batch_size: eval.eval_batch_size.max(1),
+            batch_size: eval.eval_batch_size,
             whole_word: masking.whole_word_mask,
             pad_id: manifest.special_ids.pad,
             mask_id: manifest.special_ids.mask,
@@ -136,59 +140,69 @@ impl EvalSet {
     pub fn sequences(&self) -> u64 {
         self.batches.iter().map(|b| b.batch_size as u64).sum()
     }
-
-    pub fn masked_tokens(&self) -> u64 {
-        self.batches.iter().map(|b| b.masked_tokens() as u64).sum()
-    }
 }
 
-/// Evaluates `model` on `set` (no dropout, no gradients). `autocast` wraps the forward in
-/// the caller's precision policy.
+/// Evaluates `model` on `set` (no dropout, no gradients) in `precision`.
 pub fn evaluate(
     model: &BertForMaskedLM,
     set: &EvalSet,
-    device: Device,
-    autocast: &dyn Fn(&mut dyn FnMut()),
-) -> EvalMetrics {
+    precision: ForwardPrecision,
+) -> Result<EvalMetrics, RunError> {
     let mut sums = EvalSums::default();
-    tch::no_grad(|| {
-        for batch in &set.batches {
-            let tensors = batch_tensors(batch, device);
-            if tensors.masked_positions.size()[0] == 0 {
-                sums.sequences += batch.batch_size as u64;
-                continue;
-            }
-            let mut logits = None;
-            autocast(&mut || {
-                logits = Some(model.masked_logits(
-                    &tensors.input_ids,
-                    &tensors.attention_mask,
-                    &tensors.masked_positions,
-                    false,
-                ));
-            });
-            let logits = logits.expect("forward ran").to_kind(Kind::Float);
-            let labels = &tensors.masked_labels;
-            sums.loss_sum += masked_lm_loss_sum(&logits, labels).double_value(&[]);
-            let (_, top5) = logits.topk(5.min(logits.size()[1]), -1, true, true);
-            let hits = top5.eq_tensor(&labels.unsqueeze(-1));
-            let top1 = hits.select(1, 0).to_kind(Kind::Double);
-            sums.top1_hits += top1.sum(Kind::Double).double_value(&[]);
-            sums.top5_hits += hits
-                .any_dim(-1, false)
-                .to_kind(Kind::Double)
-                .sum(Kind::Double)
-                .double_value(&[]);
-            let is_mask = &tensors.masked_is_mask_token;
-            sums.mask_top1_hits += (top1 * is_mask.to_kind(Kind::Double))
-                .sum(Kind::Double)
-                .double_value(&[]);
-            sums.masked_tokens += batch.masked_tokens() as u64;
-            sums.mask_tokens += batch.masked_is_mask_token.iter().filter(|&&m| m).count() as u64;
-            sums.sequences += batch.batch_size as u64;
+    let _no_grad = tch::no_grad_guard();
+    for batch in &set.batches {
+        sums.sequences += batch.batch_size as u64;
+        if batch.masked_tokens() == 0 {
+            continue;
         }
-    });
-    finish_metrics(&sums)
+        let tensors = batch_tensors(batch, precision.device());
+        let logits = masked_logits(model, &tensors, precision, false)?.to_kind(Kind::Float);
+        add_batch(&mut sums, &logits, &tensors);
+        sums.masked_tokens += batch.masked_tokens() as u64;
+        sums.mask_tokens += batch.masked_is_mask_token.iter().filter(|&&m| m).count() as u64;
+    }
+    Ok(finish_metrics(&sums))
+}
+
+/// Adds one batch's summed loss and top-1 / top-5 / [MASK]-only hits (f64, on the host).
+fn add_batch(sums: &mut EvalSums, logits: &Tensor, tensors: &BatchTensors) {
+    let labels = &tensors.masked_labels;
+    sums.loss_sum += masked_lm_loss_sum(logits, labels).double_value(&[]);
+    let (_, top5) = logits.topk(5.min(logits.size()[1]), -1, true, true);
+    let hits = top5.eq_tensor(&labels.unsqueeze(-1));
+    let top1 = hits.select(1, 0).to_kind(Kind::Double);
+    let is_mask = tensors.masked_is_mask_token.to_kind(Kind::Double);
+    sums.top1_hits += top1.sum(Kind::Double).double_value(&[]);
+    sums.top5_hits += hits
+        .any_dim(-1, false)
+        .to_kind(Kind::Double)
+        .sum(Kind::Double)
+        .double_value(&[]);
+    sums.mask_top1_hits += (top1 * is_mask).sum(Kind::Double).double_value(&[]);
+}
+
+/// What `mlm-train eval` evaluates: a checkpoint (or Hugging Face model directory) on a
+/// prepared corpus's held-out split, with the masks `[masking]` and `[eval]` fix.
+pub struct CheckpointEval<'a> {
+    pub checkpoint: &'a Path,
+    pub corpus_dir: &'a Path,
+    pub masking: &'a MaskingConfig,
+    pub eval: &'a EvalConfig,
+    pub device: Device,
+}
+
+/// Evaluates a checkpoint in fp32 (the reference numbers) after checking that its tokenizer
+/// is the one the corpus was prepared with.
+pub fn evaluate_checkpoint(request: &CheckpointEval<'_>) -> Result<EvalMetrics, RunError> {
+    let corpus = PreparedCorpus::open(request.corpus_dir)?;
+    let tokenizer = DomainTokenizer::load(request.checkpoint, None)?;
+    corpus.check_tokenizer(&tokenizer)?;
+    let loaded = load_model_dir(request.checkpoint, request.device)?;
+    let manifest = corpus.manifest();
+    let masker = masker_for(request.masking, manifest)?;
+    let spec = EvalSetSpec::new(&masker, request.masking, request.eval, manifest);
+    let set = EvalSet::build(&mut corpus.split(Split::Validation)?, &spec)?;
+    evaluate(&loaded.model, &set, ForwardPrecision::fp32(request.device))
 }
 
 #[cfg(test)]

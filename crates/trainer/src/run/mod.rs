@@ -1,27 +1,38 @@
-//! The training run: resolve a job, build or load the model, then train, evaluate and save
-//! until the step budget is spent. The loop ([`train`]) reads top to bottom; the data stream
-//! ([`data`]), the forward/backward of a step ([`step`]), evaluation ([`eval`]) and the
-//! metrics log ([`metrics`]) are separate so each can change (data parallelism, new
-//! architectures) without touching the others. Presentation goes through [`TrainObserver`].
+//! The training run: open a job (corpus, model, resume point, plan), then train, evaluate and
+//! save until the step budget is spent. The loop ([`run_training`], in `train`) reads top to
+//! bottom; the data stream (`data`), the forward/backward of a step (`step`), the forward's
+//! precision (`precision`), evaluation (`eval`), the log / eval / save cadence (`cadence`),
+//! the resume guard (`trajectory`) and the metrics log (`metrics`) are separate so each can
+//! change (data parallelism, new architectures) without touching the others. Presentation
+//! goes through [`TrainObserver`].
+//!
+//! The public API is what the CLI needs: the config sections, [`run_training`] and its
+//! types, and [`evaluate_checkpoint`]. Everything else is private to the run.
 
-pub mod config;
-pub mod data;
-pub mod eval;
-pub mod metrics;
-pub mod model_setup;
-pub mod plan;
-pub mod step;
-pub mod train;
+mod cadence;
+mod config;
+mod data;
+mod eval;
+mod job;
+mod metrics;
+mod model_setup;
+mod open;
+mod plan;
+mod precision;
+mod step;
+mod train;
+mod trajectory;
 
 use std::path::PathBuf;
 
 pub use config::{
     CheckpointConfig, EvalConfig, LastBatch, ModelSection, Precision, TrainingConfig,
 };
-pub use eval::EvalMetrics;
-pub use train::{
-    ResumePolicy, StepLog, TrainJob, TrainObserver, TrainOutcome, TrainPlan, run_training,
+pub use eval::{CheckpointEval, EvalMetrics, evaluate_checkpoint};
+pub use job::{
+    ResumePolicy, StepLog, TrainJob, TrainObserver, TrainOutcome, TrainPlan, WeightsReport,
 };
+pub use train::run_training;
 
 /// Why a run stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -36,8 +47,18 @@ pub enum RunError {
     Train(#[from] crate::TrainError),
     #[error(transparent)]
     Torch(#[from] tch::TchError),
-    #[error(transparent)]
-    Autocast(#[from] mlm_torch_ext::TorchExtError),
+    #[error("cannot run the forward pass in {dtype} autocast on {device}")]
+    Autocast {
+        device: String,
+        dtype: &'static str,
+        #[source]
+        source: mlm_torch_ext::TorchExtError,
+    },
+    #[error(
+        "training.precision = \"{dtype}\" needs autocast, which libtorch offers on cpu and cuda, \
+         not on {device}"
+    )]
+    AutocastUnsupported { device: String, dtype: &'static str },
     #[error("cannot write {what}")]
     Io {
         what: String,
@@ -56,15 +77,19 @@ pub enum RunError {
     SequenceTooLong { seq_len: usize, positions: usize },
     #[error("{0}")]
     InvalidConfig(String),
-    #[error("the held-out split is empty: set corpus.held_out_fraction or held-out inputs")]
+    #[error(
+        "the held-out split is empty: set corpus.validation_fraction above 0 or give \
+         corpus.validation_inputs, and prepare the corpus again"
+    )]
     EmptyEvalSet,
     #[error(
         "the training split holds {sequences} sequences, fewer than one global batch of {batch}"
     )]
     TooFewSequences { sequences: u64, batch: u64 },
     #[error(
-        "the config changed since checkpoint {checkpoint} was written (config hash {saved} -> \
-         {current}); resume anyway with --allow-config-change, or use a new training.output_dir"
+        "the config changed since checkpoint {checkpoint} was written (trajectory key {saved} -> \
+         {current}: the corpus, the model or a [masking] / [training] value differs); resume \
+         anyway with --allow-config-change, or use a new training.output_dir"
     )]
     ConfigChanged {
         checkpoint: PathBuf,

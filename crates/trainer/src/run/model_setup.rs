@@ -10,10 +10,7 @@ use tch::nn::VarStore;
 
 use super::RunError;
 use super::config::ModelSection;
-use crate::model::{
-    BertConfig, BertForMaskedLM, LoadOptions, LoadReport, init_weights_like_hf, load_hf_dir,
-    load_hf_dir_with,
-};
+use crate::model::{BertConfig, BertForMaskedLM, LoadOptions, LoadReport, load_hf_dir_with};
 
 /// A model ready to train, with where its weights came from.
 pub struct BuiltModel {
@@ -31,15 +28,6 @@ pub fn resolve_config(section: &ModelSection, manifest: &Manifest) -> Result<Ber
     } else if let Some(path) = &section.config {
         BertConfig::from_file(path)?
     } else {
-        if !section
-            .hidden_size
-            .is_multiple_of(section.num_attention_heads.max(1))
-        {
-            return Err(RunError::InvalidConfig(format!(
-                "model.hidden_size = {} is not a multiple of model.num_attention_heads = {}",
-                section.hidden_size, section.num_attention_heads
-            )));
-        }
         let positions = section
             .max_position_embeddings
             .unwrap_or_else(|| manifest.max_seq_len.max(512));
@@ -89,7 +77,7 @@ pub fn check_init_tokenizer(
     corpus: &PreparedCorpus,
 ) -> Result<(), RunError> {
     if let Some(dir) = &section.init_from
-        && has_tokenizer(dir)
+        && DomainTokenizer::file_in(dir).is_some()
     {
         let tokenizer = DomainTokenizer::load(dir, None)?;
         corpus.check_tokenizer(&tokenizer)?;
@@ -97,12 +85,8 @@ pub fn check_init_tokenizer(
     Ok(())
 }
 
-fn has_tokenizer(dir: &Path) -> bool {
-    dir.join("tokenizer.json").exists() || dir.join("vocab.txt").exists()
-}
-
-/// Creates the model on `device`: initialised as Hugging Face does from `seed`, then
-/// overwritten by the checkpoint's weights when adapting one.
+/// Creates the model on `device`: the checkpoint's weights when adapting one (what it lacks
+/// initialised from `seed`), else initialised as Hugging Face does from `seed`.
 pub fn build_model(
     section: &ModelSection,
     config: &BertConfig,
@@ -110,39 +94,25 @@ pub fn build_model(
     seed: u64,
 ) -> Result<BuiltModel, RunError> {
     let mut vs = VarStore::new(device);
-    let model = BertForMaskedLM::new(&vs.root(), config);
-    init_weights_like_hf(&vs, config, seed);
-    let load_report = match &section.init_from {
-        Some(dir) => Some(load_hf_dir_with(
-            dir,
-            &mut vs,
-            LoadOptions {
-                init_seed: seed,
-                config: Some(config),
-            },
-        )?),
-        None => None,
+    let Some(dir) = &section.init_from else {
+        let model = BertForMaskedLM::initialised(&vs, config, seed);
+        return Ok(BuiltModel {
+            vs,
+            model,
+            config: config.clone(),
+            load_report: None,
+        });
     };
+    let model = BertForMaskedLM::new(&vs.root(), config);
+    let options = LoadOptions {
+        init_seed: seed,
+        config: Some(config),
+    };
+    let load_report = load_hf_dir_with(dir, &mut vs, options)?;
     Ok(BuiltModel {
         vs,
         model,
         config: config.clone(),
-        load_report,
-    })
-}
-
-/// Loads a checkpoint (`checkpoint-N/`) or a Hugging Face model directory for inference:
-/// `config.json` plus its weights, on `device`.
-pub fn load_model_dir(dir: &Path, device: Device) -> Result<BuiltModel, RunError> {
-    let config = BertConfig::from_file(&dir.join("config.json"))?;
-    let mut vs = VarStore::new(device);
-    let model = BertForMaskedLM::new(&vs.root(), &config);
-    init_weights_like_hf(&vs, &config, 0);
-    let report = load_hf_dir(dir, &mut vs)?;
-    Ok(BuiltModel {
-        vs,
-        model,
-        config,
-        load_report: Some(report),
+        load_report: Some(load_report),
     })
 }

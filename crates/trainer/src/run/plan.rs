@@ -1,19 +1,9 @@
-//! Pure functions that turn a config into a plan: the precision actually used, the schedule,
-//! and the memory estimate `--dry-run` prints.
+//! Pure functions that turn a config into a plan: the schedule and the memory estimate
+//! `--dry-run` prints.
 
-use tch::Device;
-
-use super::config::{Precision, TrainingConfig};
+use super::config::TrainingConfig;
 use super::data::BatchPlan;
 use crate::schedule::Schedule;
-
-pub(super) fn effective_precision(requested: Precision, device: Device) -> Precision {
-    match (requested, device) {
-        (Precision::Auto, Device::Cuda(_)) => Precision::Bf16,
-        (Precision::Auto, _) => Precision::Fp32,
-        (other, _) => other,
-    }
-}
 
 /// The learning-rate schedule of `[training]` over `total_steps`.
 pub fn schedule_for(training: &TrainingConfig, total_steps: u64) -> Schedule {
@@ -37,25 +27,16 @@ pub(super) fn estimate_memory(
     config: &crate::model::BertConfig,
     plan: &BatchPlan,
     manifest: &mlm_corpus::Manifest,
-    precision: Precision,
+    bf16: bool,
 ) -> u64 {
     let h = config.hidden_size as f64;
     let layers = config.num_hidden_layers as f64;
     let heads = config.num_attention_heads as f64;
     let vocab = config.vocab_size as f64;
-    let intermediate = config.intermediate_size as f64;
-    let positions = config.max_position_embeddings as f64;
-    let params = vocab * h
-        + positions * h
-        + layers * (4.0 * h * h + 2.0 * h * intermediate + 9.0 * h + intermediate)
-        + h * h;
+    let params = config.num_parameters() as f64;
     let s = manifest.max_seq_len as f64;
     let b = plan.micro_batch as f64;
-    let bytes_per = if precision == Precision::Fp32 {
-        2.0
-    } else {
-        1.0
-    };
+    let bytes_per = if bf16 { 1.0 } else { 2.0 };
     let activations = layers * s * b * h * (34.0 + 5.0 * heads * s / h) * bytes_per;
     let head = 0.2 * s * b * vocab * 4.0 * 2.0;
     (16.0 * params + activations + head) as u64
@@ -83,25 +64,5 @@ mod tests {
         training.warmup_steps = Some(7);
         assert_eq!(schedule_for(&training, 1000).warmup_steps, 7);
         assert_eq!(schedule_for(&training, 1000).decay_steps, 100);
-    }
-
-    #[test]
-    fn auto_precision_is_bf16_on_cuda_only() {
-        assert_eq!(
-            effective_precision(Precision::Auto, Device::Cpu),
-            Precision::Fp32
-        );
-        assert_eq!(
-            effective_precision(Precision::Auto, Device::Cuda(0)),
-            Precision::Bf16
-        );
-        assert_eq!(
-            effective_precision(Precision::Fp32, Device::Cuda(0)),
-            Precision::Fp32
-        );
-        assert_eq!(
-            effective_precision(Precision::Bf16, Device::Cpu),
-            Precision::Bf16
-        );
     }
 }

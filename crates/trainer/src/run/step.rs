@@ -6,6 +6,8 @@
 use mlm_masking::Batch;
 use tch::{Device, Kind, Tensor};
 
+use super::RunError;
+use super::precision::ForwardPrecision;
 use crate::model::{BertForMaskedLM, masked_lm_loss_sum};
 
 /// A collated batch on the device.
@@ -58,40 +60,52 @@ fn splitmix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The masked positions' logits of one collated batch, `[M, V]`, in `precision`: the one
+/// forward that training and evaluation share.
+pub fn masked_logits(
+    model: &BertForMaskedLM,
+    tensors: &BatchTensors,
+    precision: ForwardPrecision,
+    train: bool,
+) -> Result<Tensor, RunError> {
+    let _autocast = precision.enter()?;
+    Ok(model.masked_logits(
+        &tensors.input_ids,
+        &tensors.attention_mask,
+        &tensors.masked_positions,
+        train,
+    ))
+}
+
 /// What the forward/backward passes of a step need besides the model.
-pub struct StepContext<'a> {
-    pub device: Device,
+pub struct StepContext {
+    pub precision: ForwardPrecision,
     pub seed: u64,
     pub step: u64,
     pub rank: u32,
     /// Masked tokens of the whole step over all ranks (the loss normaliser).
     pub normaliser: f64,
-    pub autocast: &'a dyn Fn(&mut dyn FnMut()),
 }
 
 /// Runs forward and backward over a step's micro-batches, accumulating gradients. Returns
 /// the step's summed cross-entropy (f64) for logging; the caller checks it is finite. The
 /// sum stays on the device until the last micro-batch, so the host waits for the GPU once
 /// per step, not once per micro-batch.
-pub fn forward_backward(model: &BertForMaskedLM, batches: &[Batch], ctx: &StepContext<'_>) -> f64 {
+pub fn forward_backward(
+    model: &BertForMaskedLM,
+    batches: &[Batch],
+    ctx: &StepContext,
+) -> Result<f64, RunError> {
+    let device = ctx.precision.device();
     let mut loss_sum: Option<Tensor> = None;
     for (micro, batch) in batches.iter().enumerate() {
         if batch.masked_tokens() == 0 {
             continue;
         }
         tch::manual_seed(dropout_seed(ctx.seed, ctx.step, ctx.rank, micro));
-        let tensors = batch_tensors(batch, ctx.device);
-        let mut sum = None;
-        (ctx.autocast)(&mut || {
-            let logits = model.masked_logits(
-                &tensors.input_ids,
-                &tensors.attention_mask,
-                &tensors.masked_positions,
-                true,
-            );
-            sum = Some(masked_lm_loss_sum(&logits, &tensors.masked_labels));
-        });
-        let sum = sum.expect("forward ran");
+        let tensors = batch_tensors(batch, device);
+        let logits = masked_logits(model, &tensors, ctx.precision, true)?;
+        let sum = masked_lm_loss_sum(&logits, &tensors.masked_labels);
         (&sum / ctx.normaliser).backward();
         let sum = sum.detach().to_kind(Kind::Double);
         loss_sum = Some(match loss_sum {
@@ -99,20 +113,20 @@ pub fn forward_backward(model: &BertForMaskedLM, batches: &[Batch], ctx: &StepCo
             None => sum,
         });
     }
-    loss_sum.map_or(0.0, |total| total.double_value(&[]))
+    Ok(loss_sum.map_or(0.0, |total| total.double_value(&[])))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{BertConfig, init_weights_like_hf};
+    use crate::model::{BertConfig, trainable_named_variables};
+    use crate::optim::{AdamW, AdamWConfig};
+    use crate::run::config::Precision;
     use mlm_masking::{MaskKey, Masker, MaskingConfig, SpecialTokens, collate};
     use tch::nn::VarStore;
 
-    /// Gradients of `forward_backward` over 8 sequences cut into micro-batches of `micro`,
-    /// in f64, without dropout.
-    fn gradients(micro: usize) -> Vec<(String, Tensor)> {
-        let config = BertConfig {
+    fn tiny_config() -> BertConfig {
+        BertConfig {
             vocab_size: 50,
             hidden_size: 16,
             num_hidden_layers: 2,
@@ -122,11 +136,12 @@ mod tests {
             hidden_dropout_prob: 0.0,
             attention_probs_dropout_prob: 0.0,
             ..BertConfig::default()
-        };
-        let mut vs = VarStore::new(Device::Cpu);
-        let model = BertForMaskedLM::new(&vs.root(), &config);
-        init_weights_like_hf(&vs, &config, 7);
-        vs.double();
+        }
+    }
+
+    /// 8 masked sequences of different lengths (micro-batches pad differently from one big
+    /// batch), cut into micro-batches of `micro`, and their masked-token count.
+    fn batches(micro: usize) -> (Vec<Batch>, usize) {
         let special = SpecialTokens {
             vocab_size: 50,
             pad_id: 0,
@@ -134,7 +149,6 @@ mod tests {
             special_ids: vec![0, 1, 2, 3, 4],
         };
         let masker = Masker::new(&MaskingConfig::default(), special).unwrap();
-        // Sequences of different lengths: micro-batches pad differently from one big batch.
         let masked: Vec<_> = (0..8u64)
             .map(|i| {
                 let len = 6 + (i as usize * 5) % 17;
@@ -150,23 +164,48 @@ mod tests {
             .collect();
         let total: usize = batches.iter().map(Batch::masked_tokens).sum();
         assert!(total > 8, "enough masked tokens to mean something");
-        let context = StepContext {
-            device: Device::Cpu,
+        (batches, total)
+    }
+
+    fn context(precision: ForwardPrecision, step: u64, normaliser: usize) -> StepContext {
+        StepContext {
+            precision,
             seed: 1,
-            step: 0,
+            step,
             rank: 0,
-            normaliser: total as f64,
-            autocast: &|f| f(),
-        };
-        forward_backward(&model, &batches, &context);
-        let mut grads: Vec<_> = vs
-            .variables()
+            normaliser: normaliser as f64,
+        }
+    }
+
+    /// Gradients of `forward_backward` over the 8 sequences cut into micro-batches of
+    /// `micro`, in f64, without dropout.
+    fn gradients(micro: usize) -> Vec<(String, Tensor)> {
+        let mut vs = VarStore::new(Device::Cpu);
+        let model = BertForMaskedLM::initialised(&vs, &tiny_config(), 7);
+        vs.double();
+        let (batches, total) = batches(micro);
+        let precision = ForwardPrecision::fp32(Device::Cpu);
+        forward_backward(&model, &batches, &context(precision, 0, total)).unwrap();
+        trainable_named_variables(&vs)
             .into_iter()
-            .filter(|(_, t)| t.requires_grad())
             .map(|(name, t)| (name, t.grad().copy()))
-            .collect();
-        grads.sort_by(|a, b| a.0.cmp(&b.0));
-        grads
+            .collect()
+    }
+
+    /// Mean losses of `steps` AdamW steps on the same batches in `precision` (fp32 weights).
+    fn train(precision: ForwardPrecision, steps: u64) -> Vec<f64> {
+        let vs = VarStore::new(Device::Cpu);
+        let model = BertForMaskedLM::initialised(&vs, &tiny_config(), 7);
+        let mut optimizer = AdamW::new(&vs, AdamWConfig::default());
+        let (batches, total) = batches(4);
+        (0..steps)
+            .map(|step| {
+                optimizer.zero_grad();
+                let sum = forward_backward(&model, &batches, &context(precision, step, total));
+                optimizer.step(1e-2);
+                sum.unwrap() / total as f64
+            })
+            .collect()
     }
 
     #[test]
@@ -200,5 +239,28 @@ mod tests {
             assert_ne!(base, other);
         }
         assert!(base >= 0);
+    }
+
+    #[test]
+    fn bf16_training_on_the_cpu_really_runs_the_forward_in_bf16() {
+        let vs = VarStore::new(Device::Cpu);
+        let model = BertForMaskedLM::initialised(&vs, &tiny_config(), 7);
+        let (batches, _) = batches(8);
+        let tensors = batch_tensors(&batches[0], Device::Cpu);
+        let bf16 = ForwardPrecision::new(Precision::Bf16, Device::Cpu);
+        let fp32 = ForwardPrecision::new(Precision::Fp32, Device::Cpu);
+        let logits = masked_logits(&model, &tensors, bf16, true).unwrap();
+        assert_eq!(logits.kind(), Kind::BFloat16);
+        let logits = masked_logits(&model, &tensors, fp32, true).unwrap();
+        assert_eq!(logits.kind(), Kind::Float);
+
+        // Training in bf16 learns, and follows another trajectory than fp32 (if autocast were
+        // silently not entered, the two would be bit-identical).
+        let bf16_losses = train(bf16, 6);
+        let fp32_losses = train(fp32, 6);
+        assert!(bf16_losses.iter().all(|l| l.is_finite()), "{bf16_losses:?}");
+        assert!(bf16_losses[5] < bf16_losses[0], "{bf16_losses:?}");
+        assert_ne!(bf16_losses, fp32_losses);
+        assert!((bf16_losses[0] - fp32_losses[0]).abs() < 0.05 * fp32_losses[0]);
     }
 }

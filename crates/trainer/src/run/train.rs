@@ -1,113 +1,25 @@
-//! The training loop. Reads top to bottom: resolve the job, build the model, resume, then
-//! for each optimizer step: read batches, forward/backward, clip, step, log, evaluate, save.
+//! The training loop. [`run_training`] reads top to bottom: open the run (everything before
+//! the first step; `--dry-run` stops there), start it (output directory, metrics log, the
+//! evaluation before the first step, the batch loader), then step until the budget is spent
+//! or a stop is asked for, logging, evaluating and saving when the [`Cadence`] says so, and
+//! finish (the last evaluation and save) once.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use mlm_corpus::{PreparedCorpus, Split};
-use mlm_masking::MaskingConfig;
-use mlm_torch_ext::{Autocast, AutocastDevice};
-use serde::Serialize;
-use tch::{Device, Kind};
-
 use super::RunError;
-use super::config::{CheckpointConfig, EvalConfig, ModelSection, Precision, TrainingConfig};
-use super::data::{BatchPlan, DataPosition, MaskPlan, Prefetcher, masker_for};
-use super::eval::{EvalMetrics, EvalSet, EvalSetSpec, evaluate};
+use super::cadence::{Cadence, Due, Throughput};
+use super::data::{DataPosition, Prefetcher, StepBatches};
+use super::eval::{EvalMetrics, evaluate};
+use super::job::{StepLog, TrainJob, TrainObserver, TrainOutcome};
 use super::metrics::MetricsLog;
-use super::model_setup::{BuiltModel, build_model, check_init_tokenizer, resolve_config};
-use super::plan::{effective_precision, estimate_memory, schedule_for};
+use super::open::{Run, RunParts};
 use super::step::{StepContext, forward_backward};
 use crate::TrainError;
-use crate::checkpoint::{CheckpointExtras, CheckpointManager, TrainerState};
-use crate::optim::{AdamW, AdamWConfig, clip_grad_norm, clip_grad_norm_foreach};
-
-/// Everything a run needs, resolved by the caller (the CLI).
-pub struct TrainJob {
-    /// A prepared corpus (`mlm-train prepare`).
-    pub corpus_dir: PathBuf,
-    pub model: ModelSection,
-    pub masking: MaskingConfig,
-    pub training: TrainingConfig,
-    pub eval: EvalConfig,
-    pub checkpoint: CheckpointConfig,
-    pub device: Device,
-    /// The resolved config as TOML, saved with every checkpoint.
-    pub resolved_config: String,
-    /// Hash of everything that shapes the trajectory; a resume with another hash is refused.
-    pub config_hash: String,
-    pub resume: ResumePolicy,
-    /// Stop (saving a checkpoint, as on SIGINT) once this many steps are done: time-sliced
-    /// jobs, and tests of exact resume.
-    pub stop_after_step: Option<u64>,
-}
-
-/// Which checkpoint a run starts from.
-#[derive(Debug, Clone)]
-pub enum ResumePolicy {
-    /// The latest complete checkpoint in `training.output_dir`, if any.
-    Auto { allow_config_change: bool },
-    /// This checkpoint directory.
-    From {
-        dir: PathBuf,
-        allow_config_change: bool,
-    },
-}
-
-/// What the run will do, printed before it starts (and by `--dry-run`).
-#[derive(Debug, Clone, Serialize)]
-pub struct TrainPlan {
-    pub parameters: i64,
-    pub device: String,
-    pub precision: String,
-    pub train_sequences: u64,
-    pub eval_sequences: u64,
-    pub max_seq_len: usize,
-    pub sequences_per_step: u64,
-    pub tokens_per_step: u64,
-    pub steps_per_epoch: u64,
-    pub total_steps: u64,
-    pub start_step: u64,
-    pub resumed_from: Option<PathBuf>,
-    pub estimated_memory_bytes: u64,
-    pub weights_loaded: Option<usize>,
-    pub weights_initialised: Vec<String>,
-    pub weights_ignored: Vec<String>,
-}
-
-/// One logged training step.
-#[derive(Debug, Clone, Serialize)]
-pub struct StepLog {
-    pub step: u64,
-    pub total_steps: u64,
-    pub epoch: f64,
-    pub loss: f64,
-    pub learning_rate: f64,
-    pub grad_norm: f64,
-    pub tokens_per_second: f64,
-    pub masked_tokens: usize,
-}
-
-/// Presentation of a run (progress bar, plain lines, nothing in tests).
-pub trait TrainObserver {
-    fn plan(&mut self, plan: &TrainPlan);
-    fn step(&mut self, log: &StepLog);
-    fn eval(&mut self, step: u64, metrics: &EvalMetrics);
-    fn saved(&mut self, step: u64, dir: &Path);
-}
-
-/// How a run ended.
-#[derive(Debug, Clone)]
-pub struct TrainOutcome {
-    pub final_step: u64,
-    pub last_checkpoint: Option<PathBuf>,
-    pub first_eval: Option<EvalMetrics>,
-    pub last_eval: Option<EvalMetrics>,
-    /// True when SIGINT/SIGTERM stopped the run (after saving).
-    pub interrupted: bool,
-}
+use crate::checkpoint::{CheckpointExtras, TrainerState};
+use crate::model::BertConfig;
+use crate::optim::{clip_grad_norm, clip_grad_norm_foreach};
 
 /// Runs (or, with `dry_run`, only plans) the job. `stop` is raised by signal handlers: the
 /// loop saves a checkpoint at the next step boundary and returns.
@@ -117,362 +29,297 @@ pub fn run_training(
     stop: &AtomicBool,
     dry_run: bool,
 ) -> Result<TrainOutcome, RunError> {
-    let training = &job.training;
-    let corpus = PreparedCorpus::open(&job.corpus_dir)?;
-    let manifest = corpus.manifest().clone();
-    check_init_tokenizer(&job.model, &corpus)?;
-    let model_config = resolve_config(&job.model, &manifest)?;
-    let special = &manifest.special_ids;
-    let masker = Arc::new(masker_for(&job.masking, &manifest)?);
-
-    let train_reader = corpus.split(Split::Train)?;
-    let mut eval_reader = corpus.split(Split::Validation)?;
-    let plan = BatchPlan {
-        micro_batch: training.batch_size.max(1),
-        accumulation: training.gradient_accumulation_steps.max(1),
-        rank: 0,
-        world_size: 1,
-        last_batch: training.last_batch,
-    };
-    let sequences = train_reader.len();
-    let steps_per_epoch = plan.steps_per_epoch(sequences);
-    if steps_per_epoch == 0 {
-        return Err(RunError::TooFewSequences {
-            sequences,
-            batch: plan.global_batch(),
-        });
-    }
-    let total_steps = training
-        .max_steps
-        .unwrap_or_else(|| (training.epochs * steps_per_epoch as f64).ceil() as u64);
-    let schedule = schedule_for(training, total_steps);
-    schedule.validate()?;
-
-    // Model, optimizer and (when resuming) their saved state.
-    let BuiltModel {
-        mut vs,
-        model,
-        config: model_config,
-        load_report,
-    } = build_model(&job.model, &model_config, job.device, training.seed)?;
-    let mut optimizer = AdamW::new(
-        &vs,
-        AdamWConfig {
-            learning_rate: training.learning_rate,
-            beta1: training.adam_beta1,
-            beta2: training.adam_beta2,
-            epsilon: training.adam_epsilon,
-            weight_decay: training.weight_decay,
-        },
-    );
-    optimizer.set_fused(training.fused_optimizer);
-    let checkpoints = CheckpointManager::new(&training.output_dir, job.checkpoint.keep_last);
-    let resume_dir = match &job.resume {
-        ResumePolicy::Auto { .. } => checkpoints.latest()?,
-        ResumePolicy::From { dir, .. } => Some(dir.clone()),
-    };
-    let allow_change = match &job.resume {
-        ResumePolicy::Auto {
-            allow_config_change,
-        }
-        | ResumePolicy::From {
-            allow_config_change,
-            ..
-        } => *allow_config_change,
-    };
-    let mut state = TrainerState {
-        global_step: 0,
-        epoch: 0,
-        epoch_position: 0,
-        tokens_seen: 0,
-        config_hash: job.config_hash.clone(),
-        best_metric: None,
-        best_checkpoint: None,
-        last_eval: None,
-        schedule: serde_json::to_value(&schedule).unwrap_or_default(),
-    };
-    if let Some(dir) = &resume_dir {
-        let saved = CheckpointManager::read_state(dir)?;
-        if saved.config_hash != job.config_hash && !allow_change {
-            return Err(RunError::ConfigChanged {
-                checkpoint: dir.clone(),
-                saved: saved.config_hash,
-                current: job.config_hash.clone(),
-            });
-        }
-        vs.load(dir.join("model.safetensors"))?;
-        optimizer.load(&dir.join("optimizer.safetensors"))?;
-        state = TrainerState {
-            config_hash: job.config_hash.clone(),
-            ..saved
-        };
-    }
-
-    let eval_spec = EvalSetSpec::new(&masker, &job.masking, &job.eval, &manifest);
-    let eval_set = EvalSet::build(&mut eval_reader, &eval_spec)?;
-    let precision = effective_precision(training.precision, job.device);
-    let run_plan = TrainPlan {
-        parameters: vs
-            .trainable_variables()
-            .iter()
-            .map(|t| t.numel() as i64)
-            .sum(),
-        device: crate::runtime::device_label(job.device),
-        precision: format!("{precision:?}").to_lowercase(),
-        train_sequences: sequences,
-        eval_sequences: eval_set.sequences(),
-        max_seq_len: manifest.max_seq_len,
-        sequences_per_step: plan.global_batch(),
-        tokens_per_step: plan.global_batch() * manifest.max_seq_len as u64,
-        steps_per_epoch,
-        total_steps,
-        start_step: state.global_step,
-        resumed_from: resume_dir.clone(),
-        estimated_memory_bytes: estimate_memory(&model_config, &plan, &manifest, precision),
-        weights_loaded: load_report.as_ref().map(|r| r.loaded.len()),
-        weights_initialised: load_report
-            .as_ref()
-            .map(|r| r.initialised.clone())
-            .unwrap_or_default(),
-        weights_ignored: load_report
-            .as_ref()
-            .map(|r| r.ignored.clone())
-            .unwrap_or_default(),
-    };
-    observer.plan(&run_plan);
+    let run = Run::open(job)?;
+    observer.plan(&run.plan);
     if dry_run {
-        return Ok(TrainOutcome {
-            final_step: state.global_step,
-            last_checkpoint: resume_dir,
+        return Ok(run.untrained_outcome());
+    }
+    let mut training = Training::start(run, observer)?;
+    while !training.is_complete() {
+        if stop.load(Ordering::SeqCst) || training.reached_stop_after_step() {
+            return training.finish(observer, true);
+        }
+        let report = training.step()?;
+        let Due { log, eval, save } = training.due();
+        if log {
+            training.log(&report, observer)?;
+        }
+        if eval {
+            training.evaluate(observer)?;
+        }
+        if save {
+            training.save(observer)?;
+        }
+    }
+    training.finish(observer, false)
+}
+
+impl Run<'_> {
+    /// The outcome of a run that only planned (`--dry-run`).
+    fn untrained_outcome(self) -> TrainOutcome {
+        TrainOutcome {
+            final_step: self.parts.state.global_step,
+            last_checkpoint: self.parts.resumed_from,
             first_eval: None,
             last_eval: None,
             interrupted: false,
-        });
+        }
     }
+}
 
-    std::fs::create_dir_all(&training.output_dir).map_err(|source| RunError::Io {
-        what: format!("training.output_dir {}", training.output_dir.display()),
-        source,
-    })?;
-    let resume_step = resume_dir.as_ref().map(|_| state.global_step);
-    let mut metrics = MetricsLog::open(&training.output_dir, resume_step)?;
-    let autocast = move |f: &mut dyn FnMut()| match (precision, job.device) {
-        (Precision::Bf16, Device::Cuda(_)) => {
-            let _guard = Autocast::new(AutocastDevice::Cuda, Kind::BFloat16);
-            f();
-        }
-        (Precision::Bf16, Device::Cpu) => {
-            let _guard = Autocast::new(AutocastDevice::Cpu, Kind::BFloat16);
-            f();
-        }
-        _ => f(),
-    };
+/// What one optimizer step did.
+struct StepReport {
+    loss: f64,
+    grad_norm: f64,
+    learning_rate: f64,
+    masked_tokens: usize,
+    /// Where the step started in the data stream (for the fractional epoch in the log).
+    start: DataPosition,
+}
 
-    let mut first_eval = None;
-    let mut last_eval = None;
-    // Evaluates, reports, logs to metrics.jsonl and records the result in the trainer state.
-    let evaluate_now =
-        |state: &mut TrainerState, metrics: &mut MetricsLog, observer: &mut dyn TrainObserver| {
-            let step = state.global_step;
-            let result = evaluate(&model, &eval_set, job.device, &autocast);
-            observer.eval(step, &result);
-            let mut record = serde_json::to_value(result).unwrap_or_default();
-            state.last_eval = Some(record.clone());
-            record["step"] = step.into();
-            record["split"] = "eval".into();
-            metrics.append(&record).map(|()| result)
+/// A run between its first and last step.
+struct Training<'a> {
+    job: &'a TrainJob,
+    parts: RunParts,
+    loader: Prefetcher,
+    metrics: MetricsLog,
+    cadence: Cadence,
+    throughput: Throughput,
+    last_save: Instant,
+    first_eval: Option<EvalMetrics>,
+    /// The latest evaluation and the step it was made at.
+    last_eval: Option<(u64, EvalMetrics)>,
+    /// The latest checkpoint (the resumed one until a save) and its step.
+    last_checkpoint: Option<(u64, PathBuf)>,
+}
+
+impl<'a> Training<'a> {
+    /// Creates the run directory and the metrics log (cut back to the resumed step),
+    /// evaluates a run that starts at step 0, and starts the batch loader.
+    fn start(run: Run<'a>, observer: &mut dyn TrainObserver) -> Result<Self, RunError> {
+        let Run {
+            job,
+            parts,
+            train_reader,
+            masks,
+            ..
+        } = run;
+        let output_dir = &job.training.output_dir;
+        std::fs::create_dir_all(output_dir).map_err(|source| RunError::Io {
+            what: format!("training.output_dir {}", output_dir.display()),
+            source,
+        })?;
+        let resumed_step = parts.resumed_from.as_ref().map(|_| parts.state.global_step);
+        let start = DataPosition {
+            epoch: parts.state.epoch,
+            position: parts.state.epoch_position,
         };
-    if state.global_step == 0 {
-        let result = evaluate_now(&mut state, &mut metrics, observer)?;
-        first_eval = Some(result);
-        last_eval = Some(result);
+        let prefetch = job.training.prefetch;
+        let mut training = Self {
+            job,
+            cadence: Cadence::new(
+                job.training.logging_steps,
+                &job.eval,
+                &job.checkpoint,
+                parts.total_steps,
+            ),
+            loader: Prefetcher::start(train_reader, parts.batches, masks, start, prefetch),
+            metrics: MetricsLog::open(output_dir, resumed_step)?,
+            last_checkpoint: resumed_step.zip(parts.resumed_from.clone()),
+            parts,
+            throughput: Throughput::start(),
+            last_save: Instant::now(),
+            first_eval: None,
+            last_eval: None,
+        };
+        if resumed_step.is_none() {
+            training.first_eval = Some(training.evaluate(observer)?);
+        }
+        Ok(training)
     }
 
-    let masks = MaskPlan {
-        masker: Arc::clone(&masker),
-        seed: training.seed,
-        data_seed: training.data_seed.unwrap_or(training.seed),
-        order_block: manifest.row_group_sequences as u64,
-        whole_word: job.masking.whole_word_mask,
-        pad_id: special.pad,
-        mask_id: special.mask,
-        pad_to_multiple_of: job.masking.pad_to_multiple_of,
-    };
-    let start = DataPosition {
-        epoch: state.epoch,
-        position: state.epoch_position,
-    };
-    let loader = Prefetcher::start(train_reader, plan, masks, start, training.prefetch);
-    let writer = CheckpointWriter {
-        manager: &checkpoints,
-        job,
-        vs: &vs,
-        model_config: &model_config,
-    };
-    let mut last_checkpoint = resume_dir;
-    let mut last_save = Instant::now();
-    let mut window = Instant::now();
-    let mut window_tokens = 0usize;
-    let mut saved_at = state.global_step;
-    let mut evaluated_at = if state.global_step == 0 {
-        Some(0)
-    } else {
-        None
-    };
-    let mut interrupted = false;
+    fn is_complete(&self) -> bool {
+        self.parts.state.global_step >= self.parts.total_steps
+    }
 
-    while state.global_step < total_steps {
-        let stop_here = job.stop_after_step.is_some_and(|k| state.global_step >= k);
-        if stop.load(Ordering::SeqCst) || stop_here {
-            interrupted = true;
-            break;
-        }
-        let step = state.global_step;
-        let batches = loader.next_step()?;
-        optimizer.zero_grad();
+    fn reached_stop_after_step(&self) -> bool {
+        let step = self.parts.state.global_step;
+        self.job.stop_after_step.is_some_and(|last| step >= last)
+    }
+
+    /// One optimizer step: the step's batches, forward and backward over its micro-batches,
+    /// clipping, the AdamW update at the scheduled learning rate, the state advanced.
+    fn step(&mut self) -> Result<StepReport, RunError> {
+        let step = self.parts.state.global_step;
+        let batches = self.loader.next_step()?;
+        self.parts.optimizer.zero_grad();
+        let loss = self.forward_backward(step, &batches)?;
+        let grad_norm = self.clip_gradients();
+        let learning_rate = self.parts.schedule.lr_at(step);
+        self.parts.optimizer.step(learning_rate);
+        advance(&mut self.parts.state, &batches);
+        self.throughput.add(batches.tokens);
+        Ok(StepReport {
+            loss,
+            grad_norm,
+            learning_rate,
+            masked_tokens: batches.masked_tokens,
+            start: batches.start,
+        })
+    }
+
+    /// The step's mean masked-token loss (DESIGN: the sum over micro-batches divided by the
+    /// step's masked-token count); a non-finite loss stops the run.
+    fn forward_backward(&self, step: u64, batches: &StepBatches) -> Result<f64, RunError> {
+        let masked = batches.masked_tokens.max(1) as f64;
         let context = StepContext {
-            device: job.device,
-            seed: training.seed,
+            precision: self.parts.precision,
+            seed: self.job.training.seed,
             step,
             rank: 0,
-            normaliser: batches.masked_tokens.max(1) as f64,
-            autocast: &autocast,
+            normaliser: masked,
         };
-        let loss_sum = forward_backward(&model, &batches.micro_batches, &context);
-        let loss = loss_sum / batches.masked_tokens.max(1) as f64;
+        let loss = forward_backward(&self.parts.model.model, &batches.micro_batches, &context)?
+            / masked;
         if !loss.is_finite() {
             return Err(RunError::NonFiniteLoss {
                 step: step + 1,
                 loss,
-                last_checkpoint,
+                last_checkpoint: self.last_checkpoint.as_ref().map(|(_, dir)| dir.clone()),
             });
         }
+        Ok(loss)
+    }
+
+    /// Clips to `training.max_grad_norm` (0: measure only); returns the norm before clipping.
+    fn clip_gradients(&self) -> f64 {
+        let training = &self.job.training;
         let max_norm = if training.max_grad_norm > 0.0 {
             training.max_grad_norm
         } else {
             f64::INFINITY
         };
-        let grad_norm = if training.fused_optimizer {
-            clip_grad_norm_foreach(&vs, max_norm)
+        if training.fused_optimizer {
+            clip_grad_norm_foreach(&self.parts.model.vs, max_norm)
         } else {
-            clip_grad_norm(&vs, max_norm)
+            clip_grad_norm(&self.parts.model.vs, max_norm)
+        }
+    }
+
+    fn due(&self) -> Due {
+        let step = self.parts.state.global_step;
+        self.cadence.after_step(step, self.last_save.elapsed())
+    }
+
+    fn log(&mut self, report: &StepReport, observer: &mut dyn TrainObserver) -> Result<(), RunError> {
+        let parts = &self.parts;
+        let global_batch = parts.batches.global_batch();
+        let epoch = report.start.epoch as f64
+            + (report.start.position + global_batch) as f64
+                / (parts.steps_per_epoch * global_batch) as f64;
+        let log = StepLog {
+            step: parts.state.global_step,
+            total_steps: parts.total_steps,
+            epoch,
+            loss: report.loss,
+            learning_rate: report.learning_rate,
+            grad_norm: report.grad_norm,
+            tokens_per_second: self.throughput.take_rate(),
+            masked_tokens: report.masked_tokens,
         };
-        let learning_rate = schedule.lr_at(step);
-        optimizer.step(learning_rate);
-        state.global_step = step + 1;
-        state.epoch = batches.next.epoch;
-        state.epoch_position = batches.next.position;
-        state.tokens_seen += batches.tokens as u64;
-        window_tokens += batches.tokens;
-
-        let step = state.global_step;
-        let logging = training.logging_steps.max(1);
-        if step.is_multiple_of(logging) || step == total_steps {
-            let elapsed = window.elapsed().as_secs_f64().max(1e-9);
-            let log = StepLog {
-                step,
-                total_steps,
-                epoch: batches.start.epoch as f64
-                    + (batches.start.position + plan.global_batch()) as f64
-                        / (steps_per_epoch * plan.global_batch()) as f64,
-                loss,
-                learning_rate,
-                grad_norm,
-                tokens_per_second: window_tokens as f64 / elapsed,
-                masked_tokens: batches.masked_tokens,
-            };
-            observer.step(&log);
-            let mut record = serde_json::to_value(&log).unwrap_or_default();
-            record["split"] = "train".into();
-            metrics.append(&record)?;
-            window = Instant::now();
-            window_tokens = 0;
-        }
-        let mut metric = None;
-        if job.eval.eval_steps > 0 && step.is_multiple_of(job.eval.eval_steps) {
-            let result = evaluate_now(&mut state, &mut metrics, observer)?;
-            last_eval = Some(result);
-            metric = Some(result.loss);
-            evaluated_at = Some(step);
-        }
-        let by_steps =
-            job.checkpoint.save_steps > 0 && step.is_multiple_of(job.checkpoint.save_steps);
-        let by_time = job
-            .checkpoint
-            .save_minutes
-            .is_some_and(|m| last_save.elapsed().as_secs_f64() >= m * 60.0);
-        if by_steps || by_time {
-            last_checkpoint = Some(writer.save(&optimizer, &mut state, metric, observer)?);
-            last_save = Instant::now();
-            saved_at = step;
-        }
+        observer.step(&log);
+        let mut record = serde_json::to_value(&log).unwrap_or_default();
+        record["split"] = "train".into();
+        self.metrics.append(&record)
     }
-    drop(loader);
 
-    let step = state.global_step;
-    let mut metric = None;
-    if !interrupted && evaluated_at != Some(step) {
-        let result = evaluate_now(&mut state, &mut metrics, observer)?;
-        last_eval = Some(result);
-        metric = Some(result.loss);
+    /// Evaluates on the held-out set, reports, logs to `metrics.jsonl` and records the result
+    /// in the trainer state (saved with the next checkpoint).
+    fn evaluate(&mut self, observer: &mut dyn TrainObserver) -> Result<EvalMetrics, RunError> {
+        let step = self.parts.state.global_step;
+        let parts = &mut self.parts;
+        let result = evaluate(&parts.model.model, &parts.eval_set, parts.precision)?;
+        observer.eval(step, &result);
+        let mut record = serde_json::to_value(result).unwrap_or_default();
+        parts.state.last_eval = Some(record.clone());
+        record["step"] = step.into();
+        record["split"] = "eval".into();
+        self.metrics.append(&record)?;
+        self.last_eval = Some((step, result));
+        Ok(result)
     }
-    if saved_at != step || last_checkpoint.is_none() {
-        last_checkpoint = Some(writer.save(&optimizer, &mut state, metric, observer)?);
-    }
-    Ok(TrainOutcome {
-        final_step: step,
-        last_checkpoint,
-        first_eval,
-        last_eval,
-        interrupted,
-    })
-}
 
-/// Writes this run's checkpoints: weights, optimizer state, trainer state, resolved config,
-/// the model's `config.json` and the corpus tokenizer (so a checkpoint is self-contained for
-/// `eval`, `export` and `fill-mask`).
-struct CheckpointWriter<'a> {
-    manager: &'a CheckpointManager,
-    job: &'a TrainJob,
-    vs: &'a tch::nn::VarStore,
-    model_config: &'a crate::model::BertConfig,
-}
-
-impl CheckpointWriter<'_> {
-    fn save(
-        &self,
-        optimizer: &AdamW,
-        state: &mut TrainerState,
-        metric: Option<f64>,
-        observer: &mut dyn TrainObserver,
-    ) -> Result<PathBuf, RunError> {
+    /// Saves a checkpoint of the current step; an evaluation made at this step competes for
+    /// the best checkpoint.
+    fn save(&mut self, observer: &mut dyn TrainObserver) -> Result<(), RunError> {
+        let step = self.parts.state.global_step;
+        let metric = self
+            .last_eval
+            .filter(|(at, _)| *at == step)
+            .map(|(_, metrics)| metrics.loss);
+        let parts = &mut self.parts;
         let extras = CheckpointExtras {
-            optimizer: Some(optimizer),
+            optimizer: Some(&parts.optimizer),
             resolved_config: Some(&self.job.resolved_config),
         };
-        let dir = self.manager.save_with(
-            state.global_step,
-            extras,
-            |dir| {
-                self.vs
-                    .save(dir.join("model.safetensors"))
-                    .map_err(|e| TrainError::external("writing model.safetensors", e))?;
-                self.model_config
-                    .write_hf(&dir.join("config.json"))
-                    .map_err(|e| TrainError::external("writing config.json", e))?;
-                copy_tokenizer(&self.job.corpus_dir, dir)
-            },
-            state,
-            metric,
-        )?;
-        observer.saved(state.global_step, &dir);
-        Ok(dir)
+        let model = &parts.model;
+        let write = |dir: &Path| write_model_files(dir, &model.vs, &model.config, self.job);
+        let dir = parts
+            .checkpoints
+            .save_with(step, extras, write, &mut parts.state, metric)?;
+        observer.saved(step, &dir);
+        self.last_save = Instant::now();
+        self.last_checkpoint = Some((step, dir));
+        Ok(())
+    }
+
+    /// Ends the run: evaluates the final step (unless interrupted or already done) and saves
+    /// it (unless already saved), exactly once whichever way the loop ended.
+    fn finish(
+        mut self,
+        observer: &mut dyn TrainObserver,
+        interrupted: bool,
+    ) -> Result<TrainOutcome, RunError> {
+        let step = self.parts.state.global_step;
+        if !interrupted && self.last_eval.is_none_or(|(at, _)| at != step) {
+            self.evaluate(observer)?;
+        }
+        if self.last_checkpoint.as_ref().is_none_or(|(at, _)| *at != step) {
+            self.save(observer)?;
+        }
+        Ok(TrainOutcome {
+            final_step: step,
+            last_checkpoint: self.last_checkpoint.map(|(_, dir)| dir),
+            first_eval: self.first_eval,
+            last_eval: self.last_eval.map(|(_, metrics)| metrics),
+            interrupted,
+        })
     }
 }
 
-fn copy_tokenizer(corpus_dir: &Path, dir: &Path) -> Result<(), TrainError> {
+/// The trainer state after a step that read `batches`.
+fn advance(state: &mut TrainerState, batches: &StepBatches) {
+    state.global_step += 1;
+    state.epoch = batches.next.epoch;
+    state.epoch_position = batches.next.position;
+    state.tokens_seen += batches.tokens as u64;
+}
+
+/// The model side of a checkpoint: weights, the model's `config.json` and the corpus
+/// tokenizer, so a checkpoint is self-contained for `eval`, `export` and `fill-mask`.
+fn write_model_files(
+    dir: &Path,
+    vs: &tch::nn::VarStore,
+    config: &BertConfig,
+    job: &TrainJob,
+) -> Result<(), TrainError> {
+    vs.save(dir.join("model.safetensors"))
+        .map_err(|e| TrainError::external("writing model.safetensors", e))?;
+    config
+        .write_hf(&dir.join("config.json"))
+        .map_err(|e| TrainError::external("writing config.json", e))?;
     for name in ["tokenizer.json", "vocab.txt", "tokenizer_config.json"] {
-        let source = corpus_dir.join(name);
+        let source = job.corpus_dir.join(name);
         if source.exists() {
             std::fs::copy(&source, dir.join(name))
                 .map_err(|e| TrainError::io("copy", &source, e))?;

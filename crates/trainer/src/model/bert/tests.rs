@@ -114,6 +114,11 @@ fn variable_shapes_follow_the_config() {
     assert_eq!(shape("cls.predictions.bias"), [97]);
     let total: i64 = variables.values().map(|t| t.numel() as i64).sum();
     assert_eq!(total, config.num_parameters());
+    let trainable: i64 = crate::model::trainable_named_variables(&vs)
+        .iter()
+        .map(|(_, t)| t.numel() as i64)
+        .sum();
+    assert_eq!(trainable, config.num_trainable_parameters());
 }
 
 #[test]

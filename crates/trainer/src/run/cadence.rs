@@ -1,0 +1,140 @@
+//! When a run logs, evaluates and saves: pure decisions from the step number and the time
+//! since the last save, so the loop asks one question after each step.
+
+use std::time::{Duration, Instant};
+
+use super::config::{CheckpointConfig, EvalConfig};
+
+/// What is due after an optimizer step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Due {
+    pub log: bool,
+    pub eval: bool,
+    pub save: bool,
+}
+
+/// The cadence of `training.logging_steps`, `eval.eval_steps`, `checkpoint.save_steps` and
+/// `checkpoint.save_minutes` over a run of `total_steps`.
+#[derive(Debug, Clone)]
+pub struct Cadence {
+    pub logging_steps: u64,
+    /// 0: only before the first and after the last step.
+    pub eval_steps: u64,
+    /// 0: only at the end.
+    pub save_steps: u64,
+    pub save_every: Option<Duration>,
+    pub total_steps: u64,
+}
+
+impl Cadence {
+    pub fn new(logging_steps: u64, eval: &EvalConfig, save: &CheckpointConfig, total: u64) -> Self {
+        Self {
+            logging_steps,
+            eval_steps: eval.eval_steps,
+            save_steps: save.save_steps,
+            save_every: save.save_minutes.map(|m| Duration::from_secs_f64(m * 60.0)),
+            total_steps: total,
+        }
+    }
+
+    /// What is due once `step` steps are done, `since_save` after the last save (or the start).
+    /// The last step is always logged; the end-of-run evaluation and save are the run's
+    /// `finish`, so that an interrupted run gets its save too.
+    pub fn after_step(&self, step: u64, since_save: Duration) -> Due {
+        let every = |n: u64| n > 0 && step.is_multiple_of(n);
+        Due {
+            log: every(self.logging_steps) || step == self.total_steps,
+            eval: every(self.eval_steps),
+            save: every(self.save_steps) || self.save_every.is_some_and(|d| since_save >= d),
+        }
+    }
+}
+
+/// Tokens per second over the window since the last logged step.
+#[derive(Debug, Clone)]
+pub struct Throughput {
+    since: Instant,
+    tokens: usize,
+}
+
+impl Throughput {
+    pub fn start() -> Self {
+        Self {
+            since: Instant::now(),
+            tokens: 0,
+        }
+    }
+
+    pub fn add(&mut self, tokens: usize) {
+        self.tokens += tokens;
+    }
+
+    /// The rate over the window, and a new window from now.
+    pub fn take_rate(&mut self) -> f64 {
+        let elapsed = self.since.elapsed().as_secs_f64().max(1e-9);
+        let rate = self.tokens as f64 / elapsed;
+        *self = Self::start();
+        rate
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cadence(logging: u64, eval: u64, save: u64, minutes: Option<f64>) -> Cadence {
+        Cadence::new(
+            logging,
+            &EvalConfig {
+                eval_steps: eval,
+                ..EvalConfig::default()
+            },
+            &CheckpointConfig {
+                save_steps: save,
+                save_minutes: minutes,
+                ..CheckpointConfig::default()
+            },
+            100,
+        )
+    }
+
+    #[test]
+    fn steps_multiples_are_due_and_the_last_step_is_always_logged() {
+        let c = cadence(10, 25, 50, None);
+        let now = Duration::ZERO;
+        assert_eq!(c.after_step(7, now), Due::default());
+        assert_eq!(
+            c.after_step(50, now),
+            Due {
+                log: true,
+                eval: true,
+                save: true
+            }
+        );
+        assert_eq!(
+            c.after_step(75, now),
+            Due {
+                log: false,
+                eval: true,
+                save: false
+            }
+        );
+        assert!(cadence(30, 0, 0, None).after_step(100, now).log);
+    }
+
+    #[test]
+    fn zero_means_never_during_the_run() {
+        let c = cadence(1, 0, 0, None);
+        for step in 1..=100 {
+            let due = c.after_step(step, Duration::from_secs(1 << 20));
+            assert!(due.log && !due.eval && !due.save, "step {step}");
+        }
+    }
+
+    #[test]
+    fn time_based_saves_fire_once_the_interval_passed() {
+        let c = cadence(1, 0, 0, Some(0.5));
+        assert!(!c.after_step(3, Duration::from_secs(29)).save);
+        assert!(c.after_step(3, Duration::from_secs(30)).save);
+    }
+}

@@ -1,0 +1,104 @@
+//! What a caller hands the training run and what it gets back: the job, the plan printed
+//! before the first step, the per-step log, the observer that presents them, the outcome.
+
+use std::path::{Path, PathBuf};
+
+use mlm_masking::MaskingConfig;
+use serde::Serialize;
+use tch::Device;
+
+use super::config::{CheckpointConfig, EvalConfig, ModelSection, TrainingConfig};
+use super::eval::EvalMetrics;
+
+/// Everything a run needs, resolved by the caller (the CLI).
+pub struct TrainJob {
+    /// A prepared corpus (`mlm-train prepare`).
+    pub corpus_dir: PathBuf,
+    pub model: ModelSection,
+    pub masking: MaskingConfig,
+    pub training: TrainingConfig,
+    pub eval: EvalConfig,
+    pub checkpoint: CheckpointConfig,
+    pub device: Device,
+    /// The resolved config as TOML, saved with every checkpoint.
+    pub resolved_config: String,
+    pub resume: ResumePolicy,
+    /// Stop (saving a checkpoint, as on SIGINT) once this many steps are done: time-sliced
+    /// jobs, and tests of exact resume.
+    pub stop_after_step: Option<u64>,
+}
+
+/// Which checkpoint a run starts from.
+#[derive(Debug, Clone)]
+pub struct ResumePolicy {
+    /// `None`: the latest complete checkpoint in `training.output_dir`, if any.
+    pub from: Option<PathBuf>,
+    /// Resume even though the trajectory key changed since the checkpoint was written.
+    pub allow_config_change: bool,
+}
+
+/// What the run will do, printed before it starts (and by `--dry-run`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainPlan {
+    /// Parameters the optimizer updates.
+    pub parameters: i64,
+    pub device: String,
+    pub precision: String,
+    pub train_sequences: u64,
+    pub eval_sequences: u64,
+    pub max_seq_len: usize,
+    pub sequences_per_step: u64,
+    pub tokens_per_step: u64,
+    pub steps_per_epoch: u64,
+    pub total_steps: u64,
+    pub start_step: u64,
+    pub resumed_from: Option<PathBuf>,
+    pub estimated_memory_bytes: u64,
+    /// What loading `model.init_from` did; `None` for a model from scratch.
+    pub weights: Option<WeightsReport>,
+}
+
+/// The names a checkpoint load reports, for the plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct WeightsReport {
+    pub loaded: usize,
+    /// Variables the checkpoint lacks, initialised as transformers would.
+    pub initialised: Vec<String>,
+    /// Checkpoint keys known not to be needed (tied copies, other tasks' heads, buffers).
+    pub ignored: Vec<String>,
+    /// Checkpoint keys that match no parameter and are not known to be safe to ignore.
+    pub unexpected: Vec<String>,
+}
+
+/// One logged training step.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepLog {
+    pub step: u64,
+    pub total_steps: u64,
+    pub epoch: f64,
+    pub loss: f64,
+    pub learning_rate: f64,
+    pub grad_norm: f64,
+    pub tokens_per_second: f64,
+    pub masked_tokens: usize,
+}
+
+/// Presentation of a run (progress bar, plain lines, nothing in tests).
+pub trait TrainObserver {
+    fn plan(&mut self, plan: &TrainPlan);
+    fn step(&mut self, log: &StepLog);
+    fn eval(&mut self, step: u64, metrics: &EvalMetrics);
+    fn saved(&mut self, step: u64, dir: &Path);
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    pub final_step: u64,
+    pub last_checkpoint: Option<PathBuf>,
+    /// The evaluation before the first step (`None` when the run resumed).
+    pub first_eval: Option<EvalMetrics>,
+    pub last_eval: Option<EvalMetrics>,
+    /// True when SIGINT/SIGTERM or `stop_after_step` stopped the run (after saving).
+    pub interrupted: bool,
+}

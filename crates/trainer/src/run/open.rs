@@ -1,0 +1,227 @@
+//! Opening a run: everything before the first step, with nothing written yet. The corpus
+//! and the model are checked against each other, the step budget and schedule fixed, the
+//! model built, the checkpoint to resume from (if any) loaded, the held-out set masked, and
+//! the plan made that `--dry-run` prints.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use mlm_corpus::{Manifest, PreparedCorpus, Split, SplitReader};
+use mlm_masking::Masker;
+
+use super::RunError;
+use super::config::TrainingConfig;
+use super::data::{BatchPlan, MaskPlan, masker_for};
+use super::eval::{EvalSet, EvalSetSpec};
+use super::job::{TrainJob, TrainPlan, WeightsReport};
+use super::model_setup::{BuiltModel, build_model, check_init_tokenizer, resolve_config};
+use super::plan::{estimate_memory, schedule_for};
+use super::precision::ForwardPrecision;
+use super::trajectory::trajectory_key;
+use crate::checkpoint::{CheckpointManager, TrainerState};
+use crate::optim::{AdamW, AdamWConfig};
+use crate::runtime::device_label;
+use crate::schedule::Schedule;
+
+/// A run opened: ready for its first (or resumed) step.
+pub(super) struct Run<'a> {
+    pub job: &'a TrainJob,
+    pub plan: TrainPlan,
+    pub parts: RunParts,
+    pub train_reader: SplitReader,
+    pub masks: MaskPlan,
+}
+
+/// What the loop steps, evaluates and saves.
+pub(super) struct RunParts {
+    pub model: BuiltModel,
+    pub optimizer: AdamW,
+    pub schedule: Schedule,
+    pub state: TrainerState,
+    pub eval_set: EvalSet,
+    pub checkpoints: CheckpointManager,
+    pub precision: ForwardPrecision,
+    pub batches: BatchPlan,
+    pub steps_per_epoch: u64,
+    pub total_steps: u64,
+    pub resumed_from: Option<PathBuf>,
+}
+
+impl<'a> Run<'a> {
+    pub fn open(job: &'a TrainJob) -> Result<Self, RunError> {
+        let corpus = PreparedCorpus::open(&job.corpus_dir)?;
+        let manifest = corpus.manifest().clone();
+        check_init_tokenizer(&job.model, &corpus)?;
+        let model_config = resolve_config(&job.model, &manifest)?;
+        let masker = Arc::new(masker_for(&job.masking, &manifest)?);
+        let train_reader = corpus.split(Split::Train)?;
+        let batches = batch_plan(&job.training);
+        let (steps_per_epoch, total_steps) =
+            step_budget(&job.training, &batches, train_reader.len())?;
+        let schedule = schedule_for(&job.training, total_steps);
+        schedule.validate()?;
+
+        let mut model = build_model(&job.model, &model_config, job.device, job.training.seed)?;
+        let mut optimizer = optimizer_for(&model, &job.training);
+        let fresh = fresh_state(trajectory_key(job, &manifest, &model_config)?, &schedule);
+        let checkpoints = CheckpointManager::new(&job.training.output_dir, job.checkpoint.keep_last);
+        let (state, resumed_from) = resume(job, &checkpoints, &mut model, &mut optimizer, fresh)?;
+
+        let eval_spec = EvalSetSpec::new(&masker, &job.masking, &job.eval, &manifest);
+        let eval_set = EvalSet::build(&mut corpus.split(Split::Validation)?, &eval_spec)?;
+        let parts = RunParts {
+            model,
+            optimizer,
+            schedule,
+            state,
+            eval_set,
+            checkpoints,
+            precision: ForwardPrecision::new(job.training.precision, job.device),
+            batches,
+            steps_per_epoch,
+            total_steps,
+            resumed_from,
+        };
+        Ok(Self {
+            job,
+            plan: parts.plan(&manifest, train_reader.len()),
+            parts,
+            train_reader,
+            masks: mask_plan(job, &manifest, masker),
+        })
+    }
+}
+
+/// One process, the whole global batch (data parallelism changes `rank` and `world_size`).
+fn batch_plan(training: &TrainingConfig) -> BatchPlan {
+    BatchPlan {
+        micro_batch: training.batch_size,
+        accumulation: training.gradient_accumulation_steps,
+        rank: 0,
+        world_size: 1,
+        last_batch: training.last_batch,
+    }
+}
+
+/// (steps per epoch, total steps): `max_steps`, else `epochs` passes over the train split.
+fn step_budget(
+    training: &TrainingConfig,
+    batches: &BatchPlan,
+    sequences: u64,
+) -> Result<(u64, u64), RunError> {
+    let steps_per_epoch = batches.steps_per_epoch(sequences);
+    if steps_per_epoch == 0 {
+        return Err(RunError::TooFewSequences {
+            sequences,
+            batch: batches.global_batch(),
+        });
+    }
+    let total = training
+        .max_steps
+        .unwrap_or_else(|| (training.epochs * steps_per_epoch as f64).ceil() as u64);
+    Ok((steps_per_epoch, total))
+}
+
+fn optimizer_for(model: &BuiltModel, training: &TrainingConfig) -> AdamW {
+    let mut optimizer = AdamW::new(
+        &model.vs,
+        AdamWConfig {
+            learning_rate: training.learning_rate,
+            beta1: training.adam_beta1,
+            beta2: training.adam_beta2,
+            epsilon: training.adam_epsilon,
+            weight_decay: training.weight_decay,
+        },
+    );
+    optimizer.set_fused(training.fused_optimizer);
+    optimizer
+}
+
+fn fresh_state(trajectory_key: String, schedule: &Schedule) -> TrainerState {
+    TrainerState {
+        config_hash: trajectory_key,
+        schedule: serde_json::to_value(schedule).unwrap_or_default(),
+        ..TrainerState::default()
+    }
+}
+
+/// The state to start from: `fresh`, or the checkpoint's (`--resume DIR`, else the latest in
+/// the run directory) with its weights and optimizer state loaded, once its trajectory key
+/// matches (or `--allow-config-change`).
+fn resume(
+    job: &TrainJob,
+    checkpoints: &CheckpointManager,
+    model: &mut BuiltModel,
+    optimizer: &mut AdamW,
+    fresh: TrainerState,
+) -> Result<(TrainerState, Option<PathBuf>), RunError> {
+    let dir = match &job.resume.from {
+        Some(dir) => Some(dir.clone()),
+        None => checkpoints.latest()?,
+    };
+    let Some(dir) = dir else {
+        return Ok((fresh, None));
+    };
+    let saved = CheckpointManager::read_state(&dir)?;
+    if saved.config_hash != fresh.config_hash && !job.resume.allow_config_change {
+        return Err(RunError::ConfigChanged {
+            checkpoint: dir,
+            saved: saved.config_hash,
+            current: fresh.config_hash,
+        });
+    }
+    model.vs.load(dir.join("model.safetensors"))?;
+    optimizer.load(&dir.join("optimizer.safetensors"))?;
+    let state = TrainerState {
+        config_hash: fresh.config_hash,
+        ..saved
+    };
+    Ok((state, Some(dir)))
+}
+
+/// How the loader masks and collates: the training keys of the data contract (DESIGN.md).
+fn mask_plan(job: &TrainJob, manifest: &Manifest, masker: Arc<Masker>) -> MaskPlan {
+    MaskPlan {
+        masker,
+        seed: job.training.seed,
+        data_seed: job.training.data_seed.unwrap_or(job.training.seed),
+        order_block: manifest.row_group_sequences as u64,
+        whole_word: job.masking.whole_word_mask,
+        pad_id: manifest.special_ids.pad,
+        mask_id: manifest.special_ids.mask,
+        pad_to_multiple_of: job.masking.pad_to_multiple_of,
+    }
+}
+
+impl RunParts {
+    fn plan(&self, manifest: &Manifest, train_sequences: u64) -> TrainPlan {
+        let config = &self.model.config;
+        let global_batch = self.batches.global_batch();
+        TrainPlan {
+            parameters: config.num_trainable_parameters(),
+            device: device_label(self.precision.device()),
+            precision: self.precision.label().to_owned(),
+            train_sequences,
+            eval_sequences: self.eval_set.sequences(),
+            max_seq_len: manifest.max_seq_len,
+            sequences_per_step: global_batch,
+            tokens_per_step: global_batch * manifest.max_seq_len as u64,
+            steps_per_epoch: self.steps_per_epoch,
+            total_steps: self.total_steps,
+            start_step: self.state.global_step,
+            resumed_from: self.resumed_from.clone(),
+            estimated_memory_bytes: estimate_memory(
+                config,
+                &self.batches,
+                manifest,
+                self.precision.is_bf16(),
+            ),
+            weights: self.model.load_report.as_ref().map(|report| WeightsReport {
+                loaded: report.loaded.len(),
+                initialised: report.initialised.clone(),
+                ignored: report.ignored.clone(),
+                unexpected: report.unexpected.clone(),
+            }),
+        }
+    }
+}
