@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::CorpusError;
+use crate::fsutil::resolve_path;
 
 /// How the input files are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -160,26 +161,31 @@ impl Default for CorpusConfig {
 /// model's own `max_position_embeddings` is checked against the manifest by the trainer).
 pub const MAX_SEQ_LEN_LIMIT: usize = 65_536;
 
+/// An invalid `[corpus]` value: `corpus.{key} = {value} {message}`.
+fn invalid(
+    key: &'static str,
+    value: impl std::fmt::Display,
+    message: impl Into<String>,
+) -> CorpusError {
+    CorpusError::config_value("corpus", key, value, message)
+}
+
 impl CorpusConfig {
     /// Makes relative paths (inputs, tokenizer, output) relative to `base` (the config file's
-    /// directory). Absolute paths are kept.
+    /// directory), lexically normalised (see [`resolve_path`]). Absolute paths stay absolute.
     pub fn resolve_paths(&mut self, base: &Path) {
-        let join = |p: &str| -> String {
-            if Path::new(p).is_absolute() {
-                p.to_string()
-            } else {
-                base.join(p).to_string_lossy().into_owned()
-            }
+        let resolve = |p: &String| {
+            resolve_path(base, Path::new(p))
+                .to_string_lossy()
+                .into_owned()
         };
-        self.inputs = self.inputs.iter().map(|p| join(p)).collect();
-        self.validation_inputs = self.validation_inputs.iter().map(|p| join(p)).collect();
+        self.inputs = self.inputs.iter().map(resolve).collect();
+        self.validation_inputs = self.validation_inputs.iter().map(resolve).collect();
         for path in [&mut self.tokenizer, &mut self.output]
             .into_iter()
             .flatten()
         {
-            if path.is_relative() {
-                *path = base.join(&*path);
-            }
+            *path = resolve_path(base, path);
         }
     }
 
@@ -193,49 +199,69 @@ impl CorpusConfig {
             })
     }
 
-    /// Checks the keys that do not need the file system. Errors name the key.
+    /// Checks the keys that do not need the file system. Errors name the key and its value.
     pub fn validate(&self) -> Result<(), CorpusError> {
-        let err = |key, message: String| Err(CorpusError::config("corpus", key, message));
+        self.validate_inputs()?;
+        self.validate_split()?;
+        self.validate_sizes()
+    }
+
+    fn validate_inputs(&self) -> Result<(), CorpusError> {
         if self.inputs.is_empty() {
-            return err(
+            return Err(invalid(
                 "inputs",
-                "give at least one input file, glob or directory".into(),
-            );
+                "[]",
+                "must name at least one input file, glob or directory",
+            ));
         }
         if self.text_fields.is_empty() {
-            return err("text_fields", "give at least one field".into());
+            return Err(invalid("text_fields", "[]", "must name at least one field"));
         }
-        if let Some(fraction) = self.validation_fraction {
-            if !(0.0..1.0).contains(&fraction) {
-                return err(
-                    "validation_fraction",
-                    format!("{fraction} is not in [0, 1)"),
-                );
-            }
-            if fraction > 0.0 && !self.validation_inputs.is_empty() {
-                return err(
-                    "validation_fraction",
-                    "give either validation_inputs or a validation_fraction, not both".into(),
-                );
-            }
+        Ok(())
+    }
+
+    /// Training needs held-out documents, so the split must produce some.
+    fn validate_split(&self) -> Result<(), CorpusError> {
+        let Some(fraction) = self.validation_fraction else {
+            return Ok(());
+        };
+        // NaN fails `contains` too.
+        if !(0.0..1.0).contains(&fraction) {
+            return Err(invalid("validation_fraction", fraction, "is not in [0, 1)"));
         }
-        if self.max_seq_len < 3 || self.max_seq_len > MAX_SEQ_LEN_LIMIT {
-            return err(
+        if fraction > 0.0 && !self.validation_inputs.is_empty() {
+            return Err(invalid(
+                "validation_fraction",
+                fraction,
+                "and corpus.validation_inputs both hold documents out: give one of them",
+            ));
+        }
+        if fraction == 0.0 && self.validation_inputs.is_empty() {
+            return Err(invalid(
+                "validation_fraction",
+                fraction,
+                "leaves no held-out documents: set it in (0, 1) or give corpus.validation_inputs",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_sizes(&self) -> Result<(), CorpusError> {
+        if !(3..=MAX_SEQ_LEN_LIMIT).contains(&self.max_seq_len) {
+            return Err(invalid(
                 "max_seq_len",
-                format!(
-                    "{} is not in [3, {MAX_SEQ_LEN_LIMIT}] ([CLS] and [SEP] take 2 positions)",
-                    self.max_seq_len
-                ),
-            );
+                self.max_seq_len,
+                format!("is not in [3, {MAX_SEQ_LEN_LIMIT}] ([CLS] and [SEP] take 2 positions)"),
+            ));
         }
-        if self.row_group_sequences == 0 {
-            return err("row_group_sequences", "must be at least 1".into());
-        }
-        if self.shard_sequences == 0 {
-            return err("shard_sequences", "must be at least 1".into());
-        }
-        if self.batch_documents == 0 {
-            return err("batch_documents", "must be at least 1".into());
+        for (key, value) in [
+            ("row_group_sequences", self.row_group_sequences),
+            ("shard_sequences", self.shard_sequences),
+            ("batch_documents", self.batch_documents),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, value, "must be >= 1"));
+            }
         }
         Ok(())
     }
@@ -248,7 +274,11 @@ impl CorpusConfig {
     /// The `output` key, required by `prepare`.
     pub fn output_dir(&self) -> Result<&Path, CorpusError> {
         self.output.as_deref().ok_or_else(|| {
-            CorpusError::config("corpus", "output", "missing: where should the shards go?")
+            CorpusError::config(
+                "corpus",
+                "output",
+                "is missing: where should the shards go?",
+            )
         })
     }
 
@@ -258,7 +288,7 @@ impl CorpusConfig {
             CorpusError::config(
                 "corpus",
                 "tokenizer",
-                "missing: give a tokenizer.json / vocab.txt / directory (or make one with `mlm-train vocab train`)",
+                "is missing: give a tokenizer.json / vocab.txt / directory (or make one with `mlm-train vocab train`)",
             )
         })
     }
@@ -312,39 +342,54 @@ impl Default for VocabConfig {
 }
 
 impl VocabConfig {
-    /// Makes a relative `output` relative to `base` (the config file's directory).
+    /// Makes a relative `output` relative to `base` (the config file's directory), lexically
+    /// normalised (see [`resolve_path`]).
     pub fn resolve_paths(&mut self, base: &Path) {
-        if let Some(path) = &mut self.output
-            && path.is_relative()
-        {
-            *path = base.join(&*path);
+        if let Some(path) = &mut self.output {
+            *path = resolve_path(base, path);
         }
     }
 
-    /// Checks the keys. Errors name the key.
+    /// Checks the keys. Errors name the key and its value.
     pub fn validate(&self) -> Result<(), CorpusError> {
-        let err = |key, message: String| Err(CorpusError::config("vocab", key, message));
-        for required in crate::tokenizer::BERT_SPECIAL_TOKENS {
-            if !self.special_tokens.iter().any(|t| t == required) {
-                return err("special_tokens", format!("must include {required}"));
-            }
-        }
-        if self.vocab_size <= self.special_tokens.len() {
-            return err(
-                "vocab_size",
-                format!(
-                    "{} leaves no room beside the special tokens",
-                    self.vocab_size
-                ),
+        let invalid = |key, value: &dyn std::fmt::Display, message: &str| {
+            Err(CorpusError::config_value("vocab", key, value, message))
+        };
+        if let Some(missing) = crate::tokenizer::BERT_SPECIAL_TOKENS
+            .iter()
+            .find(|required| !self.special_tokens.iter().any(|t| t == *required))
+        {
+            let tokens = format!("{:?}", self.special_tokens);
+            return invalid(
+                "special_tokens",
+                &tokens,
+                &format!("must include {missing}"),
             );
         }
+        let specials = self.special_tokens.len();
+        if self.vocab_size <= specials {
+            let message = format!("leaves no room beside the {specials} special tokens");
+            return invalid("vocab_size", &self.vocab_size, &message);
+        }
         if self.vocab_size > u32::MAX as usize {
-            return err("vocab_size", "too large".into());
+            let message = format!("is too large: token ids are 32-bit (at most {})", u32::MAX);
+            return invalid("vocab_size", &self.vocab_size, &message);
+        }
+        if self.limit_alphabet == 0 {
+            return invalid(
+                "limit_alphabet",
+                &0,
+                "must be >= 1 (an empty alphabet builds no word)",
+            );
+        }
+        if self.max_documents == Some(0) {
+            let message = "must be >= 1 (leave it out to train on every document)";
+            return invalid("max_documents", &0, message);
         }
         Ok(())
     }
 
-    /// The output directory: `[vocab] output`, else `[corpus] tokenizer`.
+    /// The output directory: `vocab.output`, else `corpus.tokenizer`.
     pub fn output_dir(&self, corpus: &CorpusConfig) -> Result<PathBuf, CorpusError> {
         self.output
             .clone()
@@ -353,7 +398,7 @@ impl VocabConfig {
                 CorpusError::config(
                     "vocab",
                     "output",
-                    "missing (and [corpus] tokenizer is not set either)",
+                    "is missing (and corpus.tokenizer is not set either)",
                 )
             })
     }
@@ -375,35 +420,119 @@ mod tests {
         v.validate().unwrap();
     }
 
-    #[test]
-    fn validation_names_the_key() {
+    fn corpus_error(edit: impl FnOnce(&mut CorpusConfig)) -> String {
         let mut c = CorpusConfig {
             inputs: vec!["a".into()],
             ..CorpusConfig::default()
         };
-        c.max_seq_len = 2;
-        assert!(
-            c.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("max_seq_len")
+        edit(&mut c);
+        c.validate()
+            .expect_err("config should be rejected")
+            .to_string()
+    }
+
+    fn vocab_error(edit: impl FnOnce(&mut VocabConfig)) -> String {
+        let mut v = VocabConfig::default();
+        edit(&mut v);
+        v.validate()
+            .expect_err("config should be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn validation_names_the_key_and_value() {
+        assert_eq!(
+            corpus_error(|c| c.max_seq_len = 2),
+            "corpus.max_seq_len = 2 is not in [3, 65536] ([CLS] and [SEP] take 2 positions)"
         );
-        c.max_seq_len = 16;
-        c.validation_fraction = Some(0.1);
-        c.validation_inputs = vec!["v".into()];
-        assert!(
-            c.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("validation_fraction")
+        assert_eq!(
+            corpus_error(|c| c.inputs.clear()),
+            "corpus.inputs = [] must name at least one input file, glob or directory"
         );
-        c.validation_fraction = None;
-        assert_eq!(c.effective_validation_fraction(), 0.0);
-        let v = VocabConfig {
-            special_tokens: vec!["[PAD]".into()],
-            ..VocabConfig::default()
+        assert_eq!(
+            corpus_error(|c| c.text_fields.clear()),
+            "corpus.text_fields = [] must name at least one field"
+        );
+        assert_eq!(
+            corpus_error(|c| c.validation_fraction = Some(1.0)),
+            "corpus.validation_fraction = 1 is not in [0, 1)"
+        );
+        assert!(
+            corpus_error(|c| {
+                c.validation_fraction = Some(0.1);
+                c.validation_inputs = vec!["v".into()];
+            })
+            .starts_with("corpus.validation_fraction = 0.1 and corpus.validation_inputs")
+        );
+        let c = CorpusConfig {
+            inputs: vec!["a".into()],
+            validation_inputs: vec!["v".into()],
+            ..CorpusConfig::default()
         };
-        assert!(v.validate().unwrap_err().to_string().contains("[UNK]"));
+        c.validate().unwrap();
+        assert_eq!(c.effective_validation_fraction(), 0.0);
+    }
+
+    #[test]
+    fn every_count_must_be_at_least_one() {
+        assert_eq!(
+            corpus_error(|c| c.row_group_sequences = 0),
+            "corpus.row_group_sequences = 0 must be >= 1"
+        );
+        assert_eq!(
+            corpus_error(|c| c.shard_sequences = 0),
+            "corpus.shard_sequences = 0 must be >= 1"
+        );
+        assert_eq!(
+            corpus_error(|c| c.batch_documents = 0),
+            "corpus.batch_documents = 0 must be >= 1"
+        );
+    }
+
+    #[test]
+    fn a_split_must_hold_documents_out() {
+        assert_eq!(
+            corpus_error(|c| c.validation_fraction = Some(0.0)),
+            "corpus.validation_fraction = 0 leaves no held-out documents: set it in (0, 1) or give corpus.validation_inputs"
+        );
+        let explicit = CorpusConfig {
+            inputs: vec!["a".into()],
+            validation_inputs: vec!["v".into()],
+            validation_fraction: Some(0.0),
+            ..CorpusConfig::default()
+        };
+        explicit.validate().unwrap();
+    }
+
+    #[test]
+    fn vocab_validation_names_the_key_and_value() {
+        assert_eq!(
+            vocab_error(|v| v.special_tokens = vec!["[PAD]".into()]),
+            r#"vocab.special_tokens = ["[PAD]"] must include [UNK]"#
+        );
+        assert_eq!(
+            vocab_error(|v| v.vocab_size = 5),
+            "vocab.vocab_size = 5 leaves no room beside the 5 special tokens"
+        );
+        assert!(
+            vocab_error(|v| v.vocab_size = 1 << 33)
+                .starts_with("vocab.vocab_size = 8589934592 is too large")
+        );
+        assert_eq!(
+            vocab_error(|v| v.limit_alphabet = 0),
+            "vocab.limit_alphabet = 0 must be >= 1 (an empty alphabet builds no word)"
+        );
+        assert_eq!(
+            vocab_error(|v| v.max_documents = Some(0)),
+            "vocab.max_documents = 0 must be >= 1 (leave it out to train on every document)"
+        );
+        let missing = VocabConfig::default()
+            .output_dir(&CorpusConfig::default())
+            .unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            "vocab.output is missing (and corpus.tokenizer is not set either)"
+        );
     }
 
     #[test]
@@ -418,6 +547,23 @@ mod tests {
         assert_eq!(c.inputs, ["/cfg/data/*.txt", "/abs/x.txt"]);
         assert_eq!(c.tokenizer.as_deref(), Some(Path::new("/cfg/tok")));
         assert_eq!(c.output.as_deref(), Some(Path::new("/out")));
+        // Printed paths read `data/...`, not `configs/../data/...`.
+        let mut c = CorpusConfig {
+            inputs: vec!["../data/a.txt".into()],
+            validation_inputs: vec!["./valid.txt".into()],
+            output: Some("../prepared/x".into()),
+            ..CorpusConfig::default()
+        };
+        c.resolve_paths(Path::new("configs"));
+        assert_eq!(c.inputs, ["data/a.txt"]);
+        assert_eq!(c.validation_inputs, ["configs/valid.txt"]);
+        assert_eq!(c.output.as_deref(), Some(Path::new("prepared/x")));
+        let mut v = VocabConfig {
+            output: Some("../tokenizers/t".into()),
+            ..VocabConfig::default()
+        };
+        v.resolve_paths(Path::new("configs"));
+        assert_eq!(v.output.as_deref(), Some(Path::new("tokenizers/t")));
         assert_eq!(
             CorpusConfig {
                 shard_sequences: 1000,

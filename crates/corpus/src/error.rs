@@ -56,11 +56,14 @@ pub enum CorpusError {
         #[source]
         source: std::io::Error,
     },
-    /// A config key has a value that cannot work.
-    #[error("[{section}] {key}: {message}")]
+    /// A config key has a value that cannot work: `corpus.max_seq_len = 2 is not in ...`, or
+    /// without a value `corpus.output is missing: ...`.
+    #[error("{section}.{key}{shown} {message}", shown = value.as_ref().map(|v| format!(" = {v}")).unwrap_or_default())]
     Config {
         section: &'static str,
         key: &'static str,
+        /// The offending value as the config spells it; None for a missing key.
+        value: Option<String>,
         message: String,
     },
     /// An input pattern matched no file.
@@ -146,6 +149,7 @@ impl CorpusError {
         }
     }
 
+    /// A key that is missing or wrong as a whole: `{section}.{key} {message}`.
     pub(crate) fn config(
         section: &'static str,
         key: &'static str,
@@ -154,6 +158,22 @@ impl CorpusError {
         Self::Config {
             section,
             key,
+            value: None,
+            message: message.into(),
+        }
+    }
+
+    /// A key whose value cannot work: `{section}.{key} = {value} {message}`.
+    pub(crate) fn config_value(
+        section: &'static str,
+        key: &'static str,
+        value: impl std::fmt::Display,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::Config {
+            section,
+            key,
+            value: Some(value.to_string()),
             message: message.into(),
         }
     }

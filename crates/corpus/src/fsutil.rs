@@ -1,9 +1,40 @@
 //! Small file-system helpers: every file this crate writes appears complete or not at all.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use crate::error::CorpusError;
+
+/// `path` relative to `base` (a config file's directory), lexically normalised so that paths
+/// shown to users read `data/x`, not `configs/../data/x`: `.` components are dropped and
+/// `dir/..` folded; a relative path keeps its leading `..`. An absolute `path` stays absolute.
+/// The file system is not consulted (no symlink resolution, nothing needs to exist yet).
+pub fn resolve_path(base: &Path, path: &Path) -> PathBuf {
+    normalize_lexically(&base.join(path))
+}
+
+fn normalize_lexically(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => match out.components().next_back() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                // `/..` is `/`.
+                Some(Component::RootDir | Component::Prefix(_)) => {}
+                // Nothing left to fold: the `..` climbs above a relative path's start.
+                Some(Component::ParentDir | Component::CurDir) | None => out.push(".."),
+            },
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
 
 /// `path` with `.tmp` appended to its file name.
 pub fn temp_path(path: &Path) -> PathBuf {
@@ -45,4 +76,30 @@ pub fn sha256_file(path: &Path) -> Result<String, CorpusError> {
     let mut h = Sha256::new();
     std::io::copy(&mut f, &mut h).map_err(|e| CorpusError::io("cannot read", path, e))?;
     Ok(crate::hash::hex(&h.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolved(base: &str, path: &str) -> PathBuf {
+        resolve_path(Path::new(base), Path::new(path))
+    }
+
+    #[test]
+    fn resolved_paths_are_lexically_normal() {
+        assert_eq!(
+            resolved("configs", "../data/x.txt"),
+            Path::new("data/x.txt")
+        );
+        assert_eq!(resolved("configs/.", "./a/./b"), Path::new("configs/a/b"));
+        assert_eq!(resolved("/cfg/sub", "../../x"), Path::new("/x"));
+        assert_eq!(resolved("/cfg", "../../../x"), Path::new("/x"));
+        assert_eq!(resolved("../cfg", "../data"), Path::new("../data"));
+        assert_eq!(resolved("..", "../x/y/.."), Path::new("../../x"));
+        assert_eq!(resolved("cfg", "/abs/./x/../y"), Path::new("/abs/y"));
+        assert_eq!(resolved("cfg", "data/*.txt"), Path::new("cfg/data/*.txt"));
+        assert_eq!(resolved("cfg", ".."), Path::new("."));
+        assert_eq!(resolved("", ""), Path::new("."));
+    }
 }

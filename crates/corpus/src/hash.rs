@@ -1,6 +1,6 @@
 //! Stable hashes: document ids, the held-out split and permutation keys. Everything here is
-//! a pure function of its inputs, identical on every machine and release (SHA-256 and
-//! SplitMix64), so splits and epoch orders never change under a user.
+//! a pure function of its inputs, identical on every machine and release (SHA-256 here,
+//! SplitMix64 in `mlm_seeds`), so splits and epoch orders never change under a user.
 
 use sha2::{Digest, Sha256};
 
@@ -50,21 +50,6 @@ pub fn is_held_out(id: &str, seed: u64, fraction: f64) -> bool {
     u < fraction
 }
 
-/// SplitMix64's finaliser: a bijective, well-mixing 64-bit hash.
-pub fn splitmix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// Mixes several words into one key.
-pub fn mix(words: &[u64]) -> u64 {
-    words.iter().fold(0x6A09_E667_F3BC_C908, |acc, &w| {
-        splitmix64(acc ^ splitmix64(w))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,8 +61,6 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(content_id("abc"), "sha256:ba7816bf8f01cfea414140de5dae2223");
-        // The first SplitMix64 output for seed 0 (Vigna's reference implementation).
-        assert_eq!(splitmix64(0), 0xE220_A839_7B1D_CDAF);
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod testutil;
 
 pub use config::{BadRecordPolicy, CorpusConfig, InputFormat, Packing, TextMode, VocabConfig};
 pub use error::{BadRecordKind, CorpusError};
+pub use fsutil::resolve_path;
 pub use manifest::{DocumentCounts, Manifest, SourceEntry, SplitManifest, SplitPolicy};
 pub use order::{EpochOrder, Permutation, rank_slice};
 pub use pack::{Block, Packer, ResumePoint};
@@ -37,6 +38,6 @@ pub use prepare::{Outcome, PrepareOptions, PrepareReport, prepare};
 pub use progress::{Observer, Progress, Quiet};
 pub use reader::{PreparedCorpus, Sequence, SplitReader};
 pub use shard::{ShardInfo, TokenDtype};
-pub use split::Split;
+pub use split::{Split, Splits};
 pub use tokenizer::{DomainTokenizer, SpecialIds, SpecialTokens};
 pub use vocab::{VocabReport, train_vocab};

@@ -8,7 +8,7 @@
 //! thus reads each row group once (the reader keeps a window of row groups decoded) while a
 //! batch mixes sequences from `window` random places of the corpus.
 
-use crate::hash::{mix, splitmix64};
+use mlm_seeds::{mix, splitmix64};
 
 /// Default block size: the default `row_group_sequences`.
 pub const DEFAULT_BLOCK: u64 = 1024;

@@ -3,12 +3,14 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, AsArray, ListArray};
+use arrow::array::{Array, ArrayRef, AsArray, ListArray, RecordBatch};
 use arrow::datatypes::{DataType, UInt16Type, UInt32Type};
 use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
+    ParquetRecordBatchReaderBuilder,
 };
 
 use crate::error::CorpusError;
@@ -279,84 +281,110 @@ impl SplitReader {
         let shard_first = self.shards[shard].first;
         let path = self.shards[shard].path.clone();
         let footer = self.footer(shard)?;
-        let local = index - shard_first;
-        let group = footer.group_starts.partition_point(|&s| s <= local) - 1;
-        let group_first = shard_first + footer.group_starts[group];
-        let file = footer
-            .file
-            .try_clone()
-            .map_err(|e| CorpusError::io("cannot open", &path, e))?;
+        let group = footer
+            .group_starts
+            .partition_point(|&s| s <= index - shard_first)
+            - 1;
         let rows = (footer.group_starts[group + 1] - footer.group_starts[group]) as usize;
-        let reader =
-            ParquetRecordBatchReaderBuilder::new_with_metadata(file, footer.metadata.clone())
-                .with_row_groups(vec![group])
-                .with_batch_size(rows.max(1))
-                .build()
-                .map_err(pq_err(&path))?;
-        let mut decoded = DecodedGroup {
-            first: group_first,
-            ids: Vec::new(),
-            starts: Vec::new(),
-            offsets: vec![0],
-        };
-        for batch in reader {
+        let mut decoded = DecodedGroup::new(shard_first + footer.group_starts[group]);
+        for batch in read_row_group(footer, &path, group, rows)? {
             let batch = batch.map_err(|e| CorpusError::Arrow {
                 path: path.clone(),
                 source: e,
             })?;
-            let bad = |what: &str| {
-                CorpusError::prepared(
-                    path.parent().unwrap_or(Path::new(".")),
-                    format!("{}: {what}", path.display()),
-                )
-            };
-            let ids = batch
-                .column_by_name(INPUT_IDS)
-                .and_then(|c| c.as_any().downcast_ref::<ListArray>())
-                .ok_or_else(|| bad("no input_ids list column"))?;
-            let starts = batch
-                .column_by_name(WORD_START)
-                .and_then(|c| c.as_any().downcast_ref::<ListArray>())
-                .ok_or_else(|| bad("no word_start list column"))?;
-            let base = decoded.ids.len();
-            let id_offsets = ids.value_offsets();
-            let (first_off, last_off) = (id_offsets[0] as usize, id_offsets[ids.len()] as usize);
-            match ids.values().data_type() {
-                DataType::UInt16 => decoded.ids.extend(
-                    ids.values().as_primitive::<UInt16Type>().values()[first_off..last_off]
-                        .iter()
-                        .map(|&v| u32::from(v)),
-                ),
-                DataType::UInt32 => decoded.ids.extend_from_slice(
-                    &ids.values().as_primitive::<UInt32Type>().values()[first_off..last_off],
-                ),
-                other => return Err(bad(&format!("input_ids of type {other}"))),
-            }
-            let start_values = starts.values().as_boolean();
-            let s_offsets = starts.value_offsets();
-            for i in s_offsets[0] as usize..s_offsets[starts.len()] as usize {
-                decoded.starts.push(start_values.value(i));
-            }
-            if decoded.starts.len() != decoded.ids.len() {
-                return Err(bad("word_start and input_ids differ in length"));
-            }
-            decoded.offsets.extend(
-                id_offsets[1..]
-                    .iter()
-                    .map(|&o| base + o as usize - first_off),
-            );
+            decoded
+                .append(&batch)
+                .map_err(|what| bad_shard(&path, &what))?;
         }
         if decoded.rows() as usize != rows {
-            return Err(CorpusError::prepared(
-                path.parent().unwrap_or(Path::new(".")),
-                format!(
-                    "{}: row group {group} decoded to {} rows, not {rows}",
-                    path.display(),
-                    decoded.rows()
-                ),
-            ));
+            let what = format!(
+                "row group {group} decoded to {} rows, not {rows}",
+                decoded.rows()
+            );
+            return Err(bad_shard(&path, &what));
         }
         Ok(decoded)
+    }
+}
+
+/// A reader of row group `group` (`rows` rows, one batch) of the shard at `path`.
+fn read_row_group(
+    footer: &Footer,
+    path: &Path,
+    group: usize,
+    rows: usize,
+) -> Result<ParquetRecordBatchReader, CorpusError> {
+    let file = footer
+        .file
+        .try_clone()
+        .map_err(|e| CorpusError::io("cannot open", path, e))?;
+    ParquetRecordBatchReaderBuilder::new_with_metadata(file, footer.metadata.clone())
+        .with_row_groups(vec![group])
+        .with_batch_size(rows.max(1))
+        .build()
+        .map_err(pq_err(path))
+}
+
+/// A shard whose content is not what `prepare` writes.
+fn bad_shard(path: &Path, what: &str) -> CorpusError {
+    CorpusError::prepared(
+        path.parent().unwrap_or(Path::new(".")),
+        format!("{}: {what}", path.display()),
+    )
+}
+
+fn list_column<'b>(batch: &'b RecordBatch, name: &str) -> Result<&'b ListArray, String> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<ListArray>())
+        .ok_or_else(|| format!("no {name} list column"))
+}
+
+impl DecodedGroup {
+    fn new(first: u64) -> Self {
+        Self {
+            first,
+            ids: Vec::new(),
+            starts: Vec::new(),
+            offsets: vec![0],
+        }
+    }
+
+    /// Appends the rows of a decoded batch; the error says what is wrong with it.
+    fn append(&mut self, batch: &RecordBatch) -> Result<(), String> {
+        let ids = list_column(batch, INPUT_IDS)?;
+        let starts = list_column(batch, WORD_START)?;
+        let base = self.ids.len();
+        let id_offsets = ids.value_offsets();
+        let first = id_offsets[0] as usize;
+        self.append_ids(ids.values(), first..id_offsets[ids.len()] as usize)?;
+        let start_values = starts.values().as_boolean();
+        let s_offsets = starts.value_offsets();
+        let start_range = s_offsets[0] as usize..s_offsets[starts.len()] as usize;
+        self.starts
+            .extend(start_range.map(|i| start_values.value(i)));
+        if self.starts.len() != self.ids.len() {
+            return Err("word_start and input_ids differ in length".into());
+        }
+        self.offsets
+            .extend(id_offsets[1..].iter().map(|&o| base + o as usize - first));
+        Ok(())
+    }
+
+    /// Appends `values[range]` as u32 ids (shards store u16 for small vocabularies).
+    fn append_ids(&mut self, values: &ArrayRef, range: Range<usize>) -> Result<(), String> {
+        match values.data_type() {
+            DataType::UInt16 => self.ids.extend(
+                values.as_primitive::<UInt16Type>().values()[range]
+                    .iter()
+                    .map(|&v| u32::from(v)),
+            ),
+            DataType::UInt32 => self
+                .ids
+                .extend_from_slice(&values.as_primitive::<UInt32Type>().values()[range]),
+            other => return Err(format!("input_ids of type {other}")),
+        }
+        Ok(())
     }
 }
 

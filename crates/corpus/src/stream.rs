@@ -15,7 +15,7 @@ use crate::input::{
     ResolvedFormat, discover_inputs, open_reader,
 };
 use crate::progress::Observer;
-use crate::split::Split;
+use crate::split::{Split, Splits};
 
 /// An accepted document.
 #[derive(Debug)]
@@ -40,7 +40,7 @@ pub struct SourceCounts {
 #[derive(Debug, Clone, Default)]
 pub struct ReadStats {
     pub records: u64,
-    pub accepted: [u64; 2],
+    pub accepted: Splits<u64>,
     pub dropped: BTreeMap<String, u64>,
     pub per_source: Vec<SourceCounts>,
 }
@@ -156,7 +156,7 @@ impl<'a> DocumentStream<'a> {
         } else {
             Split::Train
         };
-        self.stats.accepted[split.index()] += 1;
+        *self.stats.accepted.get_mut(split) += 1;
         self.stats.per_source[source].documents += 1;
         let ordinal = self.ordinal;
         self.ordinal += 1;

@@ -16,7 +16,6 @@
 //! assert_eq!((batch.batch_size, batch.seq_len), (1, 8));
 //! ```
 
-mod buckets;
 mod collate;
 mod config;
 mod error;
@@ -26,7 +25,6 @@ mod special;
 #[cfg(test)]
 mod stats_tests;
 
-pub use buckets::length_buckets;
 pub use collate::{Batch, MaskInput, collate, collate_into, padded_len};
 pub use config::{MaskingConfig, SelectionMode};
 pub use error::MaskingError;

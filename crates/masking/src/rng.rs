@@ -7,6 +7,8 @@
 //! loader threads and any split of a global batch across ranks draw exactly the same numbers
 //! as one uninterrupted single-process run (the data contract in DESIGN.md).
 
+use mlm_seeds::splitmix64;
+
 /// Identifies the masks of one sequence: a training sample (seed, epoch, sample index) or a
 /// held-out position ([`MaskKey::eval`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -47,15 +49,6 @@ impl MaskKey {
         let k = splitmix64(self.seed ^ splitmix64(self.epoch));
         [k as u32, (k >> 32) as u32]
     }
-}
-
-/// SplitMix64's output function (Steele, Lea, Flood, "Fast splittable pseudorandom number
-/// generators", OOPSLA'14): a bijective 64-bit mixer.
-pub(crate) fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// Blocks computed side by side by [`Stream::fill`].

@@ -41,7 +41,7 @@ struct Corpus {
 fn corpus() -> Corpus {
     let mut state = 0x1234_5678_u64;
     let mut next = move || {
-        state = crate::rng::splitmix64(state);
+        state = mlm_seeds::splitmix64(state);
         state
     };
     let (mut ids, mut word_starts) = (Vec::with_capacity(SEQS), Vec::with_capacity(SEQS));

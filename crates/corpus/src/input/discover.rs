@@ -40,11 +40,12 @@ fn resolve_format(path: &Path, format: InputFormat) -> Result<ResolvedFormat, Co
         InputFormat::Parquet => ResolvedFormat::Parquet,
         InputFormat::Medline => ResolvedFormat::Medline,
         InputFormat::Auto => format_by_extension(path).ok_or_else(|| {
-            CorpusError::config(
+            CorpusError::config_value(
                 "corpus",
                 "format",
+                "\"auto\"",
                 format!(
-                    "cannot tell the format of {} from its extension; set format = \"text\" | \"jsonl\" | \"parquet\" | \"medline\"",
+                    "cannot tell the format of {} from its extension; set corpus.format = \"text\" | \"jsonl\" | \"parquet\" | \"medline\"",
                     path.display()
                 ),
             )
@@ -101,7 +102,7 @@ pub fn discover_inputs(
                 CorpusError::config(
                     "corpus",
                     "inputs",
-                    format!("bad glob pattern `{pattern}`: {e}"),
+                    format!("holds a bad glob pattern `{pattern}`: {e}"),
                 )
             })?;
             for m in matches {

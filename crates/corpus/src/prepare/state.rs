@@ -11,6 +11,7 @@ use crate::error::CorpusError;
 use crate::fsutil::{read_json, write_json};
 use crate::pack::ResumePoint;
 use crate::shard::ShardInfo;
+use crate::split::Splits;
 
 pub const STATE_FILE: &str = "prepare-state.json";
 
@@ -27,16 +28,34 @@ pub struct SplitState {
     pub empty: u64,
 }
 
+/// `prepare-state.json`: `{"config_key": .., "train": {..}, "validation": {..}}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrepareState {
     pub config_key: String,
-    pub train: SplitState,
-    pub validation: SplitState,
+    #[serde(flatten)]
+    pub splits: Splits<SplitState>,
 }
 
 impl PrepareState {
+    /// The state of a prepare that has not closed a shard yet.
+    pub fn new(config_key: String) -> Self {
+        Self {
+            config_key,
+            splits: Splits::default(),
+        }
+    }
+
     pub fn path(dir: &Path) -> PathBuf {
         dir.join(STATE_FILE)
+    }
+
+    /// The finished shards of both splits, train first.
+    pub fn shards(&self) -> impl Iterator<Item = &ShardInfo> {
+        self.splits.iter().flat_map(|(_, s)| &s.shards)
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shards().count()
     }
 
     /// The state in `dir` if it belongs to `config_key` and its shards are all there with
@@ -47,10 +66,7 @@ impl PrepareState {
             return None;
         }
         let intact = state
-            .train
-            .shards
-            .iter()
-            .chain(&state.validation.shards)
+            .shards()
             .all(|s| std::fs::metadata(dir.join(&s.file)).is_ok_and(|m| m.len() == s.bytes));
         intact.then_some(state)
     }
@@ -113,5 +129,17 @@ mod tests {
         ] {
             assert!(!is_prepare_output(name), "{name}");
         }
+    }
+
+    #[test]
+    fn the_state_file_keeps_its_layout() {
+        let mut state = PrepareState::new("sha256:k".into());
+        state.splits.validation.documents = 3;
+        let json = serde_json::to_value(&state).unwrap();
+        assert_eq!(json["config_key"], "sha256:k");
+        assert_eq!(json["validation"]["documents"], 3);
+        assert_eq!(json["train"]["shards"], serde_json::json!([]));
+        let back: PrepareState = serde_json::from_value(json).unwrap();
+        assert_eq!(back, state);
     }
 }

@@ -283,10 +283,10 @@ mod tests {
                 .collect();
             let mut x: u64 = 42;
             for _ in 0..500 {
-                let len = (crate::hash::splitmix64(x) % 80) as usize;
+                let len = (mlm_seeds::splitmix64(x) % 80) as usize;
                 let text: String = (0..len)
                     .map(|_| {
-                        x = crate::hash::splitmix64(x);
+                        x = mlm_seeds::splitmix64(x);
                         alphabet[(x % alphabet.len() as u64) as usize]
                     })
                     .collect();

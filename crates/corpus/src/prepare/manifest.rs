@@ -1,0 +1,108 @@
+//! The last stage of `prepare`: the manifest of what was written.
+
+use std::collections::BTreeMap;
+
+use super::pipeline::Packed;
+use super::plan::Plan;
+use crate::config::CorpusConfig;
+use crate::error::CorpusError;
+use crate::input::{DropReason, InputFile};
+use crate::manifest::{DocumentCounts, FORMAT_VERSION, Manifest, SourceEntry, SplitPolicy};
+use crate::stream::ReadStats;
+
+/// A corpus without a training sequence is an error, not an empty manifest.
+pub(super) fn check_has_training_data(packed: &Packed) -> Result<(), CorpusError> {
+    if packed.splits.train.sequences > 0 {
+        return Ok(());
+    }
+    let dropped = dropped(packed);
+    let dropped = if dropped.is_empty() {
+        "none".to_string()
+    } else {
+        let reasons: Vec<String> = dropped.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        reasons.join(", ")
+    };
+    Err(CorpusError::EmptyCorpus {
+        message: format!(
+            "no training sequence: {} records read, {} held out, dropped: {dropped}",
+            packed.stats.records, packed.splits.validation.documents,
+        ),
+    })
+}
+
+/// The manifest of a prepare that packed `packed`.
+pub(super) fn build(plan: &Plan<'_>, packed: Packed, tokenizer_files: Vec<String>) -> Manifest {
+    let (config, tokenizer) = (plan.config, &plan.tokenizer);
+    let documents = document_counts(&packed);
+    Manifest {
+        format_version: FORMAT_VERSION,
+        created_by: format!("mlm-corpus {}", env!("CARGO_PKG_VERSION")),
+        tokenizer_fingerprint: tokenizer.fingerprint(),
+        vocab_size: tokenizer.vocab_size(),
+        special_ids: tokenizer.special_ids().clone(),
+        special_tokens: tokenizer.special_tokens().clone(),
+        do_lower_case: tokenizer.do_lower_case(),
+        tokenizer_files,
+        max_seq_len: config.max_seq_len,
+        packing: config.packing,
+        token_dtype: plan.dtype(),
+        row_group_sequences: config.row_group_sequences,
+        sources: sources(&plan.files, &packed.stats),
+        train: packed.splits.train,
+        validation: packed.splits.validation,
+        documents,
+        split: split_policy(config),
+        config_key: plan.key.clone(),
+        config: config.clone(),
+    }
+}
+
+fn document_counts(packed: &Packed) -> DocumentCounts {
+    DocumentCounts {
+        records: packed.stats.records,
+        train: packed.splits.train.documents,
+        validation: packed.splits.validation.documents,
+        dropped: dropped(packed),
+    }
+}
+
+/// The reader's drop counts plus the documents that tokenized to nothing.
+fn dropped(packed: &Packed) -> BTreeMap<String, u64> {
+    let mut dropped = packed.stats.dropped.clone();
+    if packed.empty > 0 {
+        *dropped
+            .entry(DropReason::Empty.as_str().to_string())
+            .or_default() += packed.empty;
+    }
+    dropped
+}
+
+fn split_policy(config: &CorpusConfig) -> SplitPolicy {
+    let method = if config.validation_inputs.is_empty() {
+        "hash"
+    } else {
+        "inputs"
+    };
+    SplitPolicy {
+        method: method.to_string(),
+        validation_fraction: config.effective_validation_fraction(),
+        split_seed: config.split_seed,
+        deduplicate: config.deduplicate,
+    }
+}
+
+fn sources(files: &[InputFile], stats: &ReadStats) -> Vec<SourceEntry> {
+    files
+        .iter()
+        .zip(&stats.per_source)
+        .map(|(f, counts)| SourceEntry {
+            path: f.path.display().to_string(),
+            format: f.format,
+            held_out: f.held_out,
+            bytes: f.bytes,
+            records: counts.records,
+            documents: counts.documents,
+            dropped: counts.dropped,
+        })
+        .collect()
+}

@@ -1,0 +1,102 @@
+//! The output directory of `prepare`: a finished prepare of the same config key is reused, an
+//! unfinished one is resumed, anything else is cleaned away; `manifest.json` is written last.
+
+use std::path::Path;
+
+use super::Outcome;
+use super::plan::Plan;
+use super::state::{self, PrepareState, STATE_FILE};
+use crate::error::CorpusError;
+use crate::fsutil::write_json;
+use crate::manifest::{MANIFEST_FILE, Manifest};
+use crate::progress::Observer;
+
+/// Creates the directory; returns its manifest when it already holds this exact prepare.
+/// A manifest of another prepare is removed first, so that an interruption from here on
+/// leaves a directory nobody takes for complete.
+pub(super) fn reuse_finished(
+    plan: &Plan<'_>,
+    observer: &dyn Observer,
+) -> Result<Option<Manifest>, CorpusError> {
+    let out = &plan.out;
+    std::fs::create_dir_all(out).map_err(|e| CorpusError::io("cannot create", out, e))?;
+    let manifest_path = out.join(MANIFEST_FILE);
+    if !manifest_path.is_file() {
+        return Ok(None);
+    }
+    if let Ok(manifest) = Manifest::read(out)
+        && manifest.config_key == plan.key
+    {
+        return Ok(Some(manifest));
+    }
+    remove(&manifest_path)?;
+    observer
+        .warning("the output directory holds a prepare of another config or input; rebuilding it");
+    Ok(None)
+}
+
+/// Where packing starts, and how the prepare will have ended.
+pub(super) struct Start {
+    pub state: PrepareState,
+    pub outcome: Outcome,
+}
+
+/// Resumes the unfinished prepare of this config key (its intact shards are kept) or starts
+/// afresh; every other prepare output in the directory is deleted.
+pub(super) fn resume_or_clean(
+    plan: &Plan<'_>,
+    observer: &dyn Observer,
+) -> Result<Start, CorpusError> {
+    let Some(state) = PrepareState::load_matching(&plan.out, &plan.key) else {
+        state::clean(&plan.out, &[])?;
+        return Ok(Start {
+            state: PrepareState::new(plan.key.clone()),
+            outcome: Outcome::Prepared,
+        });
+    };
+    let keep: Vec<&str> = state
+        .shards()
+        .map(|s| s.file.as_str())
+        .chain([STATE_FILE])
+        .collect();
+    state::clean(&plan.out, &keep)?;
+    let shards_kept = state.shard_count();
+    if shards_kept > 0 {
+        observer.warning(&format!(
+            "resuming an unfinished prepare: {shards_kept} finished shards kept"
+        ));
+    }
+    Ok(Start {
+        state,
+        outcome: Outcome::Resumed { shards_kept },
+    })
+}
+
+/// Writes the Hugging Face tokenizer files beside the shards; returns their names.
+pub(super) fn write_tokenizer_files(plan: &Plan<'_>) -> Result<Vec<String>, CorpusError> {
+    // A tokenizer without a model_max_length gets one that admits the prepared sequences.
+    let model_max_length = plan
+        .tokenizer
+        .model_max_length()
+        .unwrap_or(plan.config.max_seq_len.max(512));
+    plan.tokenizer.write_hf_files(&plan.out, model_max_length)?;
+    let mut files = vec!["tokenizer.json".to_string()];
+    if plan.out.join("vocab.txt").is_file() {
+        files.push("vocab.txt".into());
+    }
+    Ok(files)
+}
+
+/// Marks the prepare finished: writes `manifest.json` and drops the resume state.
+pub(super) fn publish(out: &Path, manifest: &Manifest) -> Result<(), CorpusError> {
+    write_json(&out.join(MANIFEST_FILE), manifest)?;
+    let state_path = PrepareState::path(out);
+    if state_path.exists() {
+        remove(&state_path)?;
+    }
+    Ok(())
+}
+
+fn remove(path: &Path) -> Result<(), CorpusError> {
+    std::fs::remove_file(path).map_err(|e| CorpusError::io("cannot remove", path, e))
+}
