@@ -12,6 +12,7 @@
 //! other variables exist (so initialising the missing MLM head of a loaded checkpoint gives
 //! the same head as initialising a whole model with the same seed).
 
+use mlm_seeds::splitmix64;
 use rayon::prelude::*;
 use tch::Tensor;
 
@@ -80,14 +81,6 @@ fn fill_normal(out: &mut [f32], key: u64, std: f64) {
             *second = (radius * angle.sin()) as f32;
         }
     }
-}
-
-/// The splitmix64 finaliser (Steele, Lea & Flood 2014): a bijective 64-bit mixer.
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// FNV-1a, 64-bit: a stable hash of the variable name (std's hashers are not stable).

@@ -4,6 +4,7 @@
 //! is exactly one big batch (DESIGN.md), unlike averaging per-micro-batch means.
 
 use mlm_masking::Batch;
+use mlm_seeds::splitmix64;
 use tch::{Device, Kind, Tensor};
 
 use super::RunError;
@@ -51,13 +52,6 @@ pub fn dropout_seed(seed: u64, step: u64, rank: u32, micro_batch: usize) -> i64 
     }
     // manual_seed takes an i64; keep it non-negative so logs read naturally.
     (x >> 1) as i64
-}
-
-fn splitmix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// The masked positions' logits of one collated batch, `[M, V]`, in `precision`: the one
