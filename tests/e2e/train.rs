@@ -334,7 +334,10 @@ fn a_run_directory_moved_with_its_config_and_data_resumes_bit_identically() {
     std::fs::rename(before.path(), after.path()).unwrap();
     let (output, _, stderr) = train(&after.path().join("config.toml"), &[]);
     assert!(output.status.success(), "{stderr}");
-    assert!(stderr.contains("at step 3"), "resumed, not refused: {stderr}");
+    assert!(
+        stderr.contains("at step 3"),
+        "resumed, not refused: {stderr}"
+    );
     assert!(
         weights(&after.path().join("run/checkpoint-8"))
             == weights(&after.path().join("straight/checkpoint-8")),
@@ -348,7 +351,10 @@ fn bf16_on_the_cpu_trains_in_bf16_not_silently_in_fp32() {
     let config = tiny_config(&scratch, "max_steps = 3\nprecision = \"bf16\"", "");
     let (output, _, stderr) = train(&config, &[]);
     assert!(output.status.success(), "{stderr}");
-    assert!(stderr.contains("bf16 on cpu"), "the plan says bf16: {stderr}");
+    assert!(
+        stderr.contains("bf16 on cpu"),
+        "the plan says bf16: {stderr}"
+    );
     let bf16 = weights(&scratch.path().join("run/checkpoint-3"));
     let fp32_run = [
         "--set",

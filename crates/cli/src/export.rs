@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use mlm_corpus::DomainTokenizer;
-use mlm_trainer::model::{ExportOptions, export_hf_model_with};
 use mlm_trainer::model::load_model_dir;
+use mlm_trainer::model::{ExportOptions, export_hf_model_with};
 
 /// Arguments of `mlm-train export`.
 #[derive(Debug, Args)]

@@ -157,7 +157,12 @@ pub(crate) fn count(n: u64) -> String {
 /// the splits, and where the records went.
 fn summary(report: &PrepareReport) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "{}: {}", outcome_text(report.outcome), report.output.display());
+    let _ = writeln!(
+        s,
+        "{}: {}",
+        outcome_text(report.outcome),
+        report.output.display()
+    );
     write_format(&mut s, &report.manifest);
     let _ = writeln!(s);
     write_splits(&mut s, &report.manifest);

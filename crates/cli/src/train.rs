@@ -282,7 +282,10 @@ fn print_weight_lists(weights: &WeightsReport) {
     for (what, names) in [
         ("initialised (not in the checkpoint)", &weights.initialised),
         ("ignored (not used by BertForMaskedLM)", &weights.ignored),
-        ("unexpected (matches no parameter; not loaded)", &weights.unexpected),
+        (
+            "unexpected (matches no parameter; not loaded)",
+            &weights.unexpected,
+        ),
     ] {
         if !names.is_empty() {
             eprintln!("         {what}: {}", names.join(", "));

@@ -64,7 +64,8 @@ impl<'a> Run<'a> {
         let mut model = build_model(&job.model, &model_config, job.device, job.training.seed)?;
         let mut optimizer = optimizer_for(&model, &job.training);
         let fresh = fresh_state(trajectory_key(job, &manifest, &model_config)?, &schedule);
-        let checkpoints = CheckpointManager::new(&job.training.output_dir, job.checkpoint.keep_last);
+        let checkpoints =
+            CheckpointManager::new(&job.training.output_dir, job.checkpoint.keep_last);
         let (state, resumed_from) = resume(job, &checkpoints, &mut model, &mut optimizer, fresh)?;
 
         let eval_spec = EvalSetSpec::new(&masker, &job.masking, &job.eval, &manifest);

@@ -114,6 +114,9 @@ mod tests {
     fn a_device_without_autocast_is_an_error_naming_device_and_dtype() {
         let precision = ForwardPrecision::new(Precision::Bf16, Device::Mps);
         let message = precision.enter().unwrap_err().to_string();
-        assert!(message.contains("bf16") && message.contains("mps"), "{message}");
+        assert!(
+            message.contains("bf16") && message.contains("mps"),
+            "{message}"
+        );
     }
 }

@@ -179,8 +179,8 @@ impl<'a> Training<'a> {
             rank: 0,
             normaliser: masked,
         };
-        let loss = forward_backward(&self.parts.model.model, &batches.micro_batches, &context)?
-            / masked;
+        let loss =
+            forward_backward(&self.parts.model.model, &batches.micro_batches, &context)? / masked;
         if !loss.is_finite() {
             return Err(RunError::NonFiniteLoss {
                 step: step + 1,
@@ -211,7 +211,11 @@ impl<'a> Training<'a> {
         self.cadence.after_step(step, self.last_save.elapsed())
     }
 
-    fn log(&mut self, report: &StepReport, observer: &mut dyn TrainObserver) -> Result<(), RunError> {
+    fn log(
+        &mut self,
+        report: &StepReport,
+        observer: &mut dyn TrainObserver,
+    ) -> Result<(), RunError> {
         let parts = &self.parts;
         let global_batch = parts.batches.global_batch();
         let epoch = report.start.epoch as f64
@@ -284,7 +288,11 @@ impl<'a> Training<'a> {
         if !interrupted && self.last_eval.is_none_or(|(at, _)| at != step) {
             self.evaluate(observer)?;
         }
-        if self.last_checkpoint.as_ref().is_none_or(|(at, _)| *at != step) {
+        if self
+            .last_checkpoint
+            .as_ref()
+            .is_none_or(|(at, _)| *at != step)
+        {
             self.save(observer)?;
         }
         Ok(TrainOutcome {
