@@ -18,7 +18,7 @@ use super::data::{BatchPlan, DataPosition, MaskPlan, Prefetcher, masker_for};
 use super::eval::{EvalMetrics, EvalSet, EvalSetSpec, evaluate};
 use super::metrics::MetricsLog;
 use super::model_setup::{BuiltModel, build_model, check_init_tokenizer, resolve_config};
-use super::plan::{effective_precision, estimate_memory, schedule_for};
+use super::plan::{checked_schedule_for, effective_precision, estimate_memory};
 use super::step::{StepContext, forward_backward};
 use crate::TrainError;
 use crate::checkpoint::{CheckpointExtras, CheckpointManager, TrainerState};
@@ -145,8 +145,7 @@ pub fn run_training(
     let total_steps = training
         .max_steps
         .unwrap_or_else(|| (training.epochs * steps_per_epoch as f64).ceil() as u64);
-    let schedule = schedule_for(training, total_steps);
-    schedule.validate()?;
+    let schedule = checked_schedule_for(training, total_steps)?;
 
     // Model, optimizer and (when resuming) their saved state.
     let BuiltModel {
