@@ -1,9 +1,11 @@
-//! `mlm-train --config FILE`: loading, checking and reporting config errors.
+//! `mlm-train --config FILE`: loading, checking and reporting config errors. A config error
+//! (unreadable, not TOML, unknown key, bad type, out-of-range value) exits with status 2
+//! before anything is written; a failure while working exits with 1.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use crate::{Scratch, mlm_train, run};
+use crate::{Scratch, mlm_train, run, workspace_root};
 
 /// Writes `text` as a config in a scratch directory and runs `mlm-train --config` on it.
 /// Returns the scratch (keep it alive while using the path), the config path and the run.
@@ -14,9 +16,14 @@ fn run_config(name: &str, text: &str) -> (Scratch, PathBuf, Output, String, Stri
     (scratch, path, output, stdout, stderr)
 }
 
-/// Asserts a failed run with exit code 1, a message and no panic.
+/// Asserts a config error: exit code 2, a message and no panic.
 fn assert_config_error(output: &Output, stderr: &str, expected: &[&str]) {
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_failure(output, 2, stderr, expected);
+}
+
+/// Asserts a failed run with exit `code`, the `expected` texts on stderr and no panic.
+fn assert_failure(output: &Output, code: i32, stderr: &str, expected: &[&str]) {
+    assert_eq!(output.status.code(), Some(code), "{stderr}");
     for text in expected {
         assert!(stderr.contains(text), "stderr lacks {text:?}:\n{stderr}");
     }
@@ -110,8 +117,10 @@ fn forcing_cuda_fails_clearly_without_a_gpu_and_works_with_one() {
         assert!(stderr.contains("device   cuda:0"), "{stdout}{stderr}");
         assert_config_error(&output, &stderr, &["has no [corpus] section"]);
     } else {
-        assert_config_error(
+        // The config is valid; the machine lacks the device: a failure while working.
+        assert_failure(
             &output,
+            1,
             &stderr,
             &["runtime.device = \"cuda:0\" but CUDA is not available"],
         );
@@ -127,9 +136,347 @@ fn zero_threads_is_refused_with_the_key() {
         .arg("--config")
         .arg(&path)
         .env_remove("MLM_TRAIN_THREADS"));
-    assert_config_error(
-        &output,
-        &stderr,
-        &["runtime.cpu_threads must be at least 1"],
+    assert_config_error(&output, &stderr, &["runtime.cpu_threads = 0 must be >= 1"]);
+}
+
+/// The sections of a tiny valid job (the corpus is `docs.jsonl` beside the config), as
+/// `(section, [(key, TOML value)])`, so that a row of the table changes exactly one thing.
+fn base_sections() -> Vec<(&'static str, Vec<(String, String)>)> {
+    let section = |name, keys: &[(&str, &str)]| {
+        let keys = keys
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        (name, keys)
+    };
+    vec![
+        section("runtime", &[("device", "\"cpu\"")]),
+        section(
+            "vocab",
+            &[("vocab_size", "400"), ("output", "\"tokenizer\"")],
+        ),
+        section(
+            "corpus",
+            &[
+                ("inputs", "[\"docs.jsonl\"]"),
+                ("format", "\"jsonl\""),
+                ("text_fields", "[\"title\", \"abstract\"]"),
+                ("id_field", "\"pmid\""),
+                ("validation_fraction", "0.1"),
+                ("tokenizer", "\"tokenizer\""),
+                ("max_seq_len", "32"),
+                ("output", "\"corpus\""),
+            ],
+        ),
+        section("masking", &[]),
+        section(
+            "model",
+            &[
+                ("hidden_size", "32"),
+                ("num_hidden_layers", "2"),
+                ("num_attention_heads", "2"),
+                ("intermediate_size", "64"),
+                ("max_position_embeddings", "64"),
+            ],
+        ),
+        section(
+            "training",
+            &[
+                ("output_dir", "\"run\""),
+                ("batch_size", "4"),
+                ("max_steps", "8"),
+                ("learning_rate", "1e-3"),
+                ("logging_steps", "1"),
+            ],
+        ),
+        section(
+            "eval",
+            &[("eval_batch_size", "16"), ("max_eval_samples", "32")],
+        ),
+        section("checkpoint", &[]),
+    ]
+}
+
+/// Writes `docs.jsonl` (the sample corpus's first documents) and `config.toml`: the base
+/// config with each `section.key = value` of `changes` replacing or adding that key.
+fn write_job(scratch: &Scratch, changes: &[&str]) -> PathBuf {
+    let sample = std::fs::read_to_string(workspace_root().join("data/sample/abstracts.jsonl"))
+        .expect("data/sample/abstracts.jsonl (scripts/make-sample-corpus)");
+    let docs: Vec<&str> = sample.lines().take(240).collect();
+    scratch.write("docs.jsonl", &(docs.join("\n") + "\n"));
+    let mut sections = base_sections();
+    for change in changes {
+        let (dotted, value) = change.split_once('=').expect("section.key = value");
+        let (section, key) = dotted.trim().split_once('.').expect("section.key");
+        let keys = &mut sections
+            .iter_mut()
+            .find(|(name, _)| *name == section)
+            .expect("a section of the base config")
+            .1;
+        keys.retain(|(k, _)| k != key);
+        keys.push((key.to_string(), value.trim().to_string()));
+    }
+    let text: String = sections
+        .iter()
+        .map(|(name, keys)| {
+            let lines: String = keys.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+            format!("[{name}]\n{lines}\n")
+        })
+        .collect();
+    scratch.write("config.toml", &text)
+}
+
+/// The names in `dir`, sorted.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// How a row breaks the config.
+#[derive(Debug, Clone, Copy)]
+enum Via {
+    /// `section.key = value` lines written into the config file.
+    File,
+    /// The same given as `--set section.key=value`.
+    Set,
+}
+
+/// Asserts that `mlm-train ARGS --config FILE` with `changes` is refused as a config error
+/// naming `expected`, with nothing written besides the config and its corpus. `name` names
+/// the scratch directory (unique among the tests running at once).
+fn assert_refused(name: &str, args: &[&str], via: Via, changes: &[&str], expected: &str) {
+    let scratch = Scratch::new(name);
+    let path = match via {
+        Via::File => write_job(&scratch, changes),
+        Via::Set => write_job(&scratch, &[]),
+    };
+    let mut command = mlm_train();
+    command.args(args).arg("--config").arg(&path);
+    if let Via::Set = via {
+        for change in changes {
+            command.arg("--set").arg(change.replace(" = ", "="));
+        }
+    }
+    let (output, stdout, stderr) = run(&mut command);
+    let row = format!("{args:?} {via:?} {changes:?}");
+    assert_eq!(output.status.code(), Some(2), "{row}:\n{stderr}");
+    assert!(
+        stderr.contains(expected),
+        "{row}: lacks {expected:?}:\n{stderr}"
     );
+    assert!(!stderr.contains("panicked"), "{row}:\n{stderr}");
+    assert_eq!(stdout, "", "{row}: partial output");
+    assert_eq!(
+        entries(scratch.path()),
+        ["config.toml", "docs.jsonl"],
+        "{row}: wrote something:\n{stderr}"
+    );
+}
+
+#[test]
+fn the_base_of_the_table_is_a_valid_job() {
+    let scratch = Scratch::new("valid-base");
+    let path = write_job(&scratch, &[]);
+    let (output, _, stderr) = run(mlm_train().arg("--config").arg(&path).arg("--dry-run"));
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("nothing was trained"), "{stderr}");
+}
+
+#[test]
+fn every_out_of_range_value_is_refused_at_load_naming_its_full_key() {
+    use Via::{File, Set};
+    let table: &[(Via, &[&str], &str)] = &[
+        (
+            File,
+            &["training.adam_beta2 = 1.0"],
+            "training.adam_beta2 = 1 must be in [0, 1)",
+        ),
+        (
+            File,
+            &["training.weight_decay = -0.1"],
+            "training.weight_decay = -0.1 must be a finite number >= 0",
+        ),
+        (
+            File,
+            &["training.batch_size = 0"],
+            "training.batch_size = 0 must be >= 1",
+        ),
+        (
+            File,
+            &["eval.eval_batch_size = 0"],
+            "eval.eval_batch_size = 0 must be >= 1",
+        ),
+        (
+            Set,
+            &["training.logging_steps = 0"],
+            "training.logging_steps = 0 must be >= 1",
+        ),
+        (
+            File,
+            &["runtime.cpu_threads = 0"],
+            "runtime.cpu_threads = 0 must be >= 1",
+        ),
+        (
+            File,
+            &["corpus.validation_fraction = 1.0"],
+            "corpus.validation_fraction = 1 ",
+        ),
+        (
+            File,
+            &["corpus.validation_fraction = 0.0"],
+            "corpus.validation_fraction = 0 leaves no held-out documents",
+        ),
+        (
+            File,
+            &["corpus.max_seq_len = 2"],
+            "corpus.max_seq_len = 2 is not in [3, ",
+        ),
+        (Set, &["vocab.vocab_size = 3"], "vocab.vocab_size = 3 "),
+        (
+            File,
+            &["training.warmup_ratio = 1.5"],
+            "training.warmup_ratio = 1.5 must be in [0, 1]",
+        ),
+        (
+            File,
+            &["training.warmup_steps = 20"],
+            "training.warmup_steps = 20 makes the warmup (20 steps) longer than the run \
+             (8 steps, training.max_steps = 8)",
+        ),
+        (
+            File,
+            &[
+                "training.lr_schedule = \"wsd\"",
+                "training.warmup_ratio = 0.6",
+                "training.decay_ratio = 0.5",
+            ],
+            "training.decay_ratio = 0.5 plus training.warmup_ratio = 0.6 exceeds 1",
+        ),
+        (
+            Set,
+            &[
+                "training.lr_schedule = \"wsd\"",
+                "training.warmup_steps = 4",
+                "training.decay_ratio = 0.6",
+            ],
+            "training.decay_ratio = 0.6 makes the decay (5 steps) too long: with the warmup \
+             (4 steps, training.warmup_steps = 4)",
+        ),
+        (
+            Set,
+            &["training.gradient_accumulation_steps = 0"],
+            "training.gradient_accumulation_steps = 0 must be >= 1",
+        ),
+        (
+            File,
+            &["model.hidden_size = 33"],
+            "model.hidden_size = 33 must be a multiple of model.num_attention_heads = 2",
+        ),
+        (
+            Set,
+            &["model.dropout = 1.5"],
+            "model.dropout = 1.5 must be in [0, 1)",
+        ),
+        (
+            File,
+            &["model.init_from = \"hf\"", "model.config = \"config.json\""],
+            "model.config = \"config.json\" cannot be given together with model.init_from",
+        ),
+        (
+            File,
+            &["masking.mlm_probability = 1.5"],
+            "masking.mlm_probability = 1.5",
+        ),
+        (
+            File,
+            &[
+                "masking.mask_replace_prob = 0.9",
+                "masking.random_replace_prob = 0.2",
+            ],
+            "masking.mask_replace_prob + masking.random_replace_prob",
+        ),
+        (
+            File,
+            &["checkpoint.save_minutes = -1.0"],
+            "checkpoint.save_minutes = -1 must be a finite number >= 0",
+        ),
+        (
+            Set,
+            &["training.learning_rate = -1"],
+            "training.learning_rate = -1 must be a finite number > 0",
+        ),
+        (
+            File,
+            &["training.max_steps = 0"],
+            "training.max_steps = 0 must be >= 1",
+        ),
+        (
+            File,
+            &["training.epochs = 0.0"],
+            "training.epochs = 0 must be a finite number > 0",
+        ),
+        (
+            File,
+            &["training.adam_epsilon = 0.0"],
+            "training.adam_epsilon = 0 must be a finite number > 0",
+        ),
+        (
+            File,
+            &["training.min_lr_ratio = 2.0"],
+            "training.min_lr_ratio = 2 must be in [0, 1]",
+        ),
+        (
+            File,
+            &["training.max_grad_norm = nan"],
+            "training.max_grad_norm = NaN must be a finite number >= 0",
+        ),
+        (
+            File,
+            &["training.prefetch = 0"],
+            "training.prefetch = 0 must be >= 1",
+        ),
+        (
+            File,
+            &["eval.max_eval_samples = 0"],
+            "eval.max_eval_samples = 0 must be >= 1",
+        ),
+        (
+            File,
+            &["model.num_attention_heads = 0"],
+            "model.num_attention_heads = 0 must be >= 1",
+        ),
+        // Not a range but the same kind of error: a typo, a wrong type.
+        (
+            Set,
+            &["training.batch_sise = 4"],
+            "unknown field `batch_sise`",
+        ),
+        (File, &["training.batch_size = \"four\""], "invalid type"),
+    ];
+    for (row, &(via, changes, expected)) in table.iter().enumerate() {
+        assert_refused(&format!("invalid-{row}"), &[], via, changes, expected);
+    }
+}
+
+#[test]
+fn every_command_that_reads_a_config_validates_all_of_it_first() {
+    let commands: [&[&str]; 4] = [
+        &["--dry-run"],
+        &["prepare"],
+        &["vocab", "train"],
+        &["eval", "--checkpoint", "no-such-checkpoint"],
+    ];
+    for (index, args) in commands.into_iter().enumerate() {
+        assert_refused(
+            &format!("invalid-command-{index}"),
+            args,
+            Via::File,
+            &["training.batch_size = 0"],
+            "training.batch_size = 0 must be >= 1",
+        );
+    }
 }

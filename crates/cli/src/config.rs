@@ -1,15 +1,63 @@
 //! The run config: one TOML file, `deny_unknown_fields` everywhere, each section owned by
 //! the crate that uses it (`[runtime]` by mlm-trainer). Errors name the file, and toml's
-//! own message names the line, column and key.
+//! own message names the line, column and key. Every section is validated as a whole when
+//! the file loads, before any work; every such failure is a [`ConfigError`] (exit status 2).
 
+use std::error::Error;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use mlm_corpus::{CorpusConfig, VocabConfig};
+use mlm_corpus::{CorpusConfig, VocabConfig, resolve_path};
 use mlm_masking::MaskingConfig;
 use mlm_trainer::run::{CheckpointConfig, EvalConfig, ModelSection, TrainingConfig};
 use mlm_trainer::runtime::RuntimeConfig;
 use serde::Deserialize;
+
+/// A config that cannot be used: unreadable, not TOML, an unknown key, a value of the wrong
+/// type or out of range, a bad `--set`, a section the command needs missing. Nothing was done
+/// before it; `main` exits with status 2 for it, as for a usage error.
+#[derive(Debug)]
+pub struct ConfigError {
+    /// What failed, naming the file: `invalid config configs/x.toml`.
+    context: String,
+    source: Option<Box<dyn Error + Send + Sync + 'static>>,
+}
+
+impl ConfigError {
+    fn new(context: String, source: impl Into<Box<dyn Error + Send + Sync + 'static>>) -> Self {
+        Self {
+            context,
+            source: Some(source.into()),
+        }
+    }
+
+    fn message(context: String) -> Self {
+        Self {
+            context,
+            source: None,
+        }
+    }
+
+    /// `invalid config FILE`, caused by `source`.
+    fn invalid(path: &Path, source: impl Into<Box<dyn Error + Send + Sync + 'static>>) -> Self {
+        Self::new(format!("invalid config {}", path.display()), source)
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.context)
+    }
+}
+
+impl Error for ConfigError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|source| source as &(dyn Error + 'static))
+    }
+}
 
 /// What a config file may contain.
 #[derive(Debug, Deserialize)]
@@ -55,30 +103,25 @@ impl RunConfig {
         Self::load_with(path, &[])
     }
 
-    /// Loads `path`, then applies `--set key=value` overrides (`training.max_steps=100`;
-    /// the value is read as TOML, or as a string when it is not valid TOML).
+    /// Loads `path`, applies `--set key=value` overrides (`training.max_steps=100`; the value
+    /// is read as TOML, or as a string when it is not valid TOML), then validates every
+    /// section. Every failure is a [`ConfigError`].
     pub fn load_with(path: &Path, overrides: &[String]) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config {}", path.display()))?;
-        // Parsed from the text first so that errors carry the line and column.
-        let mut file: RunConfigFile =
-            toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
-        if !overrides.is_empty() {
-            let mut table: toml::Table = toml::from_str(&text)
-                .with_context(|| format!("invalid config {}", path.display()))?;
-            for assignment in overrides {
-                apply_override(&mut table, assignment)?;
-            }
-            file = toml::Value::Table(table).try_into().with_context(|| {
-                format!(
-                    "invalid config {} after --set {}",
-                    path.display(),
-                    overrides.join(" --set ")
-                )
-            })?;
-        }
-        let path = std::path::absolute(path)
-            .with_context(|| format!("cannot resolve config path {}", path.display()))?;
+        let file = read_file(path, overrides)?;
+        file.validate()
+            .map_err(|source| ConfigError::new(invalid_config(path, overrides), source))?;
+        let absolute = std::path::absolute(path).map_err(|source| {
+            ConfigError::new(
+                format!("cannot resolve config path {}", path.display()),
+                source,
+            )
+        })?;
+        // Lexically normalised, so printed paths read `runs/x`, not `configs/../runs/x`.
+        Ok(Self::resolved(resolve_path(&absolute, Path::new("")), file))
+    }
+
+    /// The config with its paths resolved against the directory of `path` (absolute).
+    fn resolved(path: PathBuf, file: RunConfigFile) -> Self {
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut corpus = file.corpus;
         if let Some(corpus) = &mut corpus {
@@ -89,11 +132,11 @@ impl RunConfig {
             vocab.resolve_paths(&base);
         }
         let mut model = file.model;
-        model.init_from = model.init_from.map(|p| base.join(p));
-        model.config = model.config.map(|p| base.join(p));
+        model.init_from = model.init_from.map(|p| resolve_path(&base, &p));
+        model.config = model.config.map(|p| resolve_path(&base, &p));
         let mut training = file.training;
-        training.output_dir = base.join(&training.output_dir);
-        Ok(Self {
+        training.output_dir = resolve_path(&base, &training.output_dir);
+        Self {
             path,
             runtime: file.runtime,
             corpus,
@@ -103,19 +146,24 @@ impl RunConfig {
             training,
             eval: file.eval,
             checkpoint: file.checkpoint,
-        })
+        }
     }
 
     /// `[corpus]`, or an error saying the command needs it.
     pub fn corpus(&self) -> Result<&CorpusConfig> {
-        self.corpus
-            .as_ref()
-            .with_context(|| format!("{} has no [corpus] section", self.path.display()))
+        let corpus = self.corpus.as_ref().ok_or_else(|| {
+            ConfigError::message(format!("{} has no [corpus] section", self.path.display()))
+        })?;
+        Ok(corpus)
     }
 
     /// The prepared corpus directory (`corpus.output`).
     pub fn prepared_dir(&self) -> Result<PathBuf> {
-        Ok(self.corpus()?.output_dir()?.to_path_buf())
+        let dir = self
+            .corpus()?
+            .output_dir()
+            .map_err(|source| ConfigError::invalid(&self.path, source))?;
+        Ok(dir.to_path_buf())
     }
 
     /// The resolved config as TOML (saved with every checkpoint as `run_config.toml`).
@@ -147,11 +195,62 @@ impl RunConfig {
     }
 }
 
+impl RunConfigFile {
+    /// Every section at once, in the order a job uses them; the first out-of-range value
+    /// is the error, naming its full key (`training.batch_size = 0 must be >= 1`).
+    fn validate(&self) -> Result<(), Box<dyn Error + Send + Sync>> {
+        self.runtime.validate()?;
+        if let Some(vocab) = &self.vocab {
+            vocab.validate()?;
+        }
+        if let Some(corpus) = &self.corpus {
+            corpus.validate()?;
+        }
+        self.masking.validate()?;
+        self.model.validate()?;
+        self.training.validate()?;
+        self.eval.validate()?;
+        self.checkpoint.validate()?;
+        Ok(())
+    }
+}
+
+/// Reads and parses `path` and applies the `--set` overrides.
+fn read_file(path: &Path, overrides: &[String]) -> Result<RunConfigFile, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| {
+        ConfigError::new(format!("cannot read config {}", path.display()), source)
+    })?;
+    // Parsed from the text first so that errors carry the line and column.
+    let file: RunConfigFile =
+        toml::from_str(&text).map_err(|source| ConfigError::invalid(path, source))?;
+    if overrides.is_empty() {
+        return Ok(file);
+    }
+    let mut table: toml::Table =
+        toml::from_str(&text).map_err(|source| ConfigError::invalid(path, source))?;
+    for assignment in overrides {
+        apply_override(&mut table, assignment)?;
+    }
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|source| ConfigError::new(invalid_config(path, overrides), source))
+}
+
+/// `invalid config FILE`, with the `--set` overrides when there are any.
+fn invalid_config(path: &Path, overrides: &[String]) -> String {
+    let mut context = format!("invalid config {}", path.display());
+    if !overrides.is_empty() {
+        context += &format!(" after --set {}", overrides.join(" --set "));
+    }
+    context
+}
+
 /// Sets `section.key = value` in `table`, creating tables on the way.
-fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<()> {
+fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<(), ConfigError> {
+    let usage = |problem: &str| ConfigError::message(format!("--set {assignment}: {problem}"));
     let (key, raw) = assignment
         .split_once('=')
-        .with_context(|| format!("--set {assignment}: expected key=value"))?;
+        .ok_or_else(|| usage("expected key=value"))?;
     let key = key.trim();
     let raw = raw.trim();
     let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
@@ -162,14 +261,14 @@ fn apply_override(table: &mut toml::Table, assignment: &str) -> Result<()> {
     let last = parts
         .pop()
         .filter(|k| !k.is_empty())
-        .with_context(|| format!("--set {assignment}: empty key"))?;
+        .ok_or_else(|| usage("empty key"))?;
     let mut current = table;
     for part in parts {
         current = current
             .entry(part.to_string())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()))
             .as_table_mut()
-            .with_context(|| format!("--set {assignment}: `{part}` is not a table"))?;
+            .ok_or_else(|| usage(&format!("`{part}` is not a table")))?;
     }
     current.insert(last.to_string(), value);
     Ok(())
@@ -190,5 +289,71 @@ mod tests {
         assert_eq!(table["runtime"]["device"].as_str(), Some("cpu"));
         assert!(apply_override(&mut table, "no-equals").is_err());
         assert!(apply_override(&mut table, "training.max_steps.x=1").is_err());
+    }
+
+    /// Loads `text` (written to a temporary file) with `overrides`.
+    fn load_text(name: &str, text: &str, overrides: &[&str]) -> Result<RunConfig> {
+        let dir = std::env::temp_dir().join(format!("mlm-cli-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        let loaded = RunConfig::load_with(&path, &overrides);
+        std::fs::remove_file(&path).unwrap();
+        loaded
+    }
+
+    /// The error's text with its causes, as `main` prints them.
+    fn chain(error: &anyhow::Error) -> String {
+        format!("{error:#}")
+    }
+
+    #[test]
+    fn every_section_is_validated_after_the_overrides() {
+        let error = load_text("batch.toml", "[training]\nbatch_size = 0\n", &[]).unwrap_err();
+        assert!(error.downcast_ref::<ConfigError>().is_some(), "{error:#}");
+        assert!(
+            chain(&error).ends_with("training.batch_size = 0 must be >= 1"),
+            "{error:#}"
+        );
+        // An override fixes the file's value, or breaks a good one.
+        let fixed = load_text(
+            "fixed.toml",
+            "[training]\nbatch_size = 0\n",
+            &["training.batch_size=2"],
+        );
+        assert_eq!(fixed.unwrap().training.batch_size, 2);
+        for (set, expected) in [
+            ("runtime.cpu_threads=0", "runtime.cpu_threads = 0"),
+            ("eval.eval_batch_size=0", "eval.eval_batch_size = 0"),
+            ("checkpoint.save_minutes=-1", "checkpoint.save_minutes = -1"),
+            ("model.dropout=1.5", "model.dropout = 1.5"),
+            (
+                "masking.mlm_probability=1.5",
+                "masking.mlm_probability = 1.5",
+            ),
+            ("vocab.vocab_size=3", "vocab_size"),
+        ] {
+            let error = load_text("set.toml", "", &[set]).unwrap_err();
+            assert!(error.downcast_ref::<ConfigError>().is_some(), "{error:#}");
+            assert!(chain(&error).contains(expected), "{set}: {error:#}");
+        }
+    }
+
+    #[test]
+    fn unreadable_and_malformed_configs_are_config_errors() {
+        let missing = RunConfig::load(Path::new("no/such/config.toml")).unwrap_err();
+        assert!(missing.downcast_ref::<ConfigError>().is_some());
+        assert!(chain(&missing).starts_with("cannot read config no/such/config.toml: "));
+        let cases: [(&str, &[&str]); 4] = [
+            ("[training\n", &[]),
+            ("[training]\nbatch_size = \"four\"\n", &[]),
+            ("", &["training.batch_sise=4"]),
+            ("", &["no-equals"]),
+        ];
+        for (text, overrides) in cases {
+            let error = load_text("bad.toml", text, overrides).unwrap_err();
+            assert!(error.downcast_ref::<ConfigError>().is_some(), "{error:#}");
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! `mlm-train`: domain-adaptive masked-language-model pre-training.
 //!
 //! The binary is thin: it parses arguments, loads the run config and hands work to the
-//! library crates. It is the only crate that uses `anyhow`; `main` prints the error chain.
+//! library crates. It is the only crate that uses `anyhow`; `main` prints the error chain and
+//! exits with status 2 for a config error (nothing was done), 1 for any other failure.
 
 mod config;
 mod doctor;
@@ -82,8 +83,18 @@ fn main() -> ExitCode {
             for cause in error.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }
-            ExitCode::FAILURE
+            exit_code(&error)
         }
+    }
+}
+
+/// 2 for a config that cannot be used (as clap does for a usage error: nothing was done),
+/// 1 for a failure while working.
+fn exit_code(error: &anyhow::Error) -> ExitCode {
+    if error.downcast_ref::<config::ConfigError>().is_some() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -68,8 +68,9 @@ pub enum TrainError {
         expected: String,
         found: String,
     },
-    /// A configuration value is out of range.
-    #[error("invalid {key} = {value}: {reason}")]
+    /// A configuration value is out of range. `key` is the full dotted key as the config
+    /// file spells it, so the message reads `training.batch_size = 0 must be >= 1`.
+    #[error("{key} = {value} {reason}")]
     InvalidConfig {
         key: String,
         value: String,
@@ -112,6 +113,19 @@ impl TrainError {
         }
     }
 
+    /// `key = value reason`, e.g. `invalid_config("training.adam_beta2", 1.0, "must be in [0, 1)")`.
+    pub fn invalid_config(
+        key: impl Into<String>,
+        value: impl std::fmt::Display,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self::InvalidConfig {
+            key: key.into(),
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+
     /// An error about `path` known only by its message.
     pub fn from_io_like(path: &Path, message: &str) -> Self {
         Self::Message {
@@ -132,6 +146,113 @@ impl TrainError {
         Self::Torch {
             context: context.into(),
             source,
+        }
+    }
+}
+
+/// Range checks of config values. Each names the full key and the value in the one message
+/// shape every section uses: `training.batch_size = 0 must be >= 1`.
+pub(crate) mod check {
+    use std::fmt::Display;
+
+    use super::TrainError;
+
+    /// `value >= min` (counts: sizes, steps, batch sizes).
+    pub(crate) fn at_least<T: PartialOrd + Display + Copy>(
+        key: &str,
+        value: T,
+        min: T,
+    ) -> Result<(), TrainError> {
+        require(key, &value, value >= min, || format!("must be >= {min}"))
+    }
+
+    /// A finite number > 0 (learning rates, epochs, epsilons).
+    pub(crate) fn positive(key: &str, value: f64) -> Result<(), TrainError> {
+        require(key, &value, value.is_finite() && value > 0.0, || {
+            "must be a finite number > 0".to_owned()
+        })
+    }
+
+    /// A finite number >= 0 (weight decay, clipping norm, minutes).
+    pub(crate) fn non_negative(key: &str, value: f64) -> Result<(), TrainError> {
+        require(key, &value, value.is_finite() && value >= 0.0, || {
+            "must be a finite number >= 0".to_owned()
+        })
+    }
+
+    /// A fraction in [0, 1] (ratios of steps or of the peak learning rate).
+    pub(crate) fn fraction(key: &str, value: f64) -> Result<(), TrainError> {
+        // NaN fails `contains` too.
+        require(key, &value, (0.0..=1.0).contains(&value), || {
+            "must be in [0, 1]".to_owned()
+        })
+    }
+
+    /// A probability-like value in [0, 1) (Adam betas, dropout: 1 would freeze or zero out).
+    pub(crate) fn below_one(key: &str, value: f64) -> Result<(), TrainError> {
+        require(key, &value, (0.0..1.0).contains(&value), || {
+            "must be in [0, 1)".to_owned()
+        })
+    }
+
+    /// The error `key = value reason` unless `ok`.
+    pub(crate) fn require(
+        key: &str,
+        value: &dyn Display,
+        ok: bool,
+        reason: impl FnOnce() -> String,
+    ) -> Result<(), TrainError> {
+        if ok {
+            Ok(())
+        } else {
+            Err(TrainError::invalid_config(key, value, reason()))
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn message(result: Result<(), TrainError>) -> String {
+            result.unwrap_err().to_string()
+        }
+
+        #[test]
+        fn messages_read_key_value_reason() {
+            assert_eq!(
+                message(at_least("training.batch_size", 0, 1)),
+                "training.batch_size = 0 must be >= 1"
+            );
+            assert_eq!(
+                message(below_one("training.adam_beta2", 1.0)),
+                "training.adam_beta2 = 1 must be in [0, 1)"
+            );
+            assert_eq!(
+                message(positive("training.learning_rate", -1.0)),
+                "training.learning_rate = -1 must be a finite number > 0"
+            );
+            assert_eq!(
+                message(non_negative("training.weight_decay", -0.1)),
+                "training.weight_decay = -0.1 must be a finite number >= 0"
+            );
+            assert_eq!(
+                message(fraction("training.warmup_ratio", 1.5)),
+                "training.warmup_ratio = 1.5 must be in [0, 1]"
+            );
+        }
+
+        #[test]
+        fn bounds_are_inclusive_where_documented_and_nan_never_passes() {
+            assert!(at_least("k", 1, 1).is_ok());
+            assert!(positive("k", f64::MIN_POSITIVE).is_ok());
+            assert!(positive("k", 0.0).is_err());
+            assert!(positive("k", f64::INFINITY).is_err());
+            assert!(non_negative("k", 0.0).is_ok());
+            assert!(fraction("k", 0.0).is_ok() && fraction("k", 1.0).is_ok());
+            assert!(below_one("k", 0.0).is_ok() && below_one("k", 1.0).is_err());
+            for check in [positive, non_negative, fraction, below_one] {
+                assert!(check("k", f64::NAN).is_err());
+            }
         }
     }
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Deserializer};
 pub enum RuntimeError {
     #[error("runtime.device = \"{requested}\" but {reason} (run `mlm-train doctor` to see why)")]
     DeviceUnavailable { requested: String, reason: String },
-    #[error("runtime.cpu_threads must be at least 1, got 0 (leave it out to use every core)")]
+    #[error("runtime.cpu_threads = 0 must be >= 1 (leave it out to use every core)")]
     ZeroThreads,
     #[error("could not size the rayon thread pool to {threads} threads")]
     ThreadPool {
@@ -122,6 +122,17 @@ pub struct RuntimeConfig {
     /// libtorch's and rayon's own defaults (every core).
     #[serde(default)]
     pub cpu_threads: Option<usize>,
+}
+
+impl RuntimeConfig {
+    /// Checks the section when the config loads. `device` is checked when it is resolved:
+    /// whether a GPU is there depends on the machine, not on the config.
+    pub fn validate(&self) -> Result<(), RuntimeError> {
+        if self.cpu_threads == Some(0) {
+            return Err(RuntimeError::ZeroThreads);
+        }
+        Ok(())
+    }
 }
 
 /// Thread counts actually in effect after [`configure_threads`].
@@ -245,5 +256,14 @@ mod tests {
             configure_threads(Some(0)),
             Err(RuntimeError::ZeroThreads)
         ));
+        let zero = RuntimeConfig {
+            cpu_threads: Some(0),
+            ..RuntimeConfig::default()
+        };
+        assert_eq!(
+            zero.validate().unwrap_err().to_string(),
+            "runtime.cpu_threads = 0 must be >= 1 (leave it out to use every core)"
+        );
+        assert!(RuntimeConfig::default().validate().is_ok());
     }
 }

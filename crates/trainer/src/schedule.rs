@@ -146,55 +146,111 @@ impl Schedule {
     }
 
     /// Rejects schedules that cannot be what the user meant: a negative or non-finite peak,
-    /// a floor outside [0, 1], warmup longer than the run, or WSD phases that do not fit.
+    /// a floor outside [0, 1], no steps, warmup longer than the run, or WSD phases that do not
+    /// fit. Errors name this struct's fields; [`Schedule::validate_from`] names config keys.
     pub fn validate(&self) -> Result<(), TrainError> {
-        let invalid = |key: &str, value: String, reason: &str| TrainError::InvalidConfig {
-            key: key.to_string(),
-            value,
-            reason: reason.to_string(),
-        };
-        if !self.peak_lr.is_finite() || self.peak_lr < 0.0 {
-            return Err(invalid(
-                "learning_rate",
-                self.peak_lr.to_string(),
-                "must be a finite number >= 0",
-            ));
+        self.validate_from(&ScheduleSource::fields(self))
+    }
+
+    /// [`Schedule::validate`], with errors naming the config values in `source`.
+    pub fn validate_from(&self, source: &ScheduleSource) -> Result<(), TrainError> {
+        use crate::error::check;
+        check::non_negative(source.peak_lr, self.peak_lr)?;
+        check::fraction(source.min_lr_ratio, self.min_lr_ratio)?;
+        self.check_has_steps(source)?;
+        self.check_warmup_fits(source)?;
+        self.check_decay_fits(source)
+    }
+
+    /// Linear and cosine decay towards `total_steps`, so they need one.
+    fn check_has_steps(&self, source: &ScheduleSource) -> Result<(), TrainError> {
+        if self.kind == ScheduleKind::Constant || self.total_steps > 0 {
+            return Ok(());
         }
-        if !(0.0..=1.0).contains(&self.min_lr_ratio) {
-            return Err(invalid(
-                "min_lr_ratio",
-                self.min_lr_ratio.to_string(),
-                "must be in [0, 1] (a fraction of the peak learning rate)",
-            ));
+        Err(source
+            .total
+            .error("gives a run of 0 steps; a decaying schedule needs at least one".to_owned()))
+    }
+
+    /// The warmup ends within the run (a constant schedule without a total has no end).
+    fn check_warmup_fits(&self, source: &ScheduleSource) -> Result<(), TrainError> {
+        let has_end = self.kind != ScheduleKind::Constant || self.total_steps > 0;
+        if !has_end || self.warmup_steps <= self.total_steps {
+            return Ok(());
         }
-        let decays = !matches!(self.kind, ScheduleKind::Constant);
-        if decays && self.total_steps == 0 {
-            return Err(invalid(
-                "total_steps",
-                "0".into(),
-                "a decaying schedule needs at least one step",
-            ));
-        }
-        if decays && self.warmup_steps > self.total_steps {
-            return Err(invalid(
-                "warmup_steps",
-                self.warmup_steps.to_string(),
-                &format!("longer than the run ({} steps)", self.total_steps),
-            ));
-        }
-        if self.kind == ScheduleKind::WarmupStableDecay
-            && self.warmup_steps + self.decay_steps > self.total_steps
+        Err(source.warmup.error(format!(
+            "makes the warmup ({} steps) longer than the run ({} steps, {})",
+            self.warmup_steps, self.total_steps, source.total
+        )))
+    }
+
+    /// WSD: warmup and decay together fit in the run (the stable phase may be empty).
+    fn check_decay_fits(&self, source: &ScheduleSource) -> Result<(), TrainError> {
+        if self.kind != ScheduleKind::WarmupStableDecay
+            || self.warmup_steps + self.decay_steps <= self.total_steps
         {
-            return Err(invalid(
-                "decay_steps",
-                self.decay_steps.to_string(),
-                &format!(
-                    "warmup ({}) plus decay exceed the run ({} steps)",
-                    self.warmup_steps, self.total_steps
-                ),
-            ));
+            return Ok(());
         }
-        Ok(())
+        Err(source.decay.error(format!(
+            "makes the decay ({} steps) too long: with the warmup ({} steps, {}) it exceeds the \
+             run ({} steps, {})",
+            self.decay_steps, self.warmup_steps, source.warmup, self.total_steps, source.total
+        )))
+    }
+}
+
+/// A config value a number of a schedule was resolved from: `training.warmup_ratio = 0.06`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    /// The full key, as the config file spells it.
+    pub key: &'static str,
+    /// The value, as the user wrote it.
+    pub value: String,
+}
+
+impl Setting {
+    pub fn new(key: &'static str, value: impl std::fmt::Display) -> Self {
+        Self {
+            key,
+            value: value.to_string(),
+        }
+    }
+
+    fn error(&self, reason: String) -> TrainError {
+        TrainError::invalid_config(self.key, &self.value, reason)
+    }
+}
+
+impl std::fmt::Display for Setting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} = {}", self.key, self.value)
+    }
+}
+
+/// Where each number of a [`Schedule`] came from, so that its errors blame what the user
+/// wrote: the warmup of `training.warmup_ratio` when that made it, the run length of
+/// `training.epochs` when the step count was derived from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleSource {
+    /// Key of the peak learning rate.
+    pub peak_lr: &'static str,
+    /// Key of the floor.
+    pub min_lr_ratio: &'static str,
+    pub warmup: Setting,
+    pub total: Setting,
+    pub decay: Setting,
+}
+
+impl ScheduleSource {
+    /// The schedule's own fields, for a schedule that was not read from a config.
+    pub fn fields(schedule: &Schedule) -> Self {
+        Self {
+            peak_lr: "peak_lr",
+            min_lr_ratio: "min_lr_ratio",
+            warmup: Setting::new("warmup_steps", schedule.warmup_steps),
+            total: Setting::new("total_steps", schedule.total_steps),
+            decay: Setting::new("decay_steps", schedule.decay_steps),
+        }
     }
 }
 
@@ -342,6 +398,44 @@ mod tests {
         assert!(nan.validate().is_err());
         assert!(schedule(ScheduleKind::Linear, 0, 0).validate().is_err());
         assert!(schedule(ScheduleKind::Cosine, 10, 100).validate().is_ok());
+    }
+
+    #[test]
+    fn validate_from_blames_the_config_value_the_number_came_from() {
+        let source = ScheduleSource {
+            peak_lr: "training.learning_rate",
+            min_lr_ratio: "training.min_lr_ratio",
+            warmup: Setting::new("training.warmup_ratio", 0.5),
+            total: Setting::new("training.epochs", 1.0),
+            decay: Setting::new("training.decay_ratio", 0.6),
+        };
+        let wsd = Schedule {
+            decay_steps: 6,
+            ..schedule(ScheduleKind::WarmupStableDecay, 5, 10)
+        };
+        assert_eq!(
+            wsd.validate_from(&source).unwrap_err().to_string(),
+            "training.decay_ratio = 0.6 makes the decay (6 steps) too long: with the warmup \
+             (5 steps, training.warmup_ratio = 0.5) it exceeds the run (10 steps, \
+             training.epochs = 1)"
+        );
+        let long_warmup = schedule(ScheduleKind::Constant, 20, 10);
+        let message = long_warmup.validate_from(&source).unwrap_err().to_string();
+        assert!(
+            message.starts_with("training.warmup_ratio = 0.5 makes the warmup (20 steps)"),
+            "{message}"
+        );
+        let negative = Schedule {
+            peak_lr: -1.0,
+            ..schedule(ScheduleKind::Linear, 0, 10)
+        };
+        assert_eq!(
+            negative.validate_from(&source).unwrap_err().to_string(),
+            "training.learning_rate = -1 must be a finite number >= 0"
+        );
+        let no_steps = schedule(ScheduleKind::Linear, 0, 0);
+        let message = no_steps.validate_from(&source).unwrap_err().to_string();
+        assert!(message.starts_with("training.epochs = 1 gives a run of 0 steps"));
     }
 
     #[test]

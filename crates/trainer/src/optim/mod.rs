@@ -50,44 +50,42 @@ impl Default for AdamWConfig {
     }
 }
 
+/// The config keys AdamW's hyper-parameters were read from, so that range errors name what
+/// the user wrote (`training.adam_beta2`) rather than this struct's fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdamWKeys {
+    pub learning_rate: &'static str,
+    pub beta1: &'static str,
+    pub beta2: &'static str,
+    pub epsilon: &'static str,
+    pub weight_decay: &'static str,
+}
+
+impl AdamWKeys {
+    /// The field names of [`AdamWConfig`] itself.
+    pub const FIELDS: Self = Self {
+        learning_rate: "learning_rate",
+        beta1: "beta1",
+        beta2: "beta2",
+        epsilon: "epsilon",
+        weight_decay: "weight_decay",
+    };
+}
+
 impl AdamWConfig {
     /// The ranges `torch.optim.AdamW` accepts (it raises on the same values).
     pub fn validate(&self) -> Result<(), TrainError> {
-        let check = |key: &str, value: f64, ok: bool, reason: &str| {
-            if ok {
-                Ok(())
-            } else {
-                Err(TrainError::InvalidConfig {
-                    key: key.to_string(),
-                    value: value.to_string(),
-                    reason: reason.to_string(),
-                })
-            }
-        };
-        let lr = self.learning_rate;
-        check(
-            "learning_rate",
-            lr,
-            lr.is_finite() && lr >= 0.0,
-            "must be >= 0",
-        )?;
-        let (b1, b2) = (self.beta1, self.beta2);
-        check("beta1", b1, (0.0..1.0).contains(&b1), "must be in [0, 1)")?;
-        check("beta2", b2, (0.0..1.0).contains(&b2), "must be in [0, 1)")?;
-        let eps = self.epsilon;
-        check(
-            "epsilon",
-            eps,
-            eps.is_finite() && eps >= 0.0,
-            "must be >= 0",
-        )?;
-        let wd = self.weight_decay;
-        check(
-            "weight_decay",
-            wd,
-            wd.is_finite() && wd >= 0.0,
-            "must be >= 0",
-        )
+        self.validate_as(&AdamWKeys::FIELDS)
+    }
+
+    /// [`AdamWConfig::validate`], with errors naming `keys`.
+    pub fn validate_as(&self, keys: &AdamWKeys) -> Result<(), TrainError> {
+        use crate::error::check;
+        check::non_negative(keys.learning_rate, self.learning_rate)?;
+        check::below_one(keys.beta1, self.beta1)?;
+        check::below_one(keys.beta2, self.beta2)?;
+        check::non_negative(keys.epsilon, self.epsilon)?;
+        check::non_negative(keys.weight_decay, self.weight_decay)
     }
 }
 
@@ -163,7 +161,13 @@ mod tests {
             ..AdamWConfig::default()
         };
         let message = bad.validate().unwrap_err().to_string();
-        assert!(message.contains("beta2 = 1"), "{message}");
+        assert_eq!(message, "beta2 = 1 must be in [0, 1)");
+        let keys = AdamWKeys {
+            beta2: "training.adam_beta2",
+            ..AdamWKeys::FIELDS
+        };
+        let message = bad.validate_as(&keys).unwrap_err().to_string();
+        assert_eq!(message, "training.adam_beta2 = 1 must be in [0, 1)");
         let negative = AdamWConfig {
             weight_decay: -0.1,
             ..AdamWConfig::default()

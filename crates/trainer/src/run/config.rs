@@ -6,7 +6,19 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::plan::checked_schedule_for;
+use crate::error::{TrainError, check};
+use crate::optim::{AdamWConfig, AdamWKeys};
 use crate::schedule::ScheduleKind;
+
+/// The `[training]` keys of the AdamW hyper-parameters.
+const ADAMW_KEYS: AdamWKeys = AdamWKeys {
+    learning_rate: "training.learning_rate",
+    beta1: "training.adam_beta1",
+    beta2: "training.adam_beta2",
+    epsilon: "training.adam_epsilon",
+    weight_decay: "training.weight_decay",
+};
 
 /// `[model]`: what to train. Either `init_from` (a Hugging Face directory to adapt, as DAPT,
 /// Gururangan et al. 2020) or a model from scratch sized by the keys below.
@@ -49,6 +61,52 @@ impl Default for ModelSection {
             dropout: 0.1,
             max_position_embeddings: None,
         }
+    }
+}
+
+impl ModelSection {
+    /// Checks the section as a whole when the config loads; errors name the full key
+    /// (`model.dropout = 1.5 must be in [0, 1)`). The size keys are checked even when
+    /// `init_from` or `config` makes them unused, so a typo never waits for a later run.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        self.check_one_source()?;
+        check::at_least("model.hidden_size", self.hidden_size, 1)?;
+        check::at_least("model.num_hidden_layers", self.num_hidden_layers, 1)?;
+        check::at_least("model.num_attention_heads", self.num_attention_heads, 1)?;
+        check::at_least("model.intermediate_size", self.intermediate_size, 1)?;
+        self.check_heads_divide_hidden()?;
+        check::below_one("model.dropout", self.dropout)?;
+        if let Some(positions) = self.max_position_embeddings {
+            check::at_least("model.max_position_embeddings", positions, 1)?;
+        }
+        Ok(())
+    }
+
+    /// `init_from` brings its own `config.json`; a second one could only disagree with it.
+    fn check_one_source(&self) -> Result<(), TrainError> {
+        match (&self.init_from, &self.config) {
+            (Some(_), Some(config)) => Err(TrainError::invalid_config(
+                "model.config",
+                format!("{:?}", config.display().to_string()),
+                "cannot be given together with model.init_from (which has its own config.json)",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Each attention head gets `hidden_size / num_attention_heads` dimensions.
+    fn check_heads_divide_hidden(&self) -> Result<(), TrainError> {
+        check::require(
+            "model.hidden_size",
+            &self.hidden_size,
+            self.hidden_size.is_multiple_of(self.num_attention_heads),
+            || {
+                format!(
+                    "must be a multiple of model.num_attention_heads = {}",
+                    self.num_attention_heads
+                )
+            },
+        )
     }
 }
 
@@ -161,6 +219,86 @@ impl Default for TrainingConfig {
     }
 }
 
+impl TrainingConfig {
+    /// Checks the section as a whole when the config loads, before any work; errors name the
+    /// full key (`training.batch_size = 0 must be >= 1`). The schedule is checked here when
+    /// `max_steps` fixes the run's length; with `epochs` it needs the corpus size and is
+    /// checked by [`checked_schedule_for`] when the run starts.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        self.validate_batching()?;
+        self.validate_optimizer()?;
+        self.validate_schedule()
+    }
+
+    /// The AdamW hyper-parameters of this section.
+    pub fn adamw(&self) -> AdamWConfig {
+        AdamWConfig {
+            learning_rate: self.learning_rate,
+            beta1: self.adam_beta1,
+            beta2: self.adam_beta2,
+            epsilon: self.adam_epsilon,
+            weight_decay: self.weight_decay,
+        }
+    }
+
+    /// Batch sizes, step counts and the run's length.
+    fn validate_batching(&self) -> Result<(), TrainError> {
+        check::at_least("training.batch_size", self.batch_size, 1)?;
+        check::at_least(
+            "training.gradient_accumulation_steps",
+            self.gradient_accumulation_steps,
+            1,
+        )?;
+        check::at_least("training.logging_steps", self.logging_steps, 1)?;
+        check::at_least("training.prefetch", self.prefetch, 1)?;
+        if let Some(max_steps) = self.max_steps {
+            check::at_least("training.max_steps", max_steps, 1)?;
+        }
+        check::positive("training.epochs", self.epochs)
+    }
+
+    /// AdamW's ranges (as `torch.optim.AdamW` checks them), stricter where a value would make
+    /// training pointless or unstable: a peak of 0 never moves, an epsilon of 0 divides by
+    /// zero on parameters without gradient history.
+    fn validate_optimizer(&self) -> Result<(), TrainError> {
+        check::positive("training.learning_rate", self.learning_rate)?;
+        check::positive("training.adam_epsilon", self.adam_epsilon)?;
+        self.adamw().validate_as(&ADAMW_KEYS)?;
+        check::non_negative("training.max_grad_norm", self.max_grad_norm)
+    }
+
+    /// The ratios, and the whole schedule when `max_steps` gives its length.
+    fn validate_schedule(&self) -> Result<(), TrainError> {
+        check::fraction("training.warmup_ratio", self.warmup_ratio)?;
+        check::fraction("training.decay_ratio", self.decay_ratio)?;
+        check::fraction("training.min_lr_ratio", self.min_lr_ratio)?;
+        self.check_wsd_ratios_fit()?;
+        if let Some(max_steps) = self.max_steps {
+            checked_schedule_for(self, max_steps)?;
+        }
+        Ok(())
+    }
+
+    /// WSD with a warmup ratio: warmup and decay are both fractions of the run, so they
+    /// cannot fit whatever its length when they add up to more than all of it.
+    fn check_wsd_ratios_fit(&self) -> Result<(), TrainError> {
+        let by_ratio =
+            self.lr_schedule == ScheduleKind::WarmupStableDecay && self.warmup_steps.is_none();
+        check::require(
+            "training.decay_ratio",
+            &self.decay_ratio,
+            !by_ratio || self.warmup_ratio + self.decay_ratio <= 1.0 + 1e-12,
+            || {
+                format!(
+                    "plus training.warmup_ratio = {} exceeds 1: warmup and decay cannot fit in \
+                     the run",
+                    self.warmup_ratio
+                )
+            },
+        )
+    }
+}
+
 /// `[eval]`: held-out evaluation with fixed masks (the eval seed is `masking.eval_seed`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -185,6 +323,17 @@ impl Default for EvalConfig {
     }
 }
 
+impl EvalConfig {
+    /// Checks the section when the config loads; errors name the full key.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        check::at_least("eval.eval_batch_size", self.eval_batch_size, 1)?;
+        if let Some(samples) = self.max_eval_samples {
+            check::at_least("eval.max_eval_samples", samples, 1)?;
+        }
+        Ok(())
+    }
+}
+
 /// `[checkpoint]`: when to save and what to keep.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -204,5 +353,202 @@ impl Default for CheckpointConfig {
             save_minutes: None,
             keep_last: 2,
         }
+    }
+}
+
+impl CheckpointConfig {
+    /// Checks the section when the config loads; errors name the full key. `save_steps = 0`
+    /// (only at the end), `keep_last = 0` (keep all) and `save_minutes = 0` (at every step)
+    /// are meaningful.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        match self.save_minutes {
+            Some(minutes) => check::non_negative("checkpoint.save_minutes", minutes),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(result: Result<(), TrainError>) -> String {
+        result.unwrap_err().to_string()
+    }
+
+    /// A change to the default `[training]`.
+    type Edit = fn(&mut TrainingConfig);
+
+    fn training(edit: impl FnOnce(&mut TrainingConfig)) -> Result<(), TrainError> {
+        let mut config = TrainingConfig::default();
+        edit(&mut config);
+        config.validate()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        ModelSection::default().validate().unwrap();
+        TrainingConfig::default().validate().unwrap();
+        EvalConfig::default().validate().unwrap();
+        CheckpointConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn training_errors_name_the_full_key_and_value() {
+        let cases: [(Edit, &str); 14] = [
+            (|t| t.batch_size = 0, "training.batch_size = 0 must be >= 1"),
+            (
+                |t| t.gradient_accumulation_steps = 0,
+                "training.gradient_accumulation_steps = 0 must be >= 1",
+            ),
+            (
+                |t| t.logging_steps = 0,
+                "training.logging_steps = 0 must be >= 1",
+            ),
+            (|t| t.prefetch = 0, "training.prefetch = 0 must be >= 1"),
+            (
+                |t| t.max_steps = Some(0),
+                "training.max_steps = 0 must be >= 1",
+            ),
+            (
+                |t| t.epochs = 0.0,
+                "training.epochs = 0 must be a finite number > 0",
+            ),
+            (
+                |t| t.learning_rate = -1.0,
+                "training.learning_rate = -1 must be a finite number > 0",
+            ),
+            (
+                |t| t.adam_epsilon = 0.0,
+                "training.adam_epsilon = 0 must be a finite number > 0",
+            ),
+            (
+                |t| t.adam_beta1 = -0.1,
+                "training.adam_beta1 = -0.1 must be in [0, 1)",
+            ),
+            (
+                |t| t.adam_beta2 = 1.0,
+                "training.adam_beta2 = 1 must be in [0, 1)",
+            ),
+            (
+                |t| t.weight_decay = -0.1,
+                "training.weight_decay = -0.1 must be a finite number >= 0",
+            ),
+            (
+                |t| t.max_grad_norm = f64::NAN,
+                "training.max_grad_norm = NaN must be a finite number >= 0",
+            ),
+            (
+                |t| t.warmup_ratio = 1.5,
+                "training.warmup_ratio = 1.5 must be in [0, 1]",
+            ),
+            (
+                |t| t.min_lr_ratio = -0.5,
+                "training.min_lr_ratio = -0.5 must be in [0, 1]",
+            ),
+        ];
+        for (edit, expected) in cases {
+            assert_eq!(message(training(edit)), expected);
+        }
+    }
+
+    #[test]
+    fn the_schedule_is_checked_at_load_when_max_steps_fixes_the_run() {
+        let long_warmup = message(training(|t| {
+            t.max_steps = Some(10);
+            t.warmup_steps = Some(20);
+        }));
+        assert!(
+            long_warmup
+                .starts_with("training.warmup_steps = 20 makes the warmup (20 steps) longer"),
+            "{long_warmup}"
+        );
+        // Without max_steps the run's length needs the corpus: checked when it starts.
+        assert!(training(|t| t.warmup_steps = Some(20)).is_ok());
+        let wsd = message(training(|t| {
+            t.lr_schedule = ScheduleKind::WarmupStableDecay;
+            t.warmup_ratio = 0.6;
+            t.decay_ratio = 0.5;
+        }));
+        assert_eq!(
+            wsd,
+            "training.decay_ratio = 0.5 plus training.warmup_ratio = 0.6 exceeds 1: warmup and \
+             decay cannot fit in the run"
+        );
+        assert!(
+            training(|t| {
+                t.lr_schedule = ScheduleKind::WarmupStableDecay;
+                t.warmup_ratio = 0.9;
+                t.decay_ratio = 0.1;
+            })
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn model_errors_name_the_full_key() {
+        let model = |edit: fn(&mut ModelSection)| {
+            let mut section = ModelSection::default();
+            edit(&mut section);
+            message(section.validate())
+        };
+        assert_eq!(
+            model(|m| m.hidden_size = 100),
+            "model.hidden_size = 100 must be a multiple of model.num_attention_heads = 12"
+        );
+        assert_eq!(
+            model(|m| m.num_attention_heads = 0),
+            "model.num_attention_heads = 0 must be >= 1"
+        );
+        assert_eq!(
+            model(|m| m.dropout = 1.5),
+            "model.dropout = 1.5 must be in [0, 1)"
+        );
+        assert_eq!(
+            model(|m| m.max_position_embeddings = Some(0)),
+            "model.max_position_embeddings = 0 must be >= 1"
+        );
+        assert_eq!(
+            model(|m| {
+                m.init_from = Some(PathBuf::from("bert"));
+                m.config = Some(PathBuf::from("config.json"));
+            }),
+            "model.config = \"config.json\" cannot be given together with model.init_from \
+             (which has its own config.json)"
+        );
+    }
+
+    #[test]
+    fn eval_and_checkpoint_errors_name_the_full_key() {
+        let eval = EvalConfig {
+            eval_batch_size: 0,
+            ..EvalConfig::default()
+        };
+        assert_eq!(
+            message(eval.validate()),
+            "eval.eval_batch_size = 0 must be >= 1"
+        );
+        let eval = EvalConfig {
+            max_eval_samples: Some(0),
+            ..EvalConfig::default()
+        };
+        assert_eq!(
+            message(eval.validate()),
+            "eval.max_eval_samples = 0 must be >= 1"
+        );
+        let every_step = CheckpointConfig {
+            save_minutes: Some(0.0),
+            keep_last: 0,
+            save_steps: 0,
+        };
+        assert!(every_step.validate().is_ok());
+        let negative = CheckpointConfig {
+            save_minutes: Some(-1.0),
+            ..CheckpointConfig::default()
+        };
+        assert_eq!(
+            message(negative.validate()),
+            "checkpoint.save_minutes = -1 must be a finite number >= 0"
+        );
     }
 }

@@ -187,7 +187,7 @@ impl Prefetcher {
         start: DataPosition,
         depth: usize,
     ) -> Self {
-        let (sender, receiver) = sync_channel(depth.max(1));
+        let (sender, receiver) = sync_channel(depth);
         let thread = std::thread::Builder::new()
             .name("mlm-loader".into())
             .spawn(move || produce(&mut reader, &plan, &masks, start, &sender))

@@ -15,11 +15,11 @@ use super::data::{BatchPlan, MaskPlan, masker_for};
 use super::eval::{EvalSet, EvalSetSpec};
 use super::job::{TrainJob, TrainPlan, WeightsReport};
 use super::model_setup::{BuiltModel, build_model, check_init_tokenizer, resolve_config};
-use super::plan::{estimate_memory, schedule_for};
+use super::plan::{checked_schedule_for, estimate_memory};
 use super::precision::ForwardPrecision;
 use super::trajectory::trajectory_key;
 use crate::checkpoint::{CheckpointManager, TrainerState};
-use crate::optim::{AdamW, AdamWConfig};
+use crate::optim::AdamW;
 use crate::runtime::device_label;
 use crate::schedule::Schedule;
 
@@ -58,8 +58,7 @@ impl<'a> Run<'a> {
         let batches = batch_plan(&job.training);
         let (steps_per_epoch, total_steps) =
             step_budget(&job.training, &batches, train_reader.len())?;
-        let schedule = schedule_for(&job.training, total_steps);
-        schedule.validate()?;
+        let schedule = checked_schedule_for(&job.training, total_steps)?;
 
         let mut model = build_model(&job.model, &model_config, job.device, job.training.seed)?;
         let mut optimizer = optimizer_for(&model, &job.training);
@@ -124,16 +123,7 @@ fn step_budget(
 }
 
 fn optimizer_for(model: &BuiltModel, training: &TrainingConfig) -> AdamW {
-    let mut optimizer = AdamW::new(
-        &model.vs,
-        AdamWConfig {
-            learning_rate: training.learning_rate,
-            beta1: training.adam_beta1,
-            beta2: training.adam_beta2,
-            epsilon: training.adam_epsilon,
-            weight_decay: training.weight_decay,
-        },
-    );
+    let mut optimizer = AdamW::new(&model.vs, training.adamw());
     optimizer.set_fused(training.fused_optimizer);
     optimizer
 }
