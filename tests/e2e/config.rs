@@ -57,6 +57,9 @@ fn quickstart_config_resolves_to_a_plan() {
     assert!(stderr.contains("steps    400"), "{stderr}");
     assert!(stderr.contains("(from scratch)"), "{stderr}");
     assert!(stderr.contains("nothing was trained"), "{stderr}");
+    // The config's `../runs/...` paths are printed resolved, not as `configs/../runs/...`.
+    assert!(!stderr.contains("/../"), "{stderr}");
+    assert!(stderr.contains("runs/quickstart/corpus"), "{stderr}");
     assert!(
         !scratch
             .path()
