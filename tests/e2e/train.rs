@@ -391,6 +391,38 @@ fn a_changed_config_refuses_to_resume_unless_allowed() {
 }
 
 #[test]
+fn the_resume_guard_follows_the_data_not_the_presentation() {
+    let scratch = Scratch::new("train-guard");
+    let config = tiny_config(&scratch, "max_steps = 4", "");
+    let (output, _, stderr) = train(&config, &["--stop-after-step", "2"]);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    // Logging cadence is not part of the trajectory: resuming goes on.
+    let (output, _, stderr) = train(
+        &config,
+        &[
+            "--set",
+            "training.logging_steps=2",
+            "--stop-after-step",
+            "3",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    // Other training data (20 abstracts more: the corpus is prepared again, into other
+    // train shards) is refused, though no config key changed.
+    let data = scratch.path().join("abstracts.jsonl");
+    let mut text = std::fs::read_to_string(&data).unwrap();
+    let sample = std::fs::read_to_string(workspace_root().join("data/sample/abstracts.jsonl"));
+    for line in sample.unwrap().lines().skip(300).take(20) {
+        text.push_str(line);
+        text.push('\n');
+    }
+    std::fs::write(&data, text).unwrap();
+    let (output, _, stderr) = train(&config, &[]);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--allow-config-change"), "{stderr}");
+}
+
+#[test]
 fn sigterm_saves_a_checkpoint_and_exits_130() {
     let scratch = Scratch::new("train-sigterm");
     let config = tiny_config(&scratch, "max_steps = 100000", "");

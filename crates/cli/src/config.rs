@@ -11,8 +11,9 @@ use anyhow::{Context, Result};
 use mlm_corpus::{CorpusConfig, VocabConfig, resolve_path};
 use mlm_masking::MaskingConfig;
 use mlm_trainer::run::{CheckpointConfig, EvalConfig, ModelSection, TrainingConfig};
-use mlm_trainer::runtime::RuntimeConfig;
+use mlm_trainer::runtime::{RuntimeConfig, ThreadCounts, configure_threads};
 use serde::Deserialize;
+use tch::Device;
 
 /// A config that cannot be used: unreadable, not TOML, an unknown key, a value of the wrong
 /// type or out of range, a bad `--set`, a section the command needs missing. Nothing was done
@@ -147,6 +148,18 @@ impl RunConfig {
             eval: file.eval,
             checkpoint: file.checkpoint,
         }
+    }
+
+    /// Applies `[runtime]`: the thread pools (`--threads` wins over `runtime.cpu_threads`)
+    /// and the device, for the commands that run a model.
+    pub fn apply_runtime(&self, threads_flag: Option<usize>) -> Result<(ThreadCounts, Device)> {
+        let threads = configure_threads(threads_flag.or(self.runtime.cpu_threads))?;
+        let device = self
+            .runtime
+            .device
+            .resolve()
+            .context("resolving [runtime]")?;
+        Ok((threads, device))
     }
 
     /// `[corpus]`, or an error saying the command needs it.
@@ -332,7 +345,7 @@ mod tests {
                 "masking.mlm_probability=1.5",
                 "masking.mlm_probability = 1.5",
             ),
-            ("vocab.vocab_size=3", "vocab_size"),
+            ("vocab.vocab_size=3", "vocab.vocab_size = 3"),
         ] {
             let error = load_text("set.toml", "", &[set]).unwrap_err();
             assert!(error.downcast_ref::<ConfigError>().is_some(), "{error:#}");

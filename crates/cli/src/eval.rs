@@ -31,12 +31,7 @@ pub struct EvalArgs {
 
 pub fn run(args: &EvalArgs, threads: Option<usize>) -> Result<()> {
     let config = RunConfig::load_with(&args.config, &args.overrides)?;
-    mlm_trainer::runtime::configure_threads(threads.or(config.runtime.cpu_threads))?;
-    let device = config
-        .runtime
-        .device
-        .resolve()
-        .context("resolving [runtime]")?;
+    let (_, device) = config.apply_runtime(threads)?;
     let corpus_dir = match &args.data {
         Some(dir) => dir.clone(),
         None => config.prepared_dir()?,

@@ -78,13 +78,7 @@ pub fn run_job(path: &Path, threads_flag: Option<usize>, flags: &JobFlags) -> Re
 
 /// Thread pools and the device, reported as the first lines of the job.
 fn set_up_runtime(config: &RunConfig, threads_flag: Option<usize>) -> Result<tch::Device> {
-    let threads =
-        mlm_trainer::runtime::configure_threads(threads_flag.or(config.runtime.cpu_threads))?;
-    let device = config
-        .runtime
-        .device
-        .resolve()
-        .context("resolving [runtime]")?;
+    let (threads, device) = config.apply_runtime(threads_flag)?;
     eprintln!("config   {}", config.path.display());
     eprintln!(
         "device   {} (runtime.device = \"{}\"), threads: libtorch {}, rayon {}",
@@ -279,16 +273,45 @@ impl TrainObserver for ConsoleObserver {
 /// The names a checkpoint load did not simply copy: initialised, ignored, and unexpected keys
 /// (a stray key usually means a checkpoint of another architecture or a renamed layer).
 fn print_weight_lists(weights: &WeightsReport) {
-    for (what, names) in [
+    for line in weight_lists(weights) {
+        eprintln!("{line}");
+    }
+}
+
+fn weight_lists(weights: &WeightsReport) -> Vec<String> {
+    [
         ("initialised (not in the checkpoint)", &weights.initialised),
         ("ignored (not used by BertForMaskedLM)", &weights.ignored),
         (
             "unexpected (matches no parameter; not loaded)",
             &weights.unexpected,
         ),
-    ] {
-        if !names.is_empty() {
-            eprintln!("         {what}: {}", names.join(", "));
-        }
+    ]
+    .into_iter()
+    .filter(|(_, names)| !names.is_empty())
+    .map(|(what, names)| format!("         {what}: {}", names.join(", ")))
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plan_names_every_key_a_load_did_not_copy() {
+        let weights = WeightsReport {
+            loaded: 3,
+            initialised: vec!["cls.predictions.bias".into()],
+            ignored: vec![],
+            unexpected: vec!["bert.stray.weight".into(), "head.x".into()],
+        };
+        let lines = weight_lists(&weights);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].ends_with("initialised (not in the checkpoint): cls.predictions.bias"));
+        assert!(
+            lines[1].ends_with(
+                "unexpected (matches no parameter; not loaded): bert.stray.weight, head.x"
+            )
+        );
     }
 }
