@@ -9,6 +9,9 @@
 
 /// SplitMix64's output function (Steele, Lea, Flood, "Fast splittable pseudorandom number
 /// generators", OOPSLA'14): a bijective, well-mixing 64-bit hash.
+// `#[inline]`: called from other crates (per sequence in epoch orders and mask keys), and
+// without LTO a non-generic function is inlined across crates only when marked.
+#[inline]
 pub fn splitmix64(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -18,6 +21,7 @@ pub fn splitmix64(x: u64) -> u64 {
 
 /// Mixes several words into one key, order-sensitively: `mix(&[a, b]) != mix(&[b, a])` in
 /// general, and `mix(&[key, 1])`, `mix(&[key, 2])` are independent sub-keys of `key`.
+#[inline]
 pub fn mix(words: &[u64]) -> u64 {
     // SHA-512's first initial hash word: an arbitrary constant with no structure.
     words.iter().fold(0x6A09_E667_F3BC_C908, |acc, &w| {
