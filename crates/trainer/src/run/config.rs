@@ -120,6 +120,9 @@ pub enum Precision {
     Fp32,
     /// bf16 autocast (weights and optimizer state stay fp32).
     Bf16,
+    /// float64 weights, gradients, optimizer state and forward: reference numerics for
+    /// parity checks and debugging (several times slower than fp32).
+    Fp64,
 }
 
 /// What happens to the last global batch of an epoch when it is not full. The same policy
@@ -179,7 +182,8 @@ pub struct TrainingConfig {
     pub logging_steps: u64,
     /// `last_batch = "drop"` | `"keep"`.
     pub last_batch: LastBatch,
-    /// `precision = "auto"` (bf16 autocast on CUDA, fp32 on CPU) | `"fp32"` | `"bf16"`.
+    /// `precision = "auto"` (bf16 autocast on CUDA, fp32 on CPU) | `"fp32"` | `"bf16"` |
+    /// `"fp64"` (float64 everywhere: reference numerics for parity checks).
     pub precision: Precision,
     /// Batches prepared ahead of the GPU on the loader thread. `prefetch = 4`
     pub prefetch: usize,

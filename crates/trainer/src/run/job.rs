@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use mlm_masking::MaskingConfig;
+use mlm_masking::{Batch, MaskingConfig};
 use serde::Serialize;
 use tch::Device;
 
@@ -86,6 +86,14 @@ pub struct StepLog {
 /// Presentation of a run (progress bar, plain lines, nothing in tests).
 pub trait TrainObserver {
     fn plan(&mut self, plan: &TrainPlan);
+    /// The micro-batches optimizer step `step` (0-based) is about to train on, masked and
+    /// collated, in the order the forward passes run; micro-batch `i` runs with dropout seed
+    /// [`dropout_seed`](crate::run::dropout_seed)`(training.seed, step, rank, i)`. For replay
+    /// by a reference implementation (the trajectory parity test) and for debugging a step;
+    /// ignored by default.
+    fn trained_on(&mut self, step: u64, micro_batches: &[Batch]) {
+        let _ = (step, micro_batches);
+    }
     fn step(&mut self, log: &StepLog);
     fn eval(&mut self, step: u64, metrics: &EvalMetrics);
     fn saved(&mut self, step: u64, dir: &Path);

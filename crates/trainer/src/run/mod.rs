@@ -7,7 +7,9 @@
 //! goes through [`TrainObserver`].
 //!
 //! The public API is what the CLI needs: the config sections, [`run_training`] and its
-//! types, and [`evaluate_checkpoint`]. Everything else is private to the run.
+//! types, and [`evaluate_checkpoint`]; and what a replay of a run by a reference
+//! implementation needs ([`TrainObserver::trained_on`], [`dropout_seed`]). Everything else is
+//! private to the run.
 
 mod cadence;
 mod config;
@@ -32,6 +34,7 @@ pub use eval::{CheckpointEval, EvalMetrics, evaluate_checkpoint};
 pub use job::{
     ResumePolicy, StepLog, TrainJob, TrainObserver, TrainOutcome, TrainPlan, WeightsReport,
 };
+pub use step::dropout_seed;
 pub use train::run_training;
 
 /// Why a run stopped with an error.

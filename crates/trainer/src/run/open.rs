@@ -60,7 +60,11 @@ impl<'a> Run<'a> {
             step_budget(&job.training, &batches, train_reader.len())?;
         let schedule = checked_schedule_for(&job.training, total_steps)?;
 
+        let precision = ForwardPrecision::new(job.training.precision, job.device);
         let mut model = build_model(&job.model, &model_config, job.device, job.training.seed)?;
+        if precision.weight_kind() == tch::Kind::Double {
+            model.vs.double();
+        }
         let mut optimizer = optimizer_for(&model, &job.training);
         let fresh = fresh_state(trajectory_key(job, &manifest, &model_config)?, &schedule);
         let checkpoints =
@@ -76,7 +80,7 @@ impl<'a> Run<'a> {
             state,
             eval_set,
             checkpoints,
-            precision: ForwardPrecision::new(job.training.precision, job.device),
+            precision,
             batches,
             steps_per_epoch,
             total_steps,
@@ -205,7 +209,7 @@ impl RunParts {
                 config,
                 &self.batches,
                 manifest,
-                self.precision.is_bf16(),
+                self.precision,
             ),
             weights: self.model.load_report.as_ref().map(|report| WeightsReport {
                 loaded: report.loaded.len(),

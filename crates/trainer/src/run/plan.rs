@@ -3,6 +3,7 @@
 
 use super::config::TrainingConfig;
 use super::data::BatchPlan;
+use super::precision::ForwardPrecision;
 use crate::error::TrainError;
 use crate::schedule::{Schedule, ScheduleSource, Setting};
 
@@ -52,14 +53,15 @@ fn schedule_source(training: &TrainingConfig) -> ScheduleSource {
     }
 }
 
-/// A rough peak-memory estimate for the plan: fp32 weights, gradients and two AdamW moments
-/// (16 bytes per parameter), plus activations per layer after Korthikanti et al. 2022
-/// (s*b*h*(34 + 5*a*s/h) bytes at 16-bit, doubled at fp32), plus the MLM head's logits.
+/// A rough peak-memory estimate for the plan: weights, gradients and two AdamW moments
+/// (16 bytes per parameter in fp32, 32 in fp64), plus activations per layer after Korthikanti
+/// et al. 2022 (s*b*h*(34 + 5*a*s/h) bytes at 16-bit, doubled at fp32), plus the MLM head's
+/// logits.
 pub(super) fn estimate_memory(
     config: &crate::model::BertConfig,
     plan: &BatchPlan,
     manifest: &mlm_corpus::Manifest,
-    bf16: bool,
+    precision: ForwardPrecision,
 ) -> u64 {
     let h = config.hidden_size as f64;
     let layers = config.num_hidden_layers as f64;
@@ -68,10 +70,16 @@ pub(super) fn estimate_memory(
     let params = config.num_parameters() as f64;
     let s = manifest.max_seq_len as f64;
     let b = plan.micro_batch as f64;
-    let bytes_per = if bf16 { 1.0 } else { 2.0 };
-    let activations = layers * s * b * h * (34.0 + 5.0 * heads * s / h) * bytes_per;
-    let head = 0.2 * s * b * vocab * 4.0 * 2.0;
-    (16.0 * params + activations + head) as u64
+    let weight_bytes = precision.weight_kind().elt_size_in_bytes() as f64;
+    // Activations are 16-bit in bf16 (the estimate's unit), else the weights' width.
+    let activation_factor = if precision.is_bf16() {
+        1.0
+    } else {
+        weight_bytes / 2.0
+    };
+    let activations = layers * s * b * h * (34.0 + 5.0 * heads * s / h) * activation_factor;
+    let head = 0.2 * s * b * vocab * weight_bytes * 2.0;
+    (4.0 * weight_bytes * params + activations + head) as u64
 }
 
 #[cfg(test)]

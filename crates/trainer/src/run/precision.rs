@@ -8,7 +8,8 @@
 //!
 //! Entering can fail (a device autocast does not support, a libtorch error); the run then
 //! stops with an error naming the device and dtype instead of silently training in fp32 while
-//! the plan says bf16. Weights, gradients and optimizer state stay fp32 either way.
+//! the plan says bf16. Weights, gradients and optimizer state stay fp32 either way, except
+//! in `fp64`, where they and the forward are float64 (the trajectory parity test's setting).
 
 use mlm_torch_ext::{Autocast, AutocastDevice};
 use tch::{Device, Kind};
@@ -21,26 +22,37 @@ use crate::runtime::device_label;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ForwardPrecision {
     device: Device,
-    bf16: bool,
+    mode: Mode,
+}
+
+/// [`Precision`] with `auto` resolved for a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Fp32,
+    /// bf16 autocast over fp32 weights.
+    Bf16,
+    /// Weights, gradients, optimizer state and forward in float64: reference numerics.
+    Fp64,
 }
 
 impl ForwardPrecision {
     /// The precision `requested` resolves to on `device`: `auto` is bf16 on CUDA, fp32
     /// elsewhere.
     pub fn new(requested: Precision, device: Device) -> Self {
-        let bf16 = match requested {
-            Precision::Auto => device.is_cuda(),
-            Precision::Bf16 => true,
-            Precision::Fp32 => false,
+        let mode = match requested {
+            Precision::Auto if device.is_cuda() => Mode::Bf16,
+            Precision::Auto | Precision::Fp32 => Mode::Fp32,
+            Precision::Bf16 => Mode::Bf16,
+            Precision::Fp64 => Mode::Fp64,
         };
-        Self { device, bf16 }
+        Self { device, mode }
     }
 
     /// Plain fp32 on `device` (what `mlm-train eval` reports: the reference numbers).
     pub fn fp32(device: Device) -> Self {
         Self {
             device,
-            bf16: false,
+            mode: Mode::Fp32,
         }
     }
 
@@ -48,19 +60,32 @@ impl ForwardPrecision {
         self.device
     }
 
-    /// `"bf16"` or `"fp32"`, as the config spells it.
+    /// `"bf16"`, `"fp32"` or `"fp64"`, as the config spells it.
     pub fn label(&self) -> &'static str {
-        if self.bf16 { "bf16" } else { "fp32" }
+        match self.mode {
+            Mode::Fp32 => "fp32",
+            Mode::Bf16 => "bf16",
+            Mode::Fp64 => "fp64",
+        }
     }
 
     pub fn is_bf16(&self) -> bool {
-        self.bf16
+        self.mode == Mode::Bf16
+    }
+
+    /// The dtype of the weights, gradients and optimizer state: float64 for `fp64`, else
+    /// float32 (bf16 autocast keeps fp32 master weights, as `Trainer(bf16=True)` does).
+    pub fn weight_kind(&self) -> Kind {
+        match self.mode {
+            Mode::Fp64 => Kind::Double,
+            Mode::Fp32 | Mode::Bf16 => Kind::Float,
+        }
     }
 
     /// Enters the precision for the forward passes made while the returned guard lives (on
     /// this thread: libtorch keeps autocast state per thread). `None` for fp32.
     pub fn enter(&self) -> Result<Option<Autocast>, RunError> {
-        if !self.bf16 {
+        if !self.is_bf16() {
             return Ok(None);
         }
         let device = device_label(self.device);
@@ -95,6 +120,11 @@ mod tests {
         assert!(!ForwardPrecision::new(Precision::Fp32, Device::Cuda(0)).is_bf16());
         assert!(ForwardPrecision::new(Precision::Bf16, Device::Cpu).is_bf16());
         assert_eq!(ForwardPrecision::fp32(Device::Cuda(1)).label(), "fp32");
+        let fp64 = ForwardPrecision::new(Precision::Fp64, Device::Cuda(0));
+        assert!(!fp64.is_bf16());
+        assert_eq!((fp64.label(), fp64.weight_kind()), ("fp64", Kind::Double));
+        let fp32 = ForwardPrecision::new(Precision::Auto, Device::Cpu);
+        assert_eq!(fp32.weight_kind(), Kind::Float);
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub fn run_training(
         if stop.load(Ordering::SeqCst) || training.reached_stop_after_step() {
             return training.finish(observer, true);
         }
-        let report = training.step()?;
+        let report = training.step(observer)?;
         let Due { log, eval, save } = training.due();
         if log {
             training.log(&report, observer)?;
@@ -149,9 +149,10 @@ impl<'a> Training<'a> {
 
     /// One optimizer step: the step's batches, forward and backward over its micro-batches,
     /// clipping, the AdamW update at the scheduled learning rate, the state advanced.
-    fn step(&mut self) -> Result<StepReport, RunError> {
+    fn step(&mut self, observer: &mut dyn TrainObserver) -> Result<StepReport, RunError> {
         let step = self.parts.state.global_step;
         let batches = self.loader.next_step()?;
+        observer.trained_on(step, &batches.micro_batches);
         self.parts.optimizer.zero_grad();
         let loss = self.forward_backward(step, &batches)?;
         let grad_norm = self.clip_gradients();

@@ -1,0 +1,156 @@
+"""Reference side of crates/trainer/tests/trajectory_parity.rs: a whole training trajectory.
+
+Usage:
+  trajectory_parity.py init FAMILY VOCAB_SIZE PAD_ID OUT_DIR
+      Writes a random encoder-only checkpoint (the base model class, as sentence encoders
+      such as all-MiniLM-L6-v2 ship: no MLM head) with `save_pretrained`, and in
+      OUT_DIR/hf_head.safetensors the MLM head transformers' `from_pretrained` initialises
+      for it (the fresh head ours must match in kind).
+  trajectory_parity.py replay FAMILY DTYPE DUMP_DIR START_CHECKPOINT OUT_DIR
+      Loads START_CHECKPOINT (our step-0 checkpoint: the same initial weights, our fresh
+      head included) into transformers' masked-LM class and trains it on the micro-batches
+      our run recorded (DUMP_DIR/batches.safetensors, DUMP_DIR/run.json), as the Hugging Face
+      Trainer would: Trainer's decay groups, torch.optim.AdamW (fused, Trainer's default
+      `adamw_torch_fused`), the schedule from transformers.optimization with Trainer's
+      warmup rounding, the loss of each micro-batch as transformers' `fixed_cross_entropy`
+      with `num_items_in_batch` (the step's masked tokens), clip_grad_norm_ on the summed
+      gradients, then optimizer.step() and scheduler.step(). Dropout runs with libtorch's
+      generator seeded with our seed for each micro-batch, so the same masks are drawn when
+      dropout sits where transformers has it. Writes OUT_DIR/trajectory.json (per-step loss,
+      learning rate, gradient norm) and OUT_DIR/final.safetensors (the trained weights).
+
+DTYPE is float64 or float32. Runs on the CPU, one thread.
+"""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import Trainer, get_scheduler
+from transformers.loss.loss_utils import fixed_cross_entropy
+
+torch.set_num_threads(1)
+
+
+def families():
+    from transformers import BertConfig, BertForMaskedLM, BertModel
+
+    return {
+        "bert": {
+            "config": BertConfig,
+            "encoder": BertModel,
+            "masked_lm": BertForMaskedLM,
+            "head_prefix": "cls.",
+        },
+    }
+
+
+def tiny_config(family, vocab_size, pad_id):
+    """Odd enough sizes to catch transposes: 4 heads of 8, FFN 72, dropout on."""
+    return families()[family]["config"](
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=72,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1,
+        pad_token_id=pad_id,
+    )
+
+
+def init(family, vocab_size, pad_id, out_dir):
+    out_dir = Path(out_dir)
+    torch.manual_seed(0)
+    encoder = families()[family]["encoder"](tiny_config(family, int(vocab_size), int(pad_id)))
+    # LayerNorms away from (1, 0), so that loading them is tested too.
+    with torch.no_grad():
+        for name, param in encoder.named_parameters():
+            if "LayerNorm" in name:
+                param.add_(0.1 * torch.randn_like(param))
+    encoder.save_pretrained(out_dir)
+    torch.manual_seed(1)
+    model = families()[family]["masked_lm"].from_pretrained(out_dir)
+    prefix = families()[family]["head_prefix"]
+    head = {k: v.clone() for k, v in model.state_dict().items() if k.startswith(prefix)}
+    save_file(head, out_dir / "hf_head.safetensors")
+
+
+def optimizer_for(model, spec):
+    """Trainer.create_optimizer: two groups, decay on Trainer.get_decay_parameter_names."""
+    decay = set(Trainer.get_decay_parameter_names(None, model))
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for n, p in named if n in decay], "weight_decay": spec["weight_decay"]},
+        {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        groups,
+        lr=spec["learning_rate"],
+        betas=(spec["adam_beta1"], spec["adam_beta2"]),
+        eps=spec["adam_epsilon"],
+        fused=spec["fused_optimizer"],
+    )
+
+
+def scheduler_for(optimizer, spec):
+    """TrainingArguments.get_warmup_steps: warmup_steps, else ceil(total * warmup_ratio)."""
+    total = spec["total_steps"]
+    warmup = spec["warmup_steps"]
+    if warmup is None:
+        warmup = math.ceil(total * spec["warmup_ratio"])
+    return get_scheduler(spec["lr_schedule"], optimizer, num_warmup_steps=warmup, num_training_steps=total)
+
+
+def micro_batch_loss(model, batches, key, normaliser):
+    """compute_loss as Trainer runs it when the loss is normalised over the whole step."""
+    logits = model(
+        input_ids=batches[f"{key}.input_ids"],
+        attention_mask=batches[f"{key}.attention_mask"],
+    ).logits
+    labels = batches[f"{key}.labels"]
+    return fixed_cross_entropy(
+        logits.view(-1, logits.shape[-1]), labels.view(-1), num_items_in_batch=normaliser
+    )
+
+
+def train_step(model, optimizer, scheduler, batches, step, spec):
+    loss_sum = 0.0
+    for micro in step["micro_batches"]:
+        torch.manual_seed(micro["dropout_seed"])
+        loss = micro_batch_loss(model, batches, micro["key"], step["masked_tokens"])
+        loss.backward()
+        loss_sum += loss.item()
+    learning_rate = scheduler.get_last_lr()[0]
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), spec["max_grad_norm"]).item()
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return {"loss": loss_sum, "learning_rate": learning_rate, "grad_norm": grad_norm}
+
+
+def replay(family, dtype, dump_dir, start_checkpoint, out_dir):
+    dump_dir, out_dir = Path(dump_dir), Path(out_dir)
+    run = json.loads((dump_dir / "run.json").read_text())
+    spec = run["training"]
+    batches = load_file(dump_dir / "batches.safetensors")
+    model = families()[family]["masked_lm"].from_pretrained(
+        start_checkpoint, dtype=getattr(torch, dtype), attn_implementation="sdpa"
+    )
+    model.train()
+    optimizer = optimizer_for(model, spec)
+    scheduler = scheduler_for(optimizer, spec)
+    log = [train_step(model, optimizer, scheduler, batches, step, spec) for step in run["steps"]]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    (out_dir / "trajectory.json").write_text(json.dumps({"steps": log, "trainable": trainable}))
+    save_file({k: v.clone() for k, v in model.state_dict().items()}, out_dir / "final.safetensors")
+
+
+if __name__ == "__main__":
+    command, *args = sys.argv[1:]
+    {"init": init, "replay": replay}[command](*args)
