@@ -187,11 +187,7 @@ fn trains_evaluates_saves_and_the_checkpoint_exports_and_fills_masks() {
     }
 
     // --no-pooler leaves bert.pooler.* out (the default export keeps it for fine-tuning).
-    let header = |dir: &Path| {
-        let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
-        let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-        String::from_utf8(bytes[8..8 + len].to_vec()).unwrap()
-    };
+    let header = safetensors_header;
     assert!(header(&exported).contains("bert.pooler.dense.weight"));
     let no_pooler = scratch.path().join("hf-no-pooler");
     let (output, _, stderr) = run(mlm_train()
@@ -367,6 +363,56 @@ fn bf16_on_the_cpu_trains_in_bf16_not_silently_in_fp32() {
     assert!(stderr.contains("fp32 on cpu"), "{stderr}");
     let fp32 = weights(&scratch.path().join("fp32/checkpoint-3"));
     assert!(bf16 != fp32, "bf16 autocast changed the computation");
+}
+
+/// The safetensors header of a checkpoint's or export's weights, as text.
+fn safetensors_header(dir: &Path) -> String {
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    String::from_utf8(bytes[8..8 + len].to_vec()).unwrap()
+}
+
+#[test]
+fn fp64_runs_in_float64_resumes_bit_identically_and_exports_float32() {
+    let scratch = Scratch::new("train-fp64");
+    let checkpoint = "[checkpoint]\nsave_steps = 0\nkeep_last = 0";
+    let config = tiny_config(&scratch, "max_steps = 4\nprecision = \"fp64\"", checkpoint);
+    let (output, _, stderr) = train(&config, &[]);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("fp64 on cpu"),
+        "the plan says fp64: {stderr}"
+    );
+    let straight = scratch.path().join("run/checkpoint-4");
+    let header = safetensors_header(&straight);
+    assert!(
+        header.contains("\"F64\"") && !header.contains("\"F32\""),
+        "float64 weights: {header}"
+    );
+
+    let set = "training.output_dir=\"resumed\"";
+    let (output, _, stderr) = train(&config, &["--set", set, "--stop-after-step", "2"]);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    let (output, _, stderr) = train(&config, &["--set", set]);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        weights(&scratch.path().join("resumed/checkpoint-4")) == weights(&straight),
+        "an fp64 run resumes bit-identically (float64 optimizer state included)"
+    );
+
+    // Exports are what transformers loads by default: float32.
+    let exported = scratch.path().join("hf");
+    let (output, _, stderr) = run(mlm_train()
+        .args(["export", "--checkpoint"])
+        .arg(&straight)
+        .arg("--out")
+        .arg(&exported));
+    assert!(output.status.success(), "{stderr}");
+    let header = safetensors_header(&exported);
+    assert!(
+        header.contains("\"F32\"") && !header.contains("\"F64\""),
+        "{header}"
+    );
 }
 
 #[test]

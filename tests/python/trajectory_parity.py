@@ -10,11 +10,12 @@ Usage:
       Loads START_CHECKPOINT (our step-0 checkpoint: the same initial weights, our fresh
       head included) into transformers' masked-LM class and trains it on the micro-batches
       our run recorded (DUMP_DIR/batches.safetensors, DUMP_DIR/run.json), as the Hugging Face
-      Trainer would: Trainer's decay groups, torch.optim.AdamW (fused, Trainer's default
-      `adamw_torch_fused`), the schedule from transformers.optimization with Trainer's
-      warmup rounding, the loss of each micro-batch as transformers' `fixed_cross_entropy`
-      with `num_items_in_batch` (the step's masked tokens), clip_grad_norm_ on the summed
-      gradients, then optimizer.step() and scheduler.step(). Dropout runs with libtorch's
+      Trainer would (trainer_recipe.py): Trainer's decay groups, torch.optim.AdamW (fused,
+      Trainer's default `adamw_torch_fused`), the schedule from transformers.optimization
+      with Trainer's warmup rounding, the loss of each micro-batch as transformers'
+      `fixed_cross_entropy` with `num_items_in_batch` (the step's masked tokens),
+      clip_grad_norm_ on the summed gradients, then optimizer.step() and scheduler.step().
+      Dropout runs with libtorch's
       generator seeded with our seed for each micro-batch, so the same masks are drawn when
       dropout sits where transformers has it. Writes OUT_DIR/trajectory.json (per-step loss,
       learning rate, gradient norm) and OUT_DIR/final.safetensors (the trained weights).
@@ -23,14 +24,12 @@ DTYPE is float64 or float32. Runs on the CPU, one thread.
 """
 
 import json
-import math
 import sys
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import Trainer, get_scheduler
-from transformers.loss.loss_utils import fixed_cross_entropy
+from trainer_recipe import masked_lm_loss, optimizer_for, optimizer_step, scheduler_for
 
 torch.set_num_threads(1)
 
@@ -80,56 +79,22 @@ def init(family, vocab_size, pad_id, out_dir):
     save_file(head, out_dir / "hf_head.safetensors")
 
 
-def optimizer_for(model, spec):
-    """Trainer.create_optimizer: two groups, decay on Trainer.get_decay_parameter_names."""
-    decay = set(Trainer.get_decay_parameter_names(None, model))
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for n, p in named if n in decay], "weight_decay": spec["weight_decay"]},
-        {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(
-        groups,
-        lr=spec["learning_rate"],
-        betas=(spec["adam_beta1"], spec["adam_beta2"]),
-        eps=spec["adam_epsilon"],
-        fused=spec["fused_optimizer"],
-    )
-
-
-def scheduler_for(optimizer, spec):
-    """TrainingArguments.get_warmup_steps: warmup_steps, else ceil(total * warmup_ratio)."""
-    total = spec["total_steps"]
-    warmup = spec["warmup_steps"]
-    if warmup is None:
-        warmup = math.ceil(total * spec["warmup_ratio"])
-    return get_scheduler(spec["lr_schedule"], optimizer, num_warmup_steps=warmup, num_training_steps=total)
-
-
-def micro_batch_loss(model, batches, key, normaliser):
-    """compute_loss as Trainer runs it when the loss is normalised over the whole step."""
-    logits = model(
-        input_ids=batches[f"{key}.input_ids"],
-        attention_mask=batches[f"{key}.attention_mask"],
-    ).logits
-    labels = batches[f"{key}.labels"]
-    return fixed_cross_entropy(
-        logits.view(-1, logits.shape[-1]), labels.view(-1), num_items_in_batch=normaliser
-    )
-
-
 def train_step(model, optimizer, scheduler, batches, step, spec):
+    """One optimizer step: each micro-batch's loss normalised by the step's masked tokens
+    (Trainer's compute_loss with `num_items_in_batch`), backward, then Trainer's clip /
+    optimizer / schedule order."""
     loss_sum = 0.0
     for micro in step["micro_batches"]:
         torch.manual_seed(micro["dropout_seed"])
-        loss = micro_batch_loss(model, batches, micro["key"], step["masked_tokens"])
+        key = micro["key"]
+        logits = model(
+            input_ids=batches[f"{key}.input_ids"],
+            attention_mask=batches[f"{key}.attention_mask"],
+        ).logits
+        loss = masked_lm_loss(logits, batches[f"{key}.labels"], step["masked_tokens"])
         loss.backward()
         loss_sum += loss.item()
-    learning_rate = scheduler.get_last_lr()[0]
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), spec["max_grad_norm"]).item()
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
+    learning_rate, grad_norm = optimizer_step(model, optimizer, scheduler, spec["max_grad_norm"])
     return {"loss": loss_sum, "learning_rate": learning_rate, "grad_norm": grad_norm}
 
 
