@@ -35,21 +35,24 @@ torch.set_num_threads(1)
 
 
 def families():
-    from transformers import BertConfig, BertForMaskedLM, BertModel
+    import transformers as t
 
     return {
-        "bert": {
-            "config": BertConfig,
-            "encoder": BertModel,
-            "masked_lm": BertForMaskedLM,
-            "head_prefix": "cls.",
-        },
+        "bert": (t.BertConfig, t.BertModel, t.BertForMaskedLM, "cls."),
+        "roberta": (t.RobertaConfig, t.RobertaModel, t.RobertaForMaskedLM, "lm_head."),
+        "distilbert": (t.DistilBertConfig, t.DistilBertModel, t.DistilBertForMaskedLM, "vocab_"),
     }
 
 
 def tiny_config(family, vocab_size, pad_id):
     """Odd enough sizes to catch transposes: 4 heads of 8, FFN 72, dropout on."""
-    return families()[family]["config"](
+    config_class = families()[family][0]
+    if family == "distilbert":
+        return config_class(
+            vocab_size=vocab_size, dim=32, n_layers=2, n_heads=4, hidden_dim=72,
+            max_position_embeddings=64, dropout=0.1, attention_dropout=0.1, pad_token_id=pad_id,
+        )
+    return config_class(
         vocab_size=vocab_size,
         hidden_size=32,
         num_hidden_layers=2,
@@ -59,23 +62,24 @@ def tiny_config(family, vocab_size, pad_id):
         hidden_dropout_prob=0.1,
         attention_probs_dropout_prob=0.1,
         pad_token_id=pad_id,
+        type_vocab_size=1 if family == "roberta" else 2,
     )
 
 
 def init(family, vocab_size, pad_id, out_dir):
     out_dir = Path(out_dir)
     torch.manual_seed(0)
-    encoder = families()[family]["encoder"](tiny_config(family, int(vocab_size), int(pad_id)))
+    _, encoder_class, masked_lm_class, head_prefix = families()[family]
+    encoder = encoder_class(tiny_config(family, int(vocab_size), int(pad_id)))
     # LayerNorms away from (1, 0), so that loading them is tested too.
     with torch.no_grad():
         for name, param in encoder.named_parameters():
-            if "LayerNorm" in name:
+            if "LayerNorm" in name or "layer_norm" in name:
                 param.add_(0.1 * torch.randn_like(param))
     encoder.save_pretrained(out_dir)
     torch.manual_seed(1)
-    model = families()[family]["masked_lm"].from_pretrained(out_dir)
-    prefix = families()[family]["head_prefix"]
-    head = {k: v.clone() for k, v in model.state_dict().items() if k.startswith(prefix)}
+    model = masked_lm_class.from_pretrained(out_dir)
+    head = {k: v.clone() for k, v in model.state_dict().items() if k.startswith(head_prefix)}
     save_file(head, out_dir / "hf_head.safetensors")
 
 
@@ -103,7 +107,7 @@ def replay(family, dtype, dump_dir, start_checkpoint, out_dir):
     run = json.loads((dump_dir / "run.json").read_text())
     spec = run["training"]
     batches = load_file(dump_dir / "batches.safetensors")
-    model = families()[family]["masked_lm"].from_pretrained(
+    model = families()[family][2].from_pretrained(
         start_checkpoint, dtype=getattr(torch, dtype), attn_implementation="sdpa"
     )
     model.train()

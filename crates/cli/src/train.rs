@@ -281,7 +281,10 @@ fn print_weight_lists(weights: &WeightsReport) {
 fn weight_lists(weights: &WeightsReport) -> Vec<String> {
     [
         ("initialised (not in the checkpoint)", &weights.initialised),
-        ("ignored (not used by BertForMaskedLM)", &weights.ignored),
+        (
+            "ignored (not used by the masked-LM model)",
+            &weights.ignored,
+        ),
         (
             "unexpected (matches no parameter; not loaded)",
             &weights.unexpected,

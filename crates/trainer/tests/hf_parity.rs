@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use mlm_trainer::model::{
-    BertConfig, BertForMaskedLM, ExportOptions, LoadReport, export_hf_model_with, load_hf_dir,
+    BertConfig, ExportOptions, LoadReport, MaskedLanguageModel, export_hf_model_with, load_hf_dir,
     masked_lm_loss_sum,
 };
 use serde_json::Value;
@@ -65,9 +65,9 @@ impl Reference {
     }
 }
 
-fn load(dir: &Path, config: &BertConfig) -> (VarStore, BertForMaskedLM, LoadReport) {
+fn load(dir: &Path, config: &BertConfig) -> (VarStore, MaskedLanguageModel, LoadReport) {
     let mut vs = VarStore::new(Device::Cpu);
-    let model = BertForMaskedLM::new(&vs.root(), config);
+    let model = MaskedLanguageModel::new(&vs.root(), config);
     let report =
         load_hf_dir(dir, &mut vs).unwrap_or_else(|e| panic!("load {}: {e:?}", dir.display()));
     (vs, model, report)
@@ -78,7 +78,7 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
 }
 
-fn our_logits(model: &BertForMaskedLM, reference: &Reference) -> Tensor {
+fn our_logits(model: &MaskedLanguageModel, reference: &Reference) -> Tensor {
     tch::no_grad(|| {
         model.logits(
             &reference.tensor("input_ids"),
@@ -101,7 +101,7 @@ fn strings(value: &Value) -> Vec<String> {
 fn variable_names_are_transformers_state_dict_keys_minus_the_tied_decoder() {
     let reference = reference();
     let vs = VarStore::new(Device::Cpu);
-    let _model = BertForMaskedLM::new(&vs.root(), &reference.config());
+    let _model = MaskedLanguageModel::new(&vs.root(), &reference.config());
     let mut ours: Vec<String> = vs.variables().into_keys().collect();
     ours.sort();
     let mut theirs: Vec<String> = strings(&reference.meta["state_dict_keys"])
@@ -274,7 +274,7 @@ fn exports_reload_in_transformers_with_the_same_logits() {
         assert!(strings(&mlm["mismatched_keys"]).is_empty(), "{mlm}");
         let cls = &result["sequence_classification"];
         if pooler_kept {
-            // transformers 5's BertForMaskedLM has no pooler and reports it, nothing else.
+            // transformers 5's MaskedLanguageModel has no pooler and reports it, nothing else.
             assert_eq!(strings(&mlm["unexpected_keys"]), pooler, "{mlm}");
             assert_eq!(strings(&cls["missing_keys"]), classifier, "{cls}");
         } else {

@@ -22,6 +22,7 @@ use std::sync::{Mutex, OnceLock};
 
 use mlm_corpus::{CorpusConfig, PrepareOptions, Quiet, VocabConfig, prepare, train_vocab};
 use mlm_masking::{Batch, MaskingConfig};
+use mlm_trainer::model::Family;
 use mlm_trainer::run::{
     CheckpointConfig, EvalConfig, EvalMetrics, ModelSection, Precision, ResumePolicy, StepLog,
     TrainJob, TrainObserver, TrainPlan, TrainingConfig, dropout_seed, run_training,
@@ -30,7 +31,7 @@ use serde_json::{Value, json};
 use tch::{Device, Kind, Tensor};
 
 /// The model families the trainer supports, as tests/python/trajectory_parity.py names them.
-const FAMILIES: &[&str] = &["bert"];
+const FAMILIES: &[&str] = &["bert", "roberta", "distilbert"];
 
 /// Relative agreement in float64 over the whole run (the bar).
 const FP64_TOLERANCE: f64 = 1e-10;
@@ -423,17 +424,30 @@ fn the_fresh_head_is_initialised_as_transformers_does_and_the_encoder_loaded_exa
         let hf_head = read_tensors(&fixture.runs.init.join("hf_head.safetensors"));
         let encoder = read_tensors(&fixture.runs.init.join("model.safetensors"));
         let weights = fixture.start_plan.weights.as_ref().expect("a load report");
+        let tied: HashMap<&str, &str> = Family::from_model_type(family)
+            .expect("a supported family")
+            .spec()
+            .tied
+            .iter()
+            .copied()
+            .collect();
         let mut initialised = weights.initialised.clone();
         initialised.sort();
         let mut expected: Vec<String> = hf_head
             .keys()
-            .filter(|name| !name.contains(".decoder."))
+            .filter(|name| !tied.contains_key(name.as_str()))
             .cloned()
             .collect();
         expected.sort();
         assert_eq!(initialised, expected, "{family}: what the load initialised");
         for (name, theirs) in &hf_head {
-            check_fresh_head_tensor(family, name, theirs, &ours);
+            match tied.get(name.as_str()) {
+                Some(target) => assert!(
+                    ours[*target].equal(theirs) && !ours.contains_key(name),
+                    "{family}: {name} should be {target} itself, not a separate tensor"
+                ),
+                None => check_fresh_head_tensor(family, name, theirs, &ours),
+            }
         }
         assert_eq!(
             weights.loaded,
@@ -453,8 +467,8 @@ fn the_fresh_head_is_initialised_as_transformers_does_and_the_encoder_loaded_exa
     }
 }
 
-/// One head tensor: constants equal exactly, the tied decoder equals our word embeddings, the
-/// random transform has transformers' distribution (mean 0, std within 15% of theirs).
+/// One fresh head tensor: constants equal transformers' exactly, the random transform has
+/// transformers' distribution (mean 0, std within 15% of theirs).
 fn check_fresh_head_tensor(
     family: &str,
     name: &str,
@@ -462,24 +476,9 @@ fn check_fresh_head_tensor(
     ours: &HashMap<String, Tensor>,
 ) {
     let constant = |t: &Tensor| t.min().double_value(&[]) == t.max().double_value(&[]);
-    if name.ends_with("decoder.weight") {
-        let embeddings = ours
-            .iter()
-            .find(|(key, _)| key.ends_with("word_embeddings.weight"))
-            .expect("word embeddings")
-            .1;
-        assert!(
-            embeddings.equal(theirs) && !ours.contains_key(name),
-            "{family}: the decoder should be the word embeddings, not a separate tensor"
-        );
-        return;
-    }
-    let mine = if name.ends_with("decoder.bias") {
-        &ours[&name.replace("decoder.bias", "bias")]
-    } else {
-        ours.get(name)
-            .unwrap_or_else(|| panic!("{family}: our checkpoint lacks {name}"))
-    };
+    let mine = ours
+        .get(name)
+        .unwrap_or_else(|| panic!("{family}: our checkpoint lacks {name}"));
     if constant(theirs) {
         assert!(
             mine.equal(theirs),

@@ -1,9 +1,12 @@
-//! A Hugging Face BERT `config.json`, read and written as transformers does.
+//! A Hugging Face `config.json` of a supported family, read and written as transformers does.
 //!
 //! Field names and defaults follow `transformers/models/bert/configuration_bert.py`
-//! (`BertConfig.__init__`). Keys this crate does not use (`_name_or_path`, `transformers_version`,
-//! `gradient_checkpointing`, `id2label`, ...) are kept in [`BertConfig::extra`] and written back,
-//! so a config survives load -> train -> export unchanged apart from what we set on purpose.
+//! (`BertConfig.__init__`); the other families' configs are read into the same fields
+//! ([`Family::to_bert_keys`]: DistilBERT's `dim`, `n_layers`, ... and RoBERTa's defaults) and
+//! written back in their own names. Keys this crate does not use (`_name_or_path`,
+//! `transformers_version`, `gradient_checkpointing`, `id2label`, ...) are kept in
+//! [`BertConfig::extra`] and written back, so a config survives load -> train -> export
+//! unchanged apart from what we set on purpose.
 
 use std::path::{Path, PathBuf};
 
@@ -11,12 +14,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::ModelError;
+use super::family::{Family, SUPPORTED_MODEL_TYPES};
 
 /// The `model_type` every BERT config carries (`BertConfig.model_type`).
 pub const BERT_MODEL_TYPE: &str = "bert";
-
-/// The architecture name written on export (the class `AutoModelForMaskedLM` resolves to).
-pub const BERT_MLM_ARCHITECTURE: &str = "BertForMaskedLM";
 
 /// A BERT `config.json` (`transformers.BertConfig`). Defaults are bert-base-uncased's, as in
 /// `BertConfig.__init__`, so a sparse or old config.json reads the way transformers reads it.
@@ -117,28 +118,66 @@ impl BertConfig {
         Self::from_json(&text, path)
     }
 
-    /// Parses and validates config text; `origin` names the file in errors.
+    /// Parses and validates config text; `origin` names the file in errors (with the line,
+    /// except for type errors in a DistilBERT config, whose keys are translated first).
     pub fn from_json(text: &str, origin: &Path) -> Result<Self, ModelError> {
-        let config: Self = serde_json::from_str(text).map_err(|source| ModelError::Json {
+        let json_error = |source| ModelError::Json {
             path: origin.to_path_buf(),
             source,
-        })?;
+        };
+        let mut keys: Map<String, Value> = serde_json::from_str(text).map_err(json_error)?;
+        let family = keys
+            .get("model_type")
+            .and_then(Value::as_str)
+            .and_then(Family::from_model_type);
+        let config: Self = match family {
+            Some(family) if family.renames_keys() => {
+                family.to_bert_keys(&mut keys);
+                serde_json::from_value(Value::Object(keys)).map_err(json_error)?
+            }
+            _ => {
+                let mut config: Self = serde_json::from_str(text).map_err(json_error)?;
+                if let Some(family) = family {
+                    family.fill_defaults(&mut config, &keys);
+                }
+                config
+            }
+        };
         config.validate().map_err(|problem| problem.at(origin))?;
         Ok(config)
     }
 
-    /// Writes the config as transformers does (pretty JSON, two-space indent), unknown keys
-    /// included.
+    /// Writes the config as transformers does (pretty JSON, two-space indent), in the
+    /// family's key names, unknown keys included.
     pub fn write_hf(&self, path: &Path) -> Result<(), ModelError> {
-        let mut text = serde_json::to_string_pretty(self).map_err(|source| ModelError::Json {
+        let json_error = |source| ModelError::Json {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let Value::Object(mut keys) = serde_json::to_value(self).map_err(json_error)? else {
+            unreachable!("a struct serialises to a JSON object");
+        };
+        self.family().from_bert_keys(&mut keys);
+        let mut text = serde_json::to_string_pretty(&keys).map_err(json_error)?;
         text.push('\n');
         std::fs::write(path, text).map_err(|source| ModelError::Io {
             path: path.to_path_buf(),
             source,
         })
+    }
+
+    /// The family `model_type` names (BERT when it is absent, as in very old configs).
+    pub fn family(&self) -> Family {
+        self.model_type
+            .as_deref()
+            .and_then(Family::from_model_type)
+            .unwrap_or(Family::Bert)
+    }
+
+    /// The longest sequence the position table serves: `max_position_embeddings`, less
+    /// RoBERTa's `pad_token_id + 1` rows that no real token's position uses.
+    pub fn max_sequence_length(&self) -> i64 {
+        self.max_position_embeddings - self.family().position_offset(self.pad_token_id)
     }
 
     /// Size of one attention head (`BertSelfAttention.attention_head_size`).
@@ -170,7 +209,12 @@ impl BertConfig {
     /// Number of parameters of the model this config builds (pooler included, tied decoder
     /// counted once), for plans and MFU.
     pub fn num_parameters(&self) -> i64 {
-        self.num_trainable_parameters() + self.pooler_parameters()
+        let pooler = if self.family().spec().pooler.is_some() {
+            self.pooler_parameters()
+        } else {
+            0
+        };
+        self.num_trainable_parameters() + pooler
     }
 
     /// The parameters MLM training updates: all but the pooler, which `BertForMaskedLM` in
@@ -197,20 +241,24 @@ impl BertConfig {
         self.validate_unsupported_variants()
     }
 
-    /// `model_type` and `architectures` name BERT (when given).
+    /// `model_type` is a supported family and `architectures` (when given) are its classes.
     fn validate_family(&self) -> Result<(), ConfigProblem> {
         if let Some(model_type) = &self.model_type
-            && model_type != BERT_MODEL_TYPE
+            && Family::from_model_type(model_type).is_none()
         {
-            return Err(ConfigProblem::not_bert(format!(
+            return Err(ConfigProblem::unsupported(format!(
                 "model_type \"{model_type}\""
             )));
         }
+        let prefixes = self.family().class_prefixes();
         if let Some(architectures) = &self.architectures
-            && let Some(other) = architectures.iter().find(|name| !name.starts_with("Bert"))
+            && let Some(other) = architectures
+                .iter()
+                .find(|name| !prefixes.iter().any(|prefix| name.starts_with(prefix)))
         {
-            return Err(ConfigProblem::not_bert(format!(
-                "architectures [\"{other}\"]"
+            return Err(ConfigProblem::unsupported(format!(
+                "architectures [\"{other}\"] with model_type \"{}\"",
+                self.model_type.as_deref().unwrap_or(BERT_MODEL_TYPE)
             )));
         }
         Ok(())
@@ -225,12 +273,28 @@ impl BertConfig {
             ("num_attention_heads", self.num_attention_heads),
             ("intermediate_size", self.intermediate_size),
             ("max_position_embeddings", self.max_position_embeddings),
-            ("type_vocab_size", self.type_vocab_size),
         ];
         if let Some((key, value)) = positive.into_iter().find(|(_, value)| *value <= 0) {
             return Err(ConfigProblem::key(
                 key,
                 format!("must be positive, got {value}"),
+            ));
+        }
+        let token_types = self.family().spec().token_types;
+        if token_types && self.type_vocab_size <= 0 {
+            return Err(ConfigProblem::key(
+                "type_vocab_size",
+                format!("must be positive, got {}", self.type_vocab_size),
+            ));
+        }
+        if self.max_sequence_length() <= 0 {
+            return Err(ConfigProblem::key(
+                "max_position_embeddings",
+                format!(
+                    "{} leaves no position for a token after the {} rows before pad_token_id + 1",
+                    self.max_position_embeddings,
+                    self.family().position_offset(self.pad_token_id)
+                ),
             ));
         }
         if self.hidden_size % self.num_attention_heads != 0 {
@@ -324,6 +388,12 @@ impl BertConfig {
                 "is false: the MLM decoder is always tied to the word embeddings here".to_owned(),
             ));
         }
+        if self.extra.get("sinusoidal_pos_embds") == Some(&Value::Bool(true)) {
+            return Err(ConfigProblem::key(
+                "sinusoidal_pos_embds",
+                "is true: only learned position embeddings are supported".to_owned(),
+            ));
+        }
         if let Some(size) = self.extra.get("embedding_size")
             && size.as_i64() != Some(self.hidden_size)
         {
@@ -337,12 +407,16 @@ impl BertConfig {
         Ok(())
     }
 
-    /// A copy set up for export as `BertForMaskedLM` (what `AutoModelForMaskedLM` and
+    /// A copy set up for export as the family's masked-LM class (`BertForMaskedLM`,
+    /// `RobertaForMaskedLM`, `XLMRobertaForMaskedLM`, ...: what `AutoModelForMaskedLM` and
     /// `pipeline("fill-mask")` resolve).
     pub fn for_export(&self) -> Self {
         let mut config = self.clone();
-        config.model_type = Some(BERT_MODEL_TYPE.to_owned());
-        config.architectures = Some(vec![BERT_MLM_ARCHITECTURE.to_owned()]);
+        let model_type = config
+            .model_type
+            .get_or_insert_with(|| BERT_MODEL_TYPE.to_owned());
+        let class = Family::masked_lm_class(model_type).unwrap_or("BertForMaskedLM");
+        config.architectures = Some(vec![class.to_owned()]);
         config
     }
 }
@@ -350,10 +424,10 @@ impl BertConfig {
 /// What is wrong with a config, before the file name is attached.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigProblem {
-    /// The key at fault (`model_type` for a non-BERT config).
+    /// The key at fault (`model_type` for an unsupported family).
     pub key: &'static str,
     pub message: String,
-    pub not_bert: bool,
+    pub unsupported_family: bool,
 }
 
 impl ConfigProblem {
@@ -361,25 +435,26 @@ impl ConfigProblem {
         Self {
             key,
             message,
-            not_bert: false,
+            unsupported_family: false,
         }
     }
 
-    fn not_bert(found: String) -> Self {
+    fn unsupported(found: String) -> Self {
         Self {
             key: "model_type",
             message: found,
-            not_bert: true,
+            unsupported_family: true,
         }
     }
 
     /// The error for the config read from `path`.
     pub fn at(self, path: &Path) -> ModelError {
         let path: PathBuf = path.to_path_buf();
-        if self.not_bert {
-            ModelError::NotBert {
+        if self.unsupported_family {
+            ModelError::UnsupportedFamily {
                 path,
                 found: self.message,
+                supported: SUPPORTED_MODEL_TYPES,
             }
         } else {
             ModelError::InvalidConfig {
@@ -466,16 +541,90 @@ mod tests {
     }
 
     #[test]
-    fn refuses_other_architectures_by_name() {
-        let error = parse(r#"{"model_type": "roberta"}"#).unwrap_err();
-        assert!(matches!(error, ModelError::NotBert { .. }), "{error}");
-        assert!(error.to_string().contains("roberta"), "{error}");
+    fn refuses_unsupported_families_and_foreign_architectures_by_name() {
+        let error = parse(r#"{"model_type": "gpt2"}"#).unwrap_err();
+        assert!(
+            matches!(error, ModelError::UnsupportedFamily { .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("gpt2"), "{error}");
+        assert!(error.to_string().contains("xlm-roberta"), "{error}");
         let error = parse(r#"{"architectures": ["DistilBertForMaskedLM"]}"#).unwrap_err();
         assert!(
             error.to_string().contains("DistilBertForMaskedLM"),
             "{error}"
         );
         assert!(error.to_string().contains("config.json"), "{error}");
+    }
+
+    #[test]
+    fn roberta_configs_read_with_roberta_defaults_and_export_as_their_class() {
+        let config = parse(
+            r#"{"model_type": "xlm-roberta", "architectures": ["XLMRobertaForMaskedLM"],
+                "max_position_embeddings": 514, "type_vocab_size": 1, "vocab_size": 250002}"#,
+        )
+        .unwrap();
+        assert_eq!(config.family(), Family::Roberta);
+        assert_eq!(
+            config.pad_token_id,
+            Some(1),
+            "RobertaConfig's default pad id"
+        );
+        assert_eq!(config.max_sequence_length(), 512, "514 less pad + 1");
+        let exported = config.for_export();
+        assert_eq!(
+            exported.architectures.as_deref(),
+            Some(&["XLMRobertaForMaskedLM".to_owned()][..])
+        );
+        let error = parse(r#"{"model_type": "roberta", "max_position_embeddings": 2}"#);
+        assert!(
+            error
+                .unwrap_err()
+                .to_string()
+                .contains("max_position_embeddings"),
+            "a table with no room past the padding offset"
+        );
+    }
+
+    #[test]
+    fn distilbert_configs_translate_their_keys_both_ways() {
+        let text = r#"{"model_type": "distilbert", "architectures": ["DistilBertForMaskedLM"],
+            "dim": 64, "n_layers": 3, "n_heads": 4, "hidden_dim": 128, "dropout": 0.2,
+            "attention_dropout": 0.05, "activation": "gelu", "vocab_size": 99,
+            "max_position_embeddings": 40, "pad_token_id": 0, "sinusoidal_pos_embds": false,
+            "qa_dropout": 0.1, "seq_classif_dropout": 0.2, "tie_weights_": true,
+            "initializer_range": 0.02}"#;
+        let config = parse(text).unwrap();
+        assert_eq!(config.family(), Family::DistilBert);
+        let sizes = (
+            config.hidden_size,
+            config.num_hidden_layers,
+            config.num_attention_heads,
+        );
+        assert_eq!(sizes, (64, 3, 4));
+        assert_eq!(config.intermediate_size, 128);
+        assert_eq!(config.hidden_dropout_prob, 0.2);
+        assert_eq!(config.attention_probs_dropout_prob, 0.05);
+        assert_eq!(config.layer_norm_eps, 1e-12);
+        let dir = std::env::temp_dir().join(format!("distil-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        config.write_hf(&dir.join("config.json")).unwrap();
+        let written: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap())
+                .unwrap();
+        let original: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(
+            written, original,
+            "written back in DistilBERT's own keys, nothing added"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        let error = parse(r#"{"model_type": "distilbert", "sinusoidal_pos_embds": true}"#);
+        assert!(
+            error
+                .unwrap_err()
+                .to_string()
+                .contains("sinusoidal_pos_embds")
+        );
     }
 
     #[test]

@@ -1,16 +1,17 @@
 //! Export to a Hugging Face directory that `transformers` loads with no conversion:
-//! `config.json` (`architectures: ["BertForMaskedLM"]`, `model_type: "bert"`) and
-//! `model.safetensors` (metadata `{"format": "pt"}`, which `from_pretrained` requires of
-//! safetensors files).
+//! `config.json` (`architectures: ["BertForMaskedLM"]` or the family's masked-LM class, its
+//! `model_type`) and `model.safetensors` (metadata `{"format": "pt"}`, which
+//! `from_pretrained` requires of safetensors files).
 //!
-//! The tensors are written the way `BertForMaskedLM.save_pretrained` writes them in
-//! transformers 5.24: every parameter once under its HF name, and no
-//! `cls.predictions.decoder.*`, because those are tied to `bert.embeddings.word_embeddings.weight`
-//! and `cls.predictions.bias` (`_tied_weights_keys`) and transformers re-ties them on load. So
-//! the load report has neither missing nor unexpected keys for the MLM model.
+//! The tensors are written the way `*ForMaskedLM.save_pretrained` writes them in
+//! transformers 5.24: every parameter once under its HF name, and no tied copy
+//! (`cls.predictions.decoder.*`, `lm_head.decoder.*`, `vocab_projector.weight`), because
+//! transformers re-ties them on load (`_tied_weights_keys`). So the load report has neither
+//! missing nor unexpected keys for the MLM model.
 //!
-//! The pooler: transformers' `BertForMaskedLM` has none (`add_pooling_layer=False`), so a
-//! `bert.pooler.*` in the file is reported as UNEXPECTED by `AutoModelForMaskedLM` /
+//! The pooler (BERT, RoBERTa): transformers' masked-LM classes have none
+//! (`add_pooling_layer=False`), so a `bert.pooler.*` in the file is reported as UNEXPECTED by
+//! `AutoModelForMaskedLM` /
 //! `pipeline("fill-mask")` (transformers 5 no longer silences it), while leaving it out makes
 //! `AutoModelForSequenceClassification` initialise a fresh pooler. [`ExportOptions`] chooses;
 //! the default keeps it (a pretrained checkpoint's pooler is worth more to fine-tuning than a
@@ -28,7 +29,7 @@ use super::{ModelError, named_variables};
 /// What [`export_hf_model_with`] writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExportOptions {
-    /// Write `bert.pooler.dense.*` (default true).
+    /// Write the pooler (`bert.pooler.dense.*`, `roberta.pooler.dense.*`; default true).
     pub include_pooler: bool,
 }
 
@@ -65,9 +66,14 @@ pub fn export_hf_model_with(
         source,
     })?;
 
+    let spec = config.family().spec();
+    let pooler = spec.pooler.map(|name| format!("{}.{name}.", spec.base));
     let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     for (name, tensor) in named_variables(vs) {
-        if !options.include_pooler && name.starts_with("bert.pooler.") {
+        let is_pooler = pooler
+            .as_ref()
+            .is_some_and(|prefix| name.starts_with(prefix));
+        if is_pooler && !options.include_pooler {
             continue;
         }
         let (dtype, bytes) = cpu_bytes(&name, &tensor)?;
@@ -106,7 +112,8 @@ pub fn export_hf_model_with(
 /// The variables must be the ones `config` describes, or transformers would refuse the export.
 fn check_matches_config(vs: &tch::nn::VarStore, config: &BertConfig) -> Result<(), ModelError> {
     let variables = vs.variables();
-    let word = "bert.embeddings.word_embeddings.weight";
+    let spec = config.family().spec();
+    let word = &format!("{}.embeddings.word_embeddings.weight", spec.base);
     let expected = vec![config.vocab_size, config.hidden_size];
     match variables.get(word) {
         None => {
@@ -124,13 +131,15 @@ fn check_matches_config(vs: &tch::nn::VarStore, config: &BertConfig) -> Result<(
         }
         Some(_) => {}
     }
-    let last = format!(
-        "bert.encoder.layer.{}.output.dense.weight",
-        config.num_hidden_layers - 1
-    );
-    let extra = format!(
-        "bert.encoder.layer.{}.output.dense.weight",
-        config.num_hidden_layers
+    let ffn_out = |layer: i64| {
+        format!(
+            "{}.{}.{layer}.{}.weight",
+            spec.base, spec.layers, spec.ffn_out
+        )
+    };
+    let (last, extra) = (
+        ffn_out(config.num_hidden_layers - 1),
+        ffn_out(config.num_hidden_layers),
     );
     if !variables.contains_key(&last) || variables.contains_key(&extra) {
         return Err(ModelError::BadInput(format!(

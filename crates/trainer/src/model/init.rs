@@ -2,9 +2,9 @@
 //! `BertPreTrainedModel._init_weights` in transformers 5.24), seeded and device-independent.
 //!
 //! - Linear and Embedding weights: normal(0, `initializer_range`);
-//! - Linear biases and `cls.predictions.bias`: 0;
-//! - LayerNorm: weight 1, bias 0;
-//! - the padding row of the word embedding: 0.
+//! - Linear biases and the MLM decoder's bias: 0;
+//! - LayerNorm (`LayerNorm`, `*layer_norm`): weight 1, bias 0;
+//! - the padding row of the word embedding (and of RoBERTa's position embedding): 0.
 //!
 //! The random values are drawn on the CPU from a counter-based generator keyed by
 //! (seed, variable name, chunk), not from libtorch's global generator: every variable gets
@@ -17,6 +17,7 @@ use rayon::prelude::*;
 use tch::Tensor;
 
 use super::config::BertConfig;
+use super::family::Positions;
 
 /// Elements per independent random stream: the unit of parallel work.
 const CHUNK: usize = 1 << 16;
@@ -33,7 +34,7 @@ pub fn init_weights_like_hf(vs: &tch::nn::VarStore, config: &BertConfig, seed: u
 pub fn init_variable_like_hf(name: &str, tensor: &Tensor, config: &BertConfig, seed: u64) -> bool {
     let mut target = tensor.shallow_clone();
     let _no_grad = tch::no_grad_guard();
-    if name.ends_with("LayerNorm.weight") {
+    if name.ends_with("LayerNorm.weight") || name.ends_with("layer_norm.weight") {
         let _ = target.fill_(1.0);
     } else if name.ends_with(".bias") {
         let _ = target.zero_();
@@ -42,7 +43,7 @@ pub fn init_variable_like_hf(name: &str, tensor: &Tensor, config: &BertConfig, s
         let values = normal_values(seed, name, tensor.numel(), config.init_std());
         let values = Tensor::from_slice(&values).view(shape.as_slice());
         target.copy_(&values);
-        if name.ends_with("word_embeddings.weight")
+        if has_padding_row(name, config)
             && let Some(pad) = config.padding_idx()
             && shape.first().is_some_and(|rows| pad < *rows)
         {
@@ -52,6 +53,14 @@ pub fn init_variable_like_hf(name: &str, tensor: &Tensor, config: &BertConfig, s
         return false;
     }
     true
+}
+
+/// `nn.Embedding(padding_idx=pad_token_id)` tables, whose padding row `_init_weights` zeroes:
+/// the word embeddings, and RoBERTa's position embeddings.
+fn has_padding_row(name: &str, config: &BertConfig) -> bool {
+    name.ends_with("word_embeddings.weight")
+        || (config.family().spec().positions == Positions::AfterPadding
+            && name.ends_with("position_embeddings.weight"))
 }
 
 /// `count` draws of normal(0, std) for variable `name`, as f32.
@@ -106,7 +115,7 @@ mod tests {
     use tch::nn::VarStore;
     use tch::{Device, Kind};
 
-    use crate::model::BertForMaskedLM;
+    use crate::model::MaskedLanguageModel;
 
     fn tiny() -> BertConfig {
         BertConfig {
@@ -122,7 +131,7 @@ mod tests {
 
     fn model(config: &BertConfig, seed: u64) -> VarStore {
         let vs = VarStore::new(Device::Cpu);
-        let _model = BertForMaskedLM::new(&vs.root(), config);
+        let _model = MaskedLanguageModel::new(&vs.root(), config);
         init_weights_like_hf(&vs, config, seed);
         vs
     }
@@ -168,7 +177,7 @@ mod tests {
         let vs = model(&config, 3);
         for (name, tensor) in vs.variables() {
             let (mean, std) = mean_std(&tensor);
-            if name.ends_with("LayerNorm.weight") {
+            if name.ends_with("LayerNorm.weight") || name.ends_with("layer_norm.weight") {
                 assert_eq!((mean, std), (1.0, 0.0), "{name}");
             } else if name.ends_with(".bias") {
                 assert_eq!((mean, std), (0.0, 0.0), "{name}");
@@ -202,7 +211,7 @@ mod tests {
         let config = tiny();
         let whole = model(&config, 5);
         let vs = VarStore::new(Device::Cpu);
-        let _model = BertForMaskedLM::new(&vs.root(), &config);
+        let _model = MaskedLanguageModel::new(&vs.root(), &config);
         let name = "cls.predictions.transform.dense.weight";
         assert!(init_variable_like_hf(name, &get(&vs, name), &config, 5));
         assert!(get(&vs, name).equal(&get(&whole, name)));

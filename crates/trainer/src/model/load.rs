@@ -5,9 +5,11 @@
 //!   `pytorch_model.bin` (a `torch.save` zip pickle, read by libtorch through mlm-torch-ext) or
 //!   a sharded `pytorch_model.bin.index.json`, in that order of preference;
 //! - legacy names `LayerNorm.gamma` / `LayerNorm.beta` renamed to `weight` / `bias`
-//!   (`_fix_state_dict_key_on_load`), keys with or without the `bert.` base-model prefix;
-//! - tied copies (`cls.predictions.decoder.*`), NSP and task heads, old `position_ids`
-//!   buffers ignored; anything else that matches no parameter reported as unexpected;
+//!   (`_fix_state_dict_key_on_load`), keys with or without the family's base-model prefix
+//!   (`bert.`, `roberta.`, `distilbert.`);
+//! - tied copies (`cls.predictions.decoder.*`, `lm_head.decoder.*`, `vocab_projector.weight`),
+//!   NSP and task heads, old `position_ids` buffers ignored; anything else that matches no
+//!   parameter reported as unexpected;
 //! - parameters the checkpoint lacks (the MLM head of a `BertModel` checkpoint, the pooler of
 //!   a `BertForMaskedLM` one) initialised as `_init_weights` does and reported;
 //! - every shape checked before anything is copied (a mismatch names the parameter and both
@@ -21,7 +23,7 @@ use tch::{Kind, Tensor};
 
 use super::config::BertConfig;
 use super::init::init_variable_like_hf;
-use super::{Architecture, BertForMaskedLM, ModelError};
+use super::{Family, MaskedLanguageModel, ModelError};
 
 /// What a load did, name by name (all lists sorted).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -78,7 +80,7 @@ pub fn load_hf_dir(dir: &Path, vs: &mut tch::nn::VarStore) -> Result<LoadReport,
 }
 
 /// Loads the weights of the Hugging Face directory `dir` into `vs` (built by
-/// [`super::BertForMaskedLM::new`] from a matching config). On error the variables are
+/// [`super::MaskedLanguageModel::new`] from a matching config). On error the variables are
 /// unchanged.
 pub fn load_hf_dir_with(
     dir: &Path,
@@ -95,6 +97,7 @@ pub fn load_hf_dir_with(
     };
     let files = find_weights(dir)?;
     let variables = vs.variables();
+    check_family(dir, config, &variables)?;
     let mut report = LoadReport {
         files: files.paths().to_vec(),
         ..LoadReport::default()
@@ -116,7 +119,7 @@ pub fn load_hf_dir_with(
 /// A model loaded from a directory for inference or export, with what the load did.
 pub struct LoadedModel {
     pub vs: tch::nn::VarStore,
-    pub model: BertForMaskedLM,
+    pub model: MaskedLanguageModel,
     pub config: BertConfig,
     pub report: LoadReport,
 }
@@ -126,7 +129,7 @@ pub struct LoadedModel {
 pub fn load_model_dir(dir: &Path, device: tch::Device) -> Result<LoadedModel, ModelError> {
     let config = BertConfig::from_file(&dir.join("config.json"))?;
     let mut vs = tch::nn::VarStore::new(device);
-    let model = BertForMaskedLM::new(&vs.root(), &config);
+    let model = MaskedLanguageModel::new(&vs.root(), &config);
     let report = load_hf_dir_with(
         dir,
         &mut vs,
@@ -140,6 +143,29 @@ pub fn load_model_dir(dir: &Path, device: tch::Device) -> Result<LoadedModel, Mo
         model,
         config,
         report,
+    })
+}
+
+/// The model in `variables` has the names of `config`'s family (a RoBERTa checkpoint cannot
+/// be loaded into a BERT).
+fn check_family(
+    dir: &Path,
+    config: &BertConfig,
+    variables: &HashMap<String, Tensor>,
+) -> Result<(), ModelError> {
+    let word = format!(
+        "{}embeddings.word_embeddings.weight",
+        config.family().base_prefix()
+    );
+    if variables.contains_key(&word) {
+        return Ok(());
+    }
+    Err(ModelError::WrongFamily {
+        path: dir.to_path_buf(),
+        model_type: config
+            .model_type
+            .clone()
+            .unwrap_or_else(|| "bert".to_owned()),
     })
 }
 
@@ -352,17 +378,16 @@ enum Target {
 }
 
 /// Maps a checkpoint key to a model variable (HF's key fixing + base-model prefix).
-fn resolve(key: &str, variables: &HashMap<String, Tensor>, arch: Architecture) -> Target {
+fn resolve(key: &str, variables: &HashMap<String, Tensor>, family: Family) -> Target {
     let fixed = legacy_fixed(key);
-    let prefix = arch.base_prefix();
+    let prefix = family.base_prefix();
     for candidate in [fixed.clone(), format!("{prefix}{fixed}")] {
         if variables.contains_key(&candidate) {
             return Target::Variable(candidate);
         }
     }
-    let unprefixed = fixed.strip_prefix(prefix).unwrap_or(&fixed);
-    let tied = arch.tied_keys().iter().any(|(tied, _)| *tied == fixed);
-    if tied || arch.ignored_key(&fixed) || arch.ignored_key(unprefixed) {
+    let unprefixed = fixed.strip_prefix(&prefix).unwrap_or(&fixed);
+    if family.ignored_key(&fixed) || family.ignored_key(unprefixed) {
         Target::Ignored
     } else {
         Target::Unexpected
@@ -394,7 +419,7 @@ fn apply(
     seed: u64,
     report: &mut LoadReport,
 ) -> Result<(), ModelError> {
-    let plan = plan_copies(entries, variables, report)?;
+    let plan = plan_copies(entries, variables, config.family(), report)?;
     check_plan(&plan, entries, variables, report)?;
     copy_planned(&plan, entries, variables, report)?;
     initialise_missing(&plan, variables, config, seed, report);
@@ -408,13 +433,13 @@ fn apply(
 fn plan_copies(
     entries: &[Keyed<'_>],
     variables: &HashMap<String, Tensor>,
+    family: Family,
     report: &mut LoadReport,
 ) -> Result<CopyPlan, ModelError> {
-    let arch = Architecture::Bert;
     let mut plan = CopyPlan::new();
     let mut ignored: HashMap<String, usize> = HashMap::new();
     for (index, (key, _, path)) in entries.iter().enumerate() {
-        match resolve(key, variables, arch) {
+        match resolve(key, variables, family) {
             Target::Variable(name) => {
                 if let Some((other, _)) = plan.insert(name.clone(), (key.clone(), index)) {
                     return Err(ModelError::BadCheckpoint {
@@ -431,7 +456,7 @@ fn plan_copies(
     }
     // A checkpoint may carry a tied weight only under its tied name (e.g. the MLM bias only as
     // `cls.predictions.decoder.bias`): use it for the parameter it duplicates.
-    for (tied, target) in arch.tied_keys() {
+    for (tied, target) in family.spec().tied {
         if !plan.contains_key(*target)
             && variables.contains_key(*target)
             && let Some(index) = ignored.remove(*tied)

@@ -1,37 +1,42 @@
-//! The model: BERT for masked-language modelling in tch, with Hugging Face's parameter names,
-//! import from and export to Hugging Face directories, initialisation and the MLM loss.
+//! The model: BERT, RoBERTa (XLM-RoBERTa, CamemBERT) and DistilBERT for masked-language
+//! modelling in tch, with Hugging Face's parameter names, import from and export to Hugging
+//! Face directories, initialisation and the MLM loss.
 //!
-//! - [`BertConfig`]: `config.json` (unknown keys kept);
-//! - [`BertForMaskedLM`]: the network (port of transformers/models/bert/modeling_bert.py);
+//! - [`BertConfig`]: `config.json` of any supported family (unknown keys kept);
+//! - [`Family`]: what differs between the families, as data (`family/`, one module each);
+//! - [`MaskedLanguageModel`]: the network every family builds (`network.rs` from the shared
+//!   blocks of `layers.rs`; ports of transformers' `*ForMaskedLM`);
 //! - [`init_weights_like_hf`]: seeded `_init_weights`;
 //! - [`load_hf_dir`] / [`load_model_dir`] / [`export_hf_model`]: Hugging Face directories in
 //!   and out;
 //! - [`masked_lm_loss_sum`]: the loss of the data contract (sum; the caller divides).
 //!
 //! Variables live in a `tch::nn::VarStore` whose names are the Hugging Face state-dict keys,
-//! so checkpoints, optimizer state and exports all speak the same names. [`Architecture`]
-//! holds what loading needs to know of a family's Hugging Face naming.
+//! so checkpoints, optimizer state and exports all speak the same names.
 
-mod bert;
 mod config;
 mod export;
+mod family;
 mod init;
+mod layers;
 mod load;
 mod loss;
+mod network;
 
 use std::path::PathBuf;
 
 use tch::Tensor;
 
-pub use bert::BertForMaskedLM;
-pub use config::{Activation, BERT_MLM_ARCHITECTURE, BERT_MODEL_TYPE, BertConfig, ConfigProblem};
+pub use config::{Activation, BERT_MODEL_TYPE, BertConfig, ConfigProblem};
 pub use export::{ExportOptions, export_hf_model, export_hf_model_with};
+pub use family::{Family, FamilySpec, HeadActivation, Positions, SUPPORTED_MODEL_TYPES};
 pub use init::{init_variable_like_hf, init_weights_like_hf};
 pub use load::{
     LoadOptions, LoadReport, LoadedModel, WeightFiles, find_weights, load_hf_dir, load_hf_dir_with,
     load_model_dir,
 };
 pub use loss::masked_lm_loss_sum;
+pub use network::MaskedLanguageModel;
 
 /// Errors of the model code. Each names the file, key or parameter at fault; the underlying
 /// error is kept as the source.
@@ -50,10 +55,20 @@ pub enum ModelError {
         source: serde_json::Error,
     },
     #[error(
-        "{}: not a BERT model ({found}); this trainer builds BERT (model_type \"bert\") only",
+        "{}: unsupported model ({found}); the trainer builds model_type {supported}",
         path.display()
     )]
-    NotBert { path: PathBuf, found: String },
+    UnsupportedFamily {
+        path: PathBuf,
+        found: String,
+        supported: &'static str,
+    },
+    #[error(
+        "{}: the checkpoint is a {model_type} model, but the model it is loaded into was built \
+         for another family",
+        path.display()
+    )]
+    WrongFamily { path: PathBuf, model_type: String },
     #[error("{}: {key}: {message}", path.display())]
     InvalidConfig {
         path: PathBuf,
@@ -109,54 +124,9 @@ pub enum ModelError {
     },
 }
 
-/// The model families the trainer knows. Each knows its Hugging Face naming: the base-model
-/// prefix (`base_model_prefix` in transformers), weights that are tied to others, and heads of
-/// other tasks that a checkpoint may carry and that are safe to ignore.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Architecture {
-    Bert,
-}
-
-impl Architecture {
-    /// `BertPreTrainedModel.base_model_prefix` + ".".
-    pub fn base_prefix(self) -> &'static str {
-        match self {
-            Self::Bert => "bert.",
-        }
-    }
-
-    /// Checkpoint keys that are copies of another parameter in the tied model
-    /// (`BertForMaskedLM._tied_weights_keys`): (tied key, the parameter it duplicates).
-    pub fn tied_keys(self) -> &'static [(&'static str, &'static str)] {
-        match self {
-            Self::Bert => &[
-                (
-                    "cls.predictions.decoder.weight",
-                    "bert.embeddings.word_embeddings.weight",
-                ),
-                ("cls.predictions.decoder.bias", "cls.predictions.bias"),
-            ],
-        }
-    }
-
-    /// Prefixes of heads of other tasks (`BertForPreTraining`'s NSP head, classifiers, QA)
-    /// and of buffers that older transformers saved (`embeddings.position_ids`).
-    pub fn ignored_key(self, key: &str) -> bool {
-        match self {
-            Self::Bert => {
-                key.starts_with("cls.seq_relationship.")
-                    || key.starts_with("classifier.")
-                    || key.starts_with("qa_outputs.")
-                    || key.ends_with("position_ids")
-                    || key.ends_with("token_type_ids")
-            }
-        }
-    }
-}
-
 /// The variables an optimizer should update, sorted by name (so that flat buffers and
 /// optimizer state are laid out the same on every run and rank). The pooler is created
-/// frozen (`BertForMaskedLM` in transformers has none, so MLM training must not touch it)
+/// frozen (transformers' masked-LM classes have none, so MLM training must not touch it)
 /// and is left out here.
 pub fn trainable_named_variables(vs: &tch::nn::VarStore) -> Vec<(String, Tensor)> {
     let mut variables: Vec<(String, Tensor)> = vs

@@ -15,7 +15,7 @@ use super::config::EvalConfig;
 use super::data::masker_for;
 use super::precision::ForwardPrecision;
 use super::step::{BatchTensors, batch_tensors, masked_logits};
-use crate::model::{BertForMaskedLM, load_model_dir, masked_lm_loss_sum};
+use crate::model::{MaskedLanguageModel, load_model_dir, masked_lm_loss_sum};
 
 /// The metrics of one evaluation. `perplexity = exp(loss)`, with `loss` the mean
 /// cross-entropy over every masked token (not the mean of per-batch means).
@@ -144,7 +144,7 @@ impl EvalSet {
 
 /// Evaluates `model` on `set` (no dropout, no gradients) in `precision`.
 pub fn evaluate(
-    model: &BertForMaskedLM,
+    model: &MaskedLanguageModel,
     set: &EvalSet,
     precision: ForwardPrecision,
 ) -> Result<EvalMetrics, RunError> {

@@ -74,10 +74,15 @@ pub enum RunError {
     )]
     VocabMismatch { model: u32, corpus: u32 },
     #[error(
-        "corpus.max_seq_len = {seq_len} is longer than the model's max_position_embeddings = \
-         {positions}"
+        "corpus.max_seq_len = {seq_len} is longer than the {positions} positions the model serves \
+         (max_position_embeddings = {table}{})",
+        if positions == table { "" } else { ", less RoBERTa's pad_token_id + 1 offset" }
     )]
-    SequenceTooLong { seq_len: usize, positions: usize },
+    SequenceTooLong {
+        seq_len: usize,
+        positions: usize,
+        table: usize,
+    },
     #[error("{0}")]
     InvalidConfig(String),
     #[error(

@@ -10,12 +10,12 @@ use tch::nn::VarStore;
 
 use super::RunError;
 use super::config::ModelSection;
-use crate::model::{BertConfig, BertForMaskedLM, LoadOptions, LoadReport, load_hf_dir_with};
+use crate::model::{BertConfig, LoadOptions, LoadReport, MaskedLanguageModel, load_hf_dir_with};
 
 /// A model ready to train, with where its weights came from.
 pub struct BuiltModel {
     pub vs: VarStore,
-    pub model: BertForMaskedLM,
+    pub model: MaskedLanguageModel,
     pub config: BertConfig,
     /// `None` for a model from scratch.
     pub load_report: Option<LoadReport>,
@@ -62,10 +62,11 @@ pub fn resolve_config(section: &ModelSection, manifest: &Manifest) -> Result<Ber
             corpus: manifest.vocab_size,
         });
     }
-    if manifest.max_seq_len > config.max_position_embeddings as usize {
+    if manifest.max_seq_len as i64 > config.max_sequence_length() {
         return Err(RunError::SequenceTooLong {
             seq_len: manifest.max_seq_len,
-            positions: config.max_position_embeddings as usize,
+            positions: config.max_sequence_length().max(0) as usize,
+            table: config.max_position_embeddings as usize,
         });
     }
     Ok(config)
@@ -95,7 +96,7 @@ pub fn build_model(
 ) -> Result<BuiltModel, RunError> {
     let mut vs = VarStore::new(device);
     let Some(dir) = &section.init_from else {
-        let model = BertForMaskedLM::initialised(&vs, config, seed);
+        let model = MaskedLanguageModel::initialised(&vs, config, seed);
         return Ok(BuiltModel {
             vs,
             model,
@@ -103,7 +104,7 @@ pub fn build_model(
             load_report: None,
         });
     };
-    let model = BertForMaskedLM::new(&vs.root(), config);
+    let model = MaskedLanguageModel::new(&vs.root(), config);
     let options = LoadOptions {
         init_seed: seed,
         config: Some(config),

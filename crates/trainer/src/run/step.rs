@@ -9,7 +9,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::RunError;
 use super::precision::ForwardPrecision;
-use crate::model::{BertForMaskedLM, masked_lm_loss_sum};
+use crate::model::{MaskedLanguageModel, masked_lm_loss_sum};
 
 /// A collated batch on the device.
 pub struct BatchTensors {
@@ -57,7 +57,7 @@ pub fn dropout_seed(seed: u64, step: u64, rank: u32, micro_batch: usize) -> i64 
 /// The masked positions' logits of one collated batch, `[M, V]`, in `precision`: the one
 /// forward that training and evaluation share.
 pub fn masked_logits(
-    model: &BertForMaskedLM,
+    model: &MaskedLanguageModel,
     tensors: &BatchTensors,
     precision: ForwardPrecision,
     train: bool,
@@ -86,7 +86,7 @@ pub struct StepContext {
 /// sum stays on the device until the last micro-batch, so the host waits for the GPU once
 /// per step, not once per micro-batch.
 pub fn forward_backward(
-    model: &BertForMaskedLM,
+    model: &MaskedLanguageModel,
     batches: &[Batch],
     ctx: &StepContext,
 ) -> Result<f64, RunError> {
@@ -175,7 +175,7 @@ mod tests {
     /// `micro`, in f64, without dropout.
     fn gradients(micro: usize) -> Vec<(String, Tensor)> {
         let mut vs = VarStore::new(Device::Cpu);
-        let model = BertForMaskedLM::initialised(&vs, &tiny_config(), 7);
+        let model = MaskedLanguageModel::initialised(&vs, &tiny_config(), 7);
         vs.double();
         let (batches, total) = batches(micro);
         let precision = ForwardPrecision::fp32(Device::Cpu);
@@ -189,7 +189,7 @@ mod tests {
     /// Mean losses of `steps` AdamW steps on the same batches in `precision` (fp32 weights).
     fn train(precision: ForwardPrecision, steps: u64) -> Vec<f64> {
         let vs = VarStore::new(Device::Cpu);
-        let model = BertForMaskedLM::initialised(&vs, &tiny_config(), 7);
+        let model = MaskedLanguageModel::initialised(&vs, &tiny_config(), 7);
         let mut optimizer = AdamW::new(&vs, AdamWConfig::default());
         let (batches, total) = batches(4);
         (0..steps)
@@ -238,7 +238,7 @@ mod tests {
     #[test]
     fn bf16_training_on_the_cpu_really_runs_the_forward_in_bf16() {
         let vs = VarStore::new(Device::Cpu);
-        let model = BertForMaskedLM::initialised(&vs, &tiny_config(), 7);
+        let model = MaskedLanguageModel::initialised(&vs, &tiny_config(), 7);
         let (batches, _) = batches(8);
         let tensors = batch_tensors(&batches[0], Device::Cpu);
         let bf16 = ForwardPrecision::new(Precision::Bf16, Device::Cpu);

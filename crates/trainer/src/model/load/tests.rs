@@ -7,7 +7,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::*;
 use crate::model::export::cpu_bytes;
-use crate::model::{BertForMaskedLM, export_hf_model, init_weights_like_hf, named_variables};
+use crate::model::{MaskedLanguageModel, export_hf_model, init_weights_like_hf, named_variables};
 
 fn tiny_config() -> BertConfig {
     BertConfig {
@@ -22,9 +22,9 @@ fn tiny_config() -> BertConfig {
     }
 }
 
-fn model(config: &BertConfig, seed: u64) -> (VarStore, BertForMaskedLM) {
+fn model(config: &BertConfig, seed: u64) -> (VarStore, MaskedLanguageModel) {
     let vs = VarStore::new(Device::Cpu);
-    let model = BertForMaskedLM::new(&vs.root(), config);
+    let model = MaskedLanguageModel::new(&vs.root(), config);
     init_weights_like_hf(&vs, config, seed);
     (vs, model)
 }
@@ -72,7 +72,7 @@ fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) {
     safetensors::tensor::serialize_to_file(views, Some(metadata), path).unwrap();
 }
 
-fn logits(model: &BertForMaskedLM) -> Tensor {
+fn logits(model: &MaskedLanguageModel) -> Tensor {
     let ids = Tensor::from_slice(&[2i64, 15, 33, 8, 90, 3, 2, 41, 7, 3, 0, 0]).view([2, 6]);
     model.logits(&ids, &ids.ne(0).to_kind(Kind::Int64), false)
 }
@@ -379,14 +379,16 @@ fn bad_checkpoints_are_errors_naming_what_is_wrong() {
 }
 
 #[test]
-fn a_roberta_config_in_the_directory_is_refused() {
+fn a_checkpoint_of_another_family_is_refused_naming_it() {
     let scratch = Scratch::new("roberta");
     std::fs::write(
         scratch.0.join("config.json"),
         r#"{"model_type": "roberta"}"#,
     )
     .unwrap();
+    std::fs::write(scratch.0.join("model.safetensors"), b"not read").unwrap();
     let (mut target, _) = model(&tiny_config(), 14);
     let error = load_hf_dir(&scratch.0, &mut target).unwrap_err();
-    assert!(matches!(error, ModelError::NotBert { .. }), "{error}");
+    assert!(matches!(error, ModelError::WrongFamily { .. }), "{error}");
+    assert!(error.to_string().contains("roberta model"), "{error}");
 }

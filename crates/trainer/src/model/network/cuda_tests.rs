@@ -30,9 +30,9 @@ fn config() -> BertConfig {
     }
 }
 
-fn model_on(device: Device, config: &BertConfig) -> (VarStore, BertForMaskedLM) {
+fn model_on(device: Device, config: &BertConfig) -> (VarStore, MaskedLanguageModel) {
     let vs = VarStore::new(device);
-    let model = BertForMaskedLM::new(&vs.root(), config);
+    let model = MaskedLanguageModel::new(&vs.root(), config);
     init_weights_like_hf(&vs, config, 17);
     (vs, model)
 }
@@ -181,11 +181,11 @@ fn cuda_model_exports_and_loads_into_a_cpu_model() {
     let dir = std::env::temp_dir().join(format!("mlm-cuda-export-{}", std::process::id()));
     export_hf_model(&gpu_vs, &config, &dir).unwrap();
     let mut cpu_vs = VarStore::new(Device::Cpu);
-    let _model = BertForMaskedLM::new(&cpu_vs.root(), &config);
+    let _model = MaskedLanguageModel::new(&cpu_vs.root(), &config);
     let report = load_hf_dir(&dir, &mut cpu_vs).unwrap();
     assert!(report.initialised.is_empty(), "{}", report.summary());
     let mut gpu_to_cuda = VarStore::new(device);
-    let _model = BertForMaskedLM::new(&gpu_to_cuda.root(), &config);
+    let _model = MaskedLanguageModel::new(&gpu_to_cuda.root(), &config);
     load_hf_dir(&dir, &mut gpu_to_cuda).unwrap();
     let (cpu, cuda) = (cpu_vs.variables(), gpu_to_cuda.variables());
     for (name, tensor) in named_variables(&gpu_vs) {
