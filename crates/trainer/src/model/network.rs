@@ -52,12 +52,12 @@ impl Embeddings {
 
     /// The `forward` with `token_type_ids=None`, `position_ids=None`.
     fn forward(&self, input_ids: &Tensor, train: bool) -> Tensor {
-        let mut embeddings =
-            Tensor::embedding(&self.word, input_ids, self.padding_idx, false, false);
+        let words = Tensor::embedding(&self.word, input_ids, self.padding_idx, false, false);
         // Same order of additions as HF: (inputs_embeds + token_type_embeddings) + positions.
-        if let Some(token_type) = &self.token_type {
-            embeddings = embeddings + token_type.get(0);
-        }
+        let embeddings = match &self.token_type {
+            Some(token_type) => words + token_type.get(0),
+            None => words,
+        };
         let embeddings = embeddings + self.position_embeddings(input_ids);
         self.layer_norm
             .forward(&embeddings)
