@@ -228,7 +228,7 @@ fn trains_evaluates_saves_and_the_checkpoint_exports_and_fills_masks() {
         ("no mask here", "no mask token"),
         (
             &*format!("[MASK] {}", "patients ".repeat(80)),
-            "exceeds max_position_embeddings",
+            "exceeds the 64 positions of the model",
         ),
     ] {
         let (output, _, stderr) = run(mlm_train()
@@ -413,6 +413,66 @@ fn fp64_runs_in_float64_resumes_bit_identically_and_exports_float32() {
         header.contains("\"F32\"") && !header.contains("\"F64\""),
         "{header}"
     );
+}
+
+/// A model of `model_type` from scratch: it learns, resumes bit-identically, and exports as
+/// the family's masked-LM class.
+fn trains_resumes_and_exports_a_family(model_type: &str, class: &str) {
+    let scratch = Scratch::new(&format!("train-{model_type}"));
+    let checkpoint = "[checkpoint]\nsave_steps = 0\nkeep_last = 0";
+    let config = tiny_config(&scratch, "max_steps = 8", checkpoint);
+    let family = format!("model.model_type=\"{model_type}\"");
+    let (output, _, stderr) = train(&config, &["--set", &family]);
+    assert!(output.status.success(), "{stderr}");
+    let evals: Vec<_> = metrics(&scratch.path().join("run"))
+        .into_iter()
+        .filter(|r| r["split"] == "eval")
+        .collect();
+    let (first, last) = (&evals[0], &evals[evals.len() - 1]);
+    assert!(
+        last["loss"].as_f64().unwrap() < first["loss"].as_f64().unwrap(),
+        "{model_type}: held-out loss falls: {first} -> {last}"
+    );
+    let straight = scratch.path().join("run/checkpoint-8");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(straight.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(written["model_type"], model_type);
+
+    let resumed = ["--set", &family, "--set", "training.output_dir=\"resumed\""];
+    let (output, _, stderr) = train(
+        &config,
+        &[&resumed[..], &["--stop-after-step", "3"]].concat(),
+    );
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    let (output, _, stderr) = train(&config, &resumed);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        weights(&scratch.path().join("resumed/checkpoint-8")) == weights(&straight),
+        "{model_type}: a stopped and resumed run ends bit-identical"
+    );
+
+    let exported = scratch.path().join("hf");
+    let (output, _, stderr) = run(mlm_train()
+        .args(["export", "--checkpoint"])
+        .arg(&straight)
+        .arg("--out")
+        .arg(&exported));
+    assert!(output.status.success(), "{stderr}");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(exported.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(written["architectures"], serde_json::json!([class]));
+}
+
+#[test]
+fn a_roberta_from_scratch_learns_resumes_bit_identically_and_exports() {
+    trains_resumes_and_exports_a_family("roberta", "RobertaForMaskedLM");
+}
+
+#[test]
+fn a_distilbert_from_scratch_learns_resumes_bit_identically_and_exports() {
+    trains_resumes_and_exports_a_family("distilbert", "DistilBertForMaskedLM");
 }
 
 #[test]
@@ -604,13 +664,18 @@ fn adapts_an_exported_checkpoint_and_refuses_a_foreign_tokenizer_or_architecture
     );
     assert!(!scratch.path().join("run-2/metrics.jsonl").exists());
 
-    // A non-BERT config.json is named as such.
+    // A config.json whose model_type disagrees with its architectures is named as such.
     let config_json = hf.join("config.json");
     let text = std::fs::read_to_string(&config_json).unwrap();
     std::fs::write(&config_json, text.replace("\"bert\"", "\"roberta\"")).unwrap();
     let (output, _, stderr) = train(&config, &adapt);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("not a BERT model"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "unsupported model (architectures [\"BertForMaskedLM\"] with model_type \"roberta\")"
+        ),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 

@@ -22,7 +22,8 @@ pub struct FillMaskArgs {
     /// Predictions per mask.
     #[arg(long, default_value_t = 5)]
     pub top_k: usize,
-    /// Texts with at least one mask token (`[MASK]`).
+    /// Texts with at least one mask token: the model's own (`[MASK]` for BERT and DistilBERT,
+    /// `<mask>` for the RoBERTa family).
     #[arg(required = true, value_name = "TEXT")]
     pub texts: Vec<String>,
 }
@@ -49,7 +50,15 @@ pub fn run(args: &FillMaskArgs, threads: Option<usize>) -> Result<()> {
         let masks: Vec<usize> = (0..ids.len()).filter(|&i| ids[i] == mask_id).collect();
         if masks.is_empty() {
             let token = tokenizer.id_to_token(mask_id).unwrap_or_default();
-            bail!("no mask token ({token}) in the text {text:?}");
+            let other = ["[MASK]", "<mask>"]
+                .into_iter()
+                .find(|other| *other != token && text.contains(other));
+            match other {
+                Some(other) => {
+                    bail!("the text {text:?} has {other}, but this model's mask token is {token}")
+                }
+                None => bail!("no mask token ({token}) in the text {text:?}"),
+            }
         }
         let input: Vec<i64> = ids.iter().map(|&id| i64::from(id)).collect();
         let input_ids = Tensor::from_slice(&input).view([1, -1]);

@@ -420,6 +420,7 @@ fn apply(
     report: &mut LoadReport,
 ) -> Result<(), ModelError> {
     let plan = plan_copies(entries, variables, config.family(), report)?;
+    check_something_matches(&plan, entries, config)?;
     check_plan(&plan, entries, variables, report)?;
     copy_planned(&plan, entries, variables, report)?;
     initialise_missing(&plan, variables, config, seed, report);
@@ -466,6 +467,30 @@ fn plan_copies(
     }
     report.ignored = ignored.into_keys().collect();
     Ok(plan)
+}
+
+/// A checkpoint none of whose tensors has a name of the model's family is the wrong file or a
+/// wrong `model_type`: refused, rather than training a freshly initialised model.
+fn check_something_matches(
+    plan: &CopyPlan,
+    entries: &[Keyed<'_>],
+    config: &BertConfig,
+) -> Result<(), ModelError> {
+    let Some((key, _, path)) = entries.first() else {
+        return Ok(());
+    };
+    if !plan.is_empty() {
+        return Ok(());
+    }
+    Err(ModelError::BadCheckpoint {
+        path: path.to_path_buf(),
+        message: format!(
+            "none of its {} tensors has a name of a {} model (the first is {key}): does \
+             config.json's model_type match the weights?",
+            entries.len(),
+            config.model_type.as_deref().unwrap_or("bert")
+        ),
+    })
 }
 
 /// Every planned copy has the variable's shape and a float dtype, checked before anything is

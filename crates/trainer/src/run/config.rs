@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::plan::checked_schedule_for;
 use crate::error::{TrainError, check};
+use crate::model::{Family, SUPPORTED_MODEL_TYPES};
 use crate::optim::{AdamWConfig, AdamWKeys};
 use crate::schedule::ScheduleKind;
 
@@ -32,6 +33,9 @@ pub struct ModelSection {
     /// `init_from` is given, the size keys below describe the model.
     /// `config = "models/tiny/config.json"`
     pub config: Option<PathBuf>,
+    /// The family of a model from scratch: `"bert"` | `"roberta"` | `"xlm-roberta"` |
+    /// `"camembert"` | `"distilbert"`. `model_type = "roberta"`
+    pub model_type: String,
     /// `hidden_size = 768` (BERT-base).
     pub hidden_size: usize,
     /// `num_hidden_layers = 12`
@@ -54,6 +58,7 @@ impl Default for ModelSection {
         Self {
             init_from: None,
             config: None,
+            model_type: "bert".to_owned(),
             hidden_size: 768,
             num_hidden_layers: 12,
             num_attention_heads: 12,
@@ -70,6 +75,12 @@ impl ModelSection {
     /// `init_from` or `config` makes them unused, so a typo never waits for a later run.
     pub fn validate(&self) -> Result<(), TrainError> {
         self.check_one_source()?;
+        check::require(
+            "model.model_type",
+            &format!("{:?}", self.model_type),
+            Family::from_model_type(&self.model_type).is_some(),
+            || format!("is not a supported family ({SUPPORTED_MODEL_TYPES})"),
+        )?;
         check::at_least("model.hidden_size", self.hidden_size, 1)?;
         check::at_least("model.num_hidden_layers", self.num_hidden_layers, 1)?;
         check::at_least("model.num_attention_heads", self.num_attention_heads, 1)?;

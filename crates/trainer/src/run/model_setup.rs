@@ -1,6 +1,6 @@
 //! Building the model a run trains: a Hugging Face checkpoint to adapt (`model.init_from`),
-//! or a fresh BERT sized by `[model]` with the corpus's vocabulary. Shapes are checked
-//! against the prepared corpus before any weight is touched.
+//! or a fresh model of `model.model_type`'s family sized by `[model]` with the corpus's
+//! vocabulary. Shapes are checked against the prepared corpus before any weight is touched.
 
 use std::path::Path;
 
@@ -10,7 +10,9 @@ use tch::nn::VarStore;
 
 use super::RunError;
 use super::config::ModelSection;
-use crate::model::{BertConfig, LoadOptions, LoadReport, MaskedLanguageModel, load_hf_dir_with};
+use crate::model::{
+    BertConfig, Family, LoadOptions, LoadReport, MaskedLanguageModel, load_hf_dir_with,
+};
 
 /// A model ready to train, with where its weights came from.
 pub struct BuiltModel {
@@ -28,32 +30,7 @@ pub fn resolve_config(section: &ModelSection, manifest: &Manifest) -> Result<Ber
     } else if let Some(path) = &section.config {
         BertConfig::from_file(path)?
     } else {
-        let positions = section
-            .max_position_embeddings
-            .unwrap_or_else(|| manifest.max_seq_len.max(512));
-        let json = serde_json::json!({
-            "architectures": ["BertForMaskedLM"],
-            "model_type": "bert",
-            "vocab_size": manifest.vocab_size,
-            "hidden_size": section.hidden_size,
-            "num_hidden_layers": section.num_hidden_layers,
-            "num_attention_heads": section.num_attention_heads,
-            "intermediate_size": section.intermediate_size,
-            "hidden_act": "gelu",
-            "hidden_dropout_prob": section.dropout,
-            "attention_probs_dropout_prob": section.dropout,
-            "max_position_embeddings": positions,
-            "type_vocab_size": 2,
-            "initializer_range": 0.02,
-            "layer_norm_eps": 1e-12,
-            "pad_token_id": manifest.special_ids.pad,
-        });
-        let config: BertConfig = serde_json::from_value(json)
-            .map_err(|e| RunError::InvalidConfig(format!("building the [model] config: {e}")))?;
-        config
-            .validate()
-            .map_err(|problem| problem.at(Path::new("[model] section")))?;
-        config
+        scratch_config(section, manifest)?
     };
     let vocab = config.vocab_size as u32;
     if vocab != manifest.vocab_size {
@@ -69,6 +46,49 @@ pub fn resolve_config(section: &ModelSection, manifest: &Manifest) -> Result<Ber
             table: config.max_position_embeddings as usize,
         });
     }
+    Ok(config)
+}
+
+/// The config of a model from scratch sized by `[model]`, in `model.model_type`'s family, with
+/// the corpus's vocabulary and special ids, and the family's defaults as its transformers
+/// config class has them (RoBERTa: one token type, `layer_norm_eps` 1e-5, a position table
+/// `pad_token_id + 1` rows longer than the longest sequence, as roberta-base's 514).
+fn scratch_config(section: &ModelSection, manifest: &Manifest) -> Result<BertConfig, RunError> {
+    let family = Family::from_model_type(&section.model_type).unwrap_or(Family::Bert);
+    let special = &manifest.special_ids;
+    let offset = family.position_offset(Some(i64::from(special.pad))) as usize;
+    let positions = section
+        .max_position_embeddings
+        .unwrap_or_else(|| manifest.max_seq_len.max(512) + offset);
+    let (type_vocab_size, layer_norm_eps) = match family {
+        Family::Bert => (2, 1e-12),
+        Family::Roberta => (1, 1e-5),
+        Family::DistilBert => (0, 1e-12),
+    };
+    let json = serde_json::json!({
+        "architectures": [Family::masked_lm_class(&section.model_type)],
+        "model_type": section.model_type,
+        "vocab_size": manifest.vocab_size,
+        "hidden_size": section.hidden_size,
+        "num_hidden_layers": section.num_hidden_layers,
+        "num_attention_heads": section.num_attention_heads,
+        "intermediate_size": section.intermediate_size,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": section.dropout,
+        "attention_probs_dropout_prob": section.dropout,
+        "max_position_embeddings": positions,
+        "type_vocab_size": type_vocab_size,
+        "initializer_range": 0.02,
+        "layer_norm_eps": layer_norm_eps,
+        "pad_token_id": special.pad,
+        "bos_token_id": special.cls,
+        "eos_token_id": special.sep,
+    });
+    let config: BertConfig = serde_json::from_value(json)
+        .map_err(|e| RunError::InvalidConfig(format!("building the [model] config: {e}")))?;
+    config
+        .validate()
+        .map_err(|problem| problem.at(Path::new("[model] section")))?;
     Ok(config)
 }
 

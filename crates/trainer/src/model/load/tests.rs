@@ -392,3 +392,28 @@ fn a_checkpoint_of_another_family_is_refused_naming_it() {
     assert!(matches!(error, ModelError::WrongFamily { .. }), "{error}");
     assert!(error.to_string().contains("roberta model"), "{error}");
 }
+
+#[test]
+fn weights_of_another_family_under_a_wrong_model_type_are_refused_not_reinitialised() {
+    let config = tiny_config();
+    let scratch = Scratch::new("foreign-names");
+    let (mut target, net) = model(&config, 15);
+    let before = logits(&net);
+    let distilbert_names = vec![(
+        "distilbert.transformer.layer.0.attention.q_lin.weight".to_owned(),
+        Tensor::zeros([36, 36], (Kind::Float, Device::Cpu)),
+    )];
+    write_safetensors(&scratch.0.join("model.safetensors"), &distilbert_names);
+    let options = LoadOptions {
+        init_seed: 0,
+        config: Some(&config),
+    };
+    let error = load_hf_dir_with(&scratch.0, &mut target, options).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("none of its 1 tensors has a name of a bert model")
+            && message.contains("q_lin"),
+        "{message}"
+    );
+    assert!(before.equal(&logits(&net)), "the model is left as it was");
+}

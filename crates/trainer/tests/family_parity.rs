@@ -1,0 +1,146 @@
+//! Every supported family against transformers' own masked-LM class
+//! (tests/python/family_parity.py): a random tiny `<Family>ForMaskedLM` saved by
+//! `save_pretrained` loads with nothing missing or unexpected, gives the same logits on a padded
+//! batch (RoBERTa's position ids count real tokens only) and the same masked-LM loss, and our
+//! export of it reloads in `AutoModelForMaskedLM` as the family's class with the same logits.
+//!
+//! Needs the project's Python venv (`scripts/setup`).
+
+use std::path::{Path, PathBuf};
+
+use mlm_trainer::model::{export_hf_model, load_model_dir, masked_lm_loss_sum};
+use serde_json::Value;
+use tch::{Device, Kind, Tensor};
+
+/// The `model_type`s the trainer builds.
+const FAMILIES: &[&str] = &["bert", "roberta", "xlm-roberta", "camembert", "distilbert"];
+
+/// fp32 CPU tolerance for logits (O(1..10)); the loss is compared within 1e-5.
+const LOGITS_TOLERANCE: f64 = 1e-4;
+
+/// The masked-LM class each `model_type` exports as.
+fn class_of(family: &str) -> &'static str {
+    match family {
+        "bert" => "BertForMaskedLM",
+        "roberta" => "RobertaForMaskedLM",
+        "xlm-roberta" => "XLMRobertaForMaskedLM",
+        "camembert" => "CamembertForMaskedLM",
+        _ => "DistilBertForMaskedLM",
+    }
+}
+
+fn scratch(family: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("family_parity")
+        .join(family);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn python(args: &[&str]) {
+    mlm_pyref::run("family_parity.py", args);
+}
+
+fn tensor(path: &Path, name: &str) -> Tensor {
+    Tensor::read_safetensors(path)
+        .unwrap()
+        .into_iter()
+        .find_map(|(key, value)| (key == name).then_some(value))
+        .unwrap_or_else(|| panic!("{} has no {name}", path.display()))
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    assert_eq!(a.size(), b.size());
+    (a - b).abs().max().double_value(&[])
+}
+
+/// One family: load, logits, loss, export, reload.
+fn check_family(family: &str) {
+    let dir = scratch(family);
+    let out = dir.display().to_string();
+    python(&["make", family, &out]);
+    let reference = dir.join("reference.safetensors");
+    let [ids, mask, labels, logits] =
+        ["input_ids", "attention_mask", "labels", "logits"].map(|name| tensor(&reference, name));
+
+    let loaded = load_model_dir(&dir.join("model"), Device::Cpu)
+        .unwrap_or_else(|e| panic!("{family}: load: {e}"));
+    let report = &loaded.report;
+    // Only the pooler (which the MLM classes lack; ours keeps one frozen for export) is new.
+    let initialised_beyond_pooler = report.initialised.iter().any(|k| !k.contains(".pooler."));
+    assert!(
+        report.unexpected.is_empty() && !initialised_beyond_pooler,
+        "{family}: a full MLM checkpoint loads with nothing unexpected or missing: {}",
+        report.summary()
+    );
+    loaded.model.check_inputs(&ids, &mask).unwrap();
+    let ours = tch::no_grad(|| loaded.model.logits(&ids, &mask, false));
+    let diff = max_abs_diff(&ours, &logits);
+    assert!(diff < LOGITS_TOLERANCE, "{family}: logits differ by {diff}");
+
+    let positions = labels.view([-1]).ne(-100).nonzero().view([-1]);
+    let targets = labels.view([-1]).index_select(0, &positions);
+    let masked = tch::no_grad(|| loaded.model.masked_logits(&ids, &mask, &positions, false));
+    let loss = masked_lm_loss_sum(&masked, &targets).double_value(&[]) / targets.size()[0] as f64;
+    let expected = tensor(&reference, "loss").double_value(&[0]);
+    assert!(
+        (loss - expected).abs() < 1e-5,
+        "{family}: masked-LM loss {loss} vs transformers {expected}"
+    );
+
+    let exported = dir.join("export");
+    export_hf_model(&loaded.vs, &loaded.config, &exported).unwrap();
+    python(&["reload", family, &out, &exported.display().to_string()]);
+    let reload: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reload.json")).unwrap()).unwrap();
+    assert_eq!(
+        reload["class"],
+        class_of(family),
+        "{family}: exported class"
+    );
+    assert_eq!(
+        reload["missing"],
+        serde_json::json!([]),
+        "{family}: {reload}"
+    );
+    let unexpected_beyond_pooler = reload["unexpected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|key| !key.as_str().unwrap().contains(".pooler."))
+        .count();
+    assert_eq!(unexpected_beyond_pooler, 0, "{family}: {reload}");
+    let reloaded = tensor(&dir.join("reload.safetensors"), "logits");
+    let diff = max_abs_diff(&reloaded, &logits.to_kind(Kind::Float));
+    assert!(
+        diff < LOGITS_TOLERANCE,
+        "{family}: exported logits differ by {diff}"
+    );
+}
+
+// One test per family, so that the harness runs them in parallel.
+#[test]
+fn bert_matches_transformers_and_exports_as_its_own_class() {
+    check_family(FAMILIES[0]);
+}
+
+#[test]
+fn roberta_matches_transformers_and_exports_as_its_own_class() {
+    check_family(FAMILIES[1]);
+}
+
+#[test]
+fn xlm_roberta_matches_transformers_and_exports_as_its_own_class() {
+    check_family(FAMILIES[2]);
+}
+
+#[test]
+fn camembert_matches_transformers_and_exports_as_its_own_class() {
+    check_family(FAMILIES[3]);
+}
+
+#[test]
+fn distilbert_matches_transformers_and_exports_as_its_own_class() {
+    check_family(FAMILIES[4]);
+}

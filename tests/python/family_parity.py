@@ -1,0 +1,89 @@
+"""Reference outputs of transformers' masked-LM classes of every supported family, for
+crates/trainer/tests/family_parity.rs.
+
+  make FAMILY OUT   A random tiny `<Family>ForMaskedLM` (odd sizes; every weight, LayerNorms
+                    included, drawn so that logits are O(1..10) and a 1e-4 tolerance means
+                    something), saved with save_pretrained into OUT/model, and in
+                    OUT/reference.safetensors: padded inputs, the logits, a masked batch's
+                    labels and transformers' loss on it.
+  reload FAMILY OUT DIR
+                    Loads DIR (our export) with AutoModelForMaskedLM and writes OUT/reload.json
+                    (its class, missing and unexpected keys) and OUT/reload.safetensors (its
+                    logits on the reference inputs).
+
+FAMILY: bert, roberta, xlm-roberta, camembert, distilbert (the model_type).
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+import transformers as t
+from safetensors.torch import load_file, save_file
+
+torch.set_num_threads(1)
+
+VOCAB, PAD = 83, 1
+
+
+def config_for(family):
+    common = dict(vocab_size=VOCAB, pad_token_id=PAD, max_position_embeddings=40)
+    if family == "distilbert":
+        return t.DistilBertConfig(dim=36, n_layers=2, n_heads=3, hidden_dim=50, **common)
+    bert_like = dict(hidden_size=36, num_hidden_layers=2, num_attention_heads=3,
+                     intermediate_size=50, hidden_act="gelu_new", **common)
+    classes = {"bert": t.BertConfig, "roberta": t.RobertaConfig,
+               "xlm-roberta": t.XLMRobertaConfig, "camembert": t.CamembertConfig}
+    extra = {} if family == "bert" else {"type_vocab_size": 1, "layer_norm_eps": 1e-5}
+    return classes[family](**bert_like, **extra)
+
+
+def inputs():
+    """Two sequences, the second padded (ids above the padding id, as real tokens are)."""
+    generator = torch.Generator().manual_seed(3)
+    ids = torch.randint(PAD + 1, VOCAB, (2, 11), generator=generator)
+    ids[1, 7:] = PAD
+    mask = (ids != PAD).long()
+    labels = torch.full_like(ids, -100)
+    for row, col in [(0, 1), (0, 4), (0, 10), (1, 2), (1, 6)]:
+        labels[row, col] = ids[row, col]
+        ids[row, col] = VOCAB - 1  # a stand-in mask token
+    return ids, mask, labels
+
+
+def make(family, out):
+    out = Path(out)
+    torch.manual_seed(0)
+    model = t.AutoModelForMaskedLM.from_config(config_for(family), attn_implementation="sdpa")
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            param.copy_(torch.randn_like(param) * (0.5 if param.dim() > 1 else 0.2))
+            if "LayerNorm.weight" in name or "layer_norm.weight" in name:
+                param.add_(1.0)
+    model.eval().save_pretrained(out / "model")
+    ids, mask, labels = inputs()
+    with torch.no_grad():
+        output = model(input_ids=ids, attention_mask=mask, labels=labels)
+    save_file({"input_ids": ids, "attention_mask": mask, "labels": labels,
+               "logits": output.logits.contiguous(), "loss": output.loss.reshape(1)},
+              out / "reference.safetensors")
+
+
+def reload(family, out, export_dir):
+    out = Path(out)
+    model, info = t.AutoModelForMaskedLM.from_pretrained(export_dir, output_loading_info=True,
+                                                        attn_implementation="sdpa")
+    reference = load_file(out / "reference.safetensors")
+    with torch.no_grad():
+        logits = model.eval()(input_ids=reference["input_ids"],
+                              attention_mask=reference["attention_mask"]).logits
+    save_file({"logits": logits.contiguous()}, out / "reload.safetensors")
+    report = {"class": type(model).__name__, "missing": sorted(info["missing_keys"]),
+              "unexpected": sorted(info["unexpected_keys"])}
+    (out / "reload.json").write_text(json.dumps(report))
+
+
+if __name__ == "__main__":
+    command, *args = sys.argv[1:]
+    {"make": make, "reload": reload}[command](*args)
