@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use mlm_corpus::DomainTokenizer;
-use mlm_trainer::model::load_model_dir;
+use mlm_trainer::model::{MaskedLanguageModel, load_model_dir};
 use serde::Serialize;
 use tch::{Kind, Tensor};
 
@@ -43,45 +43,11 @@ pub fn run(args: &FillMaskArgs, threads: Option<usize>) -> Result<()> {
         .with_context(|| format!("loading the tokenizer of {}", args.model.display()))?;
     let built = load_model_dir(&args.model, tch::Device::Cpu)
         .with_context(|| format!("loading {}", args.model.display()))?;
-    let mask_id = tokenizer.special_ids().mask;
     let mut per_text = Vec::new();
     for text in &args.texts {
         let ids = tokenizer.encode_with_special(text)?;
-        let masks: Vec<usize> = (0..ids.len()).filter(|&i| ids[i] == mask_id).collect();
-        if masks.is_empty() {
-            let token = tokenizer.id_to_token(mask_id).unwrap_or_default();
-            let other = ["[MASK]", "<mask>"]
-                .into_iter()
-                .find(|other| *other != token && text.contains(other));
-            match other {
-                Some(other) => {
-                    bail!("the text {text:?} has {other}, but this model's mask token is {token}")
-                }
-                None => bail!("no mask token ({token}) in the text {text:?}"),
-            }
-        }
-        let input: Vec<i64> = ids.iter().map(|&id| i64::from(id)).collect();
-        let input_ids = Tensor::from_slice(&input).view([1, -1]);
-        let attention = input_ids.ones_like();
-        // A text longer than the position table, or a tokenizer larger than the model's
-        // vocabulary, is an error here rather than a libtorch panic in the forward.
-        built
-            .model
-            .check_inputs(&input_ids, &attention)
-            .with_context(|| format!("fill-mask on {text:?}"))?;
-        let positions: Vec<i64> = masks.iter().map(|&i| i as i64).collect();
-        let probabilities = tch::no_grad(|| {
-            built
-                .model
-                .masked_logits(
-                    &input_ids,
-                    &attention,
-                    &Tensor::from_slice(&positions),
-                    false,
-                )
-                .to_kind(Kind::Float)
-                .softmax(-1, Kind::Float)
-        });
+        let masks = mask_positions(&tokenizer, text, &ids)?;
+        let probabilities = mask_probabilities(&built.model, text, &ids, &masks)?;
         let k = args.top_k.clamp(1, tokenizer.vocab_size() as usize) as i64;
         let (scores, tokens) = probabilities.topk(k, -1, true, true);
         let mut per_mask = Vec::new();
@@ -102,6 +68,56 @@ pub fn run(args: &FillMaskArgs, threads: Option<usize>) -> Result<()> {
         }
         per_text.push(per_mask);
     }
+    print_pipeline_json(per_text)
+}
+
+/// Where the model's mask token is in `ids`; an error names the expected token (and the other
+/// family's, when the text has that one instead).
+fn mask_positions(tokenizer: &DomainTokenizer, text: &str, ids: &[u32]) -> Result<Vec<usize>> {
+    let mask_id = tokenizer.special_ids().mask;
+    let masks: Vec<usize> = (0..ids.len()).filter(|&i| ids[i] == mask_id).collect();
+    if !masks.is_empty() {
+        return Ok(masks);
+    }
+    let token = tokenizer.id_to_token(mask_id).unwrap_or_default();
+    let other = ["[MASK]", "<mask>"]
+        .into_iter()
+        .find(|other| *other != token && text.contains(other));
+    match other {
+        Some(other) => {
+            bail!("the text {text:?} has {other}, but this model's mask token is {token}")
+        }
+        None => bail!("no mask token ({token}) in the text {text:?}"),
+    }
+}
+
+/// The softmax over the vocabulary at each mask, `[masks, V]`.
+fn mask_probabilities(
+    model: &MaskedLanguageModel,
+    text: &str,
+    ids: &[u32],
+    masks: &[usize],
+) -> Result<Tensor> {
+    let input: Vec<i64> = ids.iter().map(|&id| i64::from(id)).collect();
+    let input_ids = Tensor::from_slice(&input).view([1, -1]);
+    let attention = input_ids.ones_like();
+    // A text longer than the position table, or a tokenizer larger than the model's
+    // vocabulary, is an error here rather than a libtorch panic in the forward.
+    model
+        .check_inputs(&input_ids, &attention)
+        .with_context(|| format!("fill-mask on {text:?}"))?;
+    let positions: Vec<i64> = masks.iter().map(|&i| i as i64).collect();
+    let positions = Tensor::from_slice(&positions);
+    Ok(tch::no_grad(|| {
+        model
+            .masked_logits(&input_ids, &attention, &positions, false)
+            .to_kind(Kind::Float)
+            .softmax(-1, Kind::Float)
+    }))
+}
+
+/// Prints `per_text` as the pipeline does.
+fn print_pipeline_json(per_text: Vec<Vec<Vec<Candidate>>>) -> Result<()> {
     // The pipeline's nesting: drop the mask level for single-mask texts, the text level for a
     // single text.
     let shaped: Vec<serde_json::Value> = per_text

@@ -134,7 +134,7 @@ fn check_matches_config(vs: &tch::nn::VarStore, config: &BertConfig) -> Result<(
     let ffn_out = |layer: i64| {
         format!(
             "{}.{}.{layer}.{}.weight",
-            spec.base, spec.layers, spec.ffn_out
+            spec.base, spec.layers, spec.layer.ffn_out
         )
     };
     let (last, extra) = (

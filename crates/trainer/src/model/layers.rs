@@ -81,7 +81,8 @@ impl LayerNorm {
 }
 
 /// The state-dict names of one encoder layer's parts, relative to the layer.
-pub(super) struct LayerNames<'a> {
+#[derive(Debug, Clone, Copy)]
+pub struct LayerNames<'a> {
     pub query: &'a str,
     pub key: &'a str,
     pub value: &'a str,

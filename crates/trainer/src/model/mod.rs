@@ -29,7 +29,9 @@ use tch::Tensor;
 
 pub use config::{Activation, BERT_MODEL_TYPE, BertConfig, ConfigProblem};
 pub use export::{ExportOptions, export_hf_model, export_hf_model_with};
-pub use family::{Family, FamilySpec, HeadActivation, Positions, SUPPORTED_MODEL_TYPES};
+pub use family::{
+    Family, FamilySpec, HeadActivation, LayerNames, Positions, SUPPORTED_MODEL_TYPES,
+};
 pub use init::{init_variable_like_hf, init_weights_like_hf};
 pub use load::{
     LoadOptions, LoadReport, LoadedModel, WeightFiles, find_weights, load_hf_dir, load_hf_dir_with,

@@ -17,7 +17,7 @@ use super::ModelError;
 use super::config::{Activation, BertConfig};
 use super::family::{Family, FamilySpec, HeadActivation, Positions};
 use super::init::init_weights_like_hf;
-use super::layers::{EncoderLayer, LayerNames, LayerNorm, LayerShape, Linear, PLACEHOLDER, at};
+use super::layers::{EncoderLayer, LayerNorm, LayerShape, Linear, PLACEHOLDER, at};
 
 /// `BertEmbeddings` / `RobertaEmbeddings` / DistilBERT's `Embeddings`: word + token type
 /// (always 0, when the family has them) + position, LayerNorm, dropout.
@@ -249,16 +249,6 @@ impl MaskedLanguageModel {
 }
 
 fn layers(p: &Path<'_>, config: &BertConfig, spec: &FamilySpec) -> Vec<EncoderLayer> {
-    let names = LayerNames {
-        query: spec.query,
-        key: spec.key,
-        value: spec.value,
-        attention_output: spec.attention_output,
-        attention_norm: spec.attention_norm,
-        ffn_in: spec.ffn_in,
-        ffn_out: spec.ffn_out,
-        output_norm: spec.output_norm,
-    };
     let shape = LayerShape {
         hidden: config.hidden_size,
         intermediate: config.intermediate_size,
@@ -270,7 +260,7 @@ fn layers(p: &Path<'_>, config: &BertConfig, spec: &FamilySpec) -> Vec<EncoderLa
         attention_output_dropout: spec.attention_output_dropout,
     };
     (0..config.num_hidden_layers)
-        .map(|index| EncoderLayer::new(&(p / index), &names, shape))
+        .map(|index| EncoderLayer::new(&(p / index), &spec.layer, shape))
         .collect()
 }
 

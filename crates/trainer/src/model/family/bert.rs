@@ -1,10 +1,10 @@
 //! BERT (transformers/models/bert/modeling_bert.py, `BertForMaskedLM`).
 
-use super::{FamilySpec, HeadActivation, Positions};
+use super::{FamilySpec, HeadActivation, LayerNames, Positions};
 
-pub(super) const SPEC: FamilySpec = FamilySpec {
-    base: "bert",
-    layers: "encoder.layer",
+/// `BertLayer`'s parts (`BertSelfAttention`, `BertSelfOutput`, `BertIntermediate`,
+/// `BertOutput`); RoBERTa's layers are the same.
+pub(super) const LAYER: LayerNames<'static> = LayerNames {
     query: "attention.self.query",
     key: "attention.self.key",
     value: "attention.self.value",
@@ -13,6 +13,12 @@ pub(super) const SPEC: FamilySpec = FamilySpec {
     ffn_in: "intermediate.dense",
     ffn_out: "output.dense",
     output_norm: "output.LayerNorm",
+};
+
+pub(super) const SPEC: FamilySpec = FamilySpec {
+    base: "bert",
+    layers: "encoder.layer",
+    layer: LAYER,
     token_types: true,
     positions: Positions::Absolute,
     attention_output_dropout: true,

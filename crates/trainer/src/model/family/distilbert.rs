@@ -7,19 +7,21 @@
 
 use serde_json::{Map, Value};
 
-use super::{FamilySpec, HeadActivation, Positions};
+use super::{FamilySpec, HeadActivation, LayerNames, Positions};
 
 pub(super) const SPEC: FamilySpec = FamilySpec {
     base: "distilbert",
     layers: "transformer.layer",
-    query: "attention.q_lin",
-    key: "attention.k_lin",
-    value: "attention.v_lin",
-    attention_output: "attention.out_lin",
-    attention_norm: "sa_layer_norm",
-    ffn_in: "ffn.lin1",
-    ffn_out: "ffn.lin2",
-    output_norm: "output_layer_norm",
+    layer: LayerNames {
+        query: "attention.q_lin",
+        key: "attention.k_lin",
+        value: "attention.v_lin",
+        attention_output: "attention.out_lin",
+        attention_norm: "sa_layer_norm",
+        ffn_in: "ffn.lin1",
+        ffn_out: "ffn.lin2",
+        output_norm: "output_layer_norm",
+    },
     token_types: false,
     positions: Positions::Absolute,
     attention_output_dropout: false,

@@ -12,6 +12,7 @@ mod roberta;
 use serde_json::{Map, Value};
 
 use super::config::BertConfig;
+pub use super::layers::LayerNames;
 
 /// How position ids are made from the input ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,14 +42,8 @@ pub struct FamilySpec {
     pub base: &'static str,
     /// The layers under the base model (`encoder.layer`, `transformer.layer`).
     pub layers: &'static str,
-    pub query: &'static str,
-    pub key: &'static str,
-    pub value: &'static str,
-    pub attention_output: &'static str,
-    pub attention_norm: &'static str,
-    pub ffn_in: &'static str,
-    pub ffn_out: &'static str,
-    pub output_norm: &'static str,
+    /// The parts of one layer, relative to it.
+    pub layer: LayerNames<'static>,
     /// `embeddings.token_type_embeddings` exists (row 0 is added: token types are all 0).
     pub token_types: bool,
     pub positions: Positions,

@@ -5,20 +5,13 @@
 
 use serde_json::{Map, Value};
 
-use super::{FamilySpec, HeadActivation, Positions};
+use super::{FamilySpec, HeadActivation, Positions, bert};
 use crate::model::config::BertConfig;
 
 pub(super) const SPEC: FamilySpec = FamilySpec {
     base: "roberta",
     layers: "encoder.layer",
-    query: "attention.self.query",
-    key: "attention.self.key",
-    value: "attention.self.value",
-    attention_output: "attention.output.dense",
-    attention_norm: "attention.output.LayerNorm",
-    ffn_in: "intermediate.dense",
-    ffn_out: "output.dense",
-    output_norm: "output.LayerNorm",
+    layer: bert::LAYER,
     token_types: true,
     positions: Positions::AfterPadding,
     attention_output_dropout: true,
