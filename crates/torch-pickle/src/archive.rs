@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
+use crate::ErrorKind;
 use crate::pickle::{Unpickled, unpickle};
 use crate::zip::{self, Record};
-use crate::ErrorKind;
 
 const PICKLE: &str = "data.pkl";
 

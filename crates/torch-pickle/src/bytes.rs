@@ -49,11 +49,18 @@ impl<'a> Reader<'a> {
                 self.pos += len + 1;
                 Ok(&rest[..len])
             }
-            None => Err(ErrorKind::truncated(what(), rest.len() as u64 + 1, rest.len())),
+            None => Err(ErrorKind::truncated(
+                what(),
+                rest.len() as u64 + 1,
+                rest.len(),
+            )),
         }
     }
 
-    fn array<const N: usize>(&mut self, what: impl FnOnce() -> String) -> Result<[u8; N], ErrorKind> {
+    fn array<const N: usize>(
+        &mut self,
+        what: impl FnOnce() -> String,
+    ) -> Result<[u8; N], ErrorKind> {
         let bytes = self.take(N as u64, what)?;
         let mut array = [0u8; N];
         array.copy_from_slice(bytes);

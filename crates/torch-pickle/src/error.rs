@@ -11,14 +11,15 @@ use crate::Dtype;
 #[derive(Debug)]
 pub struct Error {
     path: PathBuf,
-    kind: ErrorKind,
+    // Boxed: errors are rare and `Result<StateDict, Error>` stays small.
+    kind: Box<ErrorKind>,
 }
 
 impl Error {
     pub(crate) fn new(path: &Path, kind: ErrorKind) -> Self {
         Self {
             path: path.to_path_buf(),
-            kind,
+            kind: Box::new(kind),
         }
     }
 
@@ -42,7 +43,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     // The kind is part of this error's own message; its source (an I/O error) comes next.
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        std::error::Error::source(&self.kind)
+        std::error::Error::source(&*self.kind)
     }
 }
 
@@ -75,7 +76,9 @@ pub enum ErrorKind {
          <dir>/data/<key> for each storage)"
     )]
     MissingRecord { name: String },
-    #[error("record {name} is compressed (method {method}); torch.save stores records uncompressed")]
+    #[error(
+        "record {name} is compressed (method {method}); torch.save stores records uncompressed"
+    )]
     Compressed { name: String, method: u16 },
     #[error("{pickle}, byte {offset}: expected {expected}, found {found}")]
     Pickle {

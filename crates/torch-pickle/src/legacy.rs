@@ -11,9 +11,9 @@
 
 use std::ops::Range;
 
+use crate::ErrorKind;
 use crate::bytes::{Reader, hex_prefix};
 use crate::pickle::{Object, Unpickled, Value, unpickle};
-use crate::ErrorKind;
 
 /// `torch.serialization.MAGIC_NUMBER`.
 const MAGIC: i128 = 0x1950_a86a_20f9_469c_fc6c;
@@ -80,9 +80,11 @@ fn storage_ranges(
     let mut reader = Reader::new(data, keys.end);
     for &key in list {
         let key = keys.arena.str(key).unwrap_or_default();
-        let index = main.storage_index(key).ok_or_else(|| ErrorKind::MissingStorage {
-            key: format!("{key} (listed, but no tensor uses it)"),
-        })?;
+        let index = main
+            .storage_index(key)
+            .ok_or_else(|| ErrorKind::MissingStorage {
+                key: format!("{key} (listed, but no tensor uses it)"),
+            })?;
         let decl = &main.storages[index];
         let numel = reader.u64(|| format!("the element count of storage {key}"))?;
         if numel != decl.numel {

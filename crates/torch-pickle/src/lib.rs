@@ -31,9 +31,9 @@ mod legacy;
 mod pickle;
 mod state_dict;
 #[cfg(test)]
-mod testutil;
-#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod testutil;
 mod view;
 mod zip;
 
@@ -60,9 +60,7 @@ impl StateDict {
             Format::Legacy => legacy::read(&data),
         };
         parsed
-            .and_then(|(unpickled, ranges)| {
-                Self::assemble(&path, format, data, &unpickled, ranges)
-            })
+            .and_then(|(unpickled, ranges)| Self::assemble(&path, format, data, &unpickled, ranges))
             .map_err(|kind| Error::new(&path, kind))
     }
 }

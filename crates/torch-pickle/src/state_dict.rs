@@ -139,18 +139,24 @@ impl StateDict {
         }
         let mut tensors = Vec::new();
         let mut names = HashMap::new();
-        flatten(&unpickled.arena, unpickled.root, "", 0, &mut |name, spec| {
-            let info = check_view(&name, spec, &storages)?;
-            // A repeated key: the last value wins, in the first one's place (a Python dict).
-            match names.get(&name) {
-                Some(&index) => tensors[index] = info,
-                None => {
-                    names.insert(name, tensors.len());
-                    tensors.push(info);
+        flatten(
+            &unpickled.arena,
+            unpickled.root,
+            "",
+            0,
+            &mut |name, spec| {
+                let info = check_view(&name, spec, &storages)?;
+                // A repeated key: the last value wins, in the first one's place (a Python dict).
+                match names.get(&name) {
+                    Some(&index) => tensors[index] = info,
+                    None => {
+                        names.insert(name, tensors.len());
+                        tensors.push(info);
+                    }
                 }
-            }
-            Ok(())
-        })?;
+                Ok(())
+            },
+        )?;
         Ok(Self {
             path: path.to_path_buf(),
             format,
@@ -198,7 +204,11 @@ fn flatten(
 }
 
 /// A tensor's view must stay inside its storage, and its size fit in memory.
-fn check_view(name: &str, spec: &TensorSpec, storages: &[Storage]) -> Result<TensorInfo, ErrorKind> {
+fn check_view(
+    name: &str,
+    spec: &TensorSpec,
+    storages: &[Storage],
+) -> Result<TensorInfo, ErrorKind> {
     let storage = &storages[spec.storage];
     let numel = storage.bytes.len() / storage.dtype.size();
     let out_of_bounds = |last: u64| ErrorKind::OutOfBounds {

@@ -78,10 +78,19 @@ fn both_formats_give_the_same_views_of_shared_storages() {
 
         let w = state.get("w").unwrap();
         let tied = state.get("tied").unwrap();
-        assert_eq!((w.dtype(), w.shape(), w.strides()), (Dtype::F32, &[3, 4][..], &[4, 1][..]));
+        assert_eq!(
+            (w.dtype(), w.shape(), w.strides()),
+            (Dtype::F32, &[3, 4][..], &[4, 1][..])
+        );
         assert_eq!(w.storage_index(), tied.storage_index());
-        assert!(std::ptr::eq(w.storage_bytes(), tied.storage_bytes()), "one copy");
-        assert_eq!(floats(&w.contiguous_bytes()), (0..12).map(|i| i as f32).collect::<Vec<_>>());
+        assert!(
+            std::ptr::eq(w.storage_bytes(), tied.storage_bytes()),
+            "one copy"
+        );
+        assert_eq!(
+            floats(&w.contiguous_bytes()),
+            (0..12).map(|i| i as f32).collect::<Vec<_>>()
+        );
 
         let transposed = state.get("w.T").unwrap();
         assert!(!transposed.is_contiguous());
@@ -92,7 +101,10 @@ fn both_formats_give_the_same_views_of_shared_storages() {
         let row = state.get("row1").unwrap();
         assert_eq!(row.storage_offset(), 4);
         assert_eq!(floats(&row.contiguous_bytes()), [4., 5., 6., 7.]);
-        assert_eq!(floats(&state.get("cols").unwrap().contiguous_bytes()), [5., 7., 9., 11.]);
+        assert_eq!(
+            floats(&state.get("cols").unwrap().contiguous_bytes()),
+            [5., 7., 9., 11.]
+        );
 
         let bias = state.get("b").unwrap();
         assert_eq!(bias.dtype(), Dtype::F16);
@@ -104,7 +116,10 @@ fn both_formats_give_the_same_views_of_shared_storages() {
 fn contiguous_tensors_are_borrowed_from_the_file() {
     let state = read(zip_file()).unwrap();
     let row = state.get("row1").unwrap();
-    assert!(matches!(row.contiguous_bytes(), std::borrow::Cow::Borrowed(_)));
+    assert!(matches!(
+        row.contiguous_bytes(),
+        std::borrow::Cow::Borrowed(_)
+    ));
 }
 
 #[test]
@@ -112,7 +127,12 @@ fn a_plain_dict_with_a_nested_dict_is_flattened() {
     let tensor = TensorDesc::f32("0", &[2]);
     let mut pickle = PickleWriter::new();
     pickle.op(b'}').op(b'(').str("a").tensor(&tensor, false);
-    pickle.str("m").op(b'}').str("x").tensor(&tensor, false).op(b's');
+    pickle
+        .str("m")
+        .op(b'}')
+        .str("x")
+        .tensor(&tensor, false)
+        .op(b's');
     pickle.op(b'u');
     let bytes = torch_zip(&pickle.finish(), &[("0", f32_bytes(&[1.0, 2.0]))]);
     let state = read(bytes).unwrap();
@@ -137,7 +157,10 @@ fn files_that_are_not_torch_save_files_say_so() {
          magic); it starts with bytes 7b 22 77 65 69 67 68 74 ..."
     );
     let (_, text) = error_of(Vec::new());
-    assert!(text.ends_with("it starts with nothing (the file is empty)"), "{text}");
+    assert!(
+        text.ends_with("it starts with nothing (the file is empty)"),
+        "{text}"
+    );
     // A pickle whose first value is not the magic number (pickle.dump of a dict).
     let mut other = PickleWriter::new();
     other.op(b'}');
@@ -165,7 +188,9 @@ fn truncated_files_name_what_was_cut() {
     let zip = zip_file();
     let error = read(zip[..zip.len() - 10].to_vec()).unwrap_err();
     assert!(
-        error.to_string().contains("end-of-central-directory record"),
+        error
+            .to_string()
+            .contains("end-of-central-directory record"),
         "{error}"
     );
 }
@@ -208,7 +233,10 @@ fn corrupted_bytes_never_panic() {
 #[test]
 fn storages_of_the_wrong_size_and_views_out_of_bounds_are_errors() {
     let pickle = state_dict_pickle(&entries(), false);
-    let short = torch_zip(&pickle, &[("0", matrix()[..44].to_vec()), ("1", half_bytes())]);
+    let short = torch_zip(
+        &pickle,
+        &[("0", matrix()[..44].to_vec()), ("1", half_bytes())],
+    );
     let error = read(short).unwrap_err();
     assert_eq!(
         error.to_string(),
@@ -216,7 +244,10 @@ fn storages_of_the_wrong_size_and_views_out_of_bounds_are_errors() {
     );
     let missing = torch_zip(&pickle, &[("0", matrix())]);
     let error = read(missing).unwrap_err();
-    assert!(error.to_string().contains("no record model/data/1"), "{error}");
+    assert!(
+        error.to_string().contains("no record model/data/1"),
+        "{error}"
+    );
 
     let beyond = TensorDesc {
         offset: 9,
@@ -244,7 +275,11 @@ fn storages_of_the_wrong_size_and_views_out_of_bounds_are_errors() {
 fn archive_level_problems_are_named() {
     let pickle = state_dict_pickle(&entries(), false);
     let big_endian = zip_archive(
-        &[("m/data.pkl", &pickle), ("m/byteorder", b"big"), ("m/data/0", &matrix())],
+        &[
+            ("m/data.pkl", &pickle),
+            ("m/byteorder", b"big"),
+            ("m/data/0", &matrix()),
+        ],
         64,
     );
     let error = read(big_endian).unwrap_err();
@@ -252,14 +287,22 @@ fn archive_level_problems_are_named() {
 
     let no_pickle = zip_archive(&[("m/data/0", &matrix())], 64);
     let error = read(no_pickle).unwrap_err();
-    assert!(error.to_string().contains("no record <dir>/data.pkl"), "{error}");
+    assert!(
+        error.to_string().contains("no record <dir>/data.pkl"),
+        "{error}"
+    );
 
     let mut compressed = zip_file();
     // The central directory's first entry (data.pkl) says deflate (8).
     let central = find(&compressed, &[0x50, 0x4b, 0x01, 0x02]);
     compressed[central + 10] = 8;
     let error = read(compressed).unwrap_err();
-    assert!(error.to_string().contains("record model/data.pkl is compressed"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("record model/data.pkl is compressed"),
+        "{error}"
+    );
 
     let mut not_tensor = PickleWriter::new();
     not_tensor.op(b'}').str("epoch").int(3).op(b's');
@@ -271,7 +314,10 @@ fn archive_level_problems_are_named() {
     let mut list = PickleWriter::new();
     list.op(b']');
     let error = read(torch_zip(&list.finish(), &[])).unwrap_err();
-    assert!(error.to_string().contains("expected a dict of tensors"), "{error}");
+    assert!(
+        error.to_string().contains("expected a dict of tensors"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -282,7 +328,10 @@ fn a_missing_file_is_an_io_error_naming_it() {
         error.to_string(),
         "/nonexistent/dir/pytorch_model.bin: cannot read the file"
     );
-    assert!(std::error::Error::source(&error).is_some(), "the io error is the source");
+    assert!(
+        std::error::Error::source(&error).is_some(),
+        "the io error is the source"
+    );
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> usize {

@@ -69,12 +69,10 @@ impl PickleWriter {
             self.bytes.extend_from_slice(&[b'K', value as u8]);
         } else if value < 65536 {
             self.bytes.push(b'M');
-            self.bytes
-                .extend_from_slice(&(value as u16).to_le_bytes());
+            self.bytes.extend_from_slice(&(value as u16).to_le_bytes());
         } else if value < 1 << 31 {
             self.bytes.push(b'J');
-            self.bytes
-                .extend_from_slice(&(value as u32).to_le_bytes());
+            self.bytes.extend_from_slice(&(value as u32).to_le_bytes());
         } else {
             self.bytes.extend_from_slice(&[0x8a, 9]);
             self.bytes.extend_from_slice(&value.to_le_bytes());
@@ -171,7 +169,7 @@ pub(crate) fn zip_archive(records: &[(&str, &[u8])], align: usize) -> Vec<u8> {
         out.extend_from_slice(&(name.len() as u16).to_le_bytes());
         out.extend_from_slice(&((padding + 4) as u16).to_le_bytes());
         out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(&[b'F', b'B']);
+        out.extend_from_slice(b"FB");
         out.extend_from_slice(&(padding as u16).to_le_bytes());
         out.extend(std::iter::repeat_n(b'Z', padding));
         out.extend_from_slice(data);
@@ -203,7 +201,8 @@ pub(crate) fn torch_zip(pickle: &[u8], storages: &[(&str, Vec<u8>)]) -> Vec<u8> 
         .iter()
         .map(|(key, _)| format!("model/data/{key}"))
         .collect();
-    let mut records: Vec<(&str, &[u8])> = vec![("model/data.pkl", pickle), ("model/byteorder", b"little")];
+    let mut records: Vec<(&str, &[u8])> =
+        vec![("model/data.pkl", pickle), ("model/byteorder", b"little")];
     for (name, (_, bytes)) in names.iter().zip(storages) {
         records.push((name, bytes));
     }

@@ -8,9 +8,14 @@ pub(crate) fn last_element(shape: &[u64], strides: &[u64], offset: u64) -> Optio
     if shape.contains(&0) {
         return None;
     }
-    let reach = shape.iter().zip(strides).try_fold(offset, |acc, (&size, &stride)| {
-        (size - 1).checked_mul(stride).and_then(|step| acc.checked_add(step))
-    });
+    let reach = shape
+        .iter()
+        .zip(strides)
+        .try_fold(offset, |acc, (&size, &stride)| {
+            (size - 1)
+                .checked_mul(stride)
+                .and_then(|step| acc.checked_add(step))
+        });
     Some(reach.ok_or(()))
 }
 

@@ -78,7 +78,11 @@ impl Directory {
             .checked_sub(ZIP64_LOCATOR_LEN)
             .ok_or_else(|| ErrorKind::truncated(what(), ZIP64_LOCATOR_LEN as u64, eocd))?;
         let mut reader = Reader::new(data, locator);
-        expect_signature(reader.u32(what)?, ZIP64_LOCATOR_SIGNATURE, "a zip64 locator")?;
+        expect_signature(
+            reader.u32(what)?,
+            ZIP64_LOCATOR_SIGNATURE,
+            "a zip64 locator",
+        )?;
         let _disk = reader.u32(what)?;
         let record = to_usize(reader.u64(what)?);
         let what = || "the zip64 end-of-central-directory record".to_owned();
@@ -115,7 +119,11 @@ fn expect_signature(found: u32, expected: u32, what: &str) -> Result<(), ErrorKi
 /// One central-directory entry (APPNOTE 4.3.12), and its local header for where the data is.
 fn central_entry(data: &[u8], reader: &mut Reader<'_>, index: u64) -> Result<Record, ErrorKind> {
     let what = || format!("zip central directory entry {index}");
-    expect_signature(reader.u32(what)?, CENTRAL_SIGNATURE, "a central directory entry")?;
+    expect_signature(
+        reader.u32(what)?,
+        CENTRAL_SIGNATURE,
+        "a central directory entry",
+    )?;
     reader.take(4, what)?; // versions
     let flags = reader.u16(what)?;
     let method = reader.u16(what)?;
@@ -203,7 +211,10 @@ mod tests {
 
     #[test]
     fn finds_stored_records_after_padded_local_headers() {
-        let archive = zip_archive(&[("a/data.pkl", b"pickle"), ("a/data/0", &[1, 2, 3, 4])], 64);
+        let archive = zip_archive(
+            &[("a/data.pkl", b"pickle"), ("a/data/0", &[1, 2, 3, 4])],
+            64,
+        );
         let records = records(&archive).unwrap();
         assert_eq!(records.len(), 2);
         assert_eq!(records[0].name, "a/data.pkl");
@@ -220,7 +231,10 @@ mod tests {
             assert!(records(&archive[..len]).is_err(), "cut at {len}");
         }
         let error = records(&archive[..archive.len() - 1]).unwrap_err();
-        assert!(error.to_string().contains("truncated or damaged"), "{error}");
+        assert!(
+            error.to_string().contains("truncated or damaged"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -230,6 +244,11 @@ mod tests {
         let central = archive.len() - EOCD_LEN - (46 + "a/data/0".len());
         archive[central + 42..central + 46].copy_from_slice(&0x7fff_0000u32.to_le_bytes());
         let error = records(&archive).unwrap_err();
-        assert!(error.to_string().contains("local header of record a/data/0"), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("local header of record a/data/0"),
+            "{error}"
+        );
     }
 }

@@ -53,8 +53,16 @@ fn assert_matches_torch_load(case: &str, format: Format) -> usize {
             let context = format!("{case}/{file}: {name}");
             assert_eq!(theirs["index"], index, "{context}: order");
             assert_eq!(theirs["dtype"], tensor.dtype().name(), "{context}");
-            assert_eq!(theirs["shape"], serde_json::json!(tensor.shape()), "{context}");
-            assert_eq!(theirs["stride"], serde_json::json!(tensor.strides()), "{context}");
+            assert_eq!(
+                theirs["shape"],
+                serde_json::json!(tensor.shape()),
+                "{context}"
+            );
+            assert_eq!(
+                theirs["stride"],
+                serde_json::json!(tensor.strides()),
+                "{context}"
+            );
             assert_eq!(theirs["offset"], tensor.storage_offset(), "{context}");
             let owner = tensors
                 .iter()
@@ -105,11 +113,21 @@ fn offset_strided_transposed_and_broadcast_views_match_torch_load_in_both_format
     assert_matches_torch_load("views_legacy", Format::Legacy);
     let path = generated().dir.join("views_zip/pytorch_model.bin");
     let state = StateDict::read(path).unwrap();
-    let query = state.get("bert.encoder.layer.0.attention.self.query.weight").unwrap();
-    let value = state.get("bert.encoder.layer.0.attention.self.value.weight").unwrap();
-    assert_eq!(query.storage_index(), value.storage_index(), "one fused storage");
+    let query = state
+        .get("bert.encoder.layer.0.attention.self.query.weight")
+        .unwrap();
+    let value = state
+        .get("bert.encoder.layer.0.attention.self.value.weight")
+        .unwrap();
+    assert_eq!(
+        query.storage_index(),
+        value.storage_index(),
+        "one fused storage"
+    );
     assert_eq!(value.storage_offset(), 2 * 32 * 32);
-    let transposed = state.get("bert.encoder.layer.1.intermediate.dense.weight").unwrap();
+    let transposed = state
+        .get("bert.encoder.layer.1.intermediate.dense.weight")
+        .unwrap();
     assert!(!transposed.is_contiguous());
 }
 
@@ -159,7 +177,9 @@ fn real_files() -> Vec<Vec<u8>> {
 #[test]
 fn truncated_real_files_are_errors_not_panics() {
     for bytes in real_files() {
-        let lengths = (0..bytes.len()).step_by(53).chain(bytes.len() - 300..bytes.len());
+        let lengths = (0..bytes.len())
+            .step_by(53)
+            .chain(bytes.len() - 300..bytes.len());
         for len in lengths {
             let result = StateDict::from_bytes("cut.bin", bytes[..len].to_vec());
             assert!(result.is_err(), "cut at {len} of {}", bytes.len());
@@ -176,7 +196,7 @@ fn corrupted_real_files_never_panic() {
             let mut corrupted = bytes.clone();
             for flip in 0..3 {
                 let r = mlm_seeds::mix(&[which as u64, trial, flip]);
-                let at = if r % 2 == 0 {
+                let at = if r.is_multiple_of(2) {
                     (r >> 8) as usize % hot
                 } else {
                     bytes.len() - 1 - (r >> 8) as usize % hot
@@ -184,7 +204,9 @@ fn corrupted_real_files_never_panic() {
                 corrupted[at] = (r >> 40) as u8;
             }
             if let Ok(state) = StateDict::from_bytes("corrupted.bin", corrupted) {
-                state.tensors().for_each(|tensor| drop(tensor.contiguous_bytes()));
+                state
+                    .tensors()
+                    .for_each(|tensor| drop(tensor.contiguous_bytes()));
             }
         }
     }

@@ -3,8 +3,8 @@
 
 use std::ops::RangeInclusive;
 
-use super::objects::{Global, Object, StorageDecl, TensorSpec, Value};
 use super::Machine;
+use super::objects::{Global, Object, StorageDecl, TensorSpec, Value};
 use crate::ErrorKind;
 
 impl Machine<'_> {
@@ -106,18 +106,15 @@ impl Machine<'_> {
     /// the tensor's values; a state dict never has them.
     fn check_tensor_metadata(&self, metadata: Value) -> Result<(), ErrorKind> {
         let clear = match self.arena.get(metadata) {
-            Some(Object::Dict(items)) => items
-                .iter()
-                .all(|(_, value)| *value == Value::Bool(false)),
+            Some(Object::Dict(items)) => {
+                items.iter().all(|(_, value)| *value == Value::Bool(false))
+            }
             _ => metadata == Value::None,
         };
         if clear {
             Ok(())
         } else {
-            Err(self.unexpected(
-                "no tensor metadata (conjugate or negative bit)",
-                metadata,
-            ))
+            Err(self.unexpected("no tensor metadata (conjugate or negative bit)", metadata))
         }
     }
 

@@ -14,8 +14,8 @@ use std::collections::HashMap;
 
 use crate::ErrorKind;
 use crate::bytes::Reader;
-pub(crate) use objects::{Arena, Object, StorageDecl, TensorSpec, Value};
 use objects::Global;
+pub(crate) use objects::{Arena, Object, StorageDecl, TensorSpec, Value};
 
 /// What a pickle built: its result, the objects it refers to, and the storages its
 /// persistent ids declared (in first-use order).
@@ -277,8 +277,7 @@ impl Machine<'_> {
             BINUNICODE8 => self.input.u64(self.arg(opcode))?,
             BINSTRING => {
                 let len = self.input.i32(self.arg(opcode))?;
-                u64::try_from(len)
-                    .map_err(|_| self.error("a string length", format!("{len}")))?
+                u64::try_from(len).map_err(|_| self.error("a string length", format!("{len}")))?
             }
             _ => u64::from(self.input.u8(self.arg(opcode))?),
         };
@@ -344,10 +343,7 @@ impl Machine<'_> {
     fn pop_n(&mut self, n: usize) -> Result<Vec<Value>, ErrorKind> {
         let available = self.stack.len() - self.floor();
         if available < n {
-            return Err(self.error(
-                &format!("{n} values on the stack"),
-                format!("{available}"),
-            ));
+            return Err(self.error(&format!("{n} values on the stack"), format!("{available}")));
         }
         Ok(self.stack.split_off(self.stack.len() - n))
     }

@@ -19,7 +19,7 @@ fn a_state_dict_as_torch_writes_it_decodes_to_tensors_and_storages() {
     let transposed = TensorDesc {
         shape: vec![2, 3],
         strides: vec![1, 2],
-        ..weight.clone()
+        ..weight
     };
     let bias = TensorDesc {
         class: "HalfStorage",
@@ -29,10 +29,7 @@ fn a_state_dict_as_torch_writes_it_decodes_to_tensors_and_storages() {
         shape: vec![5],
         strides: vec![1],
     };
-    let bytes = state_dict_pickle(
-        &[("w", weight), ("w.T", transposed), ("b", bias)],
-        false,
-    );
+    let bytes = state_dict_pickle(&[("w", weight), ("w.T", transposed), ("b", bias)], false);
     let unpickled = run(&bytes).unwrap();
     assert_eq!(unpickled.end, bytes.len());
     assert_eq!(
@@ -55,7 +52,11 @@ fn a_state_dict_as_torch_writes_it_decodes_to_tensors_and_storages() {
         .iter()
         .map(|(key, _)| unpickled.arena.str(*key).unwrap())
         .collect();
-    assert_eq!(names, ["w", "w.T", "b"], "_metadata is an attribute, not an item");
+    assert_eq!(
+        names,
+        ["w", "w.T", "b"],
+        "_metadata is an attribute, not an item"
+    );
     let spec = |value| match unpickled.arena.get(value) {
         Some(Object::Tensor(spec)) => spec.clone(),
         other => panic!("not a tensor: {other:?}"),
@@ -109,7 +110,10 @@ fn opcodes_a_state_dict_never_uses_are_refused_with_their_offset() {
          dict are)"
     );
     let error = run(&[0x80, 9, b'N', b'.']).unwrap_err();
-    assert!(error.to_string().contains("pickle protocol 2 to 5"), "{error}");
+    assert!(
+        error.to_string().contains("pickle protocol 2 to 5"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -138,7 +142,9 @@ fn integers_of_every_width_decode() {
     too_long.push(b'.');
     assert!(run(&too_long).is_err());
     assert_eq!(
-        run(b"\x80\x02G\x3f\xf8\x00\x00\x00\x00\x00\x00.").unwrap().root,
+        run(b"\x80\x02G\x3f\xf8\x00\x00\x00\x00\x00\x00.")
+            .unwrap()
+            .root,
         Value::Float(1.5)
     );
 }
@@ -175,7 +181,10 @@ fn memoised_objects_are_shared_and_see_later_changes() {
     assert!(matches!(unpickled.arena.get(pair[1]), Some(Object::Dict(items)) if items.len() == 1));
 
     let error = run(b"\x80\x02h\x07.").unwrap_err();
-    assert!(error.to_string().contains("index 7, never stored"), "{error}");
+    assert!(
+        error.to_string().contains("index 7, never stored"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -208,7 +217,10 @@ fn protocol_4_framing_short_strings_and_stack_globals_decode() {
     bytes.extend_from_slice(&20u64.to_le_bytes());
     bytes.extend_from_slice(b"\x8c\x0bcollections\x94\x8c\x0bOrderedDict\x94\x93\x94)R\x94.");
     let unpickled = run(&bytes).unwrap();
-    assert_eq!(unpickled.arena.get(unpickled.root), Some(&Object::Dict(Vec::new())));
+    assert_eq!(
+        unpickled.arena.get(unpickled.root),
+        Some(&Object::Dict(Vec::new()))
+    );
 }
 
 #[test]
@@ -226,7 +238,10 @@ fn a_million_nested_tuples_neither_overflow_the_stack_nor_hang() {
     bytes.extend(std::iter::repeat_n(0x85, 1_000_000));
     bytes.push(b'.');
     let unpickled = run(&bytes).unwrap();
-    assert!(matches!(unpickled.arena.get(unpickled.root), Some(Object::Tuple(_))));
+    assert!(matches!(
+        unpickled.arena.get(unpickled.root),
+        Some(Object::Tuple(_))
+    ));
     drop(unpickled);
 }
 
@@ -234,7 +249,11 @@ fn a_million_nested_tuples_neither_overflow_the_stack_nor_hang() {
 fn persistent_ids_declare_each_storage_once_and_conflicts_are_errors() {
     let tensor = TensorDesc::f32("7", &[4]);
     let mut pickle = PickleWriter::new();
-    pickle.op(b'(').tensor(&tensor, false).tensor(&tensor, false).op(b't');
+    pickle
+        .op(b'(')
+        .tensor(&tensor, false)
+        .tensor(&tensor, false)
+        .op(b't');
     let unpickled = run(&pickle.finish()).unwrap();
     assert_eq!(unpickled.storages.len(), 1);
     assert_eq!(unpickled.storage_index("7"), Some(0));
@@ -244,7 +263,11 @@ fn persistent_ids_declare_each_storage_once_and_conflicts_are_errors() {
         ..tensor.clone()
     };
     let mut pickle = PickleWriter::new();
-    pickle.op(b'(').tensor(&tensor, false).tensor(&as_half, false).op(b't');
+    pickle
+        .op(b'(')
+        .tensor(&tensor, false)
+        .tensor(&as_half, false)
+        .op(b't');
     let error = run(&pickle.finish()).unwrap_err();
     assert_eq!(
         error.to_string(),
@@ -258,5 +281,8 @@ fn persistent_ids_declare_each_storage_once_and_conflicts_are_errors() {
     let mut pickle = PickleWriter::new();
     pickle.tensor(&quantized, false);
     let error = run(&pickle.finish()).unwrap_err();
-    assert!(error.to_string().contains("`torch.QInt8Storage`"), "{error}");
+    assert!(
+        error.to_string().contains("`torch.QInt8Storage`"),
+        "{error}"
+    );
 }
