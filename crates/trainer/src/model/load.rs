@@ -189,6 +189,8 @@ fn safetensors_entries<'a>(
     Ok(entries)
 }
 
+/// Each `torch.save` file, read into memory once: its tensors are views of those bytes until
+/// they are copied into the model.
 fn read_pickles(paths: &[PathBuf]) -> Result<Vec<StateDict>, ModelError> {
     paths
         .iter()
