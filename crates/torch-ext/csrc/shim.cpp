@@ -8,7 +8,6 @@
 #include <ATen/Parallel.h>
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <torch/headeronly/version.h>
-#include <torch/csrc/jit/serialization/pickle.h>
 #include <ATen/ops/_foreach_add.h>
 #include <ATen/ops/_foreach_mul.h>
 #include <ATen/ops/_foreach_norm.h>
@@ -23,8 +22,6 @@
 #include <vector>
 #include <cstring>
 #include <exception>
-#include <fstream>
-#include <iterator>
 #include <string>
 
 namespace {
@@ -102,31 +99,6 @@ struct CudaDriver {
         return d;
     }
 };
-
-// Receives one (name, tensor) pair of a state dict; the tensor is heap-allocated and owned by
-// the receiver from then on (tch's Tensor::from_ptr, freed by tch's at_free).
-using StateDictEntryFn = void (*)(void* context, const char* name, size_t name_len, at::Tensor* tensor);
-
-// Walks a dict of tensors, flattening nested dicts into dotted names ({"a": {"b": t}} -> "a.b").
-void emit_state_dict(const c10::IValue& value, const std::string& prefix, void* context, StateDictEntryFn emit) {
-    if (!value.isGenericDict()) {
-        throw std::runtime_error("expected a dict of tensors (a state dict), found " + value.tagKind());
-    }
-    for (const auto& item : value.toGenericDict()) {
-        if (!item.key().isString()) {
-            throw std::runtime_error("state dict key of type " + item.key().tagKind() + " is not a string");
-        }
-        std::string name = prefix + item.key().toStringRef();
-        const c10::IValue& entry = item.value();
-        if (entry.isTensor()) {
-            emit(context, name.data(), name.size(), new at::Tensor(entry.toTensor()));
-        } else if (entry.isGenericDict()) {
-            emit_state_dict(entry, name + ".", context, emit);
-        } else {
-            throw std::runtime_error("state dict entry " + name + " is a " + entry.tagKind() + ", not a tensor");
-        }
-    }
-}
 
 constexpr int kComputeCapabilityMajor = 75;  // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
 constexpr int kComputeCapabilityMinor = 76;  // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR
@@ -233,20 +205,6 @@ int mlmx_cuda_device_info(int index, char* name, size_t name_capacity, size_t* t
             throw std::runtime_error("CUDA driver query failed for device " + std::to_string(index));
         }
         copy_string(buffer, name, name_capacity);
-    });
-}
-
-// Reads a state dict saved by Python's torch.save (the zip format of PyTorch >= 1.6, e.g. a
-// Hugging Face pytorch_model.bin) with libtorch's own unpickler, and hands every
-// (name, tensor) to `emit`, in the file's order. Tensors are on the CPU in their saved dtype.
-int mlmx_load_pickled_state_dict(const char* path, void* context, StateDictEntryFn emit) {
-    return guarded([&] {
-        std::ifstream file(path, std::ios::binary);
-        if (!file) throw std::runtime_error(std::string("cannot open ") + path);
-        std::vector<char> bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
-        if (file.bad()) throw std::runtime_error(std::string("cannot read ") + path);
-        c10::IValue value = torch::jit::pickle_load(bytes);
-        emit_state_dict(value, "", context, emit);
     });
 }
 

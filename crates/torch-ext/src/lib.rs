@@ -5,7 +5,8 @@
 //!   autocast, in fp16): [`set_autocast_dtype`], [`autocast_dtype`], [`Autocast`];
 //! - facts for `mlm-train doctor`: the libtorch version and the file it was loaded from, CUDA
 //!   runtime / driver / cuDNN versions, GPU names, memory and compute capability.
-//! - state dicts saved by Python's `torch.save` (`pytorch_model.bin`): [`load_pickled_state_dict`].
+//!
+//! (`pytorch_model.bin` state dicts are read without libtorch, by mlm-torch-pickle.)
 //!
 //! Every shim call catches C++ exceptions and reports them as [`TorchExtError::Torch`].
 
@@ -15,8 +16,6 @@ use std::path::PathBuf;
 use tch::Kind;
 
 pub mod foreach;
-mod pickle;
-pub use pickle::load_pickled_state_dict;
 
 mod ffi {
     use super::{c_char, c_int, c_long};

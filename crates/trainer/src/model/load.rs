@@ -2,8 +2,9 @@
 //! what `PreTrainedModel.from_pretrained` does in transformers (modeling_utils.py):
 //!
 //! - weights from `model.safetensors`, a sharded `model.safetensors.index.json`,
-//!   `pytorch_model.bin` (a `torch.save` zip pickle, read by libtorch through mlm-torch-ext) or
-//!   a sharded `pytorch_model.bin.index.json`, in that order of preference;
+//!   `pytorch_model.bin` or a sharded `pytorch_model.bin.index.json`, in that order of
+//!   preference; `.bin` files are `torch.save` state dicts in the zip or the legacy format,
+//!   read by mlm-torch-pickle (what transformers does with `torch.load(weights_only=True)`);
 //! - legacy names `LayerNorm.gamma` / `LayerNorm.beta` renamed to `weight` / `bias`
 //!   (`_fix_state_dict_key_on_load`), keys with or without the family's base-model prefix
 //!   (`bert.`, `roberta.`, `distilbert.`);
@@ -18,6 +19,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use mlm_torch_pickle::{Dtype as PickleDtype, StateDict, StoredTensor};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use tch::{Kind, Tensor};
 
@@ -109,7 +111,8 @@ pub fn load_hf_dir_with(
             apply(&entries, &variables, config, options.init_seed, &mut report)?;
         }
         WeightFiles::Pickle(paths) => {
-            let entries = pickle_entries(paths)?;
+            let states = read_pickles(paths)?;
+            let entries = pickle_entries(paths, &states);
             apply(&entries, &variables, config, options.init_seed, &mut report)?;
         }
     }
@@ -212,23 +215,39 @@ fn safetensors_entries<'a>(
     Ok(entries)
 }
 
-/// Every tensor of the `torch.save` pickles, read by libtorch.
-fn pickle_entries(paths: &[PathBuf]) -> Result<Vec<(String, Entry<'static>, &Path)>, ModelError> {
-    let mut entries = Vec::new();
-    for path in paths {
-        check_zip_pickle(path)?;
-        let tensors =
-            mlm_torch_ext::load_pickled_state_dict(path).map_err(|source| ModelError::Pickle {
+/// Each `torch.save` file, read into memory once: its tensors are views of those bytes until
+/// they are copied into the model.
+fn read_pickles(paths: &[PathBuf]) -> Result<Vec<StateDict>, ModelError> {
+    paths
+        .iter()
+        .map(|path| {
+            StateDict::read(path).map_err(|source| ModelError::Pickle {
                 path: path.clone(),
                 source,
-            })?;
-        entries.extend(
-            tensors
-                .into_iter()
-                .map(|(name, t)| (name, Entry::Torch(t), path.as_path())),
-        );
-    }
-    Ok(entries)
+            })
+        })
+        .collect()
+}
+
+/// Every tensor of the `torch.save` state dicts (views into their files' bytes, nothing
+/// copied yet).
+fn pickle_entries<'a>(
+    paths: &'a [PathBuf],
+    states: &'a [StateDict],
+) -> Vec<(String, Entry<'a>, &'a Path)> {
+    paths
+        .iter()
+        .zip(states)
+        .flat_map(|(path, state)| {
+            state.tensors().map(move |tensor| {
+                (
+                    tensor.name().to_owned(),
+                    Entry::Pickled(tensor),
+                    path.as_path(),
+                )
+            })
+        })
+        .collect()
 }
 
 /// The weight files of a Hugging Face directory.
@@ -306,42 +325,17 @@ fn shards(dir: &Path, index: &Path) -> Result<Vec<PathBuf>, ModelError> {
     Ok(files)
 }
 
-/// `torch::pickle_load` reads the zip format of `torch.save` (PyTorch >= 1.6); the legacy
-/// format is refused here with advice instead of a libtorch parse error.
-fn check_zip_pickle(path: &Path) -> Result<(), ModelError> {
-    use std::io::Read;
-    let mut magic = [0u8; 4];
-    let mut file = std::fs::File::open(path).map_err(|source| ModelError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let read = file.read(&mut magic).map_err(|source| ModelError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if read == 4 && magic == *b"PK\x03\x04" {
-        return Ok(());
-    }
-    Err(ModelError::BadCheckpoint {
-        path: path.to_path_buf(),
-        message: "not a torch.save zip archive (legacy pre-1.6 format?): re-save it with \
-                  `torch.save(torch.load(path), path)` in a recent PyTorch, or convert it to \
-                  model.safetensors"
-            .to_owned(),
-    })
-}
-
-/// A checkpoint tensor, not yet materialised (safetensors) or already in libtorch (pickle).
+/// A checkpoint tensor, not yet materialised: a view into a safetensors or `torch.save` file.
 enum Entry<'a> {
     View(TensorView<'a>),
-    Torch(Tensor),
+    Pickled(StoredTensor<'a>),
 }
 
 impl Entry<'_> {
     fn shape(&self) -> Vec<i64> {
         match self {
             Self::View(view) => view.shape().iter().map(|d| *d as i64).collect(),
-            Self::Torch(tensor) => tensor.size(),
+            Self::Pickled(tensor) => tensor.shape().iter().map(|d| *d as i64).collect(),
         }
     }
 
@@ -355,9 +349,12 @@ impl Entry<'_> {
                 Dtype::F64 => Ok(Kind::Double),
                 other => Err(other.to_string()),
             },
-            Self::Torch(tensor) => match tensor.kind() {
-                kind @ (Kind::Half | Kind::BFloat16 | Kind::Float | Kind::Double) => Ok(kind),
-                other => Err(format!("{other:?}")),
+            Self::Pickled(tensor) => match tensor.dtype() {
+                PickleDtype::F16 => Ok(Kind::Half),
+                PickleDtype::BF16 => Ok(Kind::BFloat16),
+                PickleDtype::F32 => Ok(Kind::Float),
+                PickleDtype::F64 => Ok(Kind::Double),
+                other => Err(other.to_string()),
             },
         }
     }
@@ -365,7 +362,11 @@ impl Entry<'_> {
     fn to_tensor(&self, kind: Kind) -> Result<Tensor, tch::TchError> {
         match self {
             Self::View(view) => Tensor::f_from_data_size(view.data(), &self.shape(), kind),
-            Self::Torch(tensor) => Ok(tensor.shallow_clone()),
+            // Views (offsets, strides: a slice of a fused storage, a transpose) are made
+            // contiguous here, one tensor at a time.
+            Self::Pickled(tensor) => {
+                Tensor::f_from_data_size(&tensor.contiguous_bytes(), &self.shape(), kind)
+            }
         }
     }
 }

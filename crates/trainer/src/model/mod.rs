@@ -91,11 +91,11 @@ pub enum ModelError {
     },
     #[error("{}: {message}", path.display())]
     BadCheckpoint { path: PathBuf, message: String },
-    #[error("{}: cannot read the PyTorch pickle (torch.save zip format expected)", path.display())]
+    #[error("cannot read the weights in {}", path.display())]
     Pickle {
         path: PathBuf,
         #[source]
-        source: mlm_torch_ext::TorchExtError,
+        source: mlm_torch_pickle::Error,
     },
     #[error("{}: {name} has dtype {dtype}, which cannot be loaded into a float parameter", path.display())]
     UnsupportedDtype {

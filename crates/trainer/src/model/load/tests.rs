@@ -360,13 +360,26 @@ fn bad_checkpoints_are_errors_naming_what_is_wrong() {
     assert!(matches!(error, ModelError::Safetensors { .. }), "{error}");
 
     std::fs::remove_file(scratch.0.join("model.safetensors")).unwrap();
+    // A .bin that is a pickle but not a torch.save file: the error names the file and says why.
     std::fs::write(
         scratch.0.join("pytorch_model.bin"),
-        b"\x80\x02legacy pickle",
+        b"\x80\x02not a state dict",
     )
     .unwrap();
     let error = load_hf_dir_with(&scratch.0, &mut target, options).unwrap_err();
-    assert!(error.to_string().contains("legacy"), "{error}");
+    assert!(error.to_string().ends_with("pytorch_model.bin"), "{error}");
+    let ModelError::Pickle { source, .. } = &error else {
+        panic!("{error:?}")
+    };
+    assert!(
+        source.to_string().contains("not a torch.save file"),
+        "{source}"
+    );
+    // Truncated: a zip archive cut short (its central directory is at the end).
+    std::fs::write(scratch.0.join("pytorch_model.bin"), b"PK\x03\x04 cut short").unwrap();
+    let error = load_hf_dir_with(&scratch.0, &mut target, options).unwrap_err();
+    let chain = format!("{error}: {}", std::error::Error::source(&error).unwrap());
+    assert!(chain.contains("truncated or damaged"), "{chain}");
 
     std::fs::remove_file(scratch.0.join("pytorch_model.bin")).unwrap();
     std::fs::write(
