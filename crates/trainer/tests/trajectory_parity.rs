@@ -41,6 +41,41 @@ const FP64_TOLERANCE: f64 = 1e-10;
 /// head reduce in different orders, and those last-bit differences grow over the steps.
 const FP32_TOLERANCE: f64 = 1e-5;
 
+/// How a trajectory is computed on both sides.
+struct Arm {
+    precision: Precision,
+    /// The replay's torch dtype.
+    dtype: &'static str,
+    /// `training.fused_optimizer` (the replay's `torch.optim.AdamW(fused=...)`; unfused is
+    /// the single-tensor path on the CPU on both sides).
+    fused: bool,
+    tolerance: f64,
+}
+
+impl Arm {
+    const FP64: Self = Self {
+        precision: Precision::Fp64,
+        dtype: "float64",
+        fused: true,
+        tolerance: FP64_TOLERANCE,
+    };
+    const FP64_SINGLE_TENSOR: Self = Self {
+        fused: false,
+        ..Self::FP64
+    };
+    const FP32: Self = Self {
+        precision: Precision::Fp32,
+        dtype: "float32",
+        fused: true,
+        tolerance: FP32_TOLERANCE,
+    };
+
+    fn name(&self) -> String {
+        let optimizer = if self.fused { "fused" } else { "single" };
+        format!("{}-{optimizer}", self.dtype)
+    }
+}
+
 const STEPS: u64 = 32;
 const MAX_GRAD_NORM: f64 = 1.6;
 
@@ -132,7 +167,7 @@ impl Fixture {
             ["init", family, &vocab_size, &pad_id, &init],
         );
         // A run stopped before its first step saves the weights the loop starts from.
-        let (recorder, start) = runs.train(Precision::Fp32, "start", Some(0));
+        let (recorder, start) = runs.train(&Arm::FP32, "start", Some(0));
         Self {
             runs,
             start,
@@ -142,7 +177,7 @@ impl Fixture {
 }
 
 impl Runs {
-    fn job(&self, precision: Precision, name: &str, stop_after_step: Option<u64>) -> TrainJob {
+    fn job(&self, arm: &Arm, name: &str, stop_after_step: Option<u64>) -> TrainJob {
         let training = TrainingConfig {
             output_dir: self.dir.join(name),
             seed: 5,
@@ -154,7 +189,8 @@ impl Runs {
             warmup_ratio: 0.1,
             max_grad_norm: MAX_GRAD_NORM,
             logging_steps: 1,
-            precision,
+            precision: arm.precision,
+            fused_optimizer: arm.fused,
             ..TrainingConfig::default()
         };
         TrainJob {
@@ -186,13 +222,8 @@ impl Runs {
 
     /// Runs our loop in `output_dir = <family>/<name>`; returns what it recorded and its last
     /// checkpoint.
-    fn train(
-        &self,
-        precision: Precision,
-        name: &str,
-        stop_after_step: Option<u64>,
-    ) -> (Recorder, PathBuf) {
-        let job = self.job(precision, name, stop_after_step);
+    fn train(&self, arm: &Arm, name: &str, stop_after_step: Option<u64>) -> (Recorder, PathBuf) {
+        let job = self.job(arm, name, stop_after_step);
         let mut recorder = Recorder::default();
         // Dropout draws from libtorch's global generator: one run at a time in this process.
         static ONE_RUN_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -309,13 +340,13 @@ fn relative(ours: f64, theirs: f64) -> f64 {
     (ours - theirs).abs() / theirs.abs().max(1e-30)
 }
 
-/// Trains with `precision`, replays in `dtype`, and checks every step and the final weights
-/// agree within `tolerance`.
-fn check_trajectory(fixture: &Fixture, precision: Precision, dtype: &str, tolerance: f64) {
+/// Trains as `arm` says, replays in its dtype, and checks every step and the final weights
+/// agree within its tolerance.
+fn check_trajectory(fixture: &Fixture, arm: &Arm) {
+    let (dtype, tolerance) = (arm.dtype, arm.tolerance);
     let runs = &fixture.runs;
-    let name = format!("train-{dtype}");
-    let (recorder, checkpoint) = runs.train(precision, &name, None);
-    let dump = runs.dir.join(format!("dump-{dtype}"));
+    let (recorder, checkpoint) = runs.train(arm, &format!("train-{}", arm.name()), None);
+    let dump = runs.dir.join(format!("dump-{}", arm.name()));
     recorder.write_dump(&dump);
     let reference = replay(runs, dtype, &dump, &fixture.start);
     let family = runs.family;
@@ -360,8 +391,9 @@ fn check_trajectory(fixture: &Fixture, precision: Precision, dtype: &str, tolera
         }
     }
     let weights = check_weights(family, dtype, &checkpoint, &reference, tolerance);
+    let arm = arm.name();
     eprintln!(
-        "{family} {dtype}: {STEPS} steps, {clipped} clipped; largest relative difference: \
+        "{family} {arm}: {STEPS} steps, {clipped} clipped; largest relative difference: \
          per-step values {worst:.1e}, final weights {weights:.1e}"
     );
 }
@@ -401,14 +433,21 @@ fn check_weights(
 #[test]
 fn fp64_trajectories_equal_transformers_trainer_loop_for_every_family() {
     for fixture in fixtures() {
-        check_trajectory(fixture, Precision::Fp64, "float64", FP64_TOLERANCE);
+        check_trajectory(fixture, &Arm::FP64);
     }
+}
+
+/// `fused_optimizer = false` against `torch.optim.AdamW(fused=False)` (BERT: the optimizer
+/// path does not depend on the family).
+#[test]
+fn fp64_trajectory_with_the_single_tensor_optimizer_equals_transformers() {
+    check_trajectory(&fixtures()[0], &Arm::FP64_SINGLE_TENSOR);
 }
 
 #[test]
 fn fp32_trajectories_stay_within_tolerance_of_transformers_for_every_family() {
     for fixture in fixtures() {
-        check_trajectory(fixture, Precision::Fp32, "float32", FP32_TOLERANCE);
+        check_trajectory(fixture, &Arm::FP32);
     }
 }
 
