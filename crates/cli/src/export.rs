@@ -38,7 +38,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     export_hf_model_with(&built.vs, &built.config, &args.out, options)
         .with_context(|| format!("writing the model to {}", args.out.display()))?;
     tokenizer
-        .write_hf_files(&args.out, built.config.max_position_embeddings as usize)
+        .write_hf_files(&args.out, built.config.max_sequence_length() as usize)
         .with_context(|| format!("writing the tokenizer to {}", args.out.display()))?;
     eprintln!(
         "exported {} to {}",
