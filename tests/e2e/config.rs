@@ -386,6 +386,12 @@ fn every_out_of_range_value_is_refused_at_load_naming_its_full_key() {
         ),
         (
             File,
+            &["model.model_type = \"gpt2\""],
+            "model.model_type = \"gpt2\" is not a supported family (bert, roberta, xlm-roberta, \
+             camembert, distilbert)",
+        ),
+        (
+            File,
             &["model.init_from = \"hf\"", "model.config = \"config.json\""],
             "model.config = \"config.json\" cannot be given together with model.init_from",
         ),
