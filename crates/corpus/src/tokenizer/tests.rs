@@ -108,7 +108,10 @@ fn bad_tokenizers_are_clear_errors() {
     let dir = TempDir::new("tok-bad");
     let err = |p: &std::path::Path, lower| DomainTokenizer::load(p, lower).unwrap_err().to_string();
     assert!(err(&dir.path().join("nope.json"), None).contains("no such file"));
-    assert!(err(dir.path(), None).contains("neither tokenizer.json nor vocab.txt"));
+    assert!(
+        err(dir.path(), None)
+            .contains("holds no tokenizer.json, vocab.txt, or vocab.json with merges.txt")
+    );
     let broken = dir.write("broken/tokenizer.json", "{\"model\": 3}");
     assert!(
         err(&broken, None).contains("not a valid tokenizer.json"),
