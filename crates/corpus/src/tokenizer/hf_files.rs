@@ -177,7 +177,13 @@ pub fn write(
         HfClass::XlmRoberta { .. } | HfClass::Generic => {}
     }
     let map = special_tokens_map(tokenizer);
-    let mut config = map.clone();
+    // tokenizer_config.json names the tokens as strings (their flags are in
+    // added_tokens_decoder): transformers 5 refuses an object there, but reads one in
+    // special_tokens_map.json, as transformers >= 4.34 writes them.
+    let mut config: serde_json::Map<String, Value> = map
+        .iter()
+        .map(|(k, v)| (k.clone(), v.get("content").unwrap_or(v).clone()))
+        .collect();
     config.insert("tokenizer_class".into(), json!(class.name()));
     config.insert("model_max_length".into(), json!(model_max_length));
     config.insert(

@@ -157,5 +157,6 @@ fn roberta_model(model: &impl serde::Serialize) -> Result<BPE, CorpusError> {
     json["continuing_subword_prefix"] = "".into();
     json["end_of_word_suffix"] = "".into();
     json["fuse_unk"] = false.into();
-    serde_json::from_value(json).map_err(bad)
+    // From text: the BPE visitor borrows its strings, which a `Value` cannot lend.
+    serde_json::from_str(&json.to_string()).map_err(bad)
 }
