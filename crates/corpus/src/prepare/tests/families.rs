@@ -2,6 +2,7 @@
 //! are joined with `</s>` (run_mlm's RoBERTa set-up), the manifest records the family, the
 //! prepared directory holds RoBERTa's files, and a resume is byte-identical at every shard.
 
+use super::resume::assert_resumes_identically;
 use super::*;
 use crate::testutil::write_tiny_bpe;
 use crate::tokenizer::TokenizerModel;
