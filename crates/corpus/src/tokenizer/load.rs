@@ -56,14 +56,19 @@ impl TokenizerFiles {
             ));
         }
         let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let beside = |name: &str| {
+            Some(dir.join(name)).filter(|p| p.is_file()).ok_or_else(|| {
+                CorpusError::tokenizer(Some(path), format!("has no {name} beside it"), None)
+            })
+        };
         let files = match path.file_name().and_then(|n| n.to_str()) {
             Some("vocab.json") => Self::VocabJson {
                 vocab: path.to_path_buf(),
-                merges: Some(dir.join("merges.txt"))
-                    .filter(|p| p.is_file())
-                    .ok_or_else(|| {
-                        CorpusError::tokenizer(Some(path), "has no merges.txt beside it", None)
-                    })?,
+                merges: beside("merges.txt")?,
+            },
+            Some("merges.txt") => Self::VocabJson {
+                vocab: beside("vocab.json")?,
+                merges: path.to_path_buf(),
             },
             _ if path.extension().is_some_and(|e| e == "json") => Self::Json(path.to_path_buf()),
             _ => Self::VocabTxt(path.to_path_buf()),

@@ -324,6 +324,8 @@ fn vocab_json_and_merges_txt_build_the_roberta_tokenizer() {
         DomainTokenizer::file_in(bare.path()),
         Some(bare.path().join("vocab.json"))
     );
+    let by_merges = DomainTokenizer::load(&bare.path().join("merges.txt"), None).unwrap();
+    assert_eq!(by_merges.fingerprint(), t.fingerprint());
     let text = "Liver <mask> kinase, 東京 😀";
     assert_eq!(
         from_files.encode_words(text).unwrap(),
