@@ -108,8 +108,12 @@ fn str_of<'v>(v: &'v Value, key: &str) -> Option<&'v str> {
     v.get(key)?.as_str()
 }
 
-fn is(v: &Value, key: &str, expected: Value) -> bool {
-    v.get(key) == Some(&expected)
+fn flag(v: &Value, key: &str) -> Option<bool> {
+    v.get(key)?.as_bool()
+}
+
+fn number(v: &Value, key: &str) -> Option<u64> {
+    v.get(key)?.as_u64()
 }
 
 /// Null or the empty string (BPE's prefix and suffix).
@@ -119,11 +123,11 @@ fn empty(v: &Value, key: &str) -> bool {
 
 fn bert(normalizer: &Value, pre: &Value, model: &Value) -> Option<HfClass> {
     let shape = str_of(normalizer, "type")? == "BertNormalizer"
-        && is(normalizer, "clean_text", Value::Bool(true))
+        && flag(normalizer, "clean_text") == Some(true)
         && str_of(pre, "type")? == "BertPreTokenizer"
         && str_of(model, "type")? == "WordPiece"
         && str_of(model, "continuing_subword_prefix")? == "##"
-        && is(model, "max_input_chars_per_word", 100.into());
+        && number(model, "max_input_chars_per_word") == Some(100);
     shape.then(|| HfClass::Bert {
         lowercase: normalizer.get("lowercase").and_then(Value::as_bool) == Some(true),
         tokenize_chinese_chars: normalizer
@@ -137,17 +141,17 @@ fn bert(normalizer: &Value, pre: &Value, model: &Value) -> Option<HfClass> {
 fn roberta(normalizer: &Value, pre: &Value, model: &Value) -> Option<HfClass> {
     let shape = normalizer.is_null()
         && str_of(pre, "type")? == "ByteLevel"
-        && is(pre, "use_regex", Value::Bool(true))
+        && flag(pre, "use_regex") == Some(true)
         && str_of(model, "type")? == "BPE"
         && empty(model, "continuing_subword_prefix")
         && empty(model, "end_of_word_suffix")
         && model.get("dropout").is_none_or(Value::is_null)
         && model.get("unk_token").is_none_or(Value::is_null)
-        && !is(model, "byte_fallback", Value::Bool(true))
-        && !is(model, "ignore_merges", Value::Bool(true));
+        && flag(model, "byte_fallback") != Some(true)
+        && flag(model, "ignore_merges") != Some(true);
     shape.then(|| HfClass::Roberta {
-        add_prefix_space: pre.get("add_prefix_space").and_then(Value::as_bool) == Some(true),
-        trim_offsets: pre.get("trim_offsets").and_then(Value::as_bool) != Some(false),
+        add_prefix_space: flag(pre, "add_prefix_space") == Some(true),
+        trim_offsets: flag(pre, "trim_offsets") != Some(false),
     })
 }
 
@@ -173,8 +177,8 @@ fn xlm_roberta(
             .is_none_or(|s| s == &Value::Bool(true))
         && (scheme == "always" || scheme == "never")
         && str_of(model, "type")? == "Unigram"
-        && is(model, "unk_id", 3.into())
-        && !is(model, "byte_fallback", Value::Bool(true))
+        && number(model, "unk_id") == Some(3)
+        && flag(model, "byte_fallback") != Some(true)
         && names.is_roberta();
     shape.then(|| HfClass::XlmRoberta {
         add_prefix_space: scheme == "always",
