@@ -189,10 +189,14 @@ def main():
     p.add_argument("--sizes-mb", default="25,100")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    p.add_argument("--tokenizer", default=None,
+                   help="tokenizer file or directory for both sides (default: ../shared's bert-base-uncased)")
+    p.add_argument("--no-hf", action="store_true", help="measure mlm-train prepare only")
     args = p.parse_args()
     shared = Path(args.shared)
     source = shared / "data/pubmed-cdr/train.jsonl"
-    tokenizer = shared / "tokenizers/bert-base-uncased"
+    tokenizer = Path(args.tokenizer).resolve() if args.tokenizer else shared / "tokenizers/bert-base-uncased"
+    print(f"tokenizer: {tokenizer}", flush=True)
     work = Path(tempfile.mkdtemp(prefix="bench-corpus-"))
     # The binary links libtorch (and CUDA's libraries): its start-up alone has a sizeable
     # RSS, whatever the corpus. Measured so the pipeline's own share can be told apart.
@@ -203,7 +207,7 @@ def main():
             data = work / f"pubmed-{mb}mb.jsonl"
             size = replicate(source, data, mb)
             ours = run_ours(args.binary, data, tokenizer, work, args.threads)
-            hf = run_hf(data, tokenizer, work, args.threads)
+            hf = None if args.no_hf else run_hf(data, tokenizer, work, args.threads)
             rows.append((mb, size, ours, hf))
             data.unlink()
             print(json.dumps({"size_mb": mb, "bytes": size, "ours": ours, "hf": hf}), flush=True)
@@ -217,6 +221,10 @@ def main():
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for mb, size, ours, hf in rows:
         o_rate = ours["document_tokens"] / ours["pipeline_s"]
+        if hf is None:
+            print(f"| {size / 1e6:.0f} MB | mlm-train prepare | {ours['document_tokens']:,} | {ours['pipeline_s']:.1f} | "
+                  f"{o_rate:,.0f} | - | {human(ours['peak_rss'])} ({human(ours['peak_anon_rss'])}) |")
+            continue
         h_rate = hf["document_tokens"] / hf["pipeline_s"]
         h_rate_wall = hf["document_tokens"] / hf["wall_s"]
         print(f"| {size / 1e6:.0f} MB | mlm-train prepare | {ours['document_tokens']:,} | {ours['pipeline_s']:.1f} | "

@@ -28,6 +28,18 @@ fn write_config(
     inputs: &[PathBuf],
     overrides: &[(&str, &str)],
 ) -> PathBuf {
+    let vocab = "vocab_size = 90\nmin_frequency = 1\n";
+    write_config_with_vocab(scratch, name, inputs, overrides, vocab)
+}
+
+/// [`write_config`] with `vocab` as the `[vocab]` section's body.
+fn write_config_with_vocab(
+    scratch: &Scratch,
+    name: &str,
+    inputs: &[PathBuf],
+    overrides: &[(&str, &str)],
+    vocab: &str,
+) -> PathBuf {
     let inputs: Vec<String> = inputs
         .iter()
         .map(|p| format!("{:?}", p.display().to_string()))
@@ -49,10 +61,7 @@ fn write_config(
         }
     }
     let corpus: String = keys.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
-    scratch.write(
-        name,
-        &format!("[vocab]\nvocab_size = 90\nmin_frequency = 1\n\n[corpus]\n{corpus}"),
-    )
+    scratch.write(name, &format!("[vocab]\n{vocab}\n[corpus]\n{corpus}"))
 }
 
 fn prepare(config: &Path) -> (bool, String, String) {
@@ -158,6 +167,70 @@ fn vocab_train_then_prepare_matches_the_python_reference() {
         &dir(&scratch).join("hf-cache"),
     );
     assert!(reference.contains("OK"), "{reference}");
+}
+
+#[test]
+fn vocab_train_bpe_then_prepare_matches_the_python_reference() {
+    let scratch = Scratch::new("prepare-bpe");
+    let vocab = "model = \"bpe\"\nvocab_size = 400\nmin_frequency = 1\n";
+    let config = write_config_with_vocab(
+        &scratch,
+        "run.toml",
+        &[fixture("abstracts.jsonl")],
+        &[],
+        vocab,
+    );
+    let (ok, stdout, stderr) = vocab_train(&config);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("<s> 0, <pad> 1, </s> 2, <unk> 3, <mask> 399"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("class       RobertaTokenizer"), "{stdout}");
+    assert!(stdout.contains("bpe 400 tokens"), "{stdout}");
+    let tok = dir(&scratch).join("tok");
+    for file in ["tokenizer.json", "vocab.json", "merges.txt"] {
+        assert!(tok.join(file).is_file(), "{file}");
+    }
+    assert!(!tok.join("vocab.txt").exists());
+
+    let (ok, stdout, stderr) = prepare(&config);
+    assert!(ok, "{stdout}{stderr}");
+    let prepared = dir(&scratch).join("prepared");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(prepared.join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["tokenizer_model"], "bpe");
+    assert_eq!(manifest["special_ids"]["cls"], 0);
+    assert_eq!(manifest["special_ids"]["sep"], 2);
+    assert_eq!(manifest["special_ids"]["pad"], 1);
+    assert_eq!(manifest["special_tokens"]["mask"], "<mask>");
+    for file in ["vocab.json", "merges.txt"] {
+        assert!(prepared.join(file).is_file(), "{file} written");
+    }
+    // pyarrow and datasets read the shards; transformers' RobertaTokenizer + group_texts
+    // (with <s> ... </s> wraps and </s> between documents) rebuild them exactly.
+    for (name, packing) in [("concat", "\"concat\""), ("document", "\"document\"")] {
+        let out = format!("\"prepared-{name}\"");
+        let config = write_config_with_vocab(
+            &scratch,
+            &format!("{name}.toml"),
+            &[fixture("abstracts.jsonl")],
+            &[("packing", packing), ("output", &out)],
+            vocab,
+        );
+        let (ok, stdout, stderr) = prepare(&config);
+        assert!(ok, "{stdout}{stderr}");
+        let reference = python_reference(
+            &dir(&scratch).join(format!("prepared-{name}")),
+            &dir(&scratch).join("hf-cache"),
+        );
+        assert!(reference.contains("OK"), "{reference}");
+        assert!(
+            !reference.contains("continuation tokens (word_start false): 0\n"),
+            "{reference}"
+        );
+    }
 }
 
 #[test]

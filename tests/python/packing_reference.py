@@ -7,7 +7,9 @@ names) and the `group_texts` logic of transformers' examples/pytorch/language-mo
 run_mlm.py, and compares them with the Parquet shards, read with pyarrow and with
 `datasets.load_dataset("parquet", data_dir=...)`.
 
-The packing (docs/architecture.md, "Packing"), against run_mlm's `group_texts`:
+The packing (docs/corpus.md, "Packing"), against run_mlm's `group_texts`, with the
+tokenizer's own cls / sep ([CLS] / [SEP] for BERT, <s> / </s> for RoBERTa; written [CLS] /
+[SEP] below):
 - concat: the documents of a split, in input order, are one stream `d1 [SEP] d2 ... dn`
   (run_mlm concatenates `[CLS] d [SEP]` per document, in batches of 1000 documents); the
   stream is cut into blocks of max_seq_len - 2 tokens, each wrapped `[CLS] block [SEP]`;

@@ -140,8 +140,9 @@ fn ensure_prepared(config: &RunConfig) -> Result<PathBuf> {
         let dir = vocab.output_dir(corpus)?;
         if DomainTokenizer::file_in(&dir).is_none() {
             eprintln!(
-                "vocab    training a {}-token WordPiece vocabulary into {}",
+                "vocab    training a {}-token {} vocabulary into {}",
                 vocab.vocab_size,
+                vocab.model.as_str(),
                 dir.display()
             );
             mlm_corpus::train_vocab(corpus, vocab, &mlm_corpus::Quiet)

@@ -1,5 +1,5 @@
-//! `mlm-train vocab train --config FILE`: a WordPiece vocabulary from the training split of
-//! the `[corpus]` inputs, with the `[vocab]` section's settings.
+//! `mlm-train vocab train --config FILE`: a WordPiece or byte-level BPE vocabulary from the
+//! training split of the `[corpus]` inputs, with the `[vocab]` section's settings.
 
 use std::path::PathBuf;
 
@@ -12,8 +12,9 @@ use crate::prepare::{ProgressView, count};
 /// `mlm-train vocab` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum VocabCommand {
-    /// Train a WordPiece tokenizer on the configured corpus ([corpus] inputs, [vocab] settings)
-    /// and write tokenizer.json, vocab.txt and the Hugging Face tokenizer configs.
+    /// Train a WordPiece or byte-level BPE tokenizer ([vocab] model) on the configured corpus
+    /// ([corpus] inputs, [vocab] settings) and write tokenizer.json, vocab.txt (WordPiece) or
+    /// vocab.json + merges.txt (BPE) and the Hugging Face tokenizer configs.
     Train {
         /// Run config with `[corpus]` (inputs) and `[vocab]` (defaults apply when absent).
         #[arg(long, value_name = "FILE")]
@@ -37,16 +38,24 @@ pub fn run(command: &VocabCommand, threads: Option<usize>) -> Result<()> {
             let s = t.special_ids();
             println!("wrote       {}", report.output.display());
             println!(
-                "vocabulary  {} tokens (asked {}), lowercase {}, min_frequency {}",
+                "vocabulary  {} {} tokens (asked {}), lowercase {}, min_frequency {}",
+                t.model().as_str(),
                 count(u64::from(t.vocab_size())),
                 count(vocab.vocab_size as u64),
                 if t.do_lower_case() { "yes" } else { "no" },
                 vocab.min_frequency
             );
-            println!(
-                "special     [PAD] {}, [UNK] {}, [CLS] {}, [SEP] {}, [MASK] {}",
-                s.pad, s.unk, s.cls, s.sep, s.mask
-            );
+            let mut special: Vec<(u32, &str)> = t
+                .special_tokens()
+                .roles()
+                .into_iter()
+                .zip([s.cls, s.sep, s.pad, s.mask, s.unk])
+                .map(|((_, name), id)| (id, name))
+                .collect();
+            special.sort_unstable();
+            let special: Vec<String> = special.iter().map(|(id, n)| format!("{n} {id}")).collect();
+            println!("special     {}", special.join(", "));
+            println!("class       {}", t.hf_class().name());
             println!(
                 "trained on  {} documents of the training split ({} records read)",
                 count(report.documents),

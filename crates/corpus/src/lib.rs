@@ -28,7 +28,9 @@ pub mod vocab;
 #[cfg(test)]
 mod testutil;
 
-pub use config::{BadRecordPolicy, CorpusConfig, InputFormat, Packing, TextMode, VocabConfig};
+pub use config::{
+    BadRecordPolicy, CorpusConfig, InputFormat, Packing, TextMode, VocabConfig, VocabModel,
+};
 pub use error::{BadRecordKind, CorpusError};
 pub use fsutil::resolve_path;
 pub use manifest::{DocumentCounts, Manifest, SourceEntry, SplitManifest, SplitPolicy};
@@ -39,5 +41,5 @@ pub use progress::{Observer, Progress, Quiet};
 pub use reader::{PreparedCorpus, Sequence, SplitReader};
 pub use shard::{ShardInfo, TokenDtype};
 pub use split::{Split, Splits};
-pub use tokenizer::{DomainTokenizer, SpecialIds, SpecialTokens};
+pub use tokenizer::{DomainTokenizer, HfClass, SpecialIds, SpecialTokens, TokenizerModel};
 pub use vocab::{VocabReport, train_vocab};

@@ -11,7 +11,7 @@ use crate::error::CorpusError;
 use crate::input::ResolvedFormat;
 use crate::shard::{ShardInfo, TokenDtype};
 use crate::split::Split;
-use crate::tokenizer::{SpecialIds, SpecialTokens};
+use crate::tokenizer::{SpecialIds, SpecialTokens, TokenizerModel};
 
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// Bumped when the layout of shards or manifest changes incompatibly.
@@ -22,9 +22,9 @@ pub const FORMAT_VERSION: u32 = 1;
 pub struct SplitManifest {
     /// Sequences (rows) over all shards.
     pub sequences: u64,
-    /// Tokens over all shards, [CLS] / [SEP] included.
+    /// Tokens over all shards, the cls / sep wraps and separators included.
     pub tokens: u64,
-    /// Tokens that came from documents (no [CLS], no [SEP]); each appears exactly once.
+    /// Tokens that came from documents (no cls / sep); each appears exactly once.
     pub document_tokens: u64,
     /// Documents packed.
     pub documents: u64,
@@ -76,14 +76,24 @@ pub struct Manifest {
     pub created_by: String,
     /// `DomainTokenizer::fingerprint` of the tokenizer the corpus was tokenized with.
     pub tokenizer_fingerprint: String,
-    /// Size of the id space (largest id + 1).
+    /// The tokenizer's model: `wordpiece`, `bpe` or `unigram` (or `wordlevel`); absent in
+    /// manifests written before it was recorded.
+    #[serde(default)]
+    pub tokenizer_model: Option<TokenizerModel>,
+    /// Size of the id space (largest id + 1, added tokens included): the model's
+    /// `vocab_size`.
     pub vocab_size: u32,
+    /// Ids of the tokenizer's cls / sep (the wrap of every sequence and the separator of
+    /// documents), pad, mask and unk, and every special id.
     pub special_ids: SpecialIds,
+    /// Their strings (`[CLS]`... for BERT, `<s>`... for RoBERTa / XLM-R).
     pub special_tokens: SpecialTokens,
     pub do_lower_case: bool,
-    /// Tokenizer files copied into the directory (`tokenizer.json`, `vocab.txt`...).
+    /// Tokenizer files written into the directory (`tokenizer.json`, the family's
+    /// `vocab.txt` or `vocab.json` + `merges.txt`, `tokenizer_config.json`,
+    /// `special_tokens_map.json`).
     pub tokenizer_files: Vec<String>,
-    /// Tokens per sequence at most, [CLS] and [SEP] included.
+    /// Tokens per sequence at most, cls and sep included.
     pub max_seq_len: usize,
     pub packing: Packing,
     /// Element type of `input_ids`.

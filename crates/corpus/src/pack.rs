@@ -1,6 +1,10 @@
 //! Packing token streams into fixed-length sequences. A pure state machine, tested against
 //! the definition below and against tests/python/packing_reference.py.
 //!
+//! [CLS] and [SEP] below are the tokenizer's own cls and sep ids, whatever their names
+//! (`[CLS]`/`[SEP]` for BERT, `<s>`/`</s>` for RoBERTa, XLM-R and CamemBERT, as their
+//! post-processors wrap a sequence): the packer only sees the ids it is given.
+//!
 //! With L = `max_seq_len` and C = L - 2 content tokens per sequence:
 //! - `concat`: the documents of a split, in stream order, form one stream
 //!   `d1 [SEP] d2 [SEP] ... [SEP] dn` (a [SEP] *between* documents, none after the last;

@@ -71,3 +71,37 @@ pub fn write_tiny_vocab(dir: &Path) -> PathBuf {
     std::fs::write(&path, tiny_vocab().join("\n") + "\n").unwrap();
     path
 }
+
+/// Texts of the JSONL fixture (title + abstract), for training small tokenizers.
+pub fn fixture_texts() -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/abstracts.jsonl");
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!(
+                "{} {}",
+                v["title"].as_str().unwrap(),
+                v["abstract"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// A RoBERTa byte-level BPE (`<s>` 0, `<pad>` 1, `</s>` 2, `<unk>` 3, `<mask>` last) trained
+/// on the fixture, small enough to split words into several pieces.
+pub fn tiny_bpe() -> crate::tokenizer::DomainTokenizer {
+    let config = crate::config::VocabConfig {
+        model: crate::config::VocabModel::Bpe,
+        vocab_size: 300,
+        min_frequency: 1,
+        ..Default::default()
+    };
+    crate::tokenizer::train::train_bpe(&config, fixture_texts().into_iter()).unwrap()
+}
+
+/// Writes [`tiny_bpe`]'s Hugging Face files into `dir`.
+pub fn write_tiny_bpe(dir: &Path) {
+    tiny_bpe().write_hf_files(dir, 512).unwrap();
+}

@@ -1,4 +1,5 @@
-//! `vocab train`: a WordPiece vocabulary from the training split of the configured corpus
+//! `vocab train`: a WordPiece or byte-level BPE vocabulary (`[vocab] model`) from the
+//! training split of the configured corpus
 //! (held-out documents are left out, so the vocabulary does not see the evaluation text).
 
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ use crate::progress::{Observer, Progress};
 use crate::split::Split;
 use crate::stream::{DocumentStream, ReadStats, corpus_files};
 use crate::tokenizer::DomainTokenizer;
-use crate::tokenizer::train::train_wordpiece;
+use crate::tokenizer::train;
 
 /// What `train_vocab` made.
 #[derive(Debug, Clone)]
@@ -30,8 +31,9 @@ pub struct VocabReport {
 /// (bert-base's position table).
 pub const TRAINED_MODEL_MAX_LENGTH: usize = 512;
 
-/// Trains the vocabulary and writes `tokenizer.json`, `vocab.txt`, `tokenizer_config.json`
-/// and `special_tokens_map.json` into `[vocab] output` (default: `[corpus] tokenizer`).
+/// Trains the vocabulary and writes its Hugging Face files into `[vocab] output` (default:
+/// `[corpus] tokenizer`): `tokenizer.json`, `vocab.txt` (WordPiece) or `vocab.json` +
+/// `merges.txt` (BPE), `tokenizer_config.json` and `special_tokens_map.json`.
 pub fn train_vocab(
     corpus: &CorpusConfig,
     vocab: &VocabConfig,
@@ -79,7 +81,7 @@ pub fn train_vocab(
             observer.progress(&progress);
             Ok((documents, stream.stats().clone()))
         });
-        let trained = train_wordpiece(vocab, rx.into_iter());
+        let trained = train::train(vocab, rx.into_iter());
         let read = reader
             .join()
             .map_err(|_| CorpusError::Internal("the reader thread panicked".into()));

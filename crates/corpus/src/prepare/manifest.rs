@@ -38,6 +38,7 @@ pub(super) fn build(plan: &Plan<'_>, packed: Packed, tokenizer_files: Vec<String
         format_version: FORMAT_VERSION,
         created_by: format!("mlm-corpus {}", env!("CARGO_PKG_VERSION")),
         tokenizer_fingerprint: tokenizer.fingerprint(),
+        tokenizer_model: Some(tokenizer.model()),
         vocab_size: tokenizer.vocab_size(),
         special_ids: tokenizer.special_ids().clone(),
         special_tokens: tokenizer.special_tokens().clone(),

@@ -72,6 +72,10 @@ pub(super) fn resume_or_clean(
     })
 }
 
+/// The slow-tokenizer files of every family: one that this tokenizer does not write is a
+/// leftover of a prepare with another tokenizer, and would contradict `tokenizer.json`.
+const FAMILY_FILES: [&str; 3] = ["vocab.txt", "vocab.json", "merges.txt"];
+
 /// Writes the Hugging Face tokenizer files beside the shards; returns their names.
 pub(super) fn write_tokenizer_files(plan: &Plan<'_>) -> Result<Vec<String>, CorpusError> {
     // A tokenizer without a model_max_length gets one that admits the prepared sequences.
@@ -79,12 +83,14 @@ pub(super) fn write_tokenizer_files(plan: &Plan<'_>) -> Result<Vec<String>, Corp
         .tokenizer
         .model_max_length()
         .unwrap_or(plan.config.max_seq_len.max(512));
-    plan.tokenizer.write_hf_files(&plan.out, model_max_length)?;
-    let mut files = vec!["tokenizer.json".to_string()];
-    if plan.out.join("vocab.txt").is_file() {
-        files.push("vocab.txt".into());
+    let written = plan.tokenizer.write_hf_files(&plan.out, model_max_length)?;
+    for name in FAMILY_FILES {
+        let path = plan.out.join(name);
+        if !written.iter().any(|w| w == name) && path.is_file() {
+            remove(&path)?;
+        }
     }
-    Ok(files)
+    Ok(written)
 }
 
 /// Marks the prepare finished: writes `manifest.json` and drops the resume state.

@@ -1,74 +1,40 @@
 //! The tokenizer a corpus is prepared with: Hugging Face `tokenizers` loaded from a
-//! `tokenizer.json`, or built from a WordPiece `vocab.txt` exactly as transformers'
-//! `BertTokenizerFast` converts one (convert_slow_tokenizer.py, `BertConverter`).
+//! `tokenizer.json` (any model: WordPiece, byte-level BPE, Unigram), or built from the files
+//! of a "slow" tokenizer exactly as transformers builds its fast tokenizer from them: a
+//! WordPiece `vocab.txt` (`BertTokenizer`, bert.rs) or a RoBERTa `vocab.json` + `merges.txt`
+//! (`RobertaTokenizer`, roberta.rs).
 
 mod bert;
+mod family;
 mod fast_bert;
 mod fingerprint;
+mod hf_config;
 mod hf_files;
+mod load;
+mod roberta;
+mod specials;
 pub mod train;
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use crate::error::CorpusError;
 
 pub use bert::bert_wordpiece_tokenizer;
+pub use family::{HfClass, TokenizerModel};
+pub use roberta::roberta_bpe_tokenizer;
+pub use specials::{BERT_SPECIAL_TOKENS, ROBERTA_SPECIAL_TOKENS, SpecialIds, SpecialTokens};
 
-/// The BERT special tokens every tokenizer of this project must have (by these names, or
-/// the RoBERTa names `<s>`, `</s>`, `<pad>`, `<mask>`, `<unk>`).
-pub const BERT_SPECIAL_TOKENS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
-
-/// Ids of the special tokens.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SpecialIds {
-    pub cls: u32,
-    pub sep: u32,
-    pub pad: u32,
-    pub mask: u32,
-    pub unk: u32,
-    /// Every special token id (the five above and any other added special token), ascending.
-    pub all: Vec<u32>,
-}
-
-/// The names of the five special tokens in a tokenizer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SpecialTokens {
-    pub cls: String,
-    pub sep: String,
-    pub pad: String,
-    pub mask: String,
-    pub unk: String,
-}
-
-impl SpecialTokens {
-    fn bert() -> Self {
-        Self {
-            cls: "[CLS]".into(),
-            sep: "[SEP]".into(),
-            pad: "[PAD]".into(),
-            mask: "[MASK]".into(),
-            unk: "[UNK]".into(),
-        }
-    }
-    fn roberta() -> Self {
-        Self {
-            cls: "<s>".into(),
-            sep: "</s>".into(),
-            pad: "<pad>".into(),
-            mask: "<mask>".into(),
-            unk: "<unk>".into(),
-        }
-    }
-}
+use hf_config::HfTokenizerConfig;
+use load::TokenizerFiles;
 
 /// A loaded tokenizer with what the pipeline needs to know about it.
 #[derive(Clone)]
 pub struct DomainTokenizer {
     inner: Tokenizer,
     source: PathBuf,
+    model: TokenizerModel,
     names: SpecialTokens,
     special: SpecialIds,
     vocab_size: u32,
@@ -83,6 +49,7 @@ impl std::fmt::Debug for DomainTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DomainTokenizer")
             .field("source", &self.source)
+            .field("model", &self.model)
             .field("vocab_size", &self.vocab_size)
             .field("lowercase", &self.lowercase)
             .field("fingerprint", &self.fingerprint)
@@ -90,89 +57,39 @@ impl std::fmt::Debug for DomainTokenizer {
     }
 }
 
-/// What `tokenizer_config.json` says (the keys we use).
-#[derive(Debug, Default, Deserialize)]
-struct TokenizerConfigJson {
-    do_lower_case: Option<bool>,
-    model_max_length: Option<f64>,
-}
-
-fn read_tokenizer_config(dir: &Path) -> Result<TokenizerConfigJson, CorpusError> {
-    let path = dir.join("tokenizer_config.json");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text).map_err(|e| CorpusError::json(&path, e)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TokenizerConfigJson::default()),
-        Err(e) => Err(CorpusError::io("cannot read", &path, e)),
-    }
-}
-
 impl DomainTokenizer {
-    /// The tokenizer file of a directory: `tokenizer.json`, else `vocab.txt`, else `None`.
+    /// The tokenizer file of a directory: `tokenizer.json`, else `vocab.txt`, else
+    /// `vocab.json` (with a `merges.txt`), else `None`.
     pub fn file_in(dir: &Path) -> Option<PathBuf> {
-        ["tokenizer.json", "vocab.txt"]
-            .into_iter()
-            .map(|name| dir.join(name))
-            .find(|path| path.is_file())
+        TokenizerFiles::in_dir(dir).map(|f| f.main_file().to_path_buf())
     }
 
-    /// Loads `tokenizer.json`, `vocab.txt`, or a directory holding either (`tokenizer.json`
-    /// preferred), with the directory's `tokenizer_config.json` (`do_lower_case`,
-    /// `model_max_length`) when present. `lowercase` applies to a `vocab.txt`; for a
-    /// `tokenizer.json` it must agree with its normaliser.
+    /// Loads `tokenizer.json`, `vocab.txt`, `vocab.json` (+ `merges.txt`), or a directory
+    /// holding one of them (searched in that order), with the directory's
+    /// `tokenizer_config.json` and `special_tokens_map.json` when present: they name the
+    /// special tokens (`cls_token`...), `model_max_length`, and for the files of a slow
+    /// tokenizer `do_lower_case` (`vocab.txt`) or `add_prefix_space` / `trim_offsets`
+    /// (`vocab.json`). `lowercase` applies to a `vocab.txt`; for the other files it must
+    /// agree with the normaliser.
     pub fn load(path: &Path, lowercase: Option<bool>) -> Result<Self, CorpusError> {
-        let (file, dir) = if path.is_dir() {
-            let Some(file) = Self::file_in(path) else {
-                return Err(CorpusError::tokenizer(
-                    Some(path),
-                    "the directory holds neither tokenizer.json nor vocab.txt",
-                    None,
-                ));
-            };
-            (file, path.to_path_buf())
-        } else if path.is_file() {
-            (
-                path.to_path_buf(),
-                path.parent().unwrap_or(Path::new(".")).to_path_buf(),
-            )
-        } else {
-            return Err(CorpusError::tokenizer(
-                Some(path),
-                "no such file or directory",
-                None,
-            ));
-        };
-        let config = read_tokenizer_config(&dir)?;
-        let is_json = file.extension().is_some_and(|e| e == "json");
-        let inner = if is_json {
-            let mut t = Tokenizer::from_file(&file).map_err(|e| {
-                CorpusError::tokenizer(Some(&file), "not a valid tokenizer.json", Some(e))
-            })?;
-            // Packing cuts sequences itself: a truncation or padding setting in the file
-            // would silently cut documents.
-            t.with_truncation(None).map_err(|e| {
-                CorpusError::tokenizer(Some(&file), "cannot disable truncation", Some(e))
-            })?;
-            t.with_padding(None);
-            t
-        } else {
-            let lower = lowercase.or(config.do_lower_case).unwrap_or(true);
-            bert_wordpiece_tokenizer(&file, lower)?
-        };
-        let tokenizer = Self::from_tokenizer(inner, &file)?;
-        if is_json
+        let (files, dir) = TokenizerFiles::find(path)?;
+        let file = files.main_file();
+        let config = HfTokenizerConfig::read(&dir)?;
+        let inner = files.build(&config, lowercase)?;
+        let tokenizer = Self::from_parts(inner, file, &config)?;
+        if !matches!(files, TokenizerFiles::VocabTxt(_))
             && let Some(wanted) = lowercase
             && wanted != tokenizer.lowercase
         {
+            let does = if tokenizer.lowercase {
+                "does"
+            } else {
+                "does not"
+            };
+            let name = file.file_name().unwrap_or_default().to_string_lossy();
             return Err(CorpusError::tokenizer(
-                Some(&file),
-                format!(
-                    "lowercase = {wanted} was asked but this tokenizer.json {} lowercase",
-                    if tokenizer.lowercase {
-                        "does"
-                    } else {
-                        "does not"
-                    }
-                ),
+                Some(file),
+                format!("lowercase = {wanted} was asked but this {name} {does} lowercase"),
                 None,
             ));
         }
@@ -187,35 +104,23 @@ impl DomainTokenizer {
         })
     }
 
-    /// Wraps an in-memory tokenizer (`source` names it in messages).
+    /// Wraps an in-memory tokenizer (`source` names it in messages); the special tokens are
+    /// BERT's or RoBERTa's by name.
     pub fn from_tokenizer(inner: Tokenizer, source: &Path) -> Result<Self, CorpusError> {
-        let err = |m: String| CorpusError::tokenizer(Some(source), m, None);
-        let names = [SpecialTokens::bert(), SpecialTokens::roberta()]
-            .into_iter()
-            .find(|n| inner.token_to_id(&n.cls).is_some() && inner.token_to_id(&n.mask).is_some())
-            .ok_or_else(|| err("has neither [CLS]/[MASK] nor <s>/<mask> tokens".into()))?;
-        let id = |token: &str| {
-            inner
-                .token_to_id(token)
-                .ok_or_else(|| err(format!("has no {token} token")))
-        };
-        let (cls, sep, pad, mask, unk) = (
-            id(&names.cls)?,
-            id(&names.sep)?,
-            id(&names.pad)?,
-            id(&names.mask)?,
-            id(&names.unk)?,
-        );
-        let mut all: Vec<u32> = vec![cls, sep, pad, mask, unk];
-        all.extend(
-            inner
-                .get_added_tokens_decoder()
-                .iter()
-                .filter(|(_, t)| t.special)
-                .map(|(id, _)| *id),
-        );
-        all.sort_unstable();
-        all.dedup();
+        Self::from_parts(inner, source, &HfTokenizerConfig::default())
+    }
+
+    fn from_parts(
+        inner: Tokenizer,
+        source: &Path,
+        config: &HfTokenizerConfig,
+    ) -> Result<Self, CorpusError> {
+        let (names, special) = specials::detect(&inner, config, source)?;
+        let model = TokenizerModel::of(&inner).ok_or_else(|| {
+            CorpusError::tokenizer(Some(source), "has a model of an unknown type", None)
+        })?;
+        // The id space, added tokens included: the model's embedding rows. transformers'
+        // `len(tokenizer)` counts tokens instead, which is the same unless ids have gaps.
         let vocab_size = inner
             .get_vocab(true)
             .values()
@@ -223,7 +128,8 @@ impl DomainTokenizer {
             .max()
             .map_or(0, |m| m + 1);
         if vocab_size < 6 {
-            return Err(err(format!("has a vocabulary of {vocab_size} tokens")));
+            let message = format!("has a vocabulary of {vocab_size} tokens");
+            return Err(CorpusError::tokenizer(Some(source), message, None));
         }
         let lowercase = fingerprint::lowercases(&inner);
         let fingerprint = fingerprint::fingerprint(&inner).map_err(|e| {
@@ -232,15 +138,9 @@ impl DomainTokenizer {
         Ok(Self {
             inner,
             source: source.to_path_buf(),
+            model,
             names,
-            special: SpecialIds {
-                cls,
-                sep,
-                pad,
-                mask,
-                unk,
-                all,
-            },
+            special,
             vocab_size,
             lowercase,
             model_max_length: None,
@@ -266,7 +166,19 @@ impl DomainTokenizer {
         self.fingerprint.clone()
     }
 
-    /// Size of the id space (largest id + 1): the model's `vocab_size`.
+    /// The model: WordPiece, BPE, Unigram or WordLevel.
+    pub fn model(&self) -> TokenizerModel {
+        self.model
+    }
+
+    /// The transformers class that loads this tokenizer's files with the same ids (see
+    /// tokenizer/family.rs): written into `tokenizer_config.json`.
+    pub fn hf_class(&self) -> HfClass {
+        HfClass::of(&self.inner, &self.names)
+    }
+
+    /// Size of the id space (largest id + 1), added tokens included: the model's
+    /// `vocab_size` (embedding rows).
     pub fn vocab_size(&self) -> u32 {
         self.vocab_size
     }
@@ -354,9 +266,16 @@ impl DomainTokenizer {
             .map_err(|e| CorpusError::tokenizer(Some(&self.source), "cannot decode ids", Some(e)))
     }
 
-    /// Writes `tokenizer.json`, `vocab.txt` (WordPiece), `tokenizer_config.json` and
-    /// `special_tokens_map.json` into `dir`, which transformers' `AutoTokenizer` loads.
-    pub fn write_hf_files(&self, dir: &Path, model_max_length: usize) -> Result<(), CorpusError> {
+    /// Writes the files transformers' `AutoTokenizer.from_pretrained(dir)` loads with the
+    /// same ids into `dir`: `tokenizer.json`, the family's own files (`vocab.txt` for BERT
+    /// WordPiece, `vocab.json` + `merges.txt` for RoBERTa byte-level BPE),
+    /// `tokenizer_config.json` (the transformers class, see [`HfClass`]) and
+    /// `special_tokens_map.json`. Returns the names written.
+    pub fn write_hf_files(
+        &self,
+        dir: &Path,
+        model_max_length: usize,
+    ) -> Result<Vec<String>, CorpusError> {
         hf_files::write(self, dir, model_max_length)
     }
 }

@@ -1,6 +1,7 @@
 use super::*;
 use crate::config::VocabConfig;
 use crate::testutil::{TempDir, tiny_vocab, write_tiny_vocab};
+use crate::tokenizer::{HfClass, TokenizerModel};
 
 fn tiny(dir: &TempDir) -> DomainTokenizer {
     write_tiny_vocab(dir.path());
@@ -108,7 +109,10 @@ fn bad_tokenizers_are_clear_errors() {
     let dir = TempDir::new("tok-bad");
     let err = |p: &std::path::Path, lower| DomainTokenizer::load(p, lower).unwrap_err().to_string();
     assert!(err(&dir.path().join("nope.json"), None).contains("no such file"));
-    assert!(err(dir.path(), None).contains("neither tokenizer.json nor vocab.txt"));
+    assert!(
+        err(dir.path(), None)
+            .contains("holds no tokenizer.json, vocab.txt, or vocab.json with merges.txt")
+    );
     let broken = dir.write("broken/tokenizer.json", "{\"model\": 3}");
     assert!(
         err(&broken, None).contains("not a valid tokenizer.json"),
@@ -238,4 +242,143 @@ fn fast_path_equals_the_full_tokenizer_on_pubmed_cdr() {
         }
     }
     assert!(documents > 2000);
+}
+
+#[test]
+fn trained_bpe_has_roberta_layout_and_byte_level_words() {
+    let t = crate::testutil::tiny_bpe();
+    let s = t.special_ids();
+    assert_eq!((s.cls, s.pad, s.sep, s.unk, s.mask), (0, 1, 2, 3, 299));
+    assert_eq!(s.all, [0, 1, 2, 3, 299]);
+    assert_eq!(t.vocab_size(), 300);
+    assert_eq!(t.model(), TokenizerModel::Bpe);
+    assert!(!t.has_fast_path() && !t.do_lower_case());
+    assert!(matches!(
+        t.hf_class(),
+        HfClass::Roberta {
+            add_prefix_space: false,
+            trim_offsets: true
+        }
+    ));
+    // A word is the pre-tokenizer's: a `Ġ`-led piece run, punctuation and digits apart.
+    let (ids, starts) = t.encode_words("Liver kinase, 12 cats").unwrap();
+    let tokens: Vec<String> = ids.iter().map(|&i| t.id_to_token(i).unwrap()).collect();
+    assert_eq!(tokens.concat(), "LiverĠkinase,Ġ12Ġcats");
+    for (i, (token, start)) in tokens.iter().zip(&starts).enumerate() {
+        let leads = i == 0 || token.starts_with('Ġ') || token == ",";
+        assert_eq!(*start, leads, "{tokens:?} {starts:?}");
+    }
+    assert!(starts.contains(&false), "the tiny vocabulary splits words");
+    let with = t.encode_with_special("cats").unwrap();
+    assert_eq!((with[0], *with.last().unwrap()), (0, 2));
+    assert_eq!(t.decode(&with).unwrap(), "cats");
+    // `<mask>` takes the space before it (lstrip), as in roberta-base.
+    let expected = [
+        t.encode("Liver").unwrap(),
+        vec![s.mask],
+        t.encode(" kinase").unwrap(),
+    ]
+    .concat();
+    assert_eq!(t.encode("Liver <mask> kinase").unwrap(), expected);
+}
+
+#[test]
+fn vocab_json_and_merges_txt_build_the_roberta_tokenizer() {
+    let t = crate::testutil::tiny_bpe();
+    let dir = TempDir::new("tok-vocab-json");
+    let files = t.write_hf_files(dir.path(), 512).unwrap();
+    assert_eq!(
+        files,
+        [
+            "tokenizer.json",
+            "vocab.json",
+            "merges.txt",
+            "tokenizer_config.json",
+            "special_tokens_map.json"
+        ]
+    );
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("tokenizer_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["tokenizer_class"], "RobertaTokenizer");
+    assert_eq!(config["bos_token"], "<s>");
+    assert_eq!(config["mask_token"], "<mask>");
+    assert_eq!(config["added_tokens_decoder"]["299"]["lstrip"], true);
+    let map: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("special_tokens_map.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(map["mask_token"]["lstrip"], true);
+    let merges = std::fs::read_to_string(dir.path().join("merges.txt")).unwrap();
+    assert!(merges.starts_with("#version: 0.2\n"));
+    // The bare slow files, no config at all: roberta-base's defaults, `<mask>` with lstrip.
+    let bare = TempDir::new("tok-vocab-json-bare");
+    for name in ["vocab.json", "merges.txt"] {
+        std::fs::copy(dir.path().join(name), bare.path().join(name)).unwrap();
+    }
+    let from_files = DomainTokenizer::load(bare.path(), None).unwrap();
+    assert_eq!(from_files.fingerprint(), t.fingerprint());
+    assert_eq!(from_files.special_ids(), t.special_ids());
+    assert_eq!(
+        DomainTokenizer::file_in(bare.path()),
+        Some(bare.path().join("vocab.json"))
+    );
+    let by_merges = DomainTokenizer::load(&bare.path().join("merges.txt"), None).unwrap();
+    assert_eq!(by_merges.fingerprint(), t.fingerprint());
+    let text = "Liver <mask> kinase, 東京 😀";
+    assert_eq!(
+        from_files.encode_words(text).unwrap(),
+        t.encode_words(text).unwrap()
+    );
+    // Written again from the slow files: the same vocab.json and merges.txt.
+    let again = TempDir::new("tok-vocab-json-again");
+    from_files.write_hf_files(again.path(), 512).unwrap();
+    for name in ["vocab.json", "merges.txt"] {
+        assert_eq!(
+            std::fs::read(again.path().join(name)).unwrap(),
+            std::fs::read(dir.path().join(name)).unwrap(),
+            "{name}"
+        );
+    }
+    // `add_prefix_space` from the config changes the tokenizer.
+    bare.write("tokenizer_config.json", r#"{"add_prefix_space": true}"#);
+    let prefixed = DomainTokenizer::load(bare.path(), None).unwrap();
+    assert_ne!(prefixed.fingerprint(), t.fingerprint());
+    assert_eq!(prefixed.encode("cats").unwrap(), t.encode(" cats").unwrap());
+    std::fs::remove_file(bare.path().join("merges.txt")).unwrap();
+    let e = DomainTokenizer::load(&bare.path().join("vocab.json"), None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("has no merges.txt beside it"), "{e}");
+    let e = DomainTokenizer::load(bare.path(), Some(true))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("holds no tokenizer.json"), "{e}");
+}
+
+#[test]
+fn special_tokens_follow_the_tokenizer_config() {
+    let dir = TempDir::new("tok-names");
+    write_tiny_vocab(dir.path());
+    // A config may name other tokens for the roles (here an ordinary word, to check).
+    dir.write(
+        "tokenizer_config.json",
+        r#"{"mask_token": "mat", "do_lower_case": true}"#,
+    );
+    let t = DomainTokenizer::load(dir.path(), None).unwrap();
+    assert_eq!(t.special_tokens().mask, "mat");
+    assert_eq!(t.special_ids().mask, t.token_to_id("mat").unwrap());
+    assert_eq!(t.special_tokens().cls, "[CLS]");
+    dir.write(
+        "special_tokens_map.json",
+        r#"{"mask_token": {"content": "<nope>"}}"#,
+    );
+    let e = DomainTokenizer::load(dir.path(), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("has no <nope> token (its mask_token) in the vocabulary"),
+        "{e}"
+    );
 }

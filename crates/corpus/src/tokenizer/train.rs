@@ -1,38 +1,74 @@
-//! Training a WordPiece vocabulary with Hugging Face tokenizers' `WordPieceTrainer`, set up
-//! as the `tokenizers` library's `BertWordPieceTokenizer` is (BertNormalizer,
-//! BertPreTokenizer, `##` continuation prefix). The special tokens get the first ids, in
-//! the configured order ([PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4 by default; not the
-//! 0/100/101/102/103 layout of Google's bert-base vocabularies) and the manifest records them.
+//! Training a vocabulary with Hugging Face tokenizers' trainers (`[vocab] model`):
+//!
+//! - `wordpiece`: `WordPieceTrainer`, set up as the `tokenizers` library's
+//!   `BertWordPieceTokenizer` is (BertNormalizer, BertPreTokenizer, `##` continuation
+//!   prefix). The special tokens get the first ids, in the configured order ([PAD]=0,
+//!   [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4 by default; not the 0/100/101/102/103 layout of
+//!   Google's bert-base vocabularies).
+//! - `bpe`: `BpeTrainer`, set up as the `tokenizers` library's `ByteLevelBPETokenizer` is
+//!   (no normaliser, ByteLevel pre-tokenizer without a prefix space, the 256 byte characters
+//!   as the initial alphabet), then shaped as transformers' `RobertaTokenizer` builds
+//!   roberta-base (tokenizer/roberta.rs): `<s>`=0, `<pad>`=1, `</s>`=2, `<unk>`=3 first,
+//!   `<mask>` the last id (in the model vocabulary too, as in roberta-base's `vocab.json`)
+//!   with `lstrip = true`, RobertaProcessing.
+//!
+//! The manifest records the ids prepare finds.
 
 use std::path::Path;
 
+use serde_json::Value;
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
 use tokenizers::models::TrainerWrapper;
+use tokenizers::models::bpe::{BPE, BpeTrainer};
 use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainer};
 use tokenizers::normalizers::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::processors::bert::BertProcessing;
+use tokenizers::processors::roberta::RobertaProcessing;
 use tokenizers::{AddedToken, Tokenizer};
 
 use super::DomainTokenizer;
-use crate::config::VocabConfig;
+use crate::config::{VocabConfig, VocabModel};
 use crate::error::CorpusError;
 
-/// Trains a WordPiece tokenizer on `texts` (consumed in parallel by the trainer).
+/// The trained vocabulary's `<mask>`: it gets the last id (roberta-base's layout).
+const BPE_MASK: &str = "<mask>";
+
+/// Trains the `[vocab] model` on `texts` (consumed in parallel by the trainer).
+pub fn train<I>(config: &VocabConfig, texts: I) -> Result<DomainTokenizer, CorpusError>
+where
+    I: Iterator<Item = String> + Send,
+{
+    match config.model {
+        VocabModel::WordPiece => train_wordpiece(config, texts),
+        VocabModel::Bpe => train_bpe(config, texts),
+    }
+}
+
+fn failed(message: &str, e: tokenizers::Error) -> CorpusError {
+    CorpusError::tokenizer(None, message.to_string(), Some(e))
+}
+
+fn lacks(token: &str) -> CorpusError {
+    CorpusError::tokenizer(None, format!("the trained vocabulary lacks {token}"), None)
+}
+
+/// Trains a WordPiece tokenizer on `texts`.
 pub fn train_wordpiece<I>(config: &VocabConfig, texts: I) -> Result<DomainTokenizer, CorpusError>
 where
     I: Iterator<Item = String> + Send,
 {
     config.validate()?;
-    let err = |m: &str, e| CorpusError::tokenizer(None, m.to_string(), Some(e));
     let trainer = WordPieceTrainer::builder()
         .vocab_size(config.vocab_size)
         .min_frequency(config.min_frequency)
         .special_tokens(
             config
-                .special_tokens
-                .iter()
-                .map(|t| AddedToken::from(t.clone(), true))
+                .effective_special_tokens()
+                .into_iter()
+                .map(|t| AddedToken::from(t, true))
                 .collect(),
         )
         .limit_alphabet(config.limit_alphabet)
@@ -41,21 +77,13 @@ where
         .build();
     let mut trainer = TrainerWrapper::WordPieceTrainer(trainer);
     let mut tokenizer = Tokenizer::new(WordPiece::default());
-    tokenizer.with_normalizer(Some(BertNormalizer::new(
-        true,
-        true,
-        None,
-        config.lowercase,
-    )));
+    let lowercase = config.effective_lowercase();
+    tokenizer.with_normalizer(Some(BertNormalizer::new(true, true, None, lowercase)));
     tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
     tokenizer
         .train(&mut trainer, texts)
-        .map_err(|e| err("WordPiece training failed", e))?;
-    let id = |t: &str| {
-        tokenizer.token_to_id(t).ok_or_else(|| {
-            CorpusError::tokenizer(None, format!("the trained vocabulary lacks {t}"), None)
-        })
-    };
+        .map_err(|e| failed("WordPiece training failed", e))?;
+    let id = |t: &str| tokenizer.token_to_id(t).ok_or_else(|| lacks(t));
     let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
     tokenizer.with_post_processor(Some(BertProcessing::new(
         ("[SEP]".into(), sep),
@@ -63,4 +91,72 @@ where
     )));
     tokenizer.with_decoder(Some(WordPieceDecoder::new("##".into(), true)));
     DomainTokenizer::from_tokenizer(tokenizer, Path::new("(trained)"))
+}
+
+/// Trains a RoBERTa byte-level BPE tokenizer on `texts` (see the module comment).
+pub fn train_bpe<I>(config: &VocabConfig, texts: I) -> Result<DomainTokenizer, CorpusError>
+where
+    I: Iterator<Item = String> + Send,
+{
+    config.validate()?;
+    let first: Vec<AddedToken> = config
+        .effective_special_tokens()
+        .into_iter()
+        .filter(|t| t != BPE_MASK)
+        .map(|t| AddedToken::from(t, true))
+        .collect();
+    // `limit_alphabet` does not apply: the alphabet is the 256 bytes, all of them kept.
+    let trainer = BpeTrainer::builder()
+        .vocab_size(config.vocab_size - 1) // `<mask>` comes after
+        .min_frequency(config.min_frequency)
+        .special_tokens(first)
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .show_progress(false)
+        .build();
+    let mut trainer = TrainerWrapper::BpeTrainer(trainer);
+    let mut tokenizer = Tokenizer::new(BPE::default());
+    tokenizer.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+    tokenizer.with_decoder(Some(ByteLevelDecoder::default()));
+    tokenizer
+        .train(&mut trainer, texts)
+        .map_err(|e| failed("BPE training failed", e))?;
+    let model = roberta_model(tokenizer.get_model())?;
+    tokenizer.with_model(model);
+    tokenizer.add_special_tokens(&[AddedToken::from(BPE_MASK, true).lstrip(true)]);
+    let id = |t: &str| tokenizer.token_to_id(t).ok_or_else(|| lacks(t));
+    let (cls, sep) = (id("<s>")?, id("</s>")?);
+    tokenizer.with_post_processor(Some(
+        RobertaProcessing::new(("</s>".into(), sep), ("<s>".into(), cls))
+            .trim_offsets(true)
+            .add_prefix_space(false),
+    ));
+    DomainTokenizer::from_tokenizer(tokenizer, Path::new("(trained)"))
+}
+
+/// The trained model as roberta-base's: `<mask>` appended to the vocabulary, and the empty
+/// prefix and suffix transformers' `RobertaTokenizer` gives its BPE (the same tokens as
+/// none, but the fingerprint sees the settings, so a reload from `vocab.json` agrees).
+fn roberta_model(model: &impl serde::Serialize) -> Result<BPE, CorpusError> {
+    let bad = |e: serde_json::Error| {
+        CorpusError::tokenizer(
+            None,
+            "cannot reshape the trained BPE model",
+            Some(Box::new(e)),
+        )
+    };
+    let mut json = serde_json::to_value(model).map_err(bad)?;
+    let vocab = json["vocab"]
+        .as_object_mut()
+        .ok_or_else(|| lacks("a vocabulary"))?;
+    let next = vocab
+        .values()
+        .filter_map(Value::as_u64)
+        .max()
+        .map_or(0, |m| m + 1);
+    vocab.insert(BPE_MASK.into(), next.into());
+    json["continuing_subword_prefix"] = "".into();
+    json["end_of_word_suffix"] = "".into();
+    json["fuse_unk"] = false.into();
+    // From text: the BPE visitor borrows its strings, which a `Value` cannot lend.
+    serde_json::from_str(&json.to_string()).map_err(bad)
 }

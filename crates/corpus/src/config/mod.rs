@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::CorpusError;
 use crate::fsutil::resolve_path;
 
+mod vocab;
+
+pub use vocab::{VocabConfig, VocabModel};
+
 /// How the input files are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -294,116 +298,6 @@ impl CorpusConfig {
     }
 }
 
-/// The `[vocab]` section: `mlm-train vocab train` trains a WordPiece vocabulary on the
-/// training split of `[corpus]`'s inputs with Hugging Face tokenizers' `WordPieceTrainer`.
-///
-/// ```toml
-/// [vocab]
-/// vocab_size = 30522
-/// output = "tokenizers/pubmed-wordpiece"
-/// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct VocabConfig {
-    /// Vocabulary size, special tokens included. `vocab_size = 30522`
-    pub vocab_size: usize,
-    /// Lowercase (and strip accents) before splitting, as bert-base-uncased. `lowercase = false`
-    pub lowercase: bool,
-    /// Minimum frequency of a merged piece (tokenizers' `BertWordPieceTokenizer` default 2).
-    /// `min_frequency = 5`
-    pub min_frequency: u64,
-    /// Special tokens, given the first ids in this order. Must include [PAD], [UNK], [CLS],
-    /// [SEP] and [MASK]. `special_tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]`
-    pub special_tokens: Vec<String>,
-    /// Most distinct characters kept in the initial alphabet (tokenizers' default 1000).
-    /// `limit_alphabet = 500`
-    pub limit_alphabet: usize,
-    /// Directory to write `tokenizer.json`, `vocab.txt` and the Hugging Face configs into.
-    /// Default: `[corpus] tokenizer`. `output = "tokenizers/pubmed"`
-    pub output: Option<PathBuf>,
-    /// Train on at most this many documents of the training split. `max_documents = 1000000`
-    pub max_documents: Option<u64>,
-}
-
-impl Default for VocabConfig {
-    fn default() -> Self {
-        Self {
-            vocab_size: 30_522,
-            lowercase: true,
-            min_frequency: 2,
-            special_tokens: ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-                .map(String::from)
-                .to_vec(),
-            limit_alphabet: 1000,
-            output: None,
-            max_documents: None,
-        }
-    }
-}
-
-impl VocabConfig {
-    /// Makes a relative `output` relative to `base` (the config file's directory), lexically
-    /// normalised (see [`resolve_path`]).
-    pub fn resolve_paths(&mut self, base: &Path) {
-        if let Some(path) = &mut self.output {
-            *path = resolve_path(base, path);
-        }
-    }
-
-    /// Checks the keys. Errors name the key and its value.
-    pub fn validate(&self) -> Result<(), CorpusError> {
-        let invalid = |key, value: &dyn std::fmt::Display, message: &str| {
-            Err(CorpusError::config_value("vocab", key, value, message))
-        };
-        if let Some(missing) = crate::tokenizer::BERT_SPECIAL_TOKENS
-            .iter()
-            .find(|required| !self.special_tokens.iter().any(|t| t == *required))
-        {
-            let tokens = format!("{:?}", self.special_tokens);
-            return invalid(
-                "special_tokens",
-                &tokens,
-                &format!("must include {missing}"),
-            );
-        }
-        let specials = self.special_tokens.len();
-        if self.vocab_size <= specials {
-            let message = format!("leaves no room beside the {specials} special tokens");
-            return invalid("vocab_size", &self.vocab_size, &message);
-        }
-        if self.vocab_size > u32::MAX as usize {
-            let message = format!("is too large: token ids are 32-bit (at most {})", u32::MAX);
-            return invalid("vocab_size", &self.vocab_size, &message);
-        }
-        if self.limit_alphabet == 0 {
-            return invalid(
-                "limit_alphabet",
-                &0,
-                "must be >= 1 (an empty alphabet builds no word)",
-            );
-        }
-        if self.max_documents == Some(0) {
-            let message = "must be >= 1 (leave it out to train on every document)";
-            return invalid("max_documents", &0, message);
-        }
-        Ok(())
-    }
-
-    /// The output directory: `vocab.output`, else `corpus.tokenizer`.
-    pub fn output_dir(&self, corpus: &CorpusConfig) -> Result<PathBuf, CorpusError> {
-        self.output
-            .clone()
-            .or_else(|| corpus.tokenizer.clone())
-            .ok_or_else(|| {
-                CorpusError::config(
-                    "vocab",
-                    "output",
-                    "is missing (and corpus.tokenizer is not set either)",
-                )
-            })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,14 +321,6 @@ mod tests {
         };
         edit(&mut c);
         c.validate()
-            .expect_err("config should be rejected")
-            .to_string()
-    }
-
-    fn vocab_error(edit: impl FnOnce(&mut VocabConfig)) -> String {
-        let mut v = VocabConfig::default();
-        edit(&mut v);
-        v.validate()
             .expect_err("config should be rejected")
             .to_string()
     }
@@ -502,37 +388,6 @@ mod tests {
             ..CorpusConfig::default()
         };
         explicit.validate().unwrap();
-    }
-
-    #[test]
-    fn vocab_validation_names_the_key_and_value() {
-        assert_eq!(
-            vocab_error(|v| v.special_tokens = vec!["[PAD]".into()]),
-            r#"vocab.special_tokens = ["[PAD]"] must include [UNK]"#
-        );
-        assert_eq!(
-            vocab_error(|v| v.vocab_size = 5),
-            "vocab.vocab_size = 5 leaves no room beside the 5 special tokens"
-        );
-        assert!(
-            vocab_error(|v| v.vocab_size = 1 << 33)
-                .starts_with("vocab.vocab_size = 8589934592 is too large")
-        );
-        assert_eq!(
-            vocab_error(|v| v.limit_alphabet = 0),
-            "vocab.limit_alphabet = 0 must be >= 1 (an empty alphabet builds no word)"
-        );
-        assert_eq!(
-            vocab_error(|v| v.max_documents = Some(0)),
-            "vocab.max_documents = 0 must be >= 1 (leave it out to train on every document)"
-        );
-        let missing = VocabConfig::default()
-            .output_dir(&CorpusConfig::default())
-            .unwrap_err();
-        assert_eq!(
-            missing.to_string(),
-            "vocab.output is missing (and corpus.tokenizer is not set either)"
-        );
     }
 
     #[test]

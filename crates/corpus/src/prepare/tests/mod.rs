@@ -26,9 +26,17 @@ fn s(p: &Path) -> String {
 
 /// A config over `inputs` into `dir/out` with the tiny vocabulary in `dir/tok`.
 fn config(dir: &TempDir, inputs: &[PathBuf]) -> CorpusConfig {
+    config_with(dir, inputs, |tok| {
+        write_tiny_vocab(tok);
+    })
+}
+
+/// A config over `inputs` into `dir/out` with the tokenizer `write_tokenizer` writes into
+/// `dir/tok`.
+fn config_with(dir: &TempDir, inputs: &[PathBuf], write_tokenizer: fn(&Path)) -> CorpusConfig {
     let tok = dir.path().join("tok");
     std::fs::create_dir_all(&tok).unwrap();
-    write_tiny_vocab(&tok);
+    write_tokenizer(&tok);
     CorpusConfig {
         inputs: inputs.iter().map(|p| s(p)).collect(),
         text_fields: vec!["title".into(), "abstract".into()],
@@ -494,51 +502,6 @@ fn empty_corpus_and_too_long_sequences_are_errors() {
 }
 
 #[test]
-fn an_interrupted_prepare_resumes_to_the_same_output() {
-    for packing in [Packing::Concat, Packing::Document] {
-        let whole = TempDir::new("prep-whole");
-        let mut cfg = config(&whole, &[fixture("abstracts.jsonl")]);
-        cfg.packing = packing;
-        cfg.deduplicate = true;
-        let reference = run(&cfg).unwrap().manifest;
-        let total_shards = reference.train.shards.len() + reference.validation.shards.len();
-        assert!(total_shards > 3);
-        for stop in [1, 3] {
-            let dir = TempDir::new("prep-resume");
-            let mut cfg = config(&dir, &[fixture("abstracts.jsonl")]);
-            cfg.packing = packing;
-            cfg.deduplicate = true;
-            let out = cfg.output.clone().unwrap();
-            let e = prepare(
-                &cfg,
-                &PrepareOptions {
-                    observer: &Quiet,
-                    stop_after_shards: Some(stop),
-                },
-            )
-            .unwrap_err();
-            assert!(matches!(e, CorpusError::Interrupted { .. }), "{e}");
-            let refused = PreparedCorpus::open(&out).unwrap_err().to_string();
-            assert!(refused.contains("not finished"), "{refused}");
-            let report = run(&cfg).unwrap();
-            assert_eq!(
-                report.outcome,
-                Outcome::Resumed { shards_kept: stop },
-                "{packing:?}"
-            );
-            // Paths differ between the two directories (and so do the config keys).
-            let mut m = report.manifest;
-            m.config_key = reference.config_key.clone();
-            m.config = reference.config.clone();
-            m.sources = reference.sources.clone();
-            assert_eq!(m, reference, "{packing:?} stop {stop}");
-            assert!(!out.join(state::STATE_FILE).exists());
-            assert_eq!(run(&cfg).unwrap().outcome, Outcome::AlreadyComplete);
-        }
-    }
-}
-
-#[test]
 fn random_access_and_fingerprint_checks() {
     let dir = TempDir::new("prep-reader");
     let cfg = config(&dir, &[fixture("abstracts.jsonl")]);
@@ -591,3 +554,6 @@ fn deduplication_drops_exact_repeats() {
     assert_eq!(m.documents.dropped.get("duplicate"), Some(&40));
     assert_eq!(m.documents.train + m.documents.validation, 40);
 }
+
+mod families;
+mod resume;

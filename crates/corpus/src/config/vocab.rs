@@ -1,0 +1,259 @@
+//! The `[vocab]` section: what `mlm-train vocab train` learns.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::CorpusConfig;
+use crate::error::CorpusError;
+use crate::fsutil::resolve_path;
+
+/// The tokenizer model `mlm-train vocab train` learns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum VocabModel {
+    /// BERT WordPiece: BertNormalizer, BertPreTokenizer, `##` continuations (tokenizers'
+    /// `BertWordPieceTokenizer`); written as a `BertTokenizer`.
+    #[default]
+    WordPiece,
+    /// RoBERTa byte-level BPE: no normaliser, ByteLevel pre-tokenizer, the 256 bytes as the
+    /// initial alphabet (tokenizers' `ByteLevelBPETokenizer`); written as a
+    /// `RobertaTokenizer` (`vocab.json`, `merges.txt`, `tokenizer.json`).
+    Bpe,
+}
+
+impl VocabModel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WordPiece => "wordpiece",
+            Self::Bpe => "bpe",
+        }
+    }
+
+    /// The special tokens of this model when `special_tokens` is not given.
+    pub fn default_special_tokens(self) -> Vec<String> {
+        let tokens = match self {
+            Self::WordPiece => crate::tokenizer::BERT_SPECIAL_TOKENS,
+            Self::Bpe => crate::tokenizer::ROBERTA_SPECIAL_TOKENS,
+        };
+        tokens.map(String::from).to_vec()
+    }
+}
+
+/// The `[vocab]` section: `mlm-train vocab train` trains a WordPiece or byte-level BPE
+/// vocabulary on the training split of `[corpus]`'s inputs with Hugging Face tokenizers'
+/// trainers.
+///
+/// ```toml
+/// [vocab]
+/// model = "bpe"
+/// vocab_size = 30522
+/// output = "tokenizers/pubmed-bpe"
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VocabConfig {
+    /// `wordpiece` (BERT, the default) or `bpe` (RoBERTa's byte-level BPE). `model = "bpe"`
+    pub model: VocabModel,
+    /// Vocabulary size, special tokens included. `vocab_size = 30522`
+    pub vocab_size: usize,
+    /// Lowercase (and, for WordPiece, strip accents) before splitting, as bert-base-uncased.
+    /// Default: true for `wordpiece`, false for `bpe` (which refuses true: RoBERTa's
+    /// tokenizer has no normaliser, so transformers would not lowercase). `lowercase = false`
+    pub lowercase: Option<bool>,
+    /// Minimum frequency of a merged piece (tokenizers' `BertWordPieceTokenizer` default 2).
+    /// `min_frequency = 5`
+    pub min_frequency: u64,
+    /// Special tokens. `wordpiece`: given the first ids in this order, must include [PAD],
+    /// [UNK], [CLS], [SEP] and [MASK] (default in that order). `bpe`: must include `<s>`,
+    /// `<pad>`, `</s>`, `<unk>` and `<mask>` (default in that order); all but `<mask>` get
+    /// the first ids in this order and `<mask>` the last id, roberta-base's layout.
+    /// `special_tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]`
+    pub special_tokens: Option<Vec<String>>,
+    /// Most distinct characters kept in the initial alphabet (tokenizers' default 1000; the
+    /// 256 bytes of `bpe` always stay). `limit_alphabet = 500`
+    pub limit_alphabet: usize,
+    /// Directory to write the tokenizer files into (`tokenizer.json` and `vocab.txt`, or
+    /// `vocab.json` + `merges.txt`, and the Hugging Face configs).
+    /// Default: `[corpus] tokenizer`. `output = "tokenizers/pubmed"`
+    pub output: Option<PathBuf>,
+    /// Train on at most this many documents of the training split. `max_documents = 1000000`
+    pub max_documents: Option<u64>,
+}
+
+impl Default for VocabConfig {
+    fn default() -> Self {
+        Self {
+            model: VocabModel::WordPiece,
+            vocab_size: 30_522,
+            lowercase: None,
+            min_frequency: 2,
+            special_tokens: None,
+            limit_alphabet: 1000,
+            output: None,
+            max_documents: None,
+        }
+    }
+}
+
+impl VocabConfig {
+    /// Makes a relative `output` relative to `base` (the config file's directory), lexically
+    /// normalised (see [`resolve_path`]).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        if let Some(path) = &mut self.output {
+            *path = resolve_path(base, path);
+        }
+    }
+
+    /// The special tokens in effect (`special_tokens`, else the model's).
+    pub fn effective_special_tokens(&self) -> Vec<String> {
+        self.special_tokens
+            .clone()
+            .unwrap_or_else(|| self.model.default_special_tokens())
+    }
+
+    /// Whether to lowercase (`lowercase`, else the model's default).
+    pub fn effective_lowercase(&self) -> bool {
+        self.lowercase
+            .unwrap_or(self.model == VocabModel::WordPiece)
+    }
+
+    /// Checks the keys. Errors name the key and its value.
+    pub fn validate(&self) -> Result<(), CorpusError> {
+        let invalid = |key, value: &dyn std::fmt::Display, message: &str| {
+            Err(CorpusError::config_value("vocab", key, value, message))
+        };
+        let specials = self.effective_special_tokens();
+        let required = self.model.default_special_tokens();
+        if let Some(missing) = required.iter().find(|r| !specials.contains(r)) {
+            let tokens = format!("{specials:?}");
+            let message = format!(
+                "must include {missing} (model = \"{}\")",
+                self.model.as_str()
+            );
+            return invalid("special_tokens", &tokens, &message);
+        }
+        if self.model == VocabModel::Bpe && self.lowercase == Some(true) {
+            return invalid(
+                "lowercase",
+                &true,
+                "is not available with model = \"bpe\": RoBERTa's byte-level BPE has no normaliser, so transformers' RobertaTokenizer would not lowercase",
+            );
+        }
+        let count = specials.len();
+        if self.vocab_size <= count {
+            let message = format!("leaves no room beside the {count} special tokens");
+            return invalid("vocab_size", &self.vocab_size, &message);
+        }
+        if self.vocab_size > u32::MAX as usize {
+            let message = format!("is too large: token ids are 32-bit (at most {})", u32::MAX);
+            return invalid("vocab_size", &self.vocab_size, &message);
+        }
+        if self.limit_alphabet == 0 {
+            return invalid(
+                "limit_alphabet",
+                &0,
+                "must be >= 1 (an empty alphabet builds no word)",
+            );
+        }
+        if self.max_documents == Some(0) {
+            let message = "must be >= 1 (leave it out to train on every document)";
+            return invalid("max_documents", &0, message);
+        }
+        Ok(())
+    }
+
+    /// The output directory: `vocab.output`, else `corpus.tokenizer`.
+    pub fn output_dir(&self, corpus: &CorpusConfig) -> Result<PathBuf, CorpusError> {
+        self.output
+            .clone()
+            .or_else(|| corpus.tokenizer.clone())
+            .ok_or_else(|| {
+                CorpusError::config(
+                    "vocab",
+                    "output",
+                    "is missing (and corpus.tokenizer is not set either)",
+                )
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vocab_error(edit: impl FnOnce(&mut VocabConfig)) -> String {
+        let mut v = VocabConfig::default();
+        edit(&mut v);
+        v.validate()
+            .expect_err("config should be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn vocab_validation_names_the_key_and_value() {
+        assert_eq!(
+            vocab_error(|v| v.special_tokens = Some(vec!["[PAD]".into()])),
+            r#"vocab.special_tokens = ["[PAD]"] must include [UNK] (model = "wordpiece")"#
+        );
+        assert_eq!(
+            vocab_error(|v| v.vocab_size = 5),
+            "vocab.vocab_size = 5 leaves no room beside the 5 special tokens"
+        );
+        assert!(
+            vocab_error(|v| v.vocab_size = 1 << 33)
+                .starts_with("vocab.vocab_size = 8589934592 is too large")
+        );
+        assert_eq!(
+            vocab_error(|v| v.limit_alphabet = 0),
+            "vocab.limit_alphabet = 0 must be >= 1 (an empty alphabet builds no word)"
+        );
+        assert_eq!(
+            vocab_error(|v| v.max_documents = Some(0)),
+            "vocab.max_documents = 0 must be >= 1 (leave it out to train on every document)"
+        );
+        let missing = VocabConfig::default()
+            .output_dir(&CorpusConfig::default())
+            .unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            "vocab.output is missing (and corpus.tokenizer is not set either)"
+        );
+    }
+
+    #[test]
+    fn bpe_has_roberta_defaults_and_refuses_lowercase() {
+        let v: VocabConfig = toml::from_str("model = \"bpe\"\nvocab_size = 300").unwrap();
+        v.validate().unwrap();
+        assert_eq!(v.model, VocabModel::Bpe);
+        assert_eq!(
+            v.effective_special_tokens(),
+            ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+        );
+        assert!(!v.effective_lowercase());
+        assert!(VocabConfig::default().effective_lowercase());
+        let bpe = |edit: fn(&mut VocabConfig)| {
+            vocab_error(|v| {
+                v.model = VocabModel::Bpe;
+                edit(v);
+            })
+        };
+        assert!(
+            bpe(|v| v.lowercase = Some(true))
+                .starts_with("vocab.lowercase = true is not available with model = \"bpe\""),
+            "{}",
+            bpe(|v| v.lowercase = Some(true))
+        );
+        assert_eq!(
+            bpe(|v| v.special_tokens = Some(vec![
+                "<s>".into(),
+                "<pad>".into(),
+                "</s>".into(),
+                "<unk>".into()
+            ])),
+            r#"vocab.special_tokens = ["<s>", "<pad>", "</s>", "<unk>"] must include <mask> (model = "bpe")"#
+        );
+        let e = toml::from_str::<VocabConfig>("model = \"unigram\"").unwrap_err();
+        assert!(e.to_string().contains("unknown variant `unigram`"), "{e}");
+    }
+}

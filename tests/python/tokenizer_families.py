@@ -1,0 +1,242 @@
+"""Reference tokenizers of the RoBERTa / XLM-R / CamemBERT families, for the parity tests of
+crates/corpus/tests/families.rs: it builds small tokenizers with Hugging Face `tokenizers`
+and `transformers` (trained here, nothing downloaded), and encodes texts with them.
+
+Subcommands:
+
+  make KIND DIR [--train FILE.jsonl ...] [--vocab-size N]
+      Trains a tokenizer of KIND on the project's fixture abstracts plus a few multilingual
+      sentences (or on the `title` + `abstract` of the given JSONL files) and saves it in DIR:
+      - roberta-files: `ByteLevelBPETokenizer` with roberta-base's layout (`<s>` 0, `<pad>` 1,
+        `</s>` 2, `<unk>` 3, `<mask>` last), saved as the slow files of roberta-base:
+        vocab.json + merges.txt, and the tokenizer_config.json / special_tokens_map.json
+        transformers 4 writes for it (`<mask>` with lstrip), no tokenizer.json.
+      - roberta-json: the same loaded by transformers' `RobertaTokenizer` and saved with
+        `save_pretrained` (tokenizer.json + tokenizer_config.json, as a hub RoBERTa dir).
+      - roberta-prefix: as roberta-json with `add_prefix_space=True`.
+      - xlmr: a `UnigramTrainer` Unigram with XLM-R's layout (`<s>` 0, `<pad>` 1, `</s>` 2,
+        `<unk>` 3, `<mask>` last with lstrip) and the pipeline transformers'
+        `XLMRobertaTokenizer` builds (WhitespaceSplit + Metaspace, no normaliser), saved
+        through `XLMRobertaTokenizer.save_pretrained`.
+      - spm-unigram: `SentencePieceUnigramTokenizer` (Nmt + NFKC + collapsed spaces,
+        Metaspace) with the same specials, tokenizer.json only (loaded as
+        `PreTrainedTokenizerFast`).
+
+  encode DIR TEXTS.json
+      Prints one JSON object: `AutoTokenizer.from_pretrained(DIR)`'s class, `len()`, special
+      ids and `("a b")` with special tokens, and for every text of TEXTS.json (a JSON list of
+      strings) the ids with `add_special_tokens=False` and the word starts from `word_ids()`
+      (a token starts a word when it is the first, has no word id, or its word id differs
+      from the previous token's). When DIR has a tokenizer.json, the raw `tokenizers` library
+      must give the same ids and word ids as transformers (else exit status 1).
+
+  jsonl FILE.jsonl ... --out TEXTS.json
+      Writes the documents of the JSONL files (`title` + " " + `abstract`) as TEXTS.json.
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURE = ROOT / "crates/corpus/tests/fixtures/abstracts.jsonl"
+
+# Sentences in a few scripts so that the small vocabularies have pieces beyond ASCII.
+EXTRA = [
+    "Café naïve façade résumé Über straße garçon déjà vu.",
+    "東京都の病院で臨床試験が行われた。北京和上海的医院。",
+    "Внутривенное введение препарата вызвало гипотензию.",
+    "مرضى السكري في المستشفى",
+    "Emoji 😀 and symbols ☺ ✓ — µg/kg, 10 °C, ± 5%, α-β blockers.",
+    "don't can't I'm we'll they've she'd it's",
+] * 5
+
+
+def documents(files):
+    texts = []
+    for path in files:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    obj = json.loads(line)
+                    texts.append(f"{obj['title']} {obj['abstract']}")
+    return texts
+
+
+def make_roberta_files(out, texts, vocab_size):
+    from tokenizers import ByteLevelBPETokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        texts, vocab_size=vocab_size - 1, min_frequency=1,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>"], show_progress=False,
+    )
+    bpe.save_model(str(out))
+    vocab = json.loads((out / "vocab.json").read_text(encoding="utf-8"))
+    assert len(vocab) == vocab_size - 1, "the training text is too small for the vocabulary"
+    vocab["<mask>"] = len(vocab)  # roberta-base: <mask> is the last id of vocab.json
+    (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+
+
+MASK_LSTRIP = {"content": "<mask>", "lstrip": True, "normalized": False, "rstrip": False,
+               "single_word": False, "special": True}
+
+
+def make_roberta_slow_dir(out, texts, vocab_size):
+    """roberta-base's slow files as transformers 4.34+ saves them (tokenizer.json left out)."""
+    make_roberta_files(out, texts, vocab_size)
+    mask_id = vocab_size - 1
+    names = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
+             "pad_token": "<pad>", "cls_token": "<s>", "mask_token": "<mask>"}
+    config = dict(names, tokenizer_class="RobertaTokenizer", add_prefix_space=False,
+                  errors="replace", trim_offsets=True, model_max_length=512,
+                  added_tokens_decoder={str(mask_id): MASK_LSTRIP})
+    (out / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    names["mask_token"] = MASK_LSTRIP
+    (out / "special_tokens_map.json").write_text(json.dumps(names), encoding="utf-8")
+
+
+def make_roberta_json(out, texts, vocab_size, add_prefix_space):
+    from transformers import RobertaTokenizer
+
+    files = out / "slow"
+    files.mkdir(parents=True, exist_ok=True)
+    make_roberta_files(files, texts, vocab_size)
+    tok = RobertaTokenizer(
+        vocab=str(files / "vocab.json"), merges=str(files / "merges.txt"),
+        add_prefix_space=add_prefix_space,
+    )
+    tok.save_pretrained(str(out))
+    for name in ("vocab.json", "merges.txt"):
+        (files / name).unlink()
+    files.rmdir()
+
+
+def xlmr_specials():
+    return ["<s>", "<pad>", "</s>", "<unk>"]
+
+
+def make_xlmr(out, texts, vocab_size):
+    from tokenizers import Tokenizer, decoders, pre_tokenizers, trainers
+    from tokenizers.models import Unigram
+    from transformers import XLMRobertaTokenizer
+
+    tk = Tokenizer(Unigram())
+    tk.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.WhitespaceSplit(),
+        pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always"),
+    ])
+    tk.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    trainer = trainers.UnigramTrainer(
+        vocab_size=vocab_size - 1, special_tokens=xlmr_specials(), unk_token="<unk>",
+        show_progress=False,
+    )
+    tk.train_from_iterator(texts, trainer)
+    model = json.loads(tk.to_str())["model"]
+    # <mask> last, in the model vocabulary too (xlm-roberta-base: id 250001).
+    vocab = [tuple(v) for v in model["vocab"]] + [("<mask>", 0.0)]
+    tok = XLMRobertaTokenizer(vocab=vocab)
+    tok.save_pretrained(str(out))
+
+
+def make_spm_unigram(out, texts, vocab_size):
+    from tokenizers import AddedToken, SentencePieceUnigramTokenizer, processors
+
+    spm = SentencePieceUnigramTokenizer()
+    spm.train_from_iterator(
+        texts, vocab_size=vocab_size - 1, special_tokens=xlmr_specials(), unk_token="<unk>",
+        show_progress=False,
+    )
+    tk = spm._tokenizer
+    tk.add_special_tokens([AddedToken("<mask>", lstrip=True, special=True, normalized=False)])
+    tk.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)],
+    )
+    tk.save(str(out / "tokenizer.json"))
+
+
+def make(args):
+    out = Path(args.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    texts = documents(args.train) if args.train else documents([FIXTURE]) + EXTRA
+    kind = args.kind
+    if kind == "roberta-files":
+        make_roberta_slow_dir(out, texts, args.vocab_size)
+    elif kind in ("roberta-json", "roberta-prefix"):
+        make_roberta_json(out, texts, args.vocab_size, kind == "roberta-prefix")
+    elif kind == "xlmr":
+        make_xlmr(out, texts, args.vocab_size)
+    elif kind == "spm-unigram":
+        make_spm_unigram(out, texts, args.vocab_size)
+    else:
+        sys.exit(f"unknown kind {kind}")
+
+
+def word_starts(word_ids):
+    return [i == 0 or w is None or w != word_ids[i - 1] for i, w in enumerate(word_ids)]
+
+
+def encode(args):
+    from transformers import AutoTokenizer
+
+    directory = Path(args.dir)
+    texts = json.loads(Path(args.texts).read_text(encoding="utf-8"))
+    tok = AutoTokenizer.from_pretrained(str(directory))
+    batch = tok(texts, add_special_tokens=False)
+    rows = []
+    for i in range(len(texts)):
+        rows.append({"ids": batch["input_ids"][i], "starts": word_starts(batch.word_ids(i))})
+    failures = []
+    raw_file = directory / "tokenizer.json"
+    if raw_file.is_file():
+        from tokenizers import Tokenizer
+
+        raw = Tokenizer.from_file(str(raw_file))
+        raw.no_truncation()
+        raw.no_padding()
+        for text, row, enc in zip(texts, rows, raw.encode_batch(texts, add_special_tokens=False)):
+            if enc.ids != row["ids"] or word_starts(enc.word_ids) != row["starts"]:
+                failures.append(f"tokenizers and transformers differ on {text!r}:\n"
+                                f"  tokenizers   {enc.tokens}\n"
+                                f"  transformers {tok.convert_ids_to_tokens(row['ids'])}")
+    special = {k: getattr(tok, f"{k}_token_id") for k in ("cls", "sep", "pad", "mask", "unk")}
+    print(json.dumps({
+        "class": type(tok).__name__,
+        "len": len(tok),
+        "special": special,
+        "all_special_ids": sorted(tok.all_special_ids),
+        "with_special": tok("a b")["input_ids"],
+        "rows": rows,
+    }))
+    if failures:
+        print("\n".join(failures[:5]), file=sys.stderr)
+        sys.exit(1)
+
+
+def jsonl(args):
+    Path(args.out).write_text(json.dumps(documents(args.files)), encoding="utf-8")
+
+
+def main():
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("make")
+    p.add_argument("kind")
+    p.add_argument("dir")
+    p.add_argument("--train", nargs="*", default=None)
+    p.add_argument("--vocab-size", type=int, default=400)
+    p = sub.add_parser("encode")
+    p.add_argument("dir")
+    p.add_argument("texts")
+    p = sub.add_parser("jsonl")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--out", required=True)
+    args = parser.parse_args()
+    {"make": make, "encode": encode, "jsonl": jsonl}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
