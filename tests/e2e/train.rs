@@ -415,14 +415,21 @@ fn fp64_runs_in_float64_resumes_bit_identically_and_exports_float32() {
     );
 }
 
-/// A model of `model_type` from scratch: it learns, resumes bit-identically, and exports as
-/// the family's masked-LM class.
-fn trains_resumes_and_exports_a_family(model_type: &str, class: &str) {
+/// A model of `model_type` from scratch, with a vocabulary of `vocab_model` trained for it:
+/// it learns, resumes bit-identically, exports as the family's masked-LM class, and
+/// transformers' fill-mask pipeline on the export agrees with ours on `masked_text`.
+fn trains_resumes_and_exports_a_family(
+    model_type: &str,
+    vocab_model: &str,
+    class: &str,
+    masked_text: &str,
+) {
     let scratch = Scratch::new(&format!("train-{model_type}"));
     let checkpoint = "[checkpoint]\nsave_steps = 0\nkeep_last = 0";
     let config = tiny_config(&scratch, "max_steps = 8", checkpoint);
     let family = format!("model.model_type=\"{model_type}\"");
-    let (output, _, stderr) = train(&config, &["--set", &family]);
+    let vocab = format!("vocab.model=\"{vocab_model}\"");
+    let (output, _, stderr) = train(&config, &["--set", &family, "--set", &vocab]);
     assert!(output.status.success(), "{stderr}");
     let evals: Vec<_> = metrics(&scratch.path().join("run"))
         .into_iter()
@@ -439,7 +446,14 @@ fn trains_resumes_and_exports_a_family(model_type: &str, class: &str) {
             .unwrap();
     assert_eq!(written["model_type"], model_type);
 
-    let resumed = ["--set", &family, "--set", "training.output_dir=\"resumed\""];
+    let resumed = [
+        "--set",
+        &family,
+        "--set",
+        &vocab,
+        "--set",
+        "training.output_dir=\"resumed\"",
+    ];
     let (output, _, stderr) = train(
         &config,
         &[&resumed[..], &["--stop-after-step", "3"]].concat(),
@@ -463,16 +477,42 @@ fn trains_resumes_and_exports_a_family(model_type: &str, class: &str) {
         serde_json::from_str(&std::fs::read_to_string(exported.join("config.json")).unwrap())
             .unwrap();
     assert_eq!(written["architectures"], serde_json::json!([class]));
+
+    let (output, stdout, stderr) = run(mlm_train()
+        .args(["fill-mask", "--top-k", "3", "--model"])
+        .arg(&exported)
+        .arg(masked_text));
+    assert!(output.status.success(), "{stderr}");
+    let ours = scratch.write("fill-mask.json", &stdout);
+    mlm_pyref::run(
+        "fill_mask_parity.py",
+        [
+            exported.as_os_str(),
+            ours.as_os_str(),
+            masked_text.as_ref(),
+            "3".as_ref(),
+        ],
+    );
 }
 
 #[test]
-fn a_roberta_from_scratch_learns_resumes_bit_identically_and_exports() {
-    trains_resumes_and_exports_a_family("roberta", "RobertaForMaskedLM");
+fn a_roberta_with_a_bpe_vocabulary_learns_resumes_exports_and_fills_masks() {
+    trains_resumes_and_exports_a_family(
+        "roberta",
+        "bpe",
+        "RobertaForMaskedLM",
+        "Patients with <mask> were treated.",
+    );
 }
 
 #[test]
-fn a_distilbert_from_scratch_learns_resumes_bit_identically_and_exports() {
-    trains_resumes_and_exports_a_family("distilbert", "DistilBertForMaskedLM");
+fn a_distilbert_with_a_wordpiece_vocabulary_learns_resumes_exports_and_fills_masks() {
+    trains_resumes_and_exports_a_family(
+        "distilbert",
+        "wordpiece",
+        "DistilBertForMaskedLM",
+        "patients with [MASK] were treated.",
+    );
 }
 
 #[test]

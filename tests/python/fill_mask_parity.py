@@ -6,7 +6,9 @@ Usage: fill_mask_parity.py HF_DIR OURS_JSON TEXT TOP_K
   `mlm-train fill-mask` did (OURS_JSON, the binary's stdout for TEXT with one [MASK]);
 - `AutoModelForMaskedLM` loads it with no missing weights (an exported pooler, kept for
   fine-tuning, is the only unexpected key transformers 5 may report);
-- `AutoModelForSequenceClassification` loads it with only the new classifier missing.
+- `AutoModelForSequenceClassification` loads it with only the new classifier missing
+  (`classifier.*`, and DistilBERT's `pre_classifier.*`; RoBERTa's classifier head is
+  `classifier.dense` + `classifier.out_proj`).
 Prints one JSON line with what it compared; exits non-zero on a mismatch.
 """
 import json
@@ -36,7 +38,8 @@ def main() -> None:
         problems.append(f"AutoModelForMaskedLM unexpected keys: {unexpected}")
     _, cls_info = AutoModelForSequenceClassification.from_pretrained(
         hf_dir, num_labels=3, output_loading_info=True)
-    missing = [k for k in cls_info["missing_keys"] if not k.startswith("classifier.")]
+    new_head = ("classifier.", "pre_classifier.")
+    missing = [k for k in cls_info["missing_keys"] if not k.startswith(new_head)]
     if missing:
         problems.append(f"AutoModelForSequenceClassification missing keys: {missing}")
 

@@ -314,6 +314,17 @@ fn advance(state: &mut TrainerState, batches: &StepBatches) {
     state.tokens_seen += batches.tokens as u64;
 }
 
+/// The tokenizer files a prepared corpus may hold, whatever the family (WordPiece `vocab.txt`,
+/// byte-level BPE `vocab.json` + `merges.txt`), copied into every checkpoint.
+const TOKENIZER_FILES: [&str; 6] = [
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+];
+
 /// The model side of a checkpoint: weights, the model's `config.json` and the corpus
 /// tokenizer, so a checkpoint is self-contained for `eval`, `export` and `fill-mask`.
 fn write_model_files(
@@ -327,7 +338,7 @@ fn write_model_files(
     config
         .write_hf(&dir.join("config.json"))
         .map_err(|e| TrainError::external("writing config.json", e))?;
-    for name in ["tokenizer.json", "vocab.txt", "tokenizer_config.json"] {
+    for name in TOKENIZER_FILES {
         let source = job.corpus_dir.join(name);
         if source.exists() {
             std::fs::copy(&source, dir.join(name))
