@@ -515,6 +515,47 @@ fn a_distilbert_with_a_wordpiece_vocabulary_learns_resumes_exports_and_fills_mas
     );
 }
 
+/// An XLM-RoBERTa with a SentencePiece (Unigram) tokenizer, both made by transformers:
+/// `fill-mask` with `<mask>` agrees with transformers' pipeline (tokens, strings, scores).
+#[test]
+fn an_xlm_roberta_with_a_sentencepiece_tokenizer_fills_masks_as_the_pipeline_does() {
+    let scratch = Scratch::new("xlmr-fill-mask");
+    let model = scratch.path().join("xlmr");
+    let dir = model.display().to_string();
+    mlm_pyref::run(
+        "tokenizer_families.py",
+        ["make", "xlmr", &dir, "--vocab-size", "300"],
+    );
+    mlm_pyref::run("family_parity.py", ["model-for", "xlm-roberta", &dir]);
+    let text = "Patients with <mask> were treated.";
+    let (output, stdout, stderr) = run(mlm_train()
+        .args(["fill-mask", "--top-k", "3", "--model"])
+        .arg(&model)
+        .arg(text));
+    assert!(output.status.success(), "{stderr}");
+    let ours = scratch.write("fill-mask.json", &stdout);
+    mlm_pyref::run(
+        "fill_mask_parity.py",
+        [
+            model.as_os_str(),
+            ours.as_os_str(),
+            text.as_ref(),
+            "3".as_ref(),
+        ],
+    );
+
+    // The other family's mask token is named in the error.
+    let (output, _, stderr) = run(mlm_train()
+        .args(["fill-mask", "--model"])
+        .arg(&model)
+        .arg("Patients with [MASK] were treated."));
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("has [MASK], but this model's mask token is <mask>"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_changed_config_refuses_to_resume_unless_allowed() {
     let scratch = Scratch::new("train-changed");

@@ -6,6 +6,10 @@ crates/trainer/tests/family_parity.rs.
                     something), saved with save_pretrained into OUT/model, and in
                     OUT/reference.safetensors: padded inputs, the logits, a masked batch's
                     labels and transformers' loss on it.
+  model-for FAMILY DIR
+                    A random tiny `<Family>ForMaskedLM` sized for the tokenizer saved in DIR
+                    (`len(AutoTokenizer)`, its padding id), saved into DIR beside it: a model
+                    directory for `mlm-train fill-mask`.
   reload FAMILY OUT DIR
                     Loads DIR (our export) with AutoModelForMaskedLM and writes OUT/reload.json
                     (its class, missing and unexpected keys) and OUT/reload.safetensors (its
@@ -27,8 +31,8 @@ torch.set_num_threads(1)
 VOCAB, PAD = 83, 1
 
 
-def config_for(family):
-    common = dict(vocab_size=VOCAB, pad_token_id=PAD, max_position_embeddings=40)
+def config_for(family, vocab=VOCAB, pad=PAD):
+    common = dict(vocab_size=vocab, pad_token_id=pad, max_position_embeddings=40)
     if family == "distilbert":
         return t.DistilBertConfig(dim=36, n_layers=2, n_heads=3, hidden_dim=50, **common)
     bert_like = dict(hidden_size=36, num_hidden_layers=2, num_attention_heads=3,
@@ -52,16 +56,27 @@ def inputs():
     return ids, mask, labels
 
 
-def make(family, out):
-    out = Path(out)
+def random_model(config):
     torch.manual_seed(0)
-    model = t.AutoModelForMaskedLM.from_config(config_for(family), attn_implementation="sdpa")
+    model = t.AutoModelForMaskedLM.from_config(config, attn_implementation="sdpa")
     with torch.no_grad():
         for name, param in model.named_parameters():
             param.copy_(torch.randn_like(param) * (0.5 if param.dim() > 1 else 0.2))
             if "LayerNorm.weight" in name or "layer_norm.weight" in name:
                 param.add_(1.0)
-    model.eval().save_pretrained(out / "model")
+    return model.eval()
+
+
+def model_for(family, directory):
+    tokenizer = t.AutoTokenizer.from_pretrained(directory)
+    config = config_for(family, vocab=len(tokenizer), pad=tokenizer.pad_token_id)
+    random_model(config).save_pretrained(directory)
+
+
+def make(family, out):
+    out = Path(out)
+    model = random_model(config_for(family))
+    model.save_pretrained(out / "model")
     ids, mask, labels = inputs()
     with torch.no_grad():
         output = model(input_ids=ids, attention_mask=mask, labels=labels)
@@ -86,4 +101,4 @@ def reload(family, out, export_dir):
 
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
-    {"make": make, "reload": reload}[command](*args)
+    {"make": make, "model-for": model_for, "reload": reload}[command](*args)
