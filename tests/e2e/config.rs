@@ -32,14 +32,26 @@ fn assert_failure(output: &Output, code: i32, stderr: &str, expected: &[&str]) {
 
 #[test]
 fn quickstart_config_resolves_to_a_plan() {
+    quickstart_resolves_to_a_plan("quickstart", "BertForMaskedLM");
+}
+
+#[test]
+fn the_roberta_and_distilbert_quickstarts_resolve_to_plans() {
+    quickstart_resolves_to_a_plan("quickstart-roberta", "RobertaForMaskedLM");
+    quickstart_resolves_to_a_plan("quickstart-distilbert", "DistilBertForMaskedLM");
+}
+
+/// `configs/<name>.toml` with `--dry-run`: the vocabulary and the corpus are made, the plan
+/// printed (a model of `class` from scratch), nothing trained.
+fn quickstart_resolves_to_a_plan(name: &str, class: &str) {
     // A copy of configs/ and data/ in a scratch directory: the vocabulary and the prepared
     // corpus land there, not in the repository.
-    let scratch = Scratch::new("quickstart-dry");
+    let scratch = Scratch::new(&format!("{name}-dry"));
     let root = crate::workspace_root();
     std::fs::create_dir_all(scratch.path().join("configs")).unwrap();
     std::fs::create_dir_all(scratch.path().join("data/sample")).unwrap();
-    let config = scratch.path().join("configs/quickstart.toml");
-    std::fs::copy(root.join("configs/quickstart.toml"), &config).unwrap();
+    let config = scratch.path().join(format!("configs/{name}.toml"));
+    std::fs::copy(root.join(format!("configs/{name}.toml")), &config).unwrap();
     std::fs::copy(
         root.join("data/sample/abstracts.jsonl"),
         scratch.path().join("data/sample/abstracts.jsonl"),
@@ -47,7 +59,8 @@ fn quickstart_config_resolves_to_a_plan() {
     .unwrap();
     let (output, _, stderr) = run(mlm_train().arg("--config").arg(&config).arg("--dry-run"));
     assert!(output.status.success(), "{stderr}");
-    assert!(stderr.contains("quickstart.toml"), "{stderr}");
+    assert!(stderr.contains(&format!("{name}.toml")), "{stderr}");
+    assert!(stderr.contains(class), "the plan names the model class: {stderr}");
     assert!(stderr.contains("threads: libtorch 1, rayon 1"), "{stderr}");
     assert!(
         stderr.contains("device   cpu (runtime.device = \"auto\")")
@@ -59,13 +72,9 @@ fn quickstart_config_resolves_to_a_plan() {
     assert!(stderr.contains("nothing was trained"), "{stderr}");
     // The config's `../runs/...` paths are printed resolved, not as `configs/../runs/...`.
     assert!(!stderr.contains("/../"), "{stderr}");
-    assert!(stderr.contains("runs/quickstart/corpus"), "{stderr}");
-    assert!(
-        !scratch
-            .path()
-            .join("runs/quickstart/metrics.jsonl")
-            .exists()
-    );
+    assert!(stderr.contains(&format!("runs/{name}/corpus")), "{stderr}");
+    let metrics = format!("runs/{name}/metrics.jsonl");
+    assert!(!scratch.path().join(metrics).exists());
 }
 
 #[test]

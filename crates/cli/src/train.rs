@@ -196,7 +196,8 @@ impl ConsoleObserver {
 impl TrainObserver for ConsoleObserver {
     fn plan(&mut self, plan: &TrainPlan) {
         eprintln!(
-            "model    {:.2} M parameters{}",
+            "model    {}, {:.2} M parameters{}",
+            plan.model,
             plan.parameters as f64 / 1e6,
             match &plan.weights {
                 Some(weights) => format!(", {} tensors loaded", weights.loaded),

@@ -40,6 +40,8 @@ pub struct ResumePolicy {
 /// What the run will do, printed before it starts (and by `--dry-run`).
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainPlan {
+    /// The model's masked-LM class (`BertForMaskedLM`, `RobertaForMaskedLM`, ...).
+    pub model: String,
     /// Parameters the optimizer updates.
     pub parameters: i64,
     pub device: String,
