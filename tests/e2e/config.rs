@@ -60,7 +60,10 @@ fn quickstart_resolves_to_a_plan(name: &str, class: &str) {
     let (output, _, stderr) = run(mlm_train().arg("--config").arg(&config).arg("--dry-run"));
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains(&format!("{name}.toml")), "{stderr}");
-    assert!(stderr.contains(class), "the plan names the model class: {stderr}");
+    assert!(
+        stderr.contains(class),
+        "the plan names the model class: {stderr}"
+    );
     assert!(stderr.contains("threads: libtorch 1, rayon 1"), "{stderr}");
     assert!(
         stderr.contains("device   cpu (runtime.device = \"auto\")")
