@@ -479,7 +479,7 @@ fn trains_resumes_and_exports_a_family(
     assert_eq!(written["architectures"], serde_json::json!([class]));
 
     let (output, stdout, stderr) = run(mlm_train()
-        .args(["fill-mask", "--top-k", "3", "--model"])
+        .args(["fill-mask", "--top-k", "5", "--model"])
         .arg(&exported)
         .arg(masked_text));
     assert!(output.status.success(), "{stderr}");
@@ -490,7 +490,7 @@ fn trains_resumes_and_exports_a_family(
             exported.as_os_str(),
             ours.as_os_str(),
             masked_text.as_ref(),
-            "3".as_ref(),
+            "5".as_ref(),
         ],
     );
 }
@@ -529,7 +529,7 @@ fn an_xlm_roberta_with_a_sentencepiece_tokenizer_fills_masks_as_the_pipeline_doe
     mlm_pyref::run("family_parity.py", ["model-for", "xlm-roberta", &dir]);
     let text = "Patients with <mask> were treated.";
     let (output, stdout, stderr) = run(mlm_train()
-        .args(["fill-mask", "--top-k", "3", "--model"])
+        .args(["fill-mask", "--top-k", "5", "--model"])
         .arg(&model)
         .arg(text));
     assert!(output.status.success(), "{stderr}");
@@ -540,7 +540,7 @@ fn an_xlm_roberta_with_a_sentencepiece_tokenizer_fills_masks_as_the_pipeline_doe
             model.as_os_str(),
             ours.as_os_str(),
             text.as_ref(),
-            "3".as_ref(),
+            "5".as_ref(),
         ],
     );
 
