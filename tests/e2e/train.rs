@@ -365,6 +365,26 @@ fn bf16_on_the_cpu_trains_in_bf16_not_silently_in_fp32() {
     assert!(bf16 != fp32, "bf16 autocast changed the computation");
 }
 
+/// Runs `config` with `args`, stopped after step `stop_at` (as SIGINT would), then again: it
+/// resumes and finishes.
+fn stop_and_resume(config: &Path, args: &[&str], stop_at: &str) {
+    let stopped = [args, &["--stop-after-step", stop_at]].concat();
+    let (output, _, stderr) = train(config, &stopped);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    let (output, _, stderr) = train(config, args);
+    assert!(output.status.success(), "{stderr}");
+}
+
+/// `mlm-train export --checkpoint CHECKPOINT --out OUT`, which must succeed.
+fn export(checkpoint: &Path, out: &Path) {
+    let (output, _, stderr) = run(mlm_train()
+        .args(["export", "--checkpoint"])
+        .arg(checkpoint)
+        .arg("--out")
+        .arg(out));
+    assert!(output.status.success(), "{stderr}");
+}
+
 /// The safetensors header of a checkpoint's or export's weights, as text.
 fn safetensors_header(dir: &Path) -> String {
     let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
@@ -390,11 +410,7 @@ fn fp64_runs_in_float64_resumes_bit_identically_and_exports_float32() {
         "float64 weights: {header}"
     );
 
-    let set = "training.output_dir=\"resumed\"";
-    let (output, _, stderr) = train(&config, &["--set", set, "--stop-after-step", "2"]);
-    assert_eq!(output.status.code(), Some(130), "{stderr}");
-    let (output, _, stderr) = train(&config, &["--set", set]);
-    assert!(output.status.success(), "{stderr}");
+    stop_and_resume(&config, &["--set", "training.output_dir=\"resumed\""], "2");
     assert!(
         weights(&scratch.path().join("resumed/checkpoint-4")) == weights(&straight),
         "an fp64 run resumes bit-identically (float64 optimizer state included)"
@@ -402,12 +418,7 @@ fn fp64_runs_in_float64_resumes_bit_identically_and_exports_float32() {
 
     // Exports are what transformers loads by default: float32.
     let exported = scratch.path().join("hf");
-    let (output, _, stderr) = run(mlm_train()
-        .args(["export", "--checkpoint"])
-        .arg(&straight)
-        .arg("--out")
-        .arg(&exported));
-    assert!(output.status.success(), "{stderr}");
+    export(&straight, &exported);
     let header = safetensors_header(&exported);
     assert!(
         header.contains("\"F32\"") && !header.contains("\"F64\""),
@@ -454,25 +465,14 @@ fn trains_resumes_and_exports_a_family(
         "--set",
         "training.output_dir=\"resumed\"",
     ];
-    let (output, _, stderr) = train(
-        &config,
-        &[&resumed[..], &["--stop-after-step", "3"]].concat(),
-    );
-    assert_eq!(output.status.code(), Some(130), "{stderr}");
-    let (output, _, stderr) = train(&config, &resumed);
-    assert!(output.status.success(), "{stderr}");
+    stop_and_resume(&config, &resumed, "3");
     assert!(
         weights(&scratch.path().join("resumed/checkpoint-8")) == weights(&straight),
         "{model_type}: a stopped and resumed run ends bit-identical"
     );
 
     let exported = scratch.path().join("hf");
-    let (output, _, stderr) = run(mlm_train()
-        .args(["export", "--checkpoint"])
-        .arg(&straight)
-        .arg("--out")
-        .arg(&exported));
-    assert!(output.status.success(), "{stderr}");
+    export(&straight, &exported);
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(exported.join("config.json")).unwrap())
             .unwrap();
