@@ -404,6 +404,12 @@ fn every_out_of_range_value_is_refused_at_load_naming_its_full_key() {
         ),
         (
             File,
+            &["model.init_from = \"hf\"", "model.model_type = \"roberta\""],
+            "model.model_type = \"roberta\" applies to a model from scratch only: the config.json \
+             of model.init_from or model.config names the family",
+        ),
+        (
+            File,
             &["model.init_from = \"hf\"", "model.config = \"config.json\""],
             "model.config = \"config.json\" cannot be given together with model.init_from",
         ),

@@ -456,6 +456,21 @@ fn trains_resumes_and_exports_a_family(
         serde_json::from_str(&std::fs::read_to_string(straight.join("config.json")).unwrap())
             .unwrap();
     assert_eq!(written["model_type"], model_type);
+    // The checkpoint carries every tokenizer file of the corpus (BPE: vocab.json + merges.txt).
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(scratch.path().join("corpus/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    for file in manifest["tokenizer_files"].as_array().unwrap() {
+        let file = file.as_str().unwrap();
+        assert!(
+            straight.join(file).is_file(),
+            "{model_type}: checkpoint lacks {file}"
+        );
+    }
+    if vocab_model == "bpe" {
+        assert!(straight.join("merges.txt").is_file());
+    }
 
     let resumed = [
         "--set",

@@ -33,9 +33,10 @@ pub struct ModelSection {
     /// `init_from` is given, the size keys below describe the model.
     /// `config = "models/tiny/config.json"`
     pub config: Option<PathBuf>,
-    /// The family of a model from scratch: `"bert"` | `"roberta"` | `"xlm-roberta"` |
-    /// `"camembert"` | `"distilbert"`. `model_type = "roberta"`
-    pub model_type: String,
+    /// The family of a model from scratch: `"bert"` (when left out) | `"roberta"` |
+    /// `"xlm-roberta"` | `"camembert"` | `"distilbert"`. Not with `init_from` or `config`,
+    /// whose `config.json` names the family. `model_type = "roberta"`
+    pub model_type: Option<String>,
     /// `hidden_size = 768` (BERT-base).
     pub hidden_size: usize,
     /// `num_hidden_layers = 12`
@@ -58,7 +59,7 @@ impl Default for ModelSection {
         Self {
             init_from: None,
             config: None,
-            model_type: "bert".to_owned(),
+            model_type: None,
             hidden_size: 768,
             num_hidden_layers: 12,
             num_attention_heads: 12,
@@ -75,12 +76,7 @@ impl ModelSection {
     /// `init_from` or `config` makes them unused, so a typo never waits for a later run.
     pub fn validate(&self) -> Result<(), TrainError> {
         self.check_one_source()?;
-        check::require(
-            "model.model_type",
-            &format!("{:?}", self.model_type),
-            Family::from_model_type(&self.model_type).is_some(),
-            || format!("is not a supported family ({SUPPORTED_MODEL_TYPES})"),
-        )?;
+        self.check_model_type()?;
         check::at_least("model.hidden_size", self.hidden_size, 1)?;
         check::at_least("model.num_hidden_layers", self.num_hidden_layers, 1)?;
         check::at_least("model.num_attention_heads", self.num_attention_heads, 1)?;
@@ -91,6 +87,36 @@ impl ModelSection {
             check::at_least("model.max_position_embeddings", positions, 1)?;
         }
         Ok(())
+    }
+
+    /// The family of a model from scratch (BERT unless `model_type` says otherwise).
+    pub fn scratch_model_type(&self) -> &str {
+        self.model_type.as_deref().unwrap_or("bert")
+    }
+
+    /// `model_type` names a supported family, and only for a model from scratch: a
+    /// `config.json` (`init_from`, `config`) names its own.
+    fn check_model_type(&self) -> Result<(), TrainError> {
+        let Some(model_type) = &self.model_type else {
+            return Ok(());
+        };
+        let value = format!("{model_type:?}");
+        check::require(
+            "model.model_type",
+            &value,
+            Family::from_model_type(model_type).is_some(),
+            || format!("is not a supported family ({SUPPORTED_MODEL_TYPES})"),
+        )?;
+        check::require(
+            "model.model_type",
+            &value,
+            self.init_from.is_none() && self.config.is_none(),
+            || {
+                "applies to a model from scratch only: the config.json of model.init_from or \
+                 model.config names the family"
+                    .to_owned()
+            },
+        )
     }
 
     /// `init_from` brings its own `config.json`; a second one could only disagree with it.

@@ -54,7 +54,8 @@ pub fn resolve_config(section: &ModelSection, manifest: &Manifest) -> Result<Ber
 /// config class has them (RoBERTa: one token type, `layer_norm_eps` 1e-5, a position table
 /// `pad_token_id + 1` rows longer than the longest sequence, as roberta-base's 514).
 fn scratch_config(section: &ModelSection, manifest: &Manifest) -> Result<BertConfig, RunError> {
-    let family = Family::from_model_type(&section.model_type).unwrap_or(Family::Bert);
+    let model_type = section.scratch_model_type();
+    let family = Family::from_model_type(model_type).unwrap_or(Family::Bert);
     let special = &manifest.special_ids;
     let offset = family.position_offset(Some(i64::from(special.pad))) as usize;
     let positions = section
@@ -66,8 +67,8 @@ fn scratch_config(section: &ModelSection, manifest: &Manifest) -> Result<BertCon
         Family::DistilBert => (0, 1e-12),
     };
     let json = serde_json::json!({
-        "architectures": [Family::masked_lm_class(&section.model_type)],
-        "model_type": section.model_type,
+        "architectures": [Family::masked_lm_class(model_type)],
+        "model_type": model_type,
         "vocab_size": manifest.vocab_size,
         "hidden_size": section.hidden_size,
         "num_hidden_layers": section.num_hidden_layers,

@@ -45,6 +45,8 @@ pub(super) struct RunParts {
     pub steps_per_epoch: u64,
     pub total_steps: u64,
     pub resumed_from: Option<PathBuf>,
+    /// The corpus's tokenizer files, copied into every checkpoint.
+    pub tokenizer_files: Vec<String>,
 }
 
 impl<'a> Run<'a> {
@@ -85,6 +87,7 @@ impl<'a> Run<'a> {
             steps_per_epoch,
             total_steps,
             resumed_from,
+            tokenizer_files: manifest.tokenizer_files.clone(),
         };
         Ok(Self {
             job,

@@ -4,6 +4,7 @@
 //! or a stop is asked for, logging, evaluating and saving when the [`Cadence`] says so, and
 //! finish (the last evaluation and save) once.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -268,7 +269,11 @@ impl<'a> Training<'a> {
             resolved_config: Some(&self.job.resolved_config),
         };
         let model = &parts.model;
-        let write = |dir: &Path| write_model_files(dir, &model.vs, &model.config, self.job);
+        let tokenizer = CorpusTokenizer {
+            dir: &self.job.corpus_dir,
+            files: &parts.tokenizer_files,
+        };
+        let write = |dir: &Path| write_model_files(dir, &model.vs, &model.config, &tokenizer);
         let dir = parts
             .checkpoints
             .save_with(step, extras, write, &mut parts.state, metric)?;
@@ -314,16 +319,15 @@ fn advance(state: &mut TrainerState, batches: &StepBatches) {
     state.tokens_seen += batches.tokens as u64;
 }
 
-/// The tokenizer files a prepared corpus may hold, whatever the family (WordPiece `vocab.txt`,
-/// byte-level BPE `vocab.json` + `merges.txt`), copied into every checkpoint.
-const TOKENIZER_FILES: [&str; 6] = [
-    "tokenizer.json",
-    "vocab.txt",
-    "vocab.json",
-    "merges.txt",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-];
+/// The tokenizer files of the prepared corpus (its manifest's `tokenizer_files`).
+struct CorpusTokenizer<'a> {
+    dir: &'a Path,
+    files: &'a [String],
+}
+
+/// Tokenizer configs a corpus prepared before the tokenizer families may hold without
+/// listing them in its manifest (whose `tokenizer_files` list every file since).
+const UNLISTED_TOKENIZER_CONFIGS: [&str; 2] = ["tokenizer_config.json", "special_tokens_map.json"];
 
 /// The model side of a checkpoint: weights, the model's `config.json` and the corpus
 /// tokenizer, so a checkpoint is self-contained for `eval`, `export` and `fill-mask`.
@@ -331,17 +335,21 @@ fn write_model_files(
     dir: &Path,
     vs: &tch::nn::VarStore,
     config: &BertConfig,
-    job: &TrainJob,
+    corpus: &CorpusTokenizer<'_>,
 ) -> Result<(), TrainError> {
     vs.save(dir.join("model.safetensors"))
         .map_err(|e| TrainError::external("writing model.safetensors", e))?;
     config
         .write_hf(&dir.join("config.json"))
         .map_err(|e| TrainError::external("writing config.json", e))?;
-    for name in TOKENIZER_FILES {
-        let source = job.corpus_dir.join(name);
+    let unlisted = UNLISTED_TOKENIZER_CONFIGS
+        .iter()
+        .map(|name| name.to_string());
+    let names: BTreeSet<String> = corpus.files.iter().cloned().chain(unlisted).collect();
+    for name in names {
+        let source = corpus.dir.join(&name);
         if source.exists() {
-            std::fs::copy(&source, dir.join(name))
+            std::fs::copy(&source, dir.join(&name))
                 .map_err(|e| TrainError::io("copy", &source, e))?;
         }
     }
