@@ -492,6 +492,13 @@ fn trains_resumes_and_exports_a_family(
         serde_json::from_str(&std::fs::read_to_string(exported.join("config.json")).unwrap())
             .unwrap();
     assert_eq!(written["architectures"], serde_json::json!([class]));
+    // The tokenizer admits what the position table serves: RoBERTa's 64 rows less pad + 1.
+    let tokenizer: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(exported.join("tokenizer_config.json")).unwrap(),
+    )
+    .unwrap();
+    let positions = if model_type == "roberta" { 62 } else { 64 };
+    assert_eq!(tokenizer["model_max_length"], positions, "{model_type}");
 
     let (output, stdout, stderr) = run(mlm_train()
         .args(["fill-mask", "--top-k", "5", "--model"])
