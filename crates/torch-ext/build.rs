@@ -35,11 +35,10 @@ fn shim_build(include: &Path) -> cc::Build {
 /// torch), or with `MLM_TRAIN_NO_NCCL` set, a stub that reports how the shim was built.
 fn compile_nccl_backend(include: &Path, lib_dir: &Path) {
     let mut build = shim_build(include);
-    let site_packages = lib_dir.canonicalize().ok().and_then(|lib| {
-        lib.parent()
-            .and_then(Path::parent)
-            .map(Path::to_path_buf)
-    });
+    let site_packages = lib_dir
+        .canonicalize()
+        .ok()
+        .and_then(|lib| lib.parent().and_then(Path::parent).map(Path::to_path_buf));
     let nvidia_includes: Vec<PathBuf> = site_packages
         .map(|dir| dir.join("nvidia"))
         .and_then(|dir| std::fs::read_dir(dir).ok())
@@ -70,7 +69,9 @@ fn compile_nccl_backend(include: &Path, lib_dir: &Path) {
             ),
         }
     }
-    build.file("csrc/dist_nccl.cpp").compile("mlm_torch_ext_nccl");
+    build
+        .file("csrc/dist_nccl.cpp")
+        .compile("mlm_torch_ext_nccl");
 }
 
 fn main() {

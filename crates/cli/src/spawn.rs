@@ -43,7 +43,13 @@ pub fn run_ranks(nproc: u32, args: Vec<OsString>) -> Result<ExitCode> {
 
 /// The command of one rank: torchrun's worker environment (`RANK`, `LOCAL_RANK`,
 /// `WORLD_SIZE`, `LOCAL_WORLD_SIZE`, `GROUP_RANK`, `MASTER_ADDR`, `MASTER_PORT`, ...).
-fn rank_command(exe: &std::path::Path, args: &[OsString], rank: u32, nproc: u32, port: u16) -> Command {
+fn rank_command(
+    exe: &std::path::Path,
+    args: &[OsString],
+    rank: u32,
+    nproc: u32,
+    port: u16,
+) -> Command {
     let mut command = Command::new(exe);
     command
         .args(args)
@@ -155,9 +161,20 @@ mod tests {
 
     #[test]
     fn the_flag_and_its_value_are_dropped_from_the_ranks_command_line() {
-        let args = ["--nproc-per-node", "2", "--config", "a.toml", "--nproc-per-node=3", "--set", "x=1"]
-            .map(OsString::from);
+        let args = [
+            "--nproc-per-node",
+            "2",
+            "--config",
+            "a.toml",
+            "--nproc-per-node=3",
+            "--set",
+            "x=1",
+        ]
+        .map(OsString::from);
         let kept = without_nproc_flag(args);
-        assert_eq!(kept, ["--config", "a.toml", "--set", "x=1"].map(OsString::from));
+        assert_eq!(
+            kept,
+            ["--config", "a.toml", "--set", "x=1"].map(OsString::from)
+        );
     }
 }

@@ -192,6 +192,9 @@ fn print_outcome(outcome: &TrainOutcome) {
     if let Some(dir) = &outcome.last_checkpoint {
         eprintln!("checkpoint {}", dir.display());
     }
+    if let Some(ranks) = outcome.replicas {
+        eprintln!("ranks      all {ranks} ended with identical weights");
+    }
     if outcome.interrupted {
         eprintln!(
             "interrupted at step {}: checkpoint saved; run the same command to resume",

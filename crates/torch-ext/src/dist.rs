@@ -38,8 +38,12 @@ unsafe extern "C" {
         out: *mut *mut RawStore,
     ) -> c_int;
     fn mlmx_store_free(store: *mut RawStore);
-    fn mlmx_store_set(store: *mut RawStore, key: *const c_char, value: *const u8, len: usize)
-    -> c_int;
+    fn mlmx_store_set(
+        store: *mut RawStore,
+        key: *const c_char,
+        value: *const u8,
+        len: usize,
+    ) -> c_int;
     fn mlmx_store_check(
         store: *mut RawStore,
         keys: *const *const c_char,
@@ -102,7 +106,10 @@ fn millis(duration: Duration) -> i64 {
 }
 
 fn tensor_ptrs(tensors: &[&Tensor]) -> Vec<TensorPtr> {
-    tensors.iter().map(|t| t.as_ptr().cast_mut().cast()).collect()
+    tensors
+        .iter()
+        .map(|t| t.as_ptr().cast_mut().cast())
+        .collect()
 }
 
 /// A c10d key-value store: a TCPStore client (or, for the rank that hosts it, the server).

@@ -128,7 +128,9 @@ fn slurm<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<LaunchEnv, Launch
     };
     let master_port = match get("MASTER_PORT") {
         Some(port) => number("MASTER_PORT", port)?,
-        None => slurm_default_port(get("SLURM_JOB_ID").map_or(Ok(0), |v| number("SLURM_JOB_ID", v))?),
+        None => {
+            slurm_default_port(get("SLURM_JOB_ID").map_or(Ok(0), |v| number("SLURM_JOB_ID", v))?)
+        }
     };
     Ok(LaunchEnv {
         launcher: Launcher::Slurm,
@@ -282,7 +284,10 @@ mod tests {
         ]))
         .unwrap()
         .unwrap();
-        assert_eq!((env.master_addr.as_str(), env.master_port), ("127.0.0.1", 29999));
+        assert_eq!(
+            (env.master_addr.as_str(), env.master_port),
+            ("127.0.0.1", 29999)
+        );
         assert_eq!(env.store_role, StoreRole::Server);
     }
 
@@ -291,7 +296,10 @@ mod tests {
         assert_eq!(first_host("node[01-04,07],gpu5").as_deref(), Some("node01"));
         assert_eq!(first_host("a1,a2").as_deref(), Some("a1"));
         assert_eq!(first_host("node[3]").as_deref(), Some("node3"));
-        assert_eq!(first_host("rack[1-2]-n[08-09]").as_deref(), Some("rack1-n08"));
+        assert_eq!(
+            first_host("rack[1-2]-n[08-09]").as_deref(),
+            Some("rack1-n08")
+        );
         assert_eq!(first_host("node[1-2").as_deref(), None);
         assert_eq!(first_host("").as_deref(), None);
     }

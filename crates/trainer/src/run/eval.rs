@@ -148,7 +148,12 @@ pub fn evaluate(
     set: &EvalSet,
     precision: ForwardPrecision,
 ) -> Result<EvalMetrics, RunError> {
-    Ok(finish_metrics(&evaluate_shard(model, set, precision, (0, 1))?))
+    Ok(finish_metrics(&evaluate_shard(
+        model,
+        set,
+        precision,
+        (0, 1),
+    )?))
 }
 
 /// The sums over this rank's share of the held-out batches (batch i belongs to rank

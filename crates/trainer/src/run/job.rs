@@ -116,4 +116,6 @@ pub struct TrainOutcome {
     pub last_eval: Option<EvalMetrics>,
     /// True when SIGINT/SIGTERM or `stop_after_step` stopped the run (after saving).
     pub interrupted: bool,
+    /// Data parallel: the number of ranks, all found holding identical weights at the end.
+    pub replicas: Option<u32>,
 }

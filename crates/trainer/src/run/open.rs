@@ -11,11 +11,11 @@ use mlm_masking::Masker;
 
 use super::RunError;
 use super::config::{LastBatch, TrainingConfig};
-use super::parallel::DataParallel;
 use super::data::{BatchPlan, MaskPlan, masker_for};
 use super::eval::{EvalSet, EvalSetSpec};
 use super::job::{TrainJob, TrainPlan, WeightsReport};
 use super::model_setup::{BuiltModel, build_model, check_init_tokenizer, resolve_config};
+use super::parallel::DataParallel;
 use super::plan::{checked_schedule_for, estimate_memory};
 use super::precision::ForwardPrecision;
 use super::trajectory::trajectory_key;

@@ -191,9 +191,14 @@ impl DataParallel {
     /// can take hours, longer than any collective's timeout); an error when rank 0 reports
     /// a failure or its store goes away.
     pub fn wait_for_main(&self, stage: &str) -> Result<(), RunError> {
-        let [ok, failed] = ["ok", "failed"].map(|outcome| vec![format!("{STAGE}/{stage}/{outcome}")]);
+        let [ok, failed] =
+            ["ok", "failed"].map(|outcome| vec![format!("{STAGE}/{stage}/{outcome}")]);
         loop {
-            let done = |keys: &[String]| self.store.check(keys).map_err(|e| self.failure(&format!("waiting for rank 0's {stage}"), e));
+            let done = |keys: &[String]| {
+                self.store
+                    .check(keys)
+                    .map_err(|e| self.failure(&format!("waiting for rank 0's {stage}"), e))
+            };
             if done(&ok)? {
                 return Ok(());
             }
@@ -206,6 +211,39 @@ impl DataParallel {
             }
             std::thread::sleep(Duration::from_millis(500));
         }
+    }
+
+    /// Checks that every rank holds the same weights, bit for bit: a fingerprint of the
+    /// tensors (sum, sum of magnitudes, sum of squares, in f64) is reduced with max and
+    /// with min; they agree only when every rank's fingerprint is the same. Data-parallel
+    /// replicas apply identical updates to identical weights, so any difference is a bug
+    /// (or a non-deterministic kernel) worth stopping for.
+    pub fn check_replicas_agree(&self, tensors: &[Tensor], step: u64) -> Result<(), RunError> {
+        let _no_grad = tch::no_grad_guard();
+        let mut fingerprint = [0.0f64; 3];
+        for tensor in tensors {
+            let values = tensor.to_kind(tch::Kind::Double);
+            fingerprint[0] += values.sum(tch::Kind::Double).double_value(&[]);
+            fingerprint[1] += values.abs().sum(tch::Kind::Double).double_value(&[]);
+            fingerprint[2] += (&values * &values).sum(tch::Kind::Double).double_value(&[]);
+        }
+        let mut highest = fingerprint;
+        let mut lowest = fingerprint.map(|v| -v);
+        self.all_reduce(&mut highest, ReduceOp::Max)?;
+        self.all_reduce(&mut lowest, ReduceOp::Max)?;
+        if highest.iter().zip(&lowest).all(|(h, l)| *h == -*l) {
+            return Ok(());
+        }
+        Err(RunError::Distributed {
+            rank: self.env.rank,
+            message: format!(
+                "the ranks' weights differ at step {step} (fingerprints from {:?} to {:?}): \
+                 data-parallel replicas must stay identical",
+                lowest.map(|v| -v),
+                highest
+            ),
+            source: None,
+        })
     }
 
     /// c10d's Reducer over the trainable `params`, with DDP's defaults.

@@ -109,7 +109,11 @@ pub fn forward_backward(
         if batch.masked_tokens() == 0 && syncs.is_none() {
             continue;
         }
-        tch::manual_seed(dropout_seed(ctx.seed, ctx.step, ctx.first_micro_batch + micro));
+        tch::manual_seed(dropout_seed(
+            ctx.seed,
+            ctx.step,
+            ctx.first_micro_batch + micro,
+        ));
         let tensors = batch_tensors(batch, device);
         if let Some(reducer) = syncs {
             reducer.prepare_for_forward().map_err(RunError::Reducer)?;

@@ -67,6 +67,7 @@ impl Run<'_> {
             first_eval: None,
             last_eval: None,
             interrupted: false,
+            replicas: None,
         }
     }
 }
@@ -227,8 +228,11 @@ impl<'a> Training<'a> {
             normaliser: masked / f64::from(plan.world_size),
             reducer: self.parallel.as_ref().map(|(_, reducer)| reducer),
         };
-        let mut loss_sum = [forward_backward(&self.parts.model.model, &batches.micro_batches, &context)
-            .map_err(|e| self.collective_failure("the step's gradient all-reduce", e))?];
+        let mut loss_sum =
+            [
+                forward_backward(&self.parts.model.model, &batches.micro_batches, &context)
+                    .map_err(|e| self.collective_failure("the step's gradient all-reduce", e))?,
+            ];
         sum_over_ranks(self.group(), &mut loss_sum)?;
         let loss = loss_sum[0] / masked;
         if !loss.is_finite() {
@@ -376,16 +380,30 @@ impl<'a> Training<'a> {
         {
             self.save(observer)?;
         }
-        if let Some(group) = self.group() {
-            group.barrier("the barrier at the end of the run")?;
-        }
+        let replicas = self.check_replicas(step)?;
         Ok(TrainOutcome {
             final_step: step,
             last_checkpoint: self.last_checkpoint.map(|(_, dir)| dir),
             first_eval: self.first_eval,
             last_eval: self.last_eval.map(|(_, metrics)| metrics),
             interrupted,
+            replicas,
         })
+    }
+
+    /// Data parallel: every rank holds the same weights (an error otherwise), and rank 0's
+    /// last checkpoint is complete before any rank leaves. Returns the number of ranks.
+    fn check_replicas(&self, step: u64) -> Result<Option<u32>, RunError> {
+        let Some(group) = self.group() else {
+            return Ok(None);
+        };
+        let weights: Vec<_> = named_variables(&self.parts.model.vs)
+            .into_iter()
+            .map(|(_, tensor)| tensor)
+            .collect();
+        group.check_replicas_agree(&weights, step)?;
+        group.barrier("the barrier at the end of the run")?;
+        Ok(Some(group.world_size()))
     }
 }
 
