@@ -441,3 +441,47 @@ fn a_rank_that_never_joins_is_named_after_the_timeout() {
         "{log}"
     );
 }
+
+#[test]
+fn sigterm_on_one_rank_saves_once_and_stops_every_rank() {
+    let scratch = Scratch::new("dp-sigterm");
+    let config = config(&scratch, 1, "");
+    mlm_train()
+        .args(["prepare", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let port = free_port();
+    let mut ranks: Vec<Child> = (0..2u32)
+        .map(|rank| {
+            mlm_train()
+                .arg("--config")
+                .arg(&config)
+                .arg("--set=training.max_steps=100000")
+                .envs(torchrun_vars(rank, 2, port))
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let logs: Vec<_> = ranks.iter_mut().map(collect_stderr).collect();
+    std::thread::sleep(Duration::from_secs(4));
+    let status = Command::new("kill")
+        .args(["-TERM", &ranks[1].id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for (rank, child) in ranks.iter_mut().enumerate() {
+        let status = wait_at_most(child, Duration::from_secs(60)).expect("the ranks stop");
+        assert_eq!(status.code(), Some(130), "rank {rank}");
+    }
+    let logs: Vec<String> = logs.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(logs[0].contains("interrupted at step"), "{}", logs[0]);
+    let saved: Vec<String> = std::fs::read_dir(scratch.path().join("run"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("checkpoint-") || name.starts_with(".tmp"))
+        .collect();
+    assert_eq!(saved.len(), 1, "one checkpoint, complete: {saved:?}");
+}
