@@ -86,7 +86,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(nproc) = cli.nproc_per_node {
         let args = spawn::without_nproc_flag(std::env::args_os().skip(1));
-        return spawn::run_ranks(nproc.get(), args).unwrap_or_else(|error| {
+        return spawn::run_ranks(nproc.get(), &args).unwrap_or_else(|error| {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         });

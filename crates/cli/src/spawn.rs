@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail};
 const GRACE: Duration = Duration::from_secs(30);
 
 /// Runs `nproc` ranks of this command line (less `--nproc-per-node`) and waits for them.
-pub fn run_ranks(nproc: u32, args: Vec<OsString>) -> Result<ExitCode> {
+pub fn run_ranks(nproc: u32, args: &[OsString]) -> Result<ExitCode> {
     if std::env::var_os("RANK").is_some() || std::env::var_os("WORLD_SIZE").is_some() {
         bail!(
             "--nproc-per-node starts its own ranks, but RANK / WORLD_SIZE are already set (a \
@@ -32,7 +32,7 @@ pub fn run_ranks(nproc: u32, args: Vec<OsString>) -> Result<ExitCode> {
         .context("installing the SIGINT/SIGTERM handler")?;
     let mut ranks = Vec::new();
     for rank in 0..nproc {
-        let child = rank_command(&exe, &args, rank, nproc, port)
+        let child = rank_command(&exe, args, rank, nproc, port)
             .spawn()
             .with_context(|| format!("starting rank {rank} ({})", exe.display()))?;
         ranks.push(Some(child));

@@ -120,6 +120,7 @@ pub struct Store {
 // SAFETY: c10d's TCPStore client serialises its requests internally; the handle is only
 // freed once, on drop.
 unsafe impl Send for Store {}
+// SAFETY: as for Send: concurrent calls are serialised by the TCPStore client.
 unsafe impl Sync for Store {}
 
 impl Store {
@@ -232,9 +233,10 @@ pub struct ProcessGroup {
     size: u32,
 }
 
-// SAFETY: c10d process groups are used from one thread at a time here (the training loop);
-// the handle is freed once, on drop.
+// SAFETY: the handle is freed once, on drop; c10d process groups accept collectives from
+// any thread (each call enqueues work on the backend's own threads).
 unsafe impl Send for ProcessGroup {}
+// SAFETY: as for Send; the training loop issues its collectives from one thread in order.
 unsafe impl Sync for ProcessGroup {}
 
 impl ProcessGroup {

@@ -62,10 +62,10 @@ pub fn from_vars(vars: &HashMap<String, String>) -> Result<Option<LaunchEnv>, La
     if get("RANK").is_some() && get("WORLD_SIZE").is_some() {
         return torchrun(&get).map(Some);
     }
-    if let (Some(_), Some(tasks)) = (get("SLURM_PROCID"), get("SLURM_NTASKS")) {
-        if number::<u32>("SLURM_NTASKS", tasks)? > 1 {
-            return slurm(&get).map(Some);
-        }
+    if let (Some(_), Some(tasks)) = (get("SLURM_PROCID"), get("SLURM_NTASKS"))
+        && number::<u32>("SLURM_NTASKS", tasks)? > 1
+    {
+        return slurm(&get).map(Some);
     }
     Ok(None)
 }

@@ -188,7 +188,7 @@ pub fn evaluate_shard(
 impl EvalSums {
     /// The sums as one f64 vector (for an all-reduce), and back. Counts stay exact in f64
     /// up to 2^53.
-    pub fn to_vec(&self) -> Vec<f64> {
+    pub fn to_vec(self) -> Vec<f64> {
         vec![
             self.loss_sum,
             self.top1_hits,

@@ -186,7 +186,7 @@ mod tests {
         (batches, total)
     }
 
-    fn context(precision: ForwardPrecision, step: u64, normaliser: usize) -> StepContext {
+    fn context(precision: ForwardPrecision, step: u64, normaliser: usize) -> StepContext<'static> {
         StepContext {
             precision,
             seed: 1,
