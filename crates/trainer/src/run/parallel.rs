@@ -174,8 +174,13 @@ impl DataParallel {
             .map_err(|e| self.failure("the broadcast of rank 0's weights", e))
     }
 
+    /// Returns once every rank got here: an all-reduce of a CPU scalar, which Gloo carries
+    /// on every backend (NCCL's barrier has to guess each rank's GPU).
     pub fn barrier(&self, what: &str) -> Result<(), RunError> {
-        self.group.barrier().map_err(|e| self.failure(what, e))
+        let tensor = Tensor::from_slice(&[0.0f64]);
+        self.group
+            .all_reduce(&[&tensor], ReduceOp::Sum)
+            .map_err(|e| self.failure(what, e))
     }
 
     /// Rank 0 says a stage it does alone (training the vocabulary, preparing the corpus) is
