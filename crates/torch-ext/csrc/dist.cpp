@@ -16,6 +16,8 @@
 #include <torch/csrc/distributed/c10d/comm.hpp>
 #include <torch/csrc/distributed/c10d/reducer.hpp>
 
+#include <c10/util/Logging.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -108,6 +110,10 @@ int mlmx_store_open(const char* host, uint16_t port, bool is_server, const char*
 }
 
 void mlmx_store_free(MlmxStore* store) { delete store; }
+
+// Raises c10's log threshold to errors: once a job is known to have failed, c10d's warnings
+// about closed sockets (each with a C++ backtrace) say nothing the error message does not.
+void mlmx_quiet_c10_warnings() { FLAGS_caffe2_log_level = 2; }
 
 int mlmx_store_set(MlmxStore* store, const char* key, const uint8_t* value, size_t len) {
     return guarded([&] { store->store->set(key, std::vector<uint8_t>(value, value + len)); });

@@ -38,6 +38,7 @@ unsafe extern "C" {
         out: *mut *mut RawStore,
     ) -> c_int;
     fn mlmx_store_free(store: *mut RawStore);
+    fn mlmx_quiet_c10_warnings();
     fn mlmx_store_set(
         store: *mut RawStore,
         key: *const c_char,
@@ -110,6 +111,13 @@ fn tensor_ptrs(tensors: &[&Tensor]) -> Vec<TensorPtr> {
         .iter()
         .map(|t| t.as_ptr().cast_mut().cast())
         .collect()
+}
+
+/// Hides c10's warnings from here on (errors still print): for a job that has failed, whose
+/// error message already says what c10d's closed-socket warnings (with C++ backtraces) would.
+pub fn quiet_c10_warnings() {
+    // SAFETY: sets one global int in libc10.
+    unsafe { mlmx_quiet_c10_warnings() }
 }
 
 /// A c10d key-value store: a TCPStore client (or, for the rank that hosts it, the server).

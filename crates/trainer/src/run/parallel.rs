@@ -9,7 +9,9 @@
 
 use std::time::{Duration, Instant};
 
-use mlm_torch_ext::dist::{Backend, BucketCaps, ProcessGroup, ReduceOp, Reducer, Store};
+use mlm_torch_ext::dist::{
+    Backend, BucketCaps, ProcessGroup, ReduceOp, Reducer, Store, quiet_c10_warnings,
+};
 use mlm_torch_ext::launch::{LaunchEnv, StoreRole};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
@@ -261,13 +263,15 @@ impl DataParallel {
     }
 
     /// The error for a failed collective, naming the ranks that are gone: this rank marks
-    /// itself in the store, waits briefly for the other survivors to do the same, and names
-    /// those that did not. When the store itself is gone, its host (rank 0 unless torchrun's
-    /// agent hosts it) is the one that stopped.
+    /// itself in the store, waits a grace period for the other survivors (which may notice
+    /// the failure seconds later on a loaded machine) to do the same, and names those that
+    /// did not. When the store itself is gone before any answer, its host (rank 0 unless
+    /// torchrun's agent hosts it) is the one that stopped.
     pub fn failure(&self, what: &str, cause: impl std::fmt::Display) -> RunError {
+        quiet_c10_warnings();
         let rank = self.env.rank;
-        let gone = self.unresponsive_ranks(Duration::from_secs(5).min(self.config.timeout()));
-        let message = match gone {
+        let grace = FAILURE_GRACE.min(self.config.timeout());
+        let message = match self.unresponsive_ranks(grace) {
             Some(ranks) if ranks.is_empty() => format!("{what} failed on rank {rank}: {cause}"),
             Some(ranks) => format!(
                 "{what} failed on rank {rank}: rank{} {} stopped answering (exited, was killed \
@@ -288,21 +292,41 @@ impl DataParallel {
         }
     }
 
-    /// Ranks that did not mark themselves failed within `grace` (`None`: no store).
+    /// Ranks that did not mark themselves failed within `grace`, from the last answer the
+    /// store gave (`None`: it gave none). Unless every rank answers, the store's host waits
+    /// out the whole grace period, so that survivors that notice late still find it up.
     fn unresponsive_ranks(&self, grace: Duration) -> Option<Vec<u32>> {
         self.store
             .set(&format!("{FAILED}/{}", self.env.rank), b"1")
             .ok()?;
+        let hosts_store = self.env.store_role == StoreRole::Server;
         let deadline = Instant::now() + grace;
+        let mut last_answer = None;
         loop {
-            let missing = missing_keys(&self.store, FAILED, self.env.world_size)?;
-            if missing.is_empty() || Instant::now() >= deadline {
-                return Some(missing);
+            match missing_keys(&self.store, FAILED, self.env.world_size) {
+                Some(missing) => {
+                    let all_answered = missing.is_empty();
+                    last_answer = Some(missing);
+                    if all_answered {
+                        if hosts_store {
+                            // Everyone answered: give their last reads a moment.
+                            std::thread::sleep(Duration::from_secs(1));
+                        }
+                        return last_answer;
+                    }
+                }
+                None => return last_answer,
+            }
+            if Instant::now() >= deadline {
+                return last_answer;
             }
             std::thread::sleep(Duration::from_millis(200));
         }
     }
 }
+
+/// How long a rank that saw a collective fail waits for the other survivors to say so.
+const FAILURE_GRACE: Duration = Duration::from_secs(10);
 
 /// Every rank checks in; after the timeout, the ranks that never did are named.
 fn wait_for_ranks(store: &Store, env: &LaunchEnv, timeout: Duration) -> Result<(), RunError> {
@@ -318,6 +342,7 @@ fn wait_for_ranks(store: &Store, env: &LaunchEnv, timeout: Duration) -> Result<(
     if store.wait(&keys, timeout).is_ok() {
         return Ok(());
     }
+    quiet_c10_warnings();
     let missing = missing_keys(store, JOINED, env.world_size).unwrap_or_default();
     Err(failed(
         format!(
