@@ -7,6 +7,7 @@
 mod cli;
 mod config;
 mod doctor;
+mod logging;
 mod prepare;
 mod train;
 

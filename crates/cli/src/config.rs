@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use mlm_corpus::{CorpusConfig, VocabConfig, resolve_path};
 use mlm_masking::MaskingConfig;
-use mlm_trainer::run::{CheckpointConfig, EvalConfig, ModelSection, TrainingConfig};
+use mlm_trainer::run::{CheckpointConfig, EvalConfig, LoggingConfig, ModelSection, TrainingConfig};
 use mlm_trainer::runtime::{RuntimeConfig, ThreadCounts, configure_threads};
 use serde::Deserialize;
 use tch::Device;
@@ -78,6 +78,8 @@ struct RunConfigFile {
     eval: EvalConfig,
     #[serde(default)]
     checkpoint: CheckpointConfig,
+    #[serde(default)]
+    logging: LoggingConfig,
 }
 
 /// A loaded and checked run config.
@@ -97,6 +99,8 @@ pub struct RunConfig {
     pub training: TrainingConfig,
     pub eval: EvalConfig,
     pub checkpoint: CheckpointConfig,
+    /// `[logging]`, `tensorboard_dir` resolved against the config file's directory.
+    pub logging: LoggingConfig,
 }
 
 impl RunConfig {
@@ -137,6 +141,8 @@ impl RunConfig {
         model.config = model.config.map(|p| resolve_path(&base, &p));
         let mut training = file.training;
         training.output_dir = resolve_path(&base, &training.output_dir);
+        let mut logging = file.logging;
+        logging.tensorboard_dir = logging.tensorboard_dir.map(|p| resolve_path(&base, &p));
         Self {
             path,
             runtime: file.runtime,
@@ -147,6 +153,7 @@ impl RunConfig {
             training,
             eval: file.eval,
             checkpoint: file.checkpoint,
+            logging,
         }
     }
 
@@ -200,6 +207,7 @@ impl RunConfig {
         put("training", toml::Value::try_from(&self.training))?;
         put("eval", toml::Value::try_from(&self.eval))?;
         put("checkpoint", toml::Value::try_from(&self.checkpoint))?;
+        put("logging", toml::Value::try_from(&self.logging))?;
         Ok(format!(
             "# Resolved from {}\n{}",
             self.path.display(),

@@ -52,6 +52,7 @@ pub fn run_job(path: &Path, threads_flag: Option<usize>, flags: &JobFlags) -> Re
         training: config.training.clone(),
         eval: config.eval.clone(),
         checkpoint: config.checkpoint.clone(),
+        logging: config.logging.clone(),
         device,
         resolved_config: config.resolved_toml()?,
         resume: ResumePolicy {

@@ -9,6 +9,7 @@ use tch::Device;
 
 use super::config::{CheckpointConfig, EvalConfig, ModelSection, TrainingConfig};
 use super::eval::EvalMetrics;
+use super::logging::LoggingConfig;
 
 /// Everything a run needs, resolved by the caller (the CLI).
 pub struct TrainJob {
@@ -19,6 +20,7 @@ pub struct TrainJob {
     pub training: TrainingConfig,
     pub eval: EvalConfig,
     pub checkpoint: CheckpointConfig,
+    pub logging: LoggingConfig,
     pub device: Device,
     /// The resolved config as TOML, saved with every checkpoint.
     pub resolved_config: String,
@@ -83,6 +85,8 @@ pub struct StepLog {
     pub grad_norm: f64,
     pub tokens_per_second: f64,
     pub masked_tokens: usize,
+    /// Tokens (padding excluded) trained on since step 0, this step's included.
+    pub tokens_seen: u64,
 }
 
 /// Presentation of a run (progress bar, plain lines, nothing in tests).

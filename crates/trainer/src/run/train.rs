@@ -14,6 +14,7 @@ use super::cadence::{Cadence, Due, Throughput};
 use super::data::{DataPosition, Prefetcher, StepBatches};
 use super::eval::{EvalMetrics, evaluate};
 use super::job::{StepLog, TrainJob, TrainObserver, TrainOutcome};
+use super::logging::open_metrics;
 use super::metrics::MetricsLog;
 use super::open::{Run, RunParts};
 use super::step::{StepContext, forward_backward};
@@ -125,7 +126,7 @@ impl<'a> Training<'a> {
                 parts.total_steps,
             ),
             loader: Prefetcher::start(train_reader, parts.batches, masks, start, prefetch),
-            metrics: MetricsLog::open(output_dir, resumed_step)?,
+            metrics: open_metrics(job, resumed_step)?,
             last_checkpoint: resumed_step.zip(parts.resumed_from.clone()),
             parts,
             throughput: Throughput::start(),
@@ -232,6 +233,7 @@ impl<'a> Training<'a> {
             grad_norm: report.grad_norm,
             tokens_per_second: self.throughput.take_rate(),
             masked_tokens: report.masked_tokens,
+            tokens_seen: parts.state.tokens_seen,
         };
         observer.step(&log);
         let mut record = serde_json::to_value(&log).unwrap_or_default();
@@ -250,6 +252,7 @@ impl<'a> Training<'a> {
         parts.state.last_eval = Some(record.clone());
         record["step"] = step.into();
         record["split"] = "eval".into();
+        record["tokens_seen"] = parts.state.tokens_seen.into();
         self.metrics.append(&record)?;
         self.last_eval = Some((step, result));
         Ok(result)
