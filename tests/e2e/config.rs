@@ -507,3 +507,83 @@ fn every_command_that_reads_a_config_validates_all_of_it_first() {
         );
     }
 }
+
+#[test]
+fn every_command_that_reads_a_config_takes_set_overrides() {
+    let commands: [&[&str]; 5] = [
+        &["--dry-run"],
+        &["prepare"],
+        &["vocab", "train"],
+        &["eval", "--checkpoint", "no-such-checkpoint"],
+        &["config"],
+    ];
+    for (index, args) in commands.into_iter().enumerate() {
+        assert_refused(
+            &format!("invalid-set-{index}"),
+            args,
+            Via::Set,
+            &["corpus.max_seq_len = 0"],
+            "corpus.max_seq_len",
+        );
+    }
+}
+
+#[test]
+fn config_prints_a_resolved_config_that_resolves_to_itself() {
+    let scratch = Scratch::new("config-round-trip");
+    let quickstart = workspace_root().join("configs/quickstart.toml");
+    let set = [
+        "--set",
+        "training.learning_rate=2e-4",
+        "--set",
+        "eval.eval_steps=7",
+    ];
+    let (output, first, stderr) = run(mlm_train()
+        .args(["config", "--config"])
+        .arg(&quickstart)
+        .args(set));
+    assert!(output.status.success(), "{stderr}");
+    // Every section, defaults included, the overrides applied, paths absolute.
+    for section in [
+        "[runtime]",
+        "[vocab]",
+        "[corpus]",
+        "[model]",
+        "[masking]",
+        "[training]",
+    ] {
+        assert!(
+            first.contains(&format!("\n{section}\n")),
+            "{section}:\n{first}"
+        );
+    }
+    for line in [
+        "learning_rate = 0.0002",
+        "eval_steps = 7",
+        "adam_beta2 = 0.999",
+    ] {
+        assert!(first.lines().any(|l| l == line), "{line}:\n{first}");
+    }
+    assert!(first.contains("\nmlm_probability = 0.15\n"), "{first}");
+    let runs = workspace_root().join("runs/quickstart");
+    assert!(
+        first.contains(&format!("output_dir = \"{}\"", runs.display())),
+        "{first}"
+    );
+    assert!(!first.contains("/../"), "{first}");
+
+    let resolved = scratch.write("resolved.toml", &first);
+    let (output, second, stderr) = run(mlm_train().args(["config", "--config"]).arg(&resolved));
+    assert!(output.status.success(), "{stderr}");
+    let body = |text: &str| text.lines().skip(1).collect::<Vec<_>>().join("\n");
+    assert_eq!(
+        body(&first),
+        body(&second),
+        "the resolved config resolves to itself"
+    );
+
+    let (output, reference, _) = run(mlm_train().args(["config", "--reference"]));
+    assert!(output.status.success());
+    let docs = std::fs::read_to_string(workspace_root().join("docs/config.md")).unwrap();
+    assert_eq!(reference, docs, "the reference is docs/config.md");
+}

@@ -107,3 +107,87 @@ fn tensorboard_reads_every_metric_and_a_resume_appends_without_duplicate_steps()
     assert!(output.status.success(), "{stderr}");
     assert!(!scratch.path().join("quiet/runs").exists());
 }
+
+/// A PNG's width, height and RGBA pixels.
+fn decode_png(path: &Path) -> (u32, u32, Vec<u8>) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    pixels.truncate(info.buffer_size());
+    (info.width, info.height, pixels)
+}
+
+/// Distinct colours in an RGB(A) buffer (a blank or text-only chart has very few).
+fn colours(pixels: &[u8]) -> usize {
+    let set: std::collections::BTreeSet<&[u8]> = pixels.chunks(3).collect();
+    set.len()
+}
+
+#[test]
+fn plots_are_drawn_at_the_end_of_a_run_and_for_several_runs() {
+    let scratch = Scratch::new("logging-plots");
+    let config = tiny_config(&scratch, "max_steps = 8", "");
+    let (output, _, stderr) = train(&config, &[]);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("plots    8 charts in"), "{stderr}");
+    // The stages before training report progress too, as plain lines off a terminal.
+    assert!(stderr.contains("\nvocab: "), "{stderr}");
+    assert!(
+        stderr.contains("\nprepare: ") && stderr.contains("% of"),
+        "{stderr}"
+    );
+    let set = [
+        "--set",
+        "training.output_dir=\"slow\"",
+        "--set",
+        "training.learning_rate=1e-5",
+    ];
+    let (output, _, stderr) = train(&config, &set);
+    assert!(output.status.success(), "{stderr}");
+    let (fast, slow) = (scratch.path().join("run"), scratch.path().join("slow"));
+
+    let names = [
+        "train_loss",
+        "learning_rate",
+        "grad_norm",
+        "eval_loss",
+        "eval_perplexity",
+    ];
+    for name in names.iter().chain(&["eval_accuracy", "eval_top5_accuracy"]) {
+        let path = fast.join(format!("plots/{name}.png"));
+        let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        assert!(bytes > 20_000, "{} is {bytes} bytes", path.display());
+        let (width, height, pixels) = decode_png(&path);
+        assert_eq!((width, height), (1600, 640), "{}", path.display());
+        assert!(
+            colours(&pixels) > 50,
+            "{} has lines and text",
+            path.display()
+        );
+    }
+    // Two runs with different learning rates draw different charts.
+    let fast_loss = decode_png(&fast.join("plots/learning_rate.png")).2;
+    let slow_loss = decode_png(&slow.join("plots/learning_rate.png")).2;
+    assert!(fast_loss != slow_loss);
+
+    // Both runs on one chart, through the command.
+    let out = scratch.path().join("compare");
+    let (output, stdout, stderr) = crate::run(
+        crate::mlm_train()
+            .args([
+                "plot",
+                fast.to_str().unwrap(),
+                slow.to_str().unwrap(),
+                "--out",
+            ])
+            .arg(&out),
+    );
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(stdout.lines().count(), 8, "{stdout}");
+    let both = decode_png(&out.join("train_loss.png")).2;
+    assert!(both != decode_png(&fast.join("plots/train_loss.png")).2);
+    let (output, _, stderr) = crate::run(crate::mlm_train().args(["plot", "no/such/run"]));
+    assert!(!output.status.success());
+    assert!(stderr.contains("no/such/run/metrics.jsonl"), "{stderr}");
+}

@@ -60,6 +60,20 @@ impl Error for ConfigError {
     }
 }
 
+/// Where a command's config comes from: the file of `--config` and the `--set` overrides.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub path: PathBuf,
+    pub overrides: Vec<String>,
+}
+
+impl ConfigSource {
+    /// The config, loaded with its overrides and validated.
+    pub fn load(&self) -> Result<RunConfig> {
+        RunConfig::load_with(&self.path, &self.overrides)
+    }
+}
+
 /// What a config file may contain.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,10 +118,6 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
-    pub fn load(path: &Path) -> Result<Self> {
-        Self::load_with(path, &[])
-    }
-
     /// Loads `path`, applies `--set key=value` overrides (`training.max_steps=100`; the value
     /// is read as TOML, or as a string when it is not valid TOML), then validates every
     /// section. Every failure is a [`ConfigError`].
@@ -196,11 +206,13 @@ impl RunConfig {
             );
             Ok(())
         };
-        if let Some(corpus) = &self.corpus {
-            put("corpus", toml::Value::try_from(corpus))?;
-        }
+        // In the order a job uses them (the table keeps insertion order).
+        put("runtime", Ok(self.runtime_table()))?;
         if let Some(vocab) = &self.vocab {
             put("vocab", toml::Value::try_from(vocab))?;
+        }
+        if let Some(corpus) = &self.corpus {
+            put("corpus", toml::Value::try_from(corpus))?;
         }
         put("model", toml::Value::try_from(&self.model))?;
         put("masking", toml::Value::try_from(&self.masking))?;
@@ -209,10 +221,26 @@ impl RunConfig {
         put("checkpoint", toml::Value::try_from(&self.checkpoint))?;
         put("logging", toml::Value::try_from(&self.logging))?;
         Ok(format!(
-            "# Resolved from {}\n{}",
+            "# Resolved from {}.\n# Keys left out take a value derived \
+             when the job runs (`mlm-train config --reference`).\n{}",
             self.path.display(),
             toml::to_string(&table).context("serialising the resolved config")?
         ))
+    }
+}
+
+impl RunConfig {
+    /// `[runtime]` as written in a config (`cpu_threads` only when set: its default is
+    /// every core of the machine the job runs on).
+    fn runtime_table(&self) -> toml::Value {
+        let mut runtime = toml::Table::new();
+        let device = self.runtime.device.to_string();
+        runtime.insert("device".into(), toml::Value::String(device));
+        if let Some(threads) = self.runtime.cpu_threads {
+            let threads = i64::try_from(threads).unwrap_or(i64::MAX);
+            runtime.insert("cpu_threads".into(), toml::Value::Integer(threads));
+        }
+        toml::Value::Table(runtime)
     }
 }
 
@@ -363,7 +391,7 @@ mod tests {
 
     #[test]
     fn unreadable_and_malformed_configs_are_config_errors() {
-        let missing = RunConfig::load(Path::new("no/such/config.toml")).unwrap_err();
+        let missing = RunConfig::load_with(Path::new("no/such/config.toml"), &[]).unwrap_err();
         assert!(missing.downcast_ref::<ConfigError>().is_some());
         assert!(chain(&missing).starts_with("cannot read config no/such/config.toml: "));
         let cases: [(&str, &[&str]); 4] = [

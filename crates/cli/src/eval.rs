@@ -6,14 +6,12 @@ use anyhow::{Context, Result};
 use clap::Args;
 use mlm_trainer::run::{CheckpointEval, EvalMetrics, evaluate_checkpoint};
 
-use crate::config::RunConfig;
+use crate::config::ConfigSource;
 
-/// Arguments of `mlm-train eval`.
+/// Arguments of `mlm-train eval`, besides the global `--config FILE` (the run config: its
+/// [masking] and [eval] sections fix the evaluation masks) and `--set`.
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// The run config (its [masking] and [eval] sections fix the evaluation masks).
-    #[arg(long, value_name = "FILE")]
-    pub config: PathBuf,
     /// Checkpoint (or Hugging Face model directory) to evaluate.
     #[arg(long, value_name = "DIR")]
     pub checkpoint: PathBuf,
@@ -24,13 +22,10 @@ pub struct EvalArgs {
     /// `mask_accuracy`, `masked_tokens`).
     #[arg(long)]
     pub json: bool,
-    /// Override a config key, e.g. `--set eval.max_eval_samples=500` (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub overrides: Vec<String>,
 }
 
-pub fn run(args: &EvalArgs, threads: Option<usize>) -> Result<()> {
-    let config = RunConfig::load_with(&args.config, &args.overrides)?;
+pub fn run(args: &EvalArgs, source: &ConfigSource, threads: Option<usize>) -> Result<()> {
+    let config = source.load()?;
     let (_, device) = config.apply_runtime(threads)?;
     let corpus_dir = match &args.data {
         Some(dir) => dir.clone(),

@@ -16,15 +16,12 @@ use mlm_trainer::run::{
     WeightsReport, run_training,
 };
 
-use crate::config::RunConfig;
+use crate::config::{ConfigSource, RunConfig};
+use crate::prepare::ProgressView;
 
-/// Flags of the main job (given with `--config`).
+/// Flags of the main job (given with `--config`; `--set` is a global flag).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct JobFlags {
-    /// Override a config key for this run, e.g. `--set training.max_steps=100` (repeatable;
-    /// the value is read as TOML).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub overrides: Vec<String>,
     /// Resolve everything and print the plan (model size, tokens per step, steps, estimated
     /// memory), then exit without training.
     #[arg(long)]
@@ -41,8 +38,22 @@ pub struct JobFlags {
     pub stop_after_step: Option<u64>,
 }
 
-pub fn run_job(path: &Path, threads_flag: Option<usize>, flags: &JobFlags) -> Result<()> {
-    let config = RunConfig::load_with(path, &flags.overrides)?;
+impl JobFlags {
+    /// The first main-job flag given, for the usage error when it comes with a command.
+    pub fn given_flag(&self) -> Option<&'static str> {
+        [
+            (self.dry_run, "--dry-run"),
+            (self.resume.is_some(), "--resume"),
+            (self.allow_config_change, "--allow-config-change"),
+            (self.stop_after_step.is_some(), "--stop-after-step"),
+        ]
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag))
+    }
+}
+
+pub fn run_job(source: &ConfigSource, threads_flag: Option<usize>, flags: &JobFlags) -> Result<()> {
+    let config = source.load()?;
     let device = set_up_runtime(&config, threads_flag)?;
     let corpus_dir = ensure_prepared(&config)?;
     let job = TrainJob {
@@ -71,10 +82,27 @@ pub fn run_job(path: &Path, threads_flag: Option<usize>, flags: &JobFlags) -> Re
         return Ok(());
     }
     print_outcome(&outcome);
+    if config.logging.plots && !outcome.interrupted {
+        draw_plots(&config.training.output_dir);
+    }
     if outcome.interrupted {
         std::process::exit(130);
     }
     Ok(())
+}
+
+/// The run's charts (`mlm-train plot`); a chart that cannot be drawn is a warning, not a
+/// failed run: the training it reports on succeeded.
+fn draw_plots(output_dir: &Path) {
+    let out = output_dir.join("plots");
+    match crate::plot::write_plots(&[output_dir.to_path_buf()], &out) {
+        Ok(files) => eprintln!(
+            "plots    {} charts in {}",
+            files.len(),
+            crate::paths::shown(&out).display()
+        ),
+        Err(error) => eprintln!("warning: no plots: {error:#}"),
+    }
 }
 
 /// Thread pools and the device, reported as the first lines of the job.
@@ -146,18 +174,22 @@ fn ensure_prepared(config: &RunConfig) -> Result<PathBuf> {
                 vocab.model.as_str(),
                 dir.display()
             );
-            mlm_corpus::train_vocab(corpus, vocab, &mlm_corpus::Quiet)
-                .context("training the vocabulary ([vocab])")?;
+            let view = ProgressView::new("vocab");
+            let trained = mlm_corpus::train_vocab(corpus, vocab, &view);
+            view.finish();
+            trained.context("training the vocabulary ([vocab])")?;
         }
     }
+    let view = ProgressView::new("prepare");
     let report = mlm_corpus::prepare(
         corpus,
         &mlm_corpus::PrepareOptions {
-            observer: &mlm_corpus::Quiet,
+            observer: &view,
             stop_after_shards: None,
         },
-    )
-    .context("preparing the corpus ([corpus])")?;
+    );
+    view.finish();
+    let report = report.context("preparing the corpus ([corpus])")?;
     let manifest = &report.manifest;
     eprintln!(
         "corpus   {} ({:?}): {} train / {} held-out sequences, vocab {}",
