@@ -7,6 +7,7 @@
 mod config;
 mod config_cmd;
 mod doctor;
+mod dry_run;
 mod eval;
 mod export;
 mod fill_mask;

@@ -17,13 +17,15 @@ use mlm_trainer::run::{
 };
 
 use crate::config::{ConfigSource, RunConfig};
+use crate::dry_run::{self, Stages};
 use crate::prepare::ProgressView;
 
 /// Flags of the main job (given with `--config`; `--set` is a global flag).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct JobFlags {
-    /// Resolve everything and print the plan (model size, tokens per step, steps, estimated
-    /// memory), then exit without training.
+    /// Do no work: say what each stage would do and print the plan (model size, tokens per
+    /// step, steps, estimated memory); estimated from the inputs' sizes when the corpus is
+    /// not prepared yet.
     #[arg(long)]
     pub dry_run: bool,
     /// Resume from this checkpoint directory instead of the latest one in `output_dir`.
@@ -55,7 +57,17 @@ impl JobFlags {
 pub fn run_job(source: &ConfigSource, threads_flag: Option<usize>, flags: &JobFlags) -> Result<()> {
     let config = source.load()?;
     let device = set_up_runtime(&config, threads_flag)?;
-    let corpus_dir = ensure_prepared(&config)?;
+    let corpus_dir = if flags.dry_run {
+        match dry_run::describe_stages(&config)? {
+            Stages::Prepared(dir) => dir,
+            Stages::Estimated => {
+                eprintln!("dry run: nothing was trained, and no vocabulary or corpus was made");
+                return Ok(());
+            }
+        }
+    } else {
+        ensure_prepared(&config)?
+    };
     let job = TrainJob {
         corpus_dir,
         model: config.model.clone(),
