@@ -7,6 +7,7 @@
 mod cli;
 mod config;
 mod doctor;
+mod inspect;
 mod logging;
 mod prepare;
 mod train;

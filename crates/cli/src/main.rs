@@ -11,6 +11,7 @@ mod dry_run;
 mod eval;
 mod export;
 mod fill_mask;
+mod inspect;
 mod paths;
 mod plot;
 mod prepare;
@@ -113,6 +114,8 @@ enum Command {
     Plot(plot::PlotArgs),
     /// Print the resolved config (every default filled in), or the config reference.
     Config(config_cmd::ConfigArgs),
+    /// Show what a prepared corpus, a checkpoint or a model directory holds.
+    Inspect(inspect::InspectArgs),
 }
 
 fn main() -> ExitCode {
@@ -180,6 +183,10 @@ fn run(cli: Cli) -> Result<()> {
             no_config(&cli.config, &cli.overrides, command.name());
             plot::run(args)
         }
+        Command::Inspect(args) => {
+            no_config(&cli.config, &cli.overrides, command.name());
+            inspect::run(args)
+        }
     }
 }
 
@@ -195,6 +202,7 @@ impl Command {
             Self::FillMask(_) => "fill-mask",
             Self::Plot(_) => "plot",
             Self::Config(_) => "config",
+            Self::Inspect(_) => "inspect",
         }
     }
 }

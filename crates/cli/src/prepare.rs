@@ -188,7 +188,7 @@ fn spelled(value: impl serde::Serialize) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-fn write_format(s: &mut String, m: &Manifest) {
+pub(crate) fn write_format(s: &mut String, m: &Manifest) {
     let _ = writeln!(
         s,
         "tokenizer   vocab {}, lowercase {}, fingerprint {}",
@@ -205,7 +205,7 @@ fn write_format(s: &mut String, m: &Manifest) {
     );
 }
 
-fn write_splits(s: &mut String, m: &Manifest) {
+pub(crate) fn write_splits(s: &mut String, m: &Manifest) {
     let _ = writeln!(
         s,
         "{:<11} {:>12} {:>12} {:>15} {:>7}",
