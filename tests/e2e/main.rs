@@ -7,6 +7,7 @@
 mod cli;
 mod config;
 mod doctor;
+mod guide;
 mod inspect;
 mod logging;
 mod prepare;
