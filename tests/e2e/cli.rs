@@ -1,6 +1,6 @@
 //! The command line itself: version, help, usage errors.
 
-use crate::{mlm_train, run};
+use crate::{Scratch, mlm_train, run, workspace_root};
 
 #[test]
 fn version_names_the_binary_and_the_crate_version() {
@@ -125,4 +125,64 @@ fn zero_threads_flag_is_a_usage_error() {
     let (output, _, stderr) = run(mlm_train().args(["doctor", "--threads", "0"]));
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--threads <N>"), "{stderr}");
+}
+
+#[test]
+fn config_prints_a_resolved_config_that_resolves_to_itself() {
+    let scratch = Scratch::new("config-round-trip");
+    let quickstart = workspace_root().join("configs/quickstart.toml");
+    let set = [
+        "--set",
+        "training.learning_rate=2e-4",
+        "--set",
+        "eval.eval_steps=7",
+    ];
+    let (output, first, stderr) = run(mlm_train()
+        .args(["config", "--config"])
+        .arg(&quickstart)
+        .args(set));
+    assert!(output.status.success(), "{stderr}");
+    // Every section, defaults included, the overrides applied, paths absolute.
+    for section in [
+        "[runtime]",
+        "[vocab]",
+        "[corpus]",
+        "[model]",
+        "[masking]",
+        "[training]",
+    ] {
+        assert!(
+            first.contains(&format!("\n{section}\n")),
+            "{section}:\n{first}"
+        );
+    }
+    for line in [
+        "learning_rate = 0.0002",
+        "eval_steps = 7",
+        "adam_beta2 = 0.999",
+    ] {
+        assert!(first.lines().any(|l| l == line), "{line}:\n{first}");
+    }
+    assert!(first.contains("\nmlm_probability = 0.15\n"), "{first}");
+    let runs = workspace_root().join("runs/quickstart");
+    assert!(
+        first.contains(&format!("output_dir = \"{}\"", runs.display())),
+        "{first}"
+    );
+    assert!(!first.contains("/../"), "{first}");
+
+    let resolved = scratch.write("resolved.toml", &first);
+    let (output, second, stderr) = run(mlm_train().args(["config", "--config"]).arg(&resolved));
+    assert!(output.status.success(), "{stderr}");
+    let body = |text: &str| text.lines().skip(1).collect::<Vec<_>>().join("\n");
+    assert_eq!(
+        body(&first),
+        body(&second),
+        "the resolved config resolves to itself"
+    );
+
+    let (output, reference, _) = run(mlm_train().args(["config", "--reference"]));
+    assert!(output.status.success());
+    let docs = std::fs::read_to_string(workspace_root().join("docs/config.md")).unwrap();
+    assert_eq!(reference, docs, "the reference is docs/config.md");
 }

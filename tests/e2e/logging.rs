@@ -137,6 +137,9 @@ fn plots_are_drawn_at_the_end_of_a_run_and_for_several_runs() {
         stderr.contains("\nprepare: ") && stderr.contains("% of"),
         "{stderr}"
     );
+    // And evaluation, at its second batch here (then every 10 seconds).
+    let eval_line = "eval step 0: 16/32 held-out sequences (50%)";
+    assert!(stderr.contains(eval_line), "{stderr}");
     let set = [
         "--set",
         "training.output_dir=\"slow\"",

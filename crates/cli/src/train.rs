@@ -18,6 +18,7 @@ use mlm_trainer::run::{
 
 use crate::config::{ConfigSource, RunConfig};
 use crate::dry_run::{self, Stages};
+use crate::eval::EvalProgress;
 use crate::prepare::ProgressView;
 
 /// Flags of the main job (given with `--config`; `--set` is a global flag).
@@ -217,11 +218,16 @@ fn ensure_prepared(config: &RunConfig) -> Result<PathBuf> {
 /// Progress bar on a terminal, plain lines otherwise (logs, CI, Slurm).
 pub struct ConsoleObserver {
     bar: Option<ProgressBar>,
+    /// Plain progress lines of a long evaluation (on a terminal the bar's message says it).
+    eval_progress: EvalProgress,
 }
 
 impl ConsoleObserver {
     pub fn new() -> Self {
-        Self { bar: None }
+        Self {
+            bar: None,
+            eval_progress: EvalProgress::new(false),
+        }
     }
 
     fn line(&self, text: &str) {
@@ -301,6 +307,15 @@ impl TrainObserver for ConsoleObserver {
                 bar.set_message(text);
             }
             None => eprintln!("step {}/{}  {text}", log.step, log.total_steps),
+        }
+    }
+
+    fn eval_progress(&mut self, step: u64, done: u64, total: u64) {
+        match &self.bar {
+            Some(bar) => bar.set_message(format!("evaluating {done}/{total} held-out sequences")),
+            None => self
+                .eval_progress
+                .update(&format!("eval step {step}"), done, total),
         }
     }
 

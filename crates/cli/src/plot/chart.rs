@@ -57,7 +57,7 @@ impl Chart<'_> {
     pub fn draw(&self, path: &Path) -> Result<()> {
         register_embedded_font()?;
         let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_error)?;
+        root.fill(&WHITE).map_err(|e| plot_error(&e))?;
         // The title in a band of its own: plotters' `titled` clips the embedded font's
         // ascenders at the top edge.
         let (band, root) = root.split_vertically(64);
@@ -65,7 +65,7 @@ impl Chart<'_> {
             .color(&BLACK)
             .pos(Pos::new(HPos::Center, VPos::Center));
         band.draw_text(self.title, &title_style, (WIDTH as i32 / 2, 36))
-            .map_err(plot_error)?;
+            .map_err(|e| plot_error(&e))?;
         let has_tokens = self
             .series
             .iter()
@@ -77,7 +77,7 @@ impl Chart<'_> {
         } else {
             self.panel(&root, Axis::Steps)?;
         }
-        root.present().map_err(plot_error)
+        root.present().map_err(|e| plot_error(&e))
     }
 
     fn panel(&self, area: &DrawingArea<BitMapBackend<'_>, Shift>, axis: Axis) -> Result<()> {
@@ -92,7 +92,7 @@ impl Chart<'_> {
             .x_label_area_size(64)
             .y_label_area_size(110)
             .build_cartesian_2d(x_range, y_range)
-            .map_err(plot_error)?;
+            .map_err(|e| plot_error(&e))?;
         let log_scale = self.log_scale;
         let y_format = move |v: &f64| number(if log_scale { 10f64.powf(*v) } else { *v });
         let x_format = |v: &f64| number(*v);
@@ -112,13 +112,13 @@ impl Chart<'_> {
             .light_line_style(WHITE.mix(0.0))
             .bold_line_style(BLACK.mix(0.12))
             .draw()
-            .map_err(plot_error)?;
+            .map_err(|e| plot_error(&e))?;
         for (index, (series, line)) in self.series.iter().zip(lines).enumerate() {
             let colour = COLOURS[index % COLOURS.len()];
             let single = line.len() == 1;
             let drawn = chart
                 .draw_series(LineSeries::new(line.clone(), colour.stroke_width(3)))
-                .map_err(plot_error)?;
+                .map_err(|e| plot_error(&e))?;
             // Padded: plotters sizes the legend box from a narrower estimate of the text.
             drawn
                 .label(format!("{}   ", series.label))
@@ -129,7 +129,7 @@ impl Chart<'_> {
             if single || line.len() <= 40 {
                 chart
                     .draw_series(line.iter().map(|&p| Circle::new(p, 4, colour.filled())))
-                    .map_err(plot_error)?;
+                    .map_err(|e| plot_error(&e))?;
             }
         }
         chart
@@ -147,7 +147,7 @@ impl Chart<'_> {
                 SeriesLabelPosition::UpperRight
             })
             .draw()
-            .map_err(plot_error)
+            .map_err(|e| plot_error(&e))
     }
 
     /// The series' points on `axis` (points without tokens are left out of the token panel).
@@ -222,7 +222,7 @@ fn register_embedded_font() -> Result<()> {
 }
 
 fn plot_error<E: std::error::Error + Send + Sync + 'static>(
-    error: DrawingAreaErrorKind<E>,
+    error: &DrawingAreaErrorKind<E>,
 ) -> anyhow::Error {
     anyhow!("{error}")
 }

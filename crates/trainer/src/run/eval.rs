@@ -142,15 +142,19 @@ impl EvalSet {
     }
 }
 
-/// Evaluates `model` on `set` (no dropout, no gradients) in `precision`.
+/// Evaluates `model` on `set` (no dropout, no gradients) in `precision`, calling
+/// `progress(sequences done, sequences in the set)` after each batch.
 pub fn evaluate(
     model: &MaskedLanguageModel,
     set: &EvalSet,
     precision: ForwardPrecision,
+    progress: &mut dyn FnMut(u64, u64),
 ) -> Result<EvalMetrics, RunError> {
     let mut sums = EvalSums::default();
+    let total = set.sequences();
     let _no_grad = tch::no_grad_guard();
     for batch in &set.batches {
+        progress(sums.sequences, total);
         sums.sequences += batch.batch_size as u64;
         if batch.masked_tokens() == 0 {
             continue;
@@ -194,6 +198,14 @@ pub struct CheckpointEval<'a> {
 /// Evaluates a checkpoint in fp32 (the reference numbers) after checking that its tokenizer
 /// is the one the corpus was prepared with.
 pub fn evaluate_checkpoint(request: &CheckpointEval<'_>) -> Result<EvalMetrics, RunError> {
+    evaluate_checkpoint_with(request, &mut |_, _| {})
+}
+
+/// [`evaluate_checkpoint`], reporting `progress(sequences done, sequences)` as it goes.
+pub fn evaluate_checkpoint_with(
+    request: &CheckpointEval<'_>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<EvalMetrics, RunError> {
     let corpus = PreparedCorpus::open(request.corpus_dir)?;
     let tokenizer = DomainTokenizer::load(request.checkpoint, None)?;
     corpus.check_tokenizer(&tokenizer)?;
@@ -202,7 +214,12 @@ pub fn evaluate_checkpoint(request: &CheckpointEval<'_>) -> Result<EvalMetrics, 
     let masker = masker_for(request.masking, manifest)?;
     let spec = EvalSetSpec::new(&masker, request.masking, request.eval, manifest);
     let set = EvalSet::build(&mut corpus.split(Split::Validation)?, &spec)?;
-    evaluate(&loaded.model, &set, ForwardPrecision::fp32(request.device))
+    evaluate(
+        &loaded.model,
+        &set,
+        ForwardPrecision::fp32(request.device),
+        progress,
+    )
 }
 
 #[cfg(test)]

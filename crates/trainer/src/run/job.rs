@@ -101,6 +101,11 @@ pub trait TrainObserver {
         let _ = (step, micro_batches);
     }
     fn step(&mut self, log: &StepLog);
+    /// An evaluation at `step` has gone through `done` of its `total` held-out sequences
+    /// (called before each batch); ignored by default.
+    fn eval_progress(&mut self, step: u64, done: u64, total: u64) {
+        let _ = (step, done, total);
+    }
     fn eval(&mut self, step: u64, metrics: &EvalMetrics);
     fn saved(&mut self, step: u64, dir: &Path);
 }

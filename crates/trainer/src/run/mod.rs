@@ -33,7 +33,7 @@ use std::path::PathBuf;
 pub use config::{
     CheckpointConfig, EvalConfig, LastBatch, ModelSection, Precision, TrainingConfig,
 };
-pub use eval::{CheckpointEval, EvalMetrics, evaluate_checkpoint};
+pub use eval::{CheckpointEval, EvalMetrics, evaluate_checkpoint, evaluate_checkpoint_with};
 pub use job::{
     ResumePolicy, StepLog, TrainJob, TrainObserver, TrainOutcome, TrainPlan, WeightsReport,
 };

@@ -246,7 +246,13 @@ impl<'a> Training<'a> {
     fn evaluate(&mut self, observer: &mut dyn TrainObserver) -> Result<EvalMetrics, RunError> {
         let step = self.parts.state.global_step;
         let parts = &mut self.parts;
-        let result = evaluate(&parts.model.model, &parts.eval_set, parts.precision)?;
+        let mut progress = |done, total| observer.eval_progress(step, done, total);
+        let result = evaluate(
+            &parts.model.model,
+            &parts.eval_set,
+            parts.precision,
+            &mut progress,
+        )?;
         observer.eval(step, &result);
         let mut record = serde_json::to_value(result).unwrap_or_default();
         parts.state.last_eval = Some(record.clone());
