@@ -45,6 +45,29 @@ fn inspect_shows_a_corpus_a_checkpoint_against_another_and_a_model() {
     assert!(text.contains("pieces |[CLS] |"), "{text}");
     assert_eq!(text.matches("\n#").count(), 2, "{text}");
 
+    // The masks of a step: the tiny run's global batch is 4 x 2 sequences.
+    let masks_at = |step: &str| {
+        let (output, stdout, stderr) = run(mlm_train()
+            .arg("inspect")
+            .arg(&corpus)
+            .args(["--sequences", "1", "--masks-at-step", step, "--config"])
+            .arg(&config));
+        assert!(output.status.success(), "{stderr}");
+        stdout.split("\nstep ").nth(1).unwrap().to_string()
+    };
+    let step_two = masks_at("2");
+    assert!(
+        step_two.starts_with("2: epoch 0, positions 8..16 "),
+        "{step_two}"
+    );
+    assert!(step_two.contains("=>[MASK]>"), "{step_two}");
+    assert_ne!(masks_at("1"), step_two);
+    let (output, _, stderr) = run(mlm_train()
+        .arg("inspect")
+        .arg(&corpus)
+        .args(["--masks-at-step", "2"]));
+    assert_eq!(output.status.code(), Some(2), "needs --config: {stderr}");
+
     // A checkpoint: its step and last held-out loss, as trainer_state.json has them.
     let checkpoint = scratch.path().join("run/checkpoint-4");
     let text = inspect(&[&checkpoint]);

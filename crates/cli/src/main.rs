@@ -183,9 +183,12 @@ fn run(cli: Cli) -> Result<()> {
             no_config(&cli.config, &cli.overrides, command.name());
             plot::run(args)
         }
+        Command::Inspect(args) if args.masks_at_step.is_some() => {
+            inspect::run(args, Some(&source()))
+        }
         Command::Inspect(args) => {
             no_config(&cli.config, &cli.overrides, command.name());
-            inspect::run(args)
+            inspect::run(args, None)
         }
     }
 }

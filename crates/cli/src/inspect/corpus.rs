@@ -7,10 +7,17 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use mlm_corpus::{DomainTokenizer, PreparedCorpus, Split};
 
+use crate::config::RunConfig;
 use crate::prepare::{write_format, write_splits};
 
-/// The summary and `sequences` decoded sequences of `split`.
-pub fn describe(dir: &Path, sequences: u64, split: Split) -> Result<String> {
+/// The summary and `sequences` decoded sequences of `split`; with `masks`, also the masks
+/// of the first sequences of that training step under that config.
+pub fn describe(
+    dir: &Path,
+    sequences: u64,
+    split: Split,
+    masks: Option<(&RunConfig, u64)>,
+) -> Result<String> {
     let corpus = PreparedCorpus::open(dir)
         .with_context(|| format!("opening the prepared corpus {}", dir.display()))?;
     let manifest = corpus.manifest();
@@ -45,6 +52,9 @@ pub fn describe(dir: &Path, sequences: u64, split: Split) -> Result<String> {
             tokenizer.decode(&sequence.input_ids)?,
             marked_pieces(&tokenizer, &sequence.input_ids, &sequence.word_starts)
         );
+    }
+    if let Some((config, step)) = masks {
+        s += &super::masks::describe(&corpus, &tokenizer, config, step, sequences.max(1))?;
     }
     Ok(s)
 }

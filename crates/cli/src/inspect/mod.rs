@@ -4,6 +4,7 @@
 //! (family, sizes, weights, tokenizer). The kind is told by the files in PATH.
 
 mod corpus;
+mod masks;
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -15,6 +16,7 @@ use indicatif::HumanBytes;
 use mlm_corpus::{DomainTokenizer, Split};
 use mlm_trainer::model::{BertConfig, Family};
 
+use crate::config::ConfigSource;
 use crate::paths::shown;
 use crate::prepare::count;
 
@@ -22,6 +24,7 @@ use crate::prepare::count;
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
     mlm-train inspect runs/quickstart/corpus --sequences 3\n  \
+    mlm-train inspect runs/quickstart/corpus --config configs/quickstart.toml --masks-at-step 100\n  \
     mlm-train inspect runs/quickstart/checkpoint-400 --against runs/other/checkpoint-400\n  \
     mlm-train inspect pubmed-bert")]
 pub struct InspectArgs {
@@ -38,6 +41,10 @@ pub struct InspectArgs {
     /// Show the held-out split's sequences instead of the training split's.
     #[arg(long)]
     pub validation: bool,
+    /// Also show the first sequences optimizer step N trains on, with the masks it applies
+    /// (one process; needs the run's `--config FILE` for the seeds and batch size).
+    #[arg(long, value_name = "N")]
+    pub masks_at_step: Option<u64>,
 }
 
 /// What a directory holds.
@@ -66,7 +73,8 @@ fn kind_of(path: &Path) -> Result<Kind> {
     }
 }
 
-pub fn run(args: &InspectArgs) -> Result<()> {
+/// `config`: the run config, for `--masks-at-step`.
+pub fn run(args: &InspectArgs, config: Option<&ConfigSource>) -> Result<()> {
     let mut text = match kind_of(&args.path)? {
         Kind::Corpus => {
             let split = if args.validation {
@@ -74,7 +82,9 @@ pub fn run(args: &InspectArgs) -> Result<()> {
             } else {
                 Split::Train
             };
-            corpus::describe(&args.path, args.sequences, split)?
+            let config = config.map(ConfigSource::load).transpose()?;
+            let masks = config.as_ref().zip(args.masks_at_step);
+            corpus::describe(&args.path, args.sequences, split, masks)?
         }
         Kind::Checkpoint => describe_checkpoint(&args.path)?,
         Kind::Model => format!(
