@@ -41,8 +41,9 @@ fn the_roberta_and_distilbert_quickstarts_resolve_to_plans() {
     quickstart_resolves_to_a_plan("quickstart-distilbert", "DistilBertForMaskedLM");
 }
 
-/// `configs/<name>.toml` with `--dry-run`: the vocabulary and the corpus are made, the plan
-/// printed (a model of `class` from scratch), nothing trained.
+/// `configs/<name>.toml` with `--dry-run`: nothing is made; the stages are described and the
+/// plan (a model of `class` from scratch) estimated from the inputs' sizes. Once the corpus
+/// is prepared, the dry run plans exactly from its manifest.
 fn quickstart_resolves_to_a_plan(name: &str, class: &str) {
     // A copy of configs/ and data/ in a scratch directory: the vocabulary and the prepared
     // corpus land there, not in the repository.
@@ -76,6 +77,36 @@ fn quickstart_resolves_to_a_plan(name: &str, class: &str) {
     // The config's `../runs/...` paths are printed resolved, not as `configs/../runs/...`.
     assert!(!stderr.contains("/../"), "{stderr}");
     assert!(stderr.contains(&format!("runs/{name}/corpus")), "{stderr}");
+    for text in [
+        "vocab    would train",
+        "corpus   would prepare",
+        "estimate the corpus",
+    ] {
+        assert!(stderr.contains(text), "{text}: {stderr}");
+    }
+    assert!(
+        !scratch.path().join("runs").exists(),
+        "a dry run makes nothing"
+    );
+
+    for stage in [&["vocab", "train"][..], &["prepare"]] {
+        let (output, _, stderr) = run(mlm_train().args(stage).arg("--config").arg(&config));
+        assert!(output.status.success(), "{stage:?}: {stderr}");
+    }
+    let (output, _, stderr) = run(mlm_train().arg("--config").arg(&config).arg("--dry-run"));
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("(prepared: its manifest is there"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("steps    400 (") && stderr.contains(class),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("estimate the corpus"),
+        "the exact plan: {stderr}"
+    );
     let metrics = format!("runs/{name}/metrics.jsonl");
     assert!(!scratch.path().join(metrics).exists());
 }
@@ -504,6 +535,26 @@ fn every_command_that_reads_a_config_validates_all_of_it_first() {
             Via::File,
             &["training.batch_size = 0"],
             "training.batch_size = 0 must be >= 1",
+        );
+    }
+}
+
+#[test]
+fn every_command_that_reads_a_config_takes_set_overrides() {
+    let commands: [&[&str]; 5] = [
+        &["--dry-run"],
+        &["prepare"],
+        &["vocab", "train"],
+        &["eval", "--checkpoint", "no-such-checkpoint"],
+        &["config"],
+    ];
+    for (index, args) in commands.into_iter().enumerate() {
+        assert_refused(
+            &format!("invalid-set-{index}"),
+            args,
+            Via::Set,
+            &["corpus.max_seq_len = 0"],
+            "corpus.max_seq_len",
         );
     }
 }

@@ -8,6 +8,9 @@ mod cli;
 mod config;
 mod distributed;
 mod doctor;
+mod guide;
+mod inspect;
+mod logging;
 mod prepare;
 mod train;
 

@@ -9,7 +9,7 @@ use crate::{Scratch, mlm_train, run, workspace_root};
 
 /// A tiny from-scratch run over the first 240 abstracts of the project's sample corpus.
 /// `extra` is appended (later keys of a section cannot repeat: pass whole sections).
-fn tiny_config(scratch: &Scratch, training: &str, extra: &str) -> PathBuf {
+pub(crate) fn tiny_config(scratch: &Scratch, training: &str, extra: &str) -> PathBuf {
     let sample = workspace_root().join("data/sample/abstracts.jsonl");
     let text = std::fs::read_to_string(&sample)
         .expect("data/sample/abstracts.jsonl (scripts/make-sample-corpus)");
@@ -61,11 +61,11 @@ max_eval_samples = 32
     scratch.write("config.toml", &text)
 }
 
-fn train(config: &Path, args: &[&str]) -> (Output, String, String) {
+pub(crate) fn train(config: &Path, args: &[&str]) -> (Output, String, String) {
     run(mlm_train().arg("--config").arg(config).args(args))
 }
 
-fn metrics(run_dir: &Path) -> Vec<serde_json::Value> {
+pub(crate) fn metrics(run_dir: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(run_dir.join("metrics.jsonl"))
         .unwrap()
         .lines()

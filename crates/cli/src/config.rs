@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use mlm_corpus::{CorpusConfig, VocabConfig, resolve_path};
 use mlm_masking::MaskingConfig;
 use mlm_trainer::run::{
-    CheckpointConfig, DistributedConfig, EvalConfig, ModelSection, TrainingConfig,
+    CheckpointConfig, DistributedConfig, EvalConfig, LoggingConfig, ModelSection, TrainingConfig,
 };
 use mlm_trainer::runtime::{RuntimeConfig, ThreadCounts, configure_threads};
 use serde::Deserialize;
@@ -62,6 +62,20 @@ impl Error for ConfigError {
     }
 }
 
+/// Where a command's config comes from: the file of `--config` and the `--set` overrides.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub path: PathBuf,
+    pub overrides: Vec<String>,
+}
+
+impl ConfigSource {
+    /// The config, loaded with its overrides and validated.
+    pub fn load(&self) -> Result<RunConfig> {
+        RunConfig::load_with(&self.path, &self.overrides)
+    }
+}
+
 /// What a config file may contain.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -82,6 +96,7 @@ struct RunConfigFile {
     checkpoint: CheckpointConfig,
     #[serde(default)]
     distributed: DistributedConfig,
+    logging: LoggingConfig,
 }
 
 /// A loaded and checked run config.
@@ -103,13 +118,11 @@ pub struct RunConfig {
     pub checkpoint: CheckpointConfig,
     /// `[distributed]`: used when a launcher (torchrun, srun, `--nproc-per-node`) starts ranks.
     pub distributed: DistributedConfig,
+    /// `[logging]`, `tensorboard_dir` resolved against the config file's directory.
+    pub logging: LoggingConfig,
 }
 
 impl RunConfig {
-    pub fn load(path: &Path) -> Result<Self> {
-        Self::load_with(path, &[])
-    }
-
     /// Loads `path`, applies `--set key=value` overrides (`training.max_steps=100`; the value
     /// is read as TOML, or as a string when it is not valid TOML), then validates every
     /// section. Every failure is a [`ConfigError`].
@@ -143,6 +156,8 @@ impl RunConfig {
         model.config = model.config.map(|p| resolve_path(&base, &p));
         let mut training = file.training;
         training.output_dir = resolve_path(&base, &training.output_dir);
+        let mut logging = file.logging;
+        logging.tensorboard_dir = logging.tensorboard_dir.map(|p| resolve_path(&base, &p));
         Self {
             path,
             runtime: file.runtime,
@@ -154,6 +169,7 @@ impl RunConfig {
             eval: file.eval,
             checkpoint: file.checkpoint,
             distributed: file.distributed,
+            logging,
         }
     }
 
@@ -196,11 +212,13 @@ impl RunConfig {
             );
             Ok(())
         };
-        if let Some(corpus) = &self.corpus {
-            put("corpus", toml::Value::try_from(corpus))?;
-        }
+        // In the order a job uses them (the table keeps insertion order).
+        put("runtime", Ok(self.runtime_table()))?;
         if let Some(vocab) = &self.vocab {
             put("vocab", toml::Value::try_from(vocab))?;
+        }
+        if let Some(corpus) = &self.corpus {
+            put("corpus", toml::Value::try_from(corpus))?;
         }
         put("model", toml::Value::try_from(&self.model))?;
         put("masking", toml::Value::try_from(&self.masking))?;
@@ -208,11 +226,28 @@ impl RunConfig {
         put("eval", toml::Value::try_from(&self.eval))?;
         put("checkpoint", toml::Value::try_from(&self.checkpoint))?;
         put("distributed", toml::Value::try_from(&self.distributed))?;
+        put("logging", toml::Value::try_from(&self.logging))?;
         Ok(format!(
-            "# Resolved from {}\n{}",
+            "# Resolved from {}.\n# Keys left out take a value derived \
+             when the job runs (`mlm-train config --reference`).\n{}",
             self.path.display(),
             toml::to_string(&table).context("serialising the resolved config")?
         ))
+    }
+}
+
+impl RunConfig {
+    /// `[runtime]` as written in a config (`cpu_threads` only when set: its default is
+    /// every core of the machine the job runs on).
+    fn runtime_table(&self) -> toml::Value {
+        let mut runtime = toml::Table::new();
+        let device = self.runtime.device.to_string();
+        runtime.insert("device".into(), toml::Value::String(device));
+        if let Some(threads) = self.runtime.cpu_threads {
+            let threads = i64::try_from(threads).unwrap_or(i64::MAX);
+            runtime.insert("cpu_threads".into(), toml::Value::Integer(threads));
+        }
+        toml::Value::Table(runtime)
     }
 }
 
@@ -364,7 +399,7 @@ mod tests {
 
     #[test]
     fn unreadable_and_malformed_configs_are_config_errors() {
-        let missing = RunConfig::load(Path::new("no/such/config.toml")).unwrap_err();
+        let missing = RunConfig::load_with(Path::new("no/such/config.toml"), &[]).unwrap_err();
         assert!(missing.downcast_ref::<ConfigError>().is_some());
         assert!(chain(&missing).starts_with("cannot read config no/such/config.toml: "));
         let cases: [(&str, &[&str]); 4] = [

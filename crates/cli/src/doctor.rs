@@ -224,6 +224,18 @@ fn cpu_has_bf16_instructions() -> bool {
     })
 }
 
+/// `mlm-train doctor [--json]`: the report, after sizing the thread pools as a job would.
+pub fn run(json: bool, threads: Option<usize>) -> anyhow::Result<()> {
+    mlm_trainer::runtime::configure_threads(threads)?;
+    let report = DoctorReport::collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

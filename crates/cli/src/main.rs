@@ -5,12 +5,18 @@
 //! exits with status 2 for a config error (nothing was done), 1 for any other failure.
 
 mod config;
+mod config_cmd;
 mod doctor;
+mod dry_run;
 mod eval;
 mod export;
 mod fill_mask;
+mod inspect;
+mod paths;
+mod plot;
 mod prepare;
 mod spawn;
+mod stdout;
 mod train;
 mod vocab;
 
@@ -21,6 +27,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand};
+use config::ConfigSource;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,17 +39,29 @@ use clap::{CommandFactory, Parser, Subcommand};
         `mlm-train --config FILE` runs the job a config describes: it trains the vocabulary when \
         [vocab] asks for one that is not there yet, prepares the corpus when it is not prepared, \
         then trains with held-out evaluation (fixed masks) before, during and after, saving \
-        checkpoints; rerunning resumes from the latest one. configs/quickstart.toml runs on a \
-        CPU in minutes; docs/config.md documents every key. The commands below run one stage \
-        each, or work on a checkpoint (eval, export, fill-mask). `mlm-train doctor` reports \
-        the libtorch, CUDA and thread set-up this binary runs with.",
-    args_conflicts_with_subcommands = true,
+        checkpoints; rerunning resumes from the latest one. configs/quickstart.toml (in the \
+        source repository) runs on a CPU in minutes; `mlm-train config --reference` prints the \
+        reference of every config key. The commands below run one stage each, or work on a \
+        checkpoint (eval, export, fill-mask) or a run (plot, inspect). `mlm-train doctor` \
+        reports the libtorch, CUDA and thread set-up this binary runs with. --config, --set \
+        and --threads may come before or after a command.",
+    after_help = "Examples:\n  \
+        mlm-train --config configs/quickstart.toml\n  \
+        mlm-train --config configs/pubmed.toml --dry-run\n  \
+        mlm-train --config configs/pubmed.toml --set training.max_steps=1000 --threads 8\n  \
+        mlm-train config --config configs/pubmed.toml",
     arg_required_else_help = true
 )]
 struct Cli {
-    /// Run config (TOML) of the job to run; every key is documented in docs/config.md.
-    #[arg(long, value_name = "FILE")]
+    /// Run config (TOML): the job to run, or the config of `prepare`, `vocab train`, `eval`
+    /// and `config`. `mlm-train config --reference` documents every key.
+    #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+
+    /// Override a config key, e.g. `--set training.max_steps=100` (repeatable; the value is
+    /// read as TOML, or as a string when it is not valid TOML).
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
 
     /// Threads for libtorch's intra-op pool and for rayon; overrides `runtime.cpu_threads`.
     #[arg(long, global = true, env = "MLM_TRAIN_THREADS", value_name = "N")]
@@ -50,7 +69,7 @@ struct Cli {
 
     /// Data parallel on this machine: start N ranks of this job (one per GPU on CUDA, Gloo
     /// on CPU), as `torchrun --nproc-per-node N --no-python mlm-train ...` would. Under
-    /// torchrun or srun, leave it out: their environment is read instead (docs/distributed.md).
+    /// torchrun or srun, leave it out: their environment is read instead.
     #[arg(long, value_name = "N", requires = "config")]
     nproc_per_node: Option<std::num::NonZeroU32>,
 
@@ -64,27 +83,57 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Report the libtorch version and location, CUDA, GPUs, bf16 support and thread counts.
+    #[command(after_help = "Examples:\n  mlm-train doctor\n  mlm-train doctor --json")]
     Doctor {
         /// Print the report as JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Read, split, tokenize and pack the configured corpus into Parquet shards + manifest.
+    #[command(after_help = "Examples:\n  \
+        mlm-train prepare --config configs/pubmed.toml\n  \
+        mlm-train prepare --config configs/pubmed.toml --set corpus.max_seq_len=512 \
+        --set corpus.output=runs/pubmed/corpus-512")]
     Prepare(prepare::PrepareArgs),
     /// Domain vocabularies: `vocab train` trains a WordPiece tokenizer on the corpus.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  mlm-train vocab train --config configs/quickstart.toml"
+    )]
     Vocab(vocab::VocabCommand),
     /// Evaluate a checkpoint on the held-out set with fixed masks.
+    #[command(after_help = "Examples:\n  \
+        mlm-train eval --config configs/pubmed.toml --checkpoint runs/pubmed/checkpoint-12500\n  \
+        mlm-train eval --config configs/pubmed.toml --checkpoint pubmed-bert --json \
+        --set eval.max_eval_samples=500")]
     Eval(eval::EvalArgs),
     /// Export a checkpoint as a Hugging Face model directory.
+    #[command(after_help = "Examples:\n  \
+        mlm-train export --checkpoint runs/pubmed/checkpoint-12500 --out pubmed-bert")]
     Export(export::ExportArgs),
     /// Predict the [MASK] tokens of texts, like Hugging Face's fill-mask pipeline.
+    #[command(after_help = "Examples:\n  \
+        mlm-train fill-mask --model pubmed-bert \"aspirin inhibits [MASK] aggregation.\"\n  \
+        mlm-train fill-mask --model runs/quickstart/checkpoint-400 --top-k 3 \
+        \"the patient was treated with [MASK].\"")]
     FillMask(fill_mask::FillMaskArgs),
+    /// Draw PNG charts of runs' metrics (loss, learning rate, held-out metrics).
+    Plot(plot::PlotArgs),
+    /// Print the resolved config (every default filled in), or the config reference.
+    Config(config_cmd::ConfigArgs),
+    /// Show what a prepared corpus, a checkpoint or a model directory holds.
+    Inspect(inspect::InspectArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(nproc) = cli.nproc_per_node {
+        if cli.command.is_some() {
+            eprintln!(
+                "error: --nproc-per-node starts ranks of the main job (--config FILE), not of a command"
+            );
+            return ExitCode::from(2);
+        }
         let args = spawn::without_nproc_flag(std::env::args_os().skip(1));
         return spawn::run_ranks(nproc.get(), &args).unwrap_or_else(|error| {
             eprintln!("error: {error:#}");
@@ -114,31 +163,95 @@ fn exit_code(error: &anyhow::Error) -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    match (cli.command, cli.config) {
-        (Some(Command::Doctor { json }), _) => {
-            mlm_trainer::runtime::configure_threads(cli.threads.map(NonZeroUsize::get))?;
-            let report = doctor::DoctorReport::collect();
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", report.render());
-            }
-            Ok(())
-        }
-        (Some(Command::Prepare(args)), _) => prepare::run(&args, threads(&cli.threads)),
-        (Some(Command::Vocab(command)), _) => vocab::run(&command, threads(&cli.threads)),
-        (Some(Command::Eval(args)), _) => eval::run(&args, threads(&cli.threads)),
-        (Some(Command::Export(args)), _) => export::run(&args),
-        (Some(Command::FillMask(args)), _) => fill_mask::run(&args, threads(&cli.threads)),
-        (None, Some(path)) => train::run_job(&path, threads(&cli.threads), &cli.job),
-        // Reached when only an environment variable (MLM_TRAIN_THREADS) was given.
-        (None, None) => Cli::command()
-            .error(
-                ErrorKind::MissingRequiredArgument,
-                "give --config FILE or a command (see --help)",
-            )
-            .exit(),
+    let threads = threads(&cli.threads);
+    let Some(command) = cli.command else {
+        let Some(path) = cli.config else {
+            // Reached when only an environment variable (MLM_TRAIN_THREADS) was given.
+            usage_error("give --config FILE or a command (see --help)")
+        };
+        let source = ConfigSource {
+            path,
+            overrides: cli.overrides,
+        };
+        return train::run_job(&source, threads, &cli.job);
+    };
+    if let Some(flag) = cli.job.given_flag() {
+        usage_error(&format!(
+            "{flag} applies to the main job (`mlm-train --config FILE`), not to a command"
+        ));
     }
+    let source = || config_source(cli.config.clone(), cli.overrides.clone(), command.name());
+    match &command {
+        Command::Doctor { json } => {
+            no_config(&cli.config, &cli.overrides, command.name());
+            doctor::run(*json, threads)
+        }
+        Command::Prepare(_) => prepare::run(&source(), threads),
+        Command::Vocab(vocab) => vocab::run(vocab, &source(), threads),
+        Command::Eval(args) => eval::run(args, &source(), threads),
+        Command::Config(args) if args.reference => config_cmd::print_reference(),
+        Command::Config(_) => config_cmd::print_resolved(&source()),
+        Command::Export(args) => {
+            no_config(&cli.config, &cli.overrides, command.name());
+            export::run(args)
+        }
+        Command::FillMask(args) => {
+            no_config(&cli.config, &cli.overrides, command.name());
+            fill_mask::run(args, threads)
+        }
+        Command::Plot(args) => {
+            no_config(&cli.config, &cli.overrides, command.name());
+            plot::run(args)
+        }
+        Command::Inspect(args) if args.masks_at_step.is_some() => {
+            inspect::run(args, Some(&source()))
+        }
+        Command::Inspect(args) => {
+            no_config(&cli.config, &cli.overrides, command.name());
+            inspect::run(args, None)
+        }
+    }
+}
+
+impl Command {
+    /// The command as typed (`vocab train`), for messages.
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Doctor { .. } => "doctor",
+            Self::Prepare(_) => "prepare",
+            Self::Vocab(_) => "vocab train",
+            Self::Eval(_) => "eval",
+            Self::Export(_) => "export",
+            Self::FillMask(_) => "fill-mask",
+            Self::Plot(_) => "plot",
+            Self::Config(_) => "config",
+            Self::Inspect(_) => "inspect",
+        }
+    }
+}
+
+/// The `--config` (and `--set`) of a command that needs one; a usage error without it.
+fn config_source(path: Option<PathBuf>, overrides: Vec<String>, command: &str) -> ConfigSource {
+    match path {
+        Some(path) => ConfigSource { path, overrides },
+        None => usage_error(&format!("`mlm-train {command}` needs --config FILE")),
+    }
+}
+
+/// A usage error for `--config` / `--set` given to a command that reads no config.
+fn no_config(path: &Option<PathBuf>, overrides: &[String], command: &str) {
+    if path.is_some() || !overrides.is_empty() {
+        usage_error(&format!(
+            "`mlm-train {command}` reads no config: leave out --config and --set"
+        ));
+    }
+}
+
+/// Exits with clap's usage-error status (2) and message.
+fn usage_error(message: &str) -> ! {
+    Cli::command()
+        .error(ErrorKind::ArgumentConflict, message)
+        .exit()
 }
 
 /// The `--threads` flag (or `MLM_TRAIN_THREADS`) as a plain count.

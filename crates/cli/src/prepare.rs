@@ -3,7 +3,6 @@
 
 use std::fmt::Write;
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -12,18 +11,15 @@ use clap::Args;
 use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressStyle};
 use mlm_corpus::{Manifest, Observer, Outcome, PrepareOptions, PrepareReport, Progress};
 
-use crate::config::RunConfig;
+use crate::config::ConfigSource;
 
-/// Arguments of `mlm-train prepare`.
+/// Arguments of `mlm-train prepare` (`--config FILE`, whose `[corpus]` section says what to
+/// read and where to write, and `--set` are global flags).
 #[derive(Debug, Args)]
-pub struct PrepareArgs {
-    /// Run config whose `[corpus]` section says what to read and where to write.
-    #[arg(long, value_name = "FILE")]
-    pub config: PathBuf,
-}
+pub struct PrepareArgs {}
 
-pub fn run(args: &PrepareArgs, threads: Option<usize>) -> Result<()> {
-    let config = RunConfig::load(&args.config)?;
+pub fn run(source: &ConfigSource, threads: Option<usize>) -> Result<()> {
+    let config = source.load()?;
     let corpus = config.corpus()?.clone();
     mlm_trainer::runtime::configure_threads(threads.or(config.runtime.cpu_threads))?;
     let view = ProgressView::new("prepare");
@@ -36,7 +32,7 @@ pub fn run(args: &PrepareArgs, threads: Option<usize>) -> Result<()> {
     );
     view.finish();
     let report =
-        report.with_context(|| format!("preparing [corpus] of {}", args.config.display()))?;
+        report.with_context(|| format!("preparing [corpus] of {}", config.path.display()))?;
     print!("{}", summary(&report));
     Ok(())
 }
@@ -84,11 +80,12 @@ impl ProgressView {
     fn rates(&self, p: &Progress) -> String {
         let secs = self.started.elapsed().as_secs_f64().max(1e-3);
         format!(
-            "{} docs ({}/s), {} tokens ({}/s)",
+            "{} docs ({}/s), {} tokens ({}/s), {}/s",
             count(p.documents),
             count((p.documents as f64 / secs) as u64),
             count(p.tokens),
-            count((p.tokens as f64 / secs) as u64)
+            count((p.tokens as f64 / secs) as u64),
+            HumanBytes((p.bytes_read as f64 / secs) as u64)
         )
     }
 }
@@ -191,7 +188,7 @@ fn spelled(value: impl serde::Serialize) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-fn write_format(s: &mut String, m: &Manifest) {
+pub(crate) fn write_format(s: &mut String, m: &Manifest) {
     let _ = writeln!(
         s,
         "tokenizer   vocab {}, lowercase {}, fingerprint {}",
@@ -208,7 +205,7 @@ fn write_format(s: &mut String, m: &Manifest) {
     );
 }
 
-fn write_splits(s: &mut String, m: &Manifest) {
+pub(crate) fn write_splits(s: &mut String, m: &Manifest) {
     let _ = writeln!(
         s,
         "{:<11} {:>12} {:>12} {:>15} {:>7}",

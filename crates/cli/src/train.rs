@@ -17,17 +17,17 @@ use mlm_trainer::run::{
     TrainPlan, WeightsReport, run_training,
 };
 
-use crate::config::RunConfig;
+use crate::config::{ConfigSource, RunConfig};
+use crate::dry_run::{self, Stages};
+use crate::eval::EvalProgress;
+use crate::prepare::ProgressView;
 
-/// Flags of the main job (given with `--config`).
+/// Flags of the main job (given with `--config`; `--set` is a global flag).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct JobFlags {
-    /// Override a config key for this run, e.g. `--set training.max_steps=100` (repeatable;
-    /// the value is read as TOML).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub overrides: Vec<String>,
-    /// Resolve everything and print the plan (model size, tokens per step, steps, estimated
-    /// memory), then exit without training.
+    /// Do no work: say what each stage would do and print the plan (model size, tokens per
+    /// step, steps, estimated memory); estimated from the inputs' sizes when the corpus is
+    /// not prepared yet.
     #[arg(long)]
     pub dry_run: bool,
     /// Resume from this checkpoint directory instead of the latest one in `output_dir`.
@@ -42,16 +42,41 @@ pub struct JobFlags {
     pub stop_after_step: Option<u64>,
 }
 
-pub fn run_job(path: &Path, threads_flag: Option<usize>, flags: &JobFlags) -> Result<()> {
-    let config = RunConfig::load_with(path, &flags.overrides)?;
+impl JobFlags {
+    /// The first main-job flag given, for the usage error when it comes with a command.
+    pub fn given_flag(&self) -> Option<&'static str> {
+        [
+            (self.dry_run, "--dry-run"),
+            (self.resume.is_some(), "--resume"),
+            (self.allow_config_change, "--allow-config-change"),
+            (self.stop_after_step.is_some(), "--stop-after-step"),
+        ]
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag))
+    }
+}
+
+pub fn run_job(source: &ConfigSource, threads_flag: Option<usize>, flags: &JobFlags) -> Result<()> {
+    let config = source.load()?;
     let launch = launch::from_env().context("reading the launcher's environment")?;
     let is_main = launch.as_ref().is_none_or(|env| env.rank == 0);
     let device = set_up_runtime(&config, threads_flag, launch.as_ref(), is_main)?;
+    // A dry run does no work, so it does not join the other ranks either.
     let parallel = match launch {
-        Some(env) => Some(Arc::new(join_job(env, &config, device)?)),
-        None => None,
+        Some(env) if !flags.dry_run => Some(Arc::new(join_job(env, &config, device)?)),
+        _ => None,
     };
-    let corpus_dir = prepared_on_rank_zero(&config, parallel.as_deref())?;
+    let corpus_dir = if flags.dry_run {
+        match dry_run::describe_stages(&config)? {
+            Stages::Prepared(dir) => dir,
+            Stages::Estimated => {
+                eprintln!("dry run: nothing was trained, and no vocabulary or corpus was made");
+                return Ok(());
+            }
+        }
+    } else {
+        prepared_on_rank_zero(&config, parallel.as_deref())?
+    };
     let rank = parallel.as_ref().map(|p| p.rank());
     let job = TrainJob {
         corpus_dir,
@@ -60,6 +85,7 @@ pub fn run_job(path: &Path, threads_flag: Option<usize>, flags: &JobFlags) -> Re
         training: config.training.clone(),
         eval: config.eval.clone(),
         checkpoint: config.checkpoint.clone(),
+        logging: config.logging.clone(),
         device,
         resolved_config: config.resolved_toml()?,
         resume: ResumePolicy {
@@ -84,11 +110,28 @@ pub fn run_job(path: &Path, threads_flag: Option<usize>, flags: &JobFlags) -> Re
             return Ok(());
         }
         print_outcome(&outcome);
+        if config.logging.plots && !outcome.interrupted {
+            draw_plots(&config.training.output_dir);
+        }
     }
     if outcome.interrupted {
         std::process::exit(130);
     }
     Ok(())
+}
+
+/// The run's charts (`mlm-train plot`); a chart that cannot be drawn is a warning, not a
+/// failed run: the training it reports on succeeded.
+fn draw_plots(output_dir: &Path) {
+    let out = output_dir.join("plots");
+    match crate::plot::write_plots(&[output_dir.to_path_buf()], &out) {
+        Ok(files) => eprintln!(
+            "plots    {} charts in {}",
+            files.len(),
+            crate::paths::shown(&out).display()
+        ),
+        Err(error) => eprintln!("warning: no plots: {error:#}"),
+    }
 }
 
 /// Thread pools and the device (a data-parallel rank on CUDA takes the GPU of its
@@ -217,18 +260,22 @@ fn ensure_prepared(config: &RunConfig) -> Result<PathBuf> {
                 vocab.model.as_str(),
                 dir.display()
             );
-            mlm_corpus::train_vocab(corpus, vocab, &mlm_corpus::Quiet)
-                .context("training the vocabulary ([vocab])")?;
+            let view = ProgressView::new("vocab");
+            let trained = mlm_corpus::train_vocab(corpus, vocab, &view);
+            view.finish();
+            trained.context("training the vocabulary ([vocab])")?;
         }
     }
+    let view = ProgressView::new("prepare");
     let report = mlm_corpus::prepare(
         corpus,
         &mlm_corpus::PrepareOptions {
-            observer: &mlm_corpus::Quiet,
+            observer: &view,
             stop_after_shards: None,
         },
-    )
-    .context("preparing the corpus ([corpus])")?;
+    );
+    view.finish();
+    let report = report.context("preparing the corpus ([corpus])")?;
     let manifest = &report.manifest;
     eprintln!(
         "corpus   {} ({:?}): {} train / {} held-out sequences, vocab {}",
@@ -244,11 +291,16 @@ fn ensure_prepared(config: &RunConfig) -> Result<PathBuf> {
 /// Progress bar on a terminal, plain lines otherwise (logs, CI, Slurm).
 pub struct ConsoleObserver {
     bar: Option<ProgressBar>,
+    /// Plain progress lines of a long evaluation (on a terminal the bar's message says it).
+    eval_progress: EvalProgress,
 }
 
 impl ConsoleObserver {
     pub fn new() -> Self {
-        Self { bar: None }
+        Self {
+            bar: None,
+            eval_progress: EvalProgress::new(false),
+        }
     }
 
     fn line(&self, text: &str) {
@@ -328,6 +380,15 @@ impl TrainObserver for ConsoleObserver {
                 bar.set_message(text);
             }
             None => eprintln!("step {}/{}  {text}", log.step, log.total_steps),
+        }
+    }
+
+    fn eval_progress(&mut self, step: u64, done: u64, total: u64) {
+        match &self.bar {
+            Some(bar) => bar.set_message(format!("evaluating {done}/{total} held-out sequences")),
+            None => self
+                .eval_progress
+                .update(&format!("eval step {step}"), done, total),
         }
     }
 

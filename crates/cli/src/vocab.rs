@@ -1,12 +1,10 @@
 //! `mlm-train vocab train --config FILE`: a WordPiece or byte-level BPE vocabulary from the
 //! training split of the `[corpus]` inputs, with the `[vocab]` section's settings.
 
-use std::path::PathBuf;
-
 use anyhow::{Context, Result};
 use clap::Subcommand;
 
-use crate::config::RunConfig;
+use crate::config::ConfigSource;
 use crate::prepare::{ProgressView, count};
 
 /// `mlm-train vocab` subcommands.
@@ -15,17 +13,21 @@ pub enum VocabCommand {
     /// Train a WordPiece or byte-level BPE tokenizer ([vocab] model) on the configured corpus
     /// ([corpus] inputs, [vocab] settings) and write tokenizer.json, vocab.txt (WordPiece) or
     /// vocab.json + merges.txt (BPE) and the Hugging Face tokenizer configs.
-    Train {
-        /// Run config with `[corpus]` (inputs) and `[vocab]` (defaults apply when absent).
-        #[arg(long, value_name = "FILE")]
-        config: PathBuf,
-    },
+    ///
+    /// Reads `--config FILE` (a global flag): `[corpus]` (inputs) and `[vocab]` (defaults
+    /// apply when absent).
+    #[command(after_help = "Examples:\n  \
+        mlm-train vocab train --config configs/quickstart.toml\n  \
+        mlm-train vocab train --config configs/quickstart.toml --set vocab.vocab_size=8000 \
+        --set vocab.output=runs/vocab-8k")]
+    Train,
 }
 
-pub fn run(command: &VocabCommand, threads: Option<usize>) -> Result<()> {
+pub fn run(command: &VocabCommand, source: &ConfigSource, threads: Option<usize>) -> Result<()> {
     match command {
-        VocabCommand::Train { config: path } => {
-            let config = RunConfig::load(path)?;
+        VocabCommand::Train => {
+            let config = source.load()?;
+            let path = &config.path;
             let corpus = config.corpus()?.clone();
             let vocab = config.vocab.clone().unwrap_or_default();
             mlm_trainer::runtime::configure_threads(threads.or(config.runtime.cpu_threads))?;

@@ -24,8 +24,9 @@ use mlm_corpus::{CorpusConfig, PrepareOptions, Quiet, VocabConfig, prepare, trai
 use mlm_masking::{Batch, MaskingConfig};
 use mlm_trainer::model::Family;
 use mlm_trainer::run::{
-    CheckpointConfig, EvalConfig, EvalMetrics, ModelSection, Precision, ResumePolicy, StepLog,
-    TrainJob, TrainObserver, TrainPlan, TrainingConfig, dropout_seed, run_training,
+    CheckpointConfig, EvalConfig, EvalMetrics, LoggingConfig, ModelSection, Precision,
+    ResumePolicy, StepLog, TrainJob, TrainObserver, TrainPlan, TrainingConfig, dropout_seed,
+    run_training,
 };
 use serde_json::{Value, json};
 use tch::{Device, Kind, Tensor};
@@ -211,6 +212,7 @@ impl Runs {
                 save_steps: 0,
                 ..CheckpointConfig::default()
             },
+            logging: LoggingConfig::default(),
             device: Device::Cpu,
             resolved_config: String::new(),
             resume: ResumePolicy {

@@ -142,36 +142,39 @@ impl EvalSet {
     }
 }
 
-/// Evaluates `model` on `set` (no dropout, no gradients) in `precision`.
+/// Evaluates `model` on `set` (no dropout, no gradients) in `precision`, calling
+/// `progress(sequences done, sequences in the set)` after each batch.
 pub fn evaluate(
     model: &MaskedLanguageModel,
     set: &EvalSet,
     precision: ForwardPrecision,
+    progress: &mut dyn FnMut(u64, u64),
 ) -> Result<EvalMetrics, RunError> {
-    Ok(finish_metrics(&evaluate_shard(
-        model,
-        set,
-        precision,
-        (0, 1),
-    )?))
+    let sums = evaluate_shard(model, set, precision, (0, 1), progress)?;
+    Ok(finish_metrics(&sums))
 }
 
 /// The sums over this rank's share of the held-out batches (batch i belongs to rank
-/// i mod world size), to be summed over ranks and finished.
+/// i mod world size), to be summed over ranks and finished; `progress` counts this rank's
+/// share.
 pub fn evaluate_shard(
     model: &MaskedLanguageModel,
     set: &EvalSet,
     precision: ForwardPrecision,
     (rank, world_size): (u32, u32),
+    progress: &mut dyn FnMut(u64, u64),
 ) -> Result<EvalSums, RunError> {
     let mut sums = EvalSums::default();
+    let shard = || {
+        set.batches
+            .iter()
+            .skip(rank as usize)
+            .step_by(world_size.max(1) as usize)
+    };
+    let total = shard().map(|b| b.batch_size as u64).sum();
     let _no_grad = tch::no_grad_guard();
-    let shard = set
-        .batches
-        .iter()
-        .skip(rank as usize)
-        .step_by(world_size.max(1) as usize);
-    for batch in shard {
+    for batch in shard() {
+        progress(sums.sequences, total);
         sums.sequences += batch.batch_size as u64;
         if batch.masked_tokens() == 0 {
             continue;
@@ -243,6 +246,14 @@ pub struct CheckpointEval<'a> {
 /// Evaluates a checkpoint in fp32 (the reference numbers) after checking that its tokenizer
 /// is the one the corpus was prepared with.
 pub fn evaluate_checkpoint(request: &CheckpointEval<'_>) -> Result<EvalMetrics, RunError> {
+    evaluate_checkpoint_with(request, &mut |_, _| {})
+}
+
+/// [`evaluate_checkpoint`], reporting `progress(sequences done, sequences)` as it goes.
+pub fn evaluate_checkpoint_with(
+    request: &CheckpointEval<'_>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<EvalMetrics, RunError> {
     let corpus = PreparedCorpus::open(request.corpus_dir)?;
     let tokenizer = DomainTokenizer::load(request.checkpoint, None)?;
     corpus.check_tokenizer(&tokenizer)?;
@@ -251,7 +262,12 @@ pub fn evaluate_checkpoint(request: &CheckpointEval<'_>) -> Result<EvalMetrics, 
     let masker = masker_for(request.masking, manifest)?;
     let spec = EvalSetSpec::new(&masker, request.masking, request.eval, manifest);
     let set = EvalSet::build(&mut corpus.split(Split::Validation)?, &spec)?;
-    evaluate(&loaded.model, &set, ForwardPrecision::fp32(request.device))
+    evaluate(
+        &loaded.model,
+        &set,
+        ForwardPrecision::fp32(request.device),
+        progress,
+    )
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use tch::Device;
 
 use super::config::{CheckpointConfig, EvalConfig, ModelSection, TrainingConfig};
 use super::eval::EvalMetrics;
+use super::logging::LoggingConfig;
 
 /// Everything a run needs, resolved by the caller (the CLI).
 pub struct TrainJob {
@@ -20,6 +21,7 @@ pub struct TrainJob {
     pub training: TrainingConfig,
     pub eval: EvalConfig,
     pub checkpoint: CheckpointConfig,
+    pub logging: LoggingConfig,
     pub device: Device,
     /// The resolved config as TOML, saved with every checkpoint.
     pub resolved_config: String,
@@ -86,6 +88,8 @@ pub struct StepLog {
     pub grad_norm: f64,
     pub tokens_per_second: f64,
     pub masked_tokens: usize,
+    /// Tokens (padding excluded) trained on since step 0, this step's included.
+    pub tokens_seen: u64,
 }
 
 /// Presentation of a run (progress bar, plain lines, nothing in tests).
@@ -102,6 +106,11 @@ pub trait TrainObserver {
         let _ = (step, micro_batches);
     }
     fn step(&mut self, log: &StepLog);
+    /// An evaluation at `step` has gone through `done` of its `total` held-out sequences
+    /// (called before each batch); ignored by default.
+    fn eval_progress(&mut self, step: u64, done: u64, total: u64) {
+        let _ = (step, done, total);
+    }
     fn eval(&mut self, step: u64, metrics: &EvalMetrics);
     fn saved(&mut self, step: u64, dir: &Path);
 }

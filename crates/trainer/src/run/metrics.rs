@@ -7,10 +7,13 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use super::RunError;
+use super::tensorboard::TensorBoardLog;
 
 pub struct MetricsLog {
     path: PathBuf,
     file: File,
+    /// Gets every record after `metrics.jsonl` (`[logging] tensorboard`).
+    tensorboard: Option<TensorBoardLog>,
 }
 
 impl MetricsLog {
@@ -39,7 +42,17 @@ impl MetricsLog {
         };
         std::fs::write(&path, kept).map_err(io)?;
         let file = OpenOptions::new().append(true).open(&path).map_err(io)?;
-        Ok(Self { path, file })
+        Ok(Self {
+            path,
+            file,
+            tensorboard: None,
+        })
+    }
+
+    /// Also writes every record to `tensorboard`.
+    pub fn with_tensorboard(mut self, tensorboard: TensorBoardLog) -> Self {
+        self.tensorboard = Some(tensorboard);
+        self
     }
 
     pub fn append(&mut self, record: &serde_json::Value) -> Result<(), RunError> {
@@ -51,7 +64,11 @@ impl MetricsLog {
             .map_err(|source| RunError::Io {
                 what: format!("metrics log {}", self.path.display()),
                 source,
-            })
+            })?;
+        match &mut self.tensorboard {
+            Some(tensorboard) => tensorboard.append_record(record),
+            None => Ok(()),
+        }
     }
 }
 

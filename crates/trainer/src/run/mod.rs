@@ -2,7 +2,8 @@
 //! save until the step budget is spent. The loop ([`run_training`], in `train`) reads top to
 //! bottom; the data stream (`data`), the forward/backward of a step (`step`), the forward's
 //! precision (`precision`), evaluation (`eval`), the log / eval / save cadence (`cadence`),
-//! the resume guard (`trajectory`) and the metrics log (`metrics`) are separate so each can
+//! the resume guard (`trajectory`) and the metrics log (`metrics`, with its TensorBoard sink,
+//! `logging` / `tensorboard`) are separate so each can
 //! change (data parallelism, new architectures) without touching the others. Presentation
 //! goes through [`TrainObserver`].
 //!
@@ -16,6 +17,7 @@ mod config;
 mod data;
 mod eval;
 mod job;
+mod logging;
 mod metrics;
 mod model_setup;
 mod open;
@@ -23,6 +25,7 @@ mod parallel;
 mod plan;
 mod precision;
 mod step;
+mod tensorboard;
 mod train;
 mod trajectory;
 
@@ -31,10 +34,11 @@ use std::path::PathBuf;
 pub use config::{
     CheckpointConfig, EvalConfig, LastBatch, ModelSection, Precision, TrainingConfig,
 };
-pub use eval::{CheckpointEval, EvalMetrics, evaluate_checkpoint};
+pub use eval::{CheckpointEval, EvalMetrics, evaluate_checkpoint, evaluate_checkpoint_with};
 pub use job::{
     ResumePolicy, StepLog, TrainJob, TrainObserver, TrainOutcome, TrainPlan, WeightsReport,
 };
+pub use logging::LoggingConfig;
 pub use parallel::{BackendChoice, DataParallel, DistributedConfig};
 pub use step::dropout_seed;
 pub use train::run_training;

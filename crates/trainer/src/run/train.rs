@@ -14,6 +14,7 @@ use super::cadence::{Cadence, Due, Throughput};
 use super::data::{DataPosition, Prefetcher, StepBatches};
 use super::eval::{EvalMetrics, EvalSums, evaluate_shard, finish_metrics};
 use super::job::{StepLog, TrainJob, TrainObserver, TrainOutcome};
+use super::logging::open_metrics;
 use super::metrics::MetricsLog;
 use super::open::{Run, RunParts};
 use super::parallel::{DataParallel, sum_over_ranks};
@@ -124,7 +125,7 @@ impl<'a> Training<'a> {
                 what: format!("training.output_dir {}", output_dir.display()),
                 source,
             })?;
-            Some(MetricsLog::open(output_dir, resumed_step)?)
+            Some(open_metrics(job, resumed_step)?)
         } else {
             None
         };
@@ -284,6 +285,7 @@ impl<'a> Training<'a> {
             grad_norm: report.grad_norm,
             tokens_per_second: self.throughput.take_rate(),
             masked_tokens: report.masked_tokens,
+            tokens_seen: parts.state.tokens_seen,
         };
         observer.step(&log);
         let mut record = serde_json::to_value(&log).unwrap_or_default();
@@ -314,7 +316,14 @@ impl<'a> Training<'a> {
         let step = self.parts.state.global_step;
         let parts = &mut self.parts;
         let shard = (parts.batches.rank, parts.batches.world_size);
-        let sums = evaluate_shard(&parts.model.model, &parts.eval_set, parts.precision, shard)?;
+        let mut progress = |done, total| observer.eval_progress(step, done, total);
+        let sums = evaluate_shard(
+            &parts.model.model,
+            &parts.eval_set,
+            parts.precision,
+            shard,
+            &mut progress,
+        )?;
         let mut values = sums.to_vec();
         sum_over_ranks(self.parallel.as_ref().map(|(group, _)| *group), &mut values)?;
         let result = finish_metrics(&EvalSums::from_vec(&values));
@@ -323,6 +332,7 @@ impl<'a> Training<'a> {
         parts.state.last_eval = Some(record.clone());
         record["step"] = step.into();
         record["split"] = "eval".into();
+        record["tokens_seen"] = parts.state.tokens_seen.into();
         self.append_metrics(&record)?;
         self.last_eval = Some((step, result));
         Ok(result)

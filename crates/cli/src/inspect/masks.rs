@@ -1,0 +1,108 @@
+//! `mlm-train inspect CORPUS --config FILE --masks-at-step N`: the first sequences optimizer
+//! step N trains on and the masks it applies, from DESIGN.md's data contract: the epoch
+//! order is a pure function of (`data_seed`, epoch) over the manifest's sequences (row-group
+//! blocks, as the loader reads them), global batch g of an epoch is positions [gB, (g+1)B),
+//! and the masks of a sequence are a pure function of (`seed`, epoch, position). The same
+//! calls the loader makes (`read_step` in mlm-trainer's `run/data.rs`), for one process
+//! (B = batch_size x gradient_accumulation_steps).
+
+use std::fmt::Write;
+
+use anyhow::{Result, bail};
+use mlm_corpus::order::DEFAULT_WINDOW;
+use mlm_corpus::{DomainTokenizer, EpochOrder, PreparedCorpus, Split};
+use mlm_masking::{IGNORE_INDEX, MaskKey, Masker, SpecialTokens};
+use mlm_trainer::run::LastBatch;
+
+use crate::config::RunConfig;
+
+/// Step `step` (1-based, as the log counts) of the run `config` describes.
+pub fn describe(
+    corpus: &PreparedCorpus,
+    tokenizer: &DomainTokenizer,
+    config: &RunConfig,
+    step: u64,
+    shown: u64,
+) -> Result<String> {
+    let manifest = corpus.manifest();
+    let training = &config.training;
+    let mut reader = corpus.split(Split::Train)?;
+    let sequences = reader.len();
+    let global_batch = (training.batch_size * training.gradient_accumulation_steps) as u64;
+    let steps_per_epoch = match training.last_batch {
+        LastBatch::Drop => sequences / global_batch,
+        LastBatch::Keep => sequences.div_ceil(global_batch),
+    };
+    if step == 0 || steps_per_epoch == 0 {
+        bail!("--masks-at-step counts from 1, and the training split must hold a global batch");
+    }
+    let epoch = (step - 1) / steps_per_epoch;
+    let start = (step - 1) % steps_per_epoch * global_batch;
+    let end = (start + global_batch).min(sequences);
+    let order = EpochOrder::with_layout(
+        sequences,
+        training.data_seed.unwrap_or(training.seed),
+        epoch,
+        manifest.row_group_sequences as u64,
+        DEFAULT_WINDOW,
+    );
+    let masker = Masker::new(
+        &config.masking,
+        SpecialTokens {
+            vocab_size: manifest.vocab_size,
+            pad_id: manifest.special_ids.pad,
+            mask_id: manifest.special_ids.mask,
+            special_ids: manifest.special_ids.all.clone(),
+        },
+    )?;
+    let mut s = format!(
+        "\nstep {step}: epoch {epoch}, positions {start}..{end} of the epoch's order; the first \
+         {} (selected tokens as <original=>input>):\n",
+        shown.min(end - start)
+    );
+    for position in (start..end).take(shown as usize) {
+        let row = order.index_at(position);
+        let sequence = reader.get(row)?;
+        let word_starts = config
+            .masking
+            .whole_word_mask
+            .then_some(sequence.word_starts.as_slice());
+        let key = MaskKey::train(training.seed, epoch, position);
+        let masked = masker.mask(&sequence.input_ids, word_starts, key);
+        let selected = masked.labels.iter().filter(|&&l| l != IGNORE_INDEX).count();
+        let _ = writeln!(
+            s,
+            "\nposition {position} (train sequence #{row}), {selected} of {} tokens selected\n  {}",
+            sequence.input_ids.len(),
+            marked(
+                tokenizer,
+                &sequence.input_ids,
+                &masked.input_ids,
+                &masked.labels
+            )
+        );
+    }
+    Ok(s)
+}
+
+/// The pieces, each selected one as `<original=>what the model sees>`.
+fn marked(tokenizer: &DomainTokenizer, original: &[u32], input: &[u32], labels: &[i64]) -> String {
+    let piece = |id: u32| {
+        tokenizer
+            .id_to_token(id)
+            .unwrap_or_else(|| format!("<{id}>"))
+    };
+    original
+        .iter()
+        .zip(input)
+        .zip(labels)
+        .map(|((&was, &now), &label)| {
+            if label == IGNORE_INDEX {
+                piece(was)
+            } else {
+                format!("<{}=>{}>", piece(was), piece(now))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

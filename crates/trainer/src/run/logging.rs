@@ -1,0 +1,76 @@
+//! `[logging]`: where a run's metrics go besides `metrics.jsonl` (TensorBoard event files,
+//! plots at the end of the run), and the metrics writer that feeds them. Every sink sits
+//! behind [`MetricsLog`], so a run writes them where (and only where) it writes
+//! `metrics.jsonl`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::RunError;
+use super::job::TrainJob;
+use super::metrics::MetricsLog;
+use super::tensorboard::{CONFIG_TAG, TensorBoardLog};
+
+/// `[logging]`: what a run writes for people to look at. None of it changes the numbers.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// TensorBoard event files (the `--report_to tensorboard` of Hugging Face Trainer):
+    /// every train and eval metric, and the resolved config as text. `tensorboard = true`
+    pub tensorboard: bool,
+    /// Where the event files go; defaults to `<training.output_dir>/runs`. The directory
+    /// belongs to the run (a fresh run removes the event files in it); point `tensorboard
+    /// --logdir` at a parent to compare runs. `tensorboard_dir = "runs/pubmed/runs"`
+    pub tensorboard_dir: Option<PathBuf>,
+    /// PNG charts of the metrics (`mlm-train plot`) in `<training.output_dir>/plots` at the
+    /// end of the run. `plots = true`
+    pub plots: bool,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            tensorboard: true,
+            tensorboard_dir: None,
+            plots: true,
+        }
+    }
+}
+
+impl LoggingConfig {
+    /// The TensorBoard directory of a run writing to `output_dir`.
+    pub fn tensorboard_dir_for(&self, output_dir: &Path) -> PathBuf {
+        self.tensorboard_dir
+            .clone()
+            .unwrap_or_else(|| output_dir.join("runs"))
+    }
+}
+
+/// `metrics.jsonl` of the job's output directory, with the TensorBoard sink when
+/// `[logging] tensorboard` is on (its first event: the resolved config at the start step).
+/// Both are cut back to `resume_step` when resuming.
+pub(super) fn open_metrics(
+    job: &TrainJob,
+    resume_step: Option<u64>,
+) -> Result<MetricsLog, RunError> {
+    let output_dir = &job.training.output_dir;
+    let log = MetricsLog::open(output_dir, resume_step)?;
+    if !job.logging.tensorboard {
+        return Ok(log);
+    }
+    let dir = job.logging.tensorboard_dir_for(output_dir);
+    let mut tensorboard = TensorBoardLog::open(&dir, resume_step)?;
+    tensorboard.append_text(
+        resume_step.unwrap_or(0),
+        CONFIG_TAG,
+        &as_markdown_code(&job.resolved_config),
+    )?;
+    Ok(log.with_tensorboard(tensorboard))
+}
+
+/// Text indented four spaces: a Markdown code block, so TensorBoard's text plugin shows
+/// the TOML as written instead of as Markdown (`#` comments would become headings).
+fn as_markdown_code(text: &str) -> String {
+    text.lines().map(|line| format!("    {line}\n")).collect()
+}
