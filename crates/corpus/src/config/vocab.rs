@@ -77,8 +77,16 @@ pub struct VocabConfig {
     /// `vocab.json` + `merges.txt`, and the Hugging Face configs).
     /// Default: `[corpus] tokenizer`. `output = "tokenizers/pubmed"`
     pub output: Option<PathBuf>,
-    /// Train on at most this many documents of the training split. `max_documents = 1000000`
+    /// Train on (or, for `vocab extend`, count the words of) at most this many documents of
+    /// the training split. `max_documents = 1000000`
     pub max_documents: Option<u64>,
+    /// `vocab extend`: the model directory (or tokenizer directory) whose WordPiece or
+    /// byte-level BPE vocabulary is extended; the extended files go to `output`.
+    /// `extend_from = "models/bert-base-uncased"`
+    pub extend_from: Option<PathBuf>,
+    /// `vocab extend`: how many entries to add (WordPiece reuses `[unusedN]` slots first).
+    /// Words count when seen at least `min_frequency` times. `add = 1000`
+    pub add: Option<usize>,
 }
 
 impl Default for VocabConfig {
@@ -92,6 +100,8 @@ impl Default for VocabConfig {
             limit_alphabet: 1000,
             output: None,
             max_documents: None,
+            extend_from: None,
+            add: None,
         }
     }
 }
@@ -100,7 +110,7 @@ impl VocabConfig {
     /// Makes a relative `output` relative to `base` (the config file's directory), lexically
     /// normalised (see [`resolve_path`]).
     pub fn resolve_paths(&mut self, base: &Path) {
-        if let Some(path) = &mut self.output {
+        for path in [&mut self.output, &mut self.extend_from].into_iter().flatten() {
             *path = resolve_path(base, path);
         }
     }
@@ -161,6 +171,44 @@ impl VocabConfig {
             return invalid("max_documents", &0, message);
         }
         Ok(())
+    }
+
+    /// Checks the keys of `vocab extend`: `extend_from` and `add` (>= 1) given, `output`
+    /// (or `corpus.tokenizer`) another directory than `extend_from`. Returns the base
+    /// directory and `add`.
+    pub fn validate_extend(&self, corpus: &CorpusConfig) -> Result<(PathBuf, usize), CorpusError> {
+        let base = self.extend_from.clone().ok_or_else(|| {
+            CorpusError::config(
+                "vocab",
+                "extend_from",
+                "is missing: vocab extend needs the model (or tokenizer) directory whose vocabulary it extends",
+            )
+        })?;
+        let add = match self.add {
+            None => return Err(CorpusError::config("vocab", "add", "is missing: how many entries to add")),
+            Some(0) => {
+                return Err(CorpusError::config_value(
+                    "vocab",
+                    "add",
+                    0,
+                    "must be >= 1 (the number of vocabulary entries to add)",
+                ));
+            }
+            Some(add) => add,
+        };
+        if self.max_documents == Some(0) {
+            let message = "must be >= 1 (leave it out to count every document)";
+            return Err(CorpusError::config_value("vocab", "max_documents", 0, message));
+        }
+        let output = self.output_dir(corpus)?;
+        if output == base {
+            let message = format!(
+                "is the vocab.extend_from directory ({}): write the extended vocabulary elsewhere, the base model keeps its own",
+                base.display()
+            );
+            return Err(CorpusError::config("vocab", "output", message));
+        }
+        Ok((base, add))
     }
 
     /// The output directory: `vocab.output`, else `corpus.tokenizer`.
