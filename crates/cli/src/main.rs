@@ -64,7 +64,8 @@ enum Command {
     },
     /// Read, split, tokenize and pack the configured corpus into Parquet shards + manifest.
     Prepare(prepare::PrepareArgs),
-    /// Domain vocabularies: `vocab train` trains a WordPiece tokenizer on the corpus.
+    /// Domain vocabularies: `vocab train` trains a WordPiece or byte-level BPE tokenizer on the
+    /// corpus; `vocab extend` adds the corpus words a model's vocabulary splits worst.
     #[command(subcommand)]
     Vocab(vocab::VocabCommand),
     /// Evaluate a checkpoint on the held-out set with fixed masks.

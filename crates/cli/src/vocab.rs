@@ -1,7 +1,7 @@
 //! `mlm-train vocab train --config FILE`: a WordPiece or byte-level BPE vocabulary from the
 //! training split of the `[corpus]` inputs, with the `[vocab]` section's settings.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
@@ -20,10 +20,21 @@ pub enum VocabCommand {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Add the corpus words a model's vocabulary splits worst ([vocab] extend_from, add,
+    /// min_frequency) as new entries, keeping every existing id: WordPiece reuses [unusedN]
+    /// slots, then appends; byte-level BPE appends merges. Writes the tokenizer files and
+    /// vocab-extension.json to [vocab] output (default [corpus] tokenizer), and prints the
+    /// held-out fragmentation before and after.
+    Extend {
+        /// Run config with `[corpus]` (inputs) and `[vocab]` (extend_from, add).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
 }
 
 pub fn run(command: &VocabCommand, threads: Option<usize>) -> Result<()> {
     match command {
+        VocabCommand::Extend { config: path } => extend(path, threads),
         VocabCommand::Train { config: path } => {
             let config = RunConfig::load(path)?;
             let corpus = config.corpus()?.clone();
@@ -65,5 +76,92 @@ pub fn run(command: &VocabCommand, threads: Option<usize>) -> Result<()> {
             println!("time        {:.1} s", report.elapsed.as_secs_f64());
             Ok(())
         }
+    }
+}
+
+/// `vocab extend`: the extension, then what it added and the fragmentation table.
+fn extend(path: &Path, threads: Option<usize>) -> Result<()> {
+    let config = RunConfig::load(path)?;
+    let corpus = config.corpus()?.clone();
+    let vocab = config.vocab.clone().unwrap_or_default();
+    mlm_trainer::runtime::configure_threads(threads.or(config.runtime.cpu_threads))?;
+    let view = ProgressView::new("vocab");
+    let report = mlm_corpus::extend_vocab(&corpus, &vocab, &view);
+    view.finish();
+    let report =
+        report.with_context(|| format!("extending a vocabulary from {}", path.display()))?;
+    print_extension(&report, vocab.min_frequency);
+    Ok(())
+}
+
+fn print_extension(report: &mlm_corpus::ExtendReport, min_frequency: u64) {
+    let (base, ext) = (&report.base, &report.tokenizer);
+    let Some(sidecar) = ext.extension() else {
+        return;
+    };
+    println!("wrote       {}", report.output.display());
+    println!(
+        "base        {} {} tokens ({})",
+        base.model().as_str(),
+        count(u64::from(base.vocab_size())),
+        base.source().display()
+    );
+    println!(
+        "added       {} entries: {} words, {} merge steps; {} reused [unusedN] slots, {} appended -> {} tokens",
+        count(sidecar.tokens.len() as u64),
+        count(report.words as u64),
+        count(report.merge_steps as u64),
+        count(sidecar.reused() as u64),
+        count(sidecar.appended() as u64),
+        count(u64::from(ext.vocab_size()))
+    );
+    println!(
+        "words       {} documents, {} distinct words, {} split ones seen >= {} times",
+        count(report.documents),
+        count(report.distinct_words as u64),
+        count(report.candidates as u64),
+        min_frequency
+    );
+    let mut best: Vec<&mlm_corpus::NewToken> = sidecar
+        .tokens
+        .iter()
+        .filter(|t| t.kind == mlm_corpus::AddedKind::Word)
+        .collect();
+    best.sort_by(|a, b| (b.count * b.base_ids.len() as u64).cmp(&(a.count * a.base_ids.len() as u64)));
+    let shown: Vec<String> = best
+        .iter()
+        .take(8)
+        .map(|t| format!("{} ({}x, {} pieces)", t.token, t.count, t.base_ids.len()))
+        .collect();
+    println!("first       {}", shown.join(", "));
+    if report.not_single > 0 {
+        println!("warning     {} added words are not one token", report.not_single);
+    }
+    println!("fingerprint {}", ext.fingerprint());
+    print_fragmentation(report);
+    println!("time        {:.1} s", report.elapsed.as_secs_f64());
+}
+
+/// Pieces per word over the held-out sample, base against extended.
+fn print_fragmentation(report: &mlm_corpus::ExtendReport) {
+    let (b, e) = (&report.base_fragmentation, &report.extended_fragmentation);
+    println!();
+    println!(
+        "fragmentation over {} held-out documents ({} words)",
+        count(b.documents),
+        count(b.words)
+    );
+    println!("vocabulary     tokens    pieces/word   words split   pieces");
+    for (name, tokens, f) in [
+        ("base", report.base.vocab_size(), b),
+        ("extended", report.tokenizer.vocab_size(), e),
+    ] {
+        println!(
+            "{name:<10} {:>10} {:>13.3} {:>12.1}% {:>8}",
+            count(u64::from(tokens)),
+            f.pieces_per_word(),
+            100.0 * f.split_share(),
+            count(f.pieces)
+        );
     }
 }

@@ -74,6 +74,19 @@ pub enum RunError {
     )]
     VocabMismatch { model: u32, corpus: u32 },
     #[error(
+        "the model's vocabulary ({model_size} tokens) is not the base of the corpus's extended \
+         vocabulary ({base_size} tokens): id {id} is {model_token:?} in the model and \
+         {corpus_token:?} in the corpus; extend the model's own vocabulary (vocab.extend_from = \
+         the model directory) and prepare the corpus again"
+    )]
+    VocabNotPrefix {
+        id: u32,
+        model_token: String,
+        corpus_token: String,
+        base_size: u32,
+        model_size: u32,
+    },
+    #[error(
         "corpus.max_seq_len = {seq_len} is longer than the {positions} positions the model serves \
          (max_position_embeddings = {table}{})",
         if positions == table { "" } else { ", less RoBERTa's pad_token_id + 1 offset" }
