@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use mlm_trainer::run::{CheckpointEval, EvalMetrics, evaluate_checkpoint};
+use mlm_trainer::run::{
+    CheckpointEval, EvalMetrics, WordMetrics, evaluate_checkpoint, evaluate_checkpoint_words,
+};
 
 use crate::config::RunConfig;
 
@@ -27,6 +29,11 @@ pub struct EvalArgs {
     /// Override a config key, e.g. `--set eval.max_eval_samples=500` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
+    /// Score whole words instead (for models with different tokenizers): mask every piece of
+    /// words chosen by their text, report loss per word (the sum of its pieces' losses) and
+    /// word accuracy (all pieces right).
+    #[arg(long)]
+    pub words: bool,
 }
 
 pub fn run(args: &EvalArgs, threads: Option<usize>) -> Result<()> {
@@ -37,13 +44,30 @@ pub fn run(args: &EvalArgs, threads: Option<usize>) -> Result<()> {
         None => config.prepared_dir()?,
     };
     // Evaluation runs in fp32 here: the numbers of `eval` are the reference ones.
-    let metrics = evaluate_checkpoint(&CheckpointEval {
+    let request = CheckpointEval {
         checkpoint: &args.checkpoint,
         corpus_dir: &corpus_dir,
         masking: &config.masking,
         eval: &config.eval,
         device,
-    })
+    };
+    let context = || {
+        format!(
+            "evaluating {} on {}",
+            args.checkpoint.display(),
+            corpus_dir.display()
+        )
+    };
+    if args.words {
+        let metrics = evaluate_checkpoint_words(&request).with_context(context)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&metrics)?);
+        } else {
+            print_word_table(&metrics);
+        }
+        return Ok(());
+    }
+    let metrics = evaluate_checkpoint(&request)
     .with_context(|| {
         format!(
             "evaluating {} on {}",
@@ -67,4 +91,14 @@ fn print_table(metrics: &EvalMetrics) {
     println!("mask_accuracy   {:.4}", metrics.mask_accuracy);
     println!("masked_tokens   {}", metrics.masked_tokens);
     println!("sequences       {}", metrics.sequences);
+}
+
+fn print_word_table(metrics: &WordMetrics) {
+    println!("loss_per_word    {:.5}", metrics.loss_per_word);
+    println!("word_accuracy    {:.4}", metrics.word_accuracy);
+    println!("pieces_per_word  {:.4}", metrics.pieces_per_word);
+    println!("split_share      {:.4}", metrics.split_share);
+    println!("loss_per_piece   {:.5}", metrics.loss_per_piece);
+    println!("words            {}", metrics.words);
+    println!("sequences        {}", metrics.sequences);
 }

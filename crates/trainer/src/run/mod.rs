@@ -24,6 +24,7 @@ mod precision;
 mod step;
 mod train;
 mod trajectory;
+mod word_eval;
 
 use std::path::PathBuf;
 
@@ -36,6 +37,7 @@ pub use job::{
 };
 pub use step::dropout_seed;
 pub use train::run_training;
+pub use word_eval::{WordMetrics, evaluate_checkpoint_words};
 
 /// Why a run stopped with an error.
 #[derive(Debug, thiserror::Error)]
