@@ -166,3 +166,112 @@ fn grow_variable(
         .map_err(torch("write new rows"))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use tch::Device;
+
+    use super::*;
+    use crate::model::{BertConfig, MaskedLanguageModel, init_weights_like_hf};
+
+    fn config(model_type: &str, vocab_size: i64) -> BertConfig {
+        BertConfig {
+            model_type: Some(model_type.to_owned()),
+            vocab_size,
+            hidden_size: 8,
+            num_hidden_layers: 1,
+            num_attention_heads: 2,
+            intermediate_size: 16,
+            max_position_embeddings: 24,
+            pad_token_id: Some(1),
+            ..BertConfig::default()
+        }
+    }
+
+    /// A model in f64 with its variables, initialised from `seed` (the bias too, so that its
+    /// means are not all zero).
+    fn model(config: &BertConfig, seed: u64) -> (VarStore, MaskedLanguageModel) {
+        let mut vs = VarStore::new(Device::Cpu);
+        let model = MaskedLanguageModel::new(&vs.root(), config);
+        init_weights_like_hf(&vs, config, seed);
+        vs.double();
+        let bias = &vs.variables()[config.family().spec().head_bias];
+        let _no_grad = tch::no_grad_guard();
+        bias.shallow_clone().copy_(&Tensor::randn([config.vocab_size], (Kind::Double, Device::Cpu)));
+        (vs, model)
+    }
+
+    fn rows() -> Vec<NewRow> {
+        vec![
+            NewRow { id: 3, pieces: vec![5, 6] }, // a reused slot
+            NewRow { id: 20, pieces: vec![7, 8, 9] },
+            NewRow { id: 21, pieces: vec![4] },
+            NewRow { id: 22, pieces: vec![10, 11, 12, 19] },
+        ]
+    }
+
+    fn as_f64(t: &Tensor) -> Vec<f64> {
+        Vec::<f64>::try_from(&t.flatten(0, -1)).unwrap()
+    }
+
+    /// Base rows are copied bit for bit, every other variable too, and each new row (and the
+    /// reused one) is the mean of its pieces' base rows, computed here in f64 independently.
+    fn grows_like_the_mean_of_pieces(model_type: &str) {
+        let (base, _) = model(&config(model_type, 20), 7);
+        let grown_config = config(model_type, 23);
+        let (grown, _) = model(&grown_config, 8);
+        let report = grow_vocabulary(&base, &grown, grown_config.family(), &rows()).unwrap();
+        assert_eq!((report.base_rows, report.rows), (20, 23));
+        assert_eq!((report.appended, report.reinitialised), (3, 1));
+        let (b, g) = (base.variables(), grown.variables());
+        let vocabulary = vocabulary_variables(grown_config.family());
+        for (name, tensor) in &g {
+            if !vocabulary.contains(name) {
+                assert!(tensor.equal(&b[name]), "{model_type}: {name} copied");
+            }
+        }
+        for name in &vocabulary {
+            let (old, new) = (&b[name], &g[name]);
+            let width = if old.dim() == 2 { old.size()[1] } else { 1 };
+            let old_rows = as_f64(old);
+            let new_rows = as_f64(new);
+            let row = |v: &[f64], i: i64| v[(i * width) as usize..((i + 1) * width) as usize].to_vec();
+            for id in (0..20).filter(|&id| id != 3) {
+                assert_eq!(row(&new_rows, id), row(&old_rows, id), "{model_type}: {name} row {id}");
+            }
+            for r in rows() {
+                let mean: Vec<f64> = (0..width as usize)
+                    .map(|j| r.pieces.iter().map(|&p| row(&old_rows, p)[j]).sum::<f64>() / r.pieces.len() as f64)
+                    .collect();
+                for (got, want) in row(&new_rows, r.id).iter().zip(&mean) {
+                    assert!((got - want).abs() <= 1e-15 * want.abs().max(1.0), "{model_type}: {name} row {}", r.id);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bert_rows_grow_as_piece_means_and_base_rows_stay_bit_identical() {
+        grows_like_the_mean_of_pieces("bert");
+    }
+
+    #[test]
+    fn roberta_rows_grow_as_piece_means_and_base_rows_stay_bit_identical() {
+        grows_like_the_mean_of_pieces("roberta");
+    }
+
+    #[test]
+    fn rows_without_pieces_or_with_foreign_pieces_are_refused() {
+        let (base, _) = model(&config("bert", 20), 7);
+        let (grown, _) = model(&config("bert", 23), 8);
+        let family = Family::Bert;
+        let mut missing = rows();
+        missing.pop();
+        let e = grow_vocabulary(&base, &grown, family, &missing).unwrap_err();
+        assert!(e.to_string().contains("row 22 of the grown vocabulary has no base pieces"), "{e}");
+        let mut foreign = rows();
+        foreign[1].pieces.push(21);
+        let e = grow_vocabulary(&base, &grown, family, &foreign).unwrap_err();
+        assert!(e.to_string().contains("not rows of the 20 base ones"), "{e}");
+    }
+}
