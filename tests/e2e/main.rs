@@ -9,6 +9,7 @@ mod config;
 mod doctor;
 mod prepare;
 mod train;
+mod vocab_extend;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
