@@ -19,7 +19,10 @@ fn config(scratch: &Scratch, name: &str, tokenizer: &str, sections: [&str; 3]) -
     let [vocab, model, training] = sections;
     let sample = workspace_root().join("data/sample/abstracts.jsonl");
     let text = std::fs::read_to_string(sample).unwrap();
-    scratch.write("abstracts.jsonl", &(text.lines().take(240).collect::<Vec<_>>().join("\n") + "\n"));
+    scratch.write(
+        "abstracts.jsonl",
+        &(text.lines().take(240).collect::<Vec<_>>().join("\n") + "\n"),
+    );
     let text = format!(
         r#"
 [runtime]
@@ -81,13 +84,20 @@ fn refused(command: &mut std::process::Command, message: &str) {
 
 /// Trains and exports the base model (`base-hf`); returns the base corpus fingerprint.
 fn base_model(scratch: &Scratch, model_type: &str, vocab_model: &str) -> String {
-    let vocab = format!("model = \"{vocab_model}\"\nvocab_size = 400\nmin_frequency = 2\noutput = \"tokenizer\"");
+    let vocab = format!(
+        "model = \"{vocab_model}\"\nvocab_size = 400\nmin_frequency = 2\noutput = \"tokenizer\""
+    );
     let model = format!(
         "model_type = \"{model_type}\"\nhidden_size = 32\nnum_hidden_layers = 2\n\
          num_attention_heads = 2\nintermediate_size = 64\nmax_position_embeddings = 64"
     );
     let training = "output_dir = \"run-base\"\nmax_steps = 2\nlearning_rate = 1e-3";
-    let base = config(scratch, "base.toml", "tokenizer", [&vocab, &model, training]);
+    let base = config(
+        scratch,
+        "base.toml",
+        "tokenizer",
+        [&vocab, &model, training],
+    );
     ok(mlm_train().arg("--config").arg(&base));
     ok(mlm_train()
         .args(["export", "--checkpoint"])
@@ -127,33 +137,73 @@ fn extends_grows_and_exports(model_type: &str, vocab_model: &str, mask: &str, ex
     if explicit {
         let (stdout, _) = ok(mlm_train().args(["vocab", "extend", "--config"]).arg(&ext));
         assert!(stdout.contains("added       30 entries"), "{stdout}");
-        assert!(stdout.contains("fragmentation over") && stdout.contains("extended"), "{stdout}");
+        assert!(
+            stdout.contains("fragmentation over") && stdout.contains("extended"),
+            "{stdout}"
+        );
     }
     // The main job extends (when not done yet), prepares again and grows the base model.
     let (_, stderr) = ok(mlm_train().arg("--config").arg(&ext));
     let manifest = json(&scratch.path().join("corpus/manifest.json"));
     let sidecar = &manifest["vocab_extension"];
     let appended = sidecar["tokens"].as_array().unwrap().len();
-    assert_eq!(appended, 30, "a trained vocabulary has no [unusedN] slot: all appended");
-    assert_ne!(manifest["tokenizer_fingerprint"].to_string(), base_fingerprint, "prepare re-ran");
-    let base_size = json(&scratch.path().join("base-hf/config.json"))["vocab_size"].as_u64().unwrap();
+    assert_eq!(
+        appended, 30,
+        "a trained vocabulary has no [unusedN] slot: all appended"
+    );
+    assert_ne!(
+        manifest["tokenizer_fingerprint"].to_string(),
+        base_fingerprint,
+        "prepare re-ran"
+    );
+    let base_size = json(&scratch.path().join("base-hf/config.json"))["vocab_size"]
+        .as_u64()
+        .unwrap();
     let size = base_size + 30;
     assert_eq!(manifest["vocab_size"], size);
-    assert!(manifest["tokenizer_files"].as_array().unwrap().contains(&"vocab-extension.json".into()));
+    assert!(
+        manifest["tokenizer_files"]
+            .as_array()
+            .unwrap()
+            .contains(&"vocab-extension.json".into())
+    );
     let grown = format!("vocab    grown {base_size} -> {size} rows: 30 appended, 0 reused");
     assert!(stderr.contains(&grown), "{stderr}");
 
     let checkpoint = scratch.path().join("run-ext/checkpoint-1");
     let base = scratch.path().join("base-hf");
-    mlm_pyref::run("vocab_extension.py", ["rows".as_ref(), base.as_os_str(), checkpoint.as_os_str(), "1e-20".as_ref()]);
+    mlm_pyref::run(
+        "vocab_extension.py",
+        [
+            "rows".as_ref(),
+            base.as_os_str(),
+            checkpoint.as_os_str(),
+            "1e-20".as_ref(),
+        ],
+    );
 
     let exported = scratch.path().join("hf-ext");
-    ok(mlm_train().args(["export", "--checkpoint"]).arg(&checkpoint).arg("--out").arg(&exported));
+    ok(mlm_train()
+        .args(["export", "--checkpoint"])
+        .arg(&checkpoint)
+        .arg("--out")
+        .arg(&exported));
     assert_eq!(json(&exported.join("config.json"))["vocab_size"], size);
     let text = format!("Patients with {} {mask} treated.", added_word(sidecar));
-    let (stdout, _) = ok(mlm_train().args(["fill-mask", "--top-k", "5", "--model"]).arg(&exported).arg(&text));
+    let (stdout, _) = ok(mlm_train()
+        .args(["fill-mask", "--top-k", "5", "--model"])
+        .arg(&exported)
+        .arg(&text));
     let ours = scratch.write("fill-mask.json", &stdout);
-    mlm_pyref::run("fill_mask_parity.py", [exported.as_os_str(), ours.as_os_str(), text.as_ref(), "5".as_ref()]);
+    mlm_pyref::run(
+        "fill_mask_parity.py",
+        [
+            exported.as_os_str(),
+            ours.as_os_str(),
+            text.as_ref(),
+            "5".as_ref(),
+        ],
+    );
 }
 
 #[test]
@@ -180,14 +230,28 @@ fn bad_vocab_keys_and_a_foreign_base_are_refused() {
     let none = extended_config(&scratch, "", "base-hf", "none.toml");
     refused(&mut extend(&none), "vocab.add is missing");
     let model = "init_from = \"base-hf\"";
-    let missing = config(&scratch, "missing.toml", "tokenizer-ext", ["add = 10", model, "max_steps = 1"]);
+    let missing = config(
+        &scratch,
+        "missing.toml",
+        "tokenizer-ext",
+        ["add = 10", model, "max_steps = 1"],
+    );
     refused(&mut extend(&missing), "vocab.extend_from is missing");
 
     // A model whose vocabulary differs from the base (two tokens swapped) is not grown.
     let foreign = scratch.path().join("foreign-hf");
     std::fs::create_dir_all(&foreign).unwrap();
-    for file in ["config.json", "model.safetensors", "tokenizer_config.json", "special_tokens_map.json"] {
-        std::fs::copy(scratch.path().join("base-hf").join(file), foreign.join(file)).unwrap();
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
+        std::fs::copy(
+            scratch.path().join("base-hf").join(file),
+            foreign.join(file),
+        )
+        .unwrap();
     }
     let vocab = std::fs::read_to_string(scratch.path().join("base-hf/vocab.txt")).unwrap();
     let mut lines: Vec<&str> = vocab.lines().collect();

@@ -67,8 +67,7 @@ pub fn run(args: &EvalArgs, threads: Option<usize>) -> Result<()> {
         }
         return Ok(());
     }
-    let metrics = evaluate_checkpoint(&request)
-    .with_context(|| {
+    let metrics = evaluate_checkpoint(&request).with_context(|| {
         format!(
             "evaluating {} on {}",
             args.checkpoint.display(),

@@ -141,7 +141,11 @@ fn ensure_prepared(config: &RunConfig) -> Result<PathBuf> {
         if DomainTokenizer::file_in(&dir).is_none() && vocab.extend_from.is_some() {
             eprintln!(
                 "vocab    extending {} by {} entries into {}",
-                vocab.extend_from.as_deref().unwrap_or(dir.as_path()).display(),
+                vocab
+                    .extend_from
+                    .as_deref()
+                    .unwrap_or(dir.as_path())
+                    .display(),
                 vocab.add.unwrap_or(0),
                 dir.display()
             );

@@ -127,7 +127,9 @@ fn print_extension(report: &mlm_corpus::ExtendReport, min_frequency: u64) {
         .iter()
         .filter(|t| t.kind == mlm_corpus::AddedKind::Word)
         .collect();
-    best.sort_by(|a, b| (b.count * b.base_ids.len() as u64).cmp(&(a.count * a.base_ids.len() as u64)));
+    best.sort_by(|a, b| {
+        (b.count * b.base_ids.len() as u64).cmp(&(a.count * a.base_ids.len() as u64))
+    });
     let shown: Vec<String> = best
         .iter()
         .take(8)
@@ -135,7 +137,10 @@ fn print_extension(report: &mlm_corpus::ExtendReport, min_frequency: u64) {
         .collect();
     println!("first       {}", shown.join(", "));
     if report.not_single > 0 {
-        println!("warning     {} added words are not one token", report.not_single);
+        println!(
+            "warning     {} added words are not one token",
+            report.not_single
+        );
     }
     println!("fingerprint {}", ext.fingerprint());
     print_fragmentation(report);

@@ -78,9 +78,15 @@ pub fn extend_vocab(
     // Reload from disk: the report then describes exactly what was written.
     let tokenizer = DomainTokenizer::load(&output, None)?;
     let extension = tokenizer.extension().cloned().ok_or_else(|| {
-        CorpusError::Internal(format!("{} has no vocab-extension.json after writing it", output.display()))
+        CorpusError::Internal(format!(
+            "{} has no vocab-extension.json after writing it",
+            output.display()
+        ))
     })?;
-    let words = extension.tokens.iter().filter(|t| t.kind == AddedKind::Word);
+    let words = extension
+        .tokens
+        .iter()
+        .filter(|t| t.kind == AddedKind::Word);
     let not_single = words
         .clone()
         .filter(|t| {

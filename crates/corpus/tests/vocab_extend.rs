@@ -21,7 +21,8 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("mlm-vocab-extend-{}-{name}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("mlm-vocab-extend-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         Self(dir)
@@ -64,7 +65,11 @@ fn texts_of(inputs: &[PathBuf]) -> Vec<String> {
     for input in inputs {
         for line in std::fs::read_to_string(input).unwrap().lines() {
             let v: Value = serde_json::from_str(line).unwrap();
-            texts.push(format!("{}\n{}", v["title"].as_str().unwrap(), v["abstract"].as_str().unwrap()));
+            texts.push(format!(
+                "{}\n{}",
+                v["title"].as_str().unwrap(),
+                v["abstract"].as_str().unwrap()
+            ));
         }
     }
     texts.push("Hello <mask> world [MASK], ÉCOLE naïve 東京 😀 and   spaces".into());
@@ -95,11 +100,18 @@ fn extend(corpus: &CorpusConfig, base: &Path, add: usize, out: &Path) -> ExtendR
 /// tokenizer's pieces; the size grew by the appended entries.
 fn assert_extension_invariants(base: &DomainTokenizer, report: &ExtendReport, add: usize) {
     let ext = &report.tokenizer;
-    let sidecar = ext.extension().expect("the sidecar is loaded with the tokenizer");
+    let sidecar = ext
+        .extension()
+        .expect("the sidecar is loaded with the tokenizer");
     assert_eq!(sidecar.base_fingerprint, base.fingerprint());
     assert_eq!(sidecar.base_vocab_size, base.vocab_size());
     assert_eq!(sidecar.tokens.len(), add, "exactly `add` entries");
-    let replaced: Vec<u32> = sidecar.tokens.iter().filter(|t| t.replaced.is_some()).map(|t| t.id).collect();
+    let replaced: Vec<u32> = sidecar
+        .tokens
+        .iter()
+        .filter(|t| t.replaced.is_some())
+        .map(|t| t.id)
+        .collect();
     for (token, id) in base.inner().get_vocab(true) {
         if replaced.contains(&id) {
             assert!(token.starts_with("[unused"), "{token} was reused");
@@ -107,15 +119,28 @@ fn assert_extension_invariants(base: &DomainTokenizer, report: &ExtendReport, ad
             assert_eq!(ext.token_to_id(&token), Some(id), "{token} moved");
         }
     }
-    assert_eq!(ext.vocab_size(), base.vocab_size() + sidecar.appended() as u32);
+    assert_eq!(
+        ext.vocab_size(),
+        base.vocab_size() + sidecar.appended() as u32
+    );
     assert_eq!(ext.special_ids(), base.special_ids());
     assert_eq!(report.not_single, 0);
     for t in &sidecar.tokens {
         assert_eq!(ext.id_to_token(t.id).as_deref(), Some(t.token.as_str()));
         assert!(t.base_ids.len() >= 2, "{t:?}");
         if t.kind == AddedKind::Word {
-            assert_eq!(pieces_of(ext.inner(), &t.token).unwrap(), [t.id], "{}", t.token);
-            assert_eq!(pieces_of(base.inner(), &t.token).unwrap(), t.base_ids, "{}", t.token);
+            assert_eq!(
+                pieces_of(ext.inner(), &t.token).unwrap(),
+                [t.id],
+                "{}",
+                t.token
+            );
+            assert_eq!(
+                pieces_of(base.inner(), &t.token).unwrap(),
+                t.base_ids,
+                "{}",
+                t.token
+            );
         }
     }
     let (b, e) = (report.base_fragmentation, report.extended_fragmentation);
@@ -133,11 +158,18 @@ fn assert_transformers_agrees(dir: &Path, texts: &[String], scratch: &Scratch) {
         ["encode".as_ref(), dir.as_os_str(), file.as_os_str()],
     );
     let reference: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
-    assert_eq!(reference["len"].as_u64(), Some(u64::from(ours.vocab_size())));
+    assert_eq!(
+        reference["len"].as_u64(),
+        Some(u64::from(ours.vocab_size()))
+    );
     let rows = reference["rows"].as_array().unwrap();
     for (text, row) in texts.iter().zip(rows) {
-        let expected: Vec<u32> =
-            row["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let expected: Vec<u32> = row["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
         assert_eq!(ours.encode(text).unwrap(), expected, "{text:?}");
     }
 }
@@ -146,7 +178,12 @@ fn file_bytes(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -155,7 +192,11 @@ fn extend_twice(corpus: &CorpusConfig, base_dir: &Path, add: usize, out: &Path) 
     let first = extend(corpus, base_dir, add, out);
     let bytes = file_bytes(out);
     let again = extend(corpus, base_dir, add, out);
-    assert_eq!(file_bytes(out), bytes, "a second extension by the same K changed the files");
+    assert_eq!(
+        file_bytes(out),
+        bytes,
+        "a second extension by the same K changed the files"
+    );
     assert_eq!(again.tokenizer.fingerprint(), first.tokenizer.fingerprint());
     first
 }
@@ -182,7 +223,12 @@ fn wordpiece_extension_reuses_unused_slots_and_matches_transformers() {
     assert_eq!(sidecar.reused(), 8, "the [unusedN] slots first");
     assert_eq!(sidecar.tokens[0].replaced.as_deref(), Some("[unused0]"));
     assert_eq!(sidecar.tokens[0].id, base.vocab_size() - 8);
-    for file in ["tokenizer.json", "vocab.txt", "tokenizer_config.json", "vocab-extension.json"] {
+    for file in [
+        "tokenizer.json",
+        "vocab.txt",
+        "tokenizer_config.json",
+        "vocab-extension.json",
+    ] {
         assert!(out.join(file).is_file(), "{file}");
     }
     assert_transformers_agrees(&out, &texts_of(&[sample_corpus()]), &scratch);
@@ -233,7 +279,11 @@ fn extensions_match_transformers_on_every_pubmed_cdr_abstract() {
     let out = scratch.join("bert-1000");
     let report = extend(&corpus, &bert, 1000, &out);
     assert_extension_invariants(&base, &report, 1000);
-    assert_eq!(report.tokenizer.extension().unwrap().reused(), 994, "bert-base's [unused0..993]");
+    assert_eq!(
+        report.tokenizer.extension().unwrap().reused(),
+        994,
+        "bert-base's [unused0..993]"
+    );
     assert_transformers_agrees(&out, &texts, &scratch);
 
     let bpe = scratch.join("bpe-8000");

@@ -110,7 +110,10 @@ impl VocabConfig {
     /// Makes a relative `output` relative to `base` (the config file's directory), lexically
     /// normalised (see [`resolve_path`]).
     pub fn resolve_paths(&mut self, base: &Path) {
-        for path in [&mut self.output, &mut self.extend_from].into_iter().flatten() {
+        for path in [&mut self.output, &mut self.extend_from]
+            .into_iter()
+            .flatten()
+        {
             *path = resolve_path(base, path);
         }
     }
@@ -185,7 +188,13 @@ impl VocabConfig {
             )
         })?;
         let add = match self.add {
-            None => return Err(CorpusError::config("vocab", "add", "is missing: how many entries to add")),
+            None => {
+                return Err(CorpusError::config(
+                    "vocab",
+                    "add",
+                    "is missing: how many entries to add",
+                ));
+            }
             Some(0) => {
                 return Err(CorpusError::config_value(
                     "vocab",
@@ -198,7 +207,12 @@ impl VocabConfig {
         };
         if self.max_documents == Some(0) {
             let message = "must be >= 1 (leave it out to count every document)";
-            return Err(CorpusError::config_value("vocab", "max_documents", 0, message));
+            return Err(CorpusError::config_value(
+                "vocab",
+                "max_documents",
+                0,
+                message,
+            ));
         }
         let output = self.output_dir(corpus)?;
         if output == base {
@@ -267,6 +281,45 @@ mod tests {
             missing.to_string(),
             "vocab.output is missing (and corpus.tokenizer is not set either)"
         );
+    }
+
+    #[test]
+    fn extend_keys_are_checked_together() {
+        let corpus = CorpusConfig {
+            tokenizer: Some("tok".into()),
+            ..CorpusConfig::default()
+        };
+        let extend_error = |edit: fn(&mut VocabConfig)| {
+            let mut v = VocabConfig {
+                extend_from: Some("model".into()),
+                add: Some(10),
+                ..VocabConfig::default()
+            };
+            edit(&mut v);
+            v.validate_extend(&corpus).unwrap_err().to_string()
+        };
+        assert!(extend_error(|v| v.extend_from = None).starts_with("vocab.extend_from is missing"));
+        assert_eq!(
+            extend_error(|v| v.add = None),
+            "vocab.add is missing: how many entries to add"
+        );
+        assert_eq!(
+            extend_error(|v| v.add = Some(0)),
+            "vocab.add = 0 must be >= 1 (the number of vocabulary entries to add)"
+        );
+        assert!(
+            extend_error(|v| v.output = Some("model".into()))
+                .starts_with("vocab.output is the vocab.extend_from directory (model)")
+        );
+        let v = VocabConfig {
+            extend_from: Some("model".into()),
+            add: Some(10),
+            ..VocabConfig::default()
+        };
+        assert_eq!(v.validate_extend(&corpus).unwrap(), ("model".into(), 10));
+        let parsed: VocabConfig =
+            toml::from_str("extend_from = \"m\"\nadd = 4000\nmin_frequency = 3").unwrap();
+        assert_eq!((parsed.add, parsed.min_frequency), (Some(4000), 3));
     }
 
     #[test]

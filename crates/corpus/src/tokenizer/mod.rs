@@ -144,7 +144,11 @@ impl DomainTokenizer {
         extension: VocabExtension,
     ) -> Result<Self, CorpusError> {
         let fingerprint = fingerprint::fingerprint(&inner).map_err(|e| {
-            CorpusError::tokenizer(Some(&self.source), "cannot compute the fingerprint", Some(e))
+            CorpusError::tokenizer(
+                Some(&self.source),
+                "cannot compute the fingerprint",
+                Some(e),
+            )
         })?;
         Ok(Self {
             vocab_size: id_space(&inner),

@@ -64,7 +64,9 @@ pub fn vocabulary_variables(family: Family) -> [String; 2] {
 /// caller casts to the variable's kind).
 pub fn mean_rows(table: &Tensor, rows: &[NewRow]) -> Result<Tensor, ModelError> {
     let torch = |operation| move |source| ModelError::Torch { operation, source };
-    let table = table.f_to_kind(Kind::Double).map_err(torch("cast rows to f64"))?;
+    let table = table
+        .f_to_kind(Kind::Double)
+        .map_err(torch("cast rows to f64"))?;
     let means = rows
         .iter()
         .map(|row| {
@@ -92,7 +94,9 @@ pub fn grow_vocabulary(
     let grown_vars = grown.variables();
     let base_rows = base_vars
         .get(&vocabulary[0])
-        .ok_or_else(|| ModelError::MissingVariable { name: vocabulary[0].clone() })?
+        .ok_or_else(|| ModelError::MissingVariable {
+            name: vocabulary[0].clone(),
+        })?
         .size()[0];
     let rows = grown_vars[&vocabulary[0]].size()[0];
     check_rows(new_rows, base_rows, rows)?;
@@ -104,10 +108,13 @@ pub fn grow_vocabulary(
         if vocabulary.contains(name) {
             grow_variable(source, target, new_rows, base_rows)?;
         } else {
-            target.shallow_clone().f_copy_(source).map_err(|source| ModelError::Torch {
-                operation: "copy a base variable",
-                source,
-            })?;
+            target
+                .shallow_clone()
+                .f_copy_(source)
+                .map_err(|source| ModelError::Torch {
+                    operation: "copy a base variable",
+                    source,
+                })?;
         }
     }
     Ok(VocabGrowthReport {
@@ -124,7 +131,9 @@ fn check_rows(new_rows: &[NewRow], base_rows: i64, rows: i64) -> Result<(), Mode
     let described: HashMap<i64, &NewRow> = new_rows.iter().map(|r| (r.id, r)).collect();
     let bad = |message: String| Err(ModelError::BadInput(message));
     if let Some(id) = (base_rows..rows).find(|id| !described.contains_key(id)) {
-        return bad(format!("row {id} of the grown vocabulary has no base pieces to start from"));
+        return bad(format!(
+            "row {id} of the grown vocabulary has no base pieces to start from"
+        ));
     }
     for row in new_rows {
         if row.id < 0 || row.id >= rows {
@@ -197,16 +206,31 @@ mod tests {
         vs.double();
         let bias = &vs.variables()[config.family().spec().head_bias];
         let _no_grad = tch::no_grad_guard();
-        bias.shallow_clone().copy_(&Tensor::randn([config.vocab_size], (Kind::Double, Device::Cpu)));
+        bias.shallow_clone().copy_(&Tensor::randn(
+            [config.vocab_size],
+            (Kind::Double, Device::Cpu),
+        ));
         (vs, model)
     }
 
     fn rows() -> Vec<NewRow> {
         vec![
-            NewRow { id: 3, pieces: vec![5, 6] }, // a reused slot
-            NewRow { id: 20, pieces: vec![7, 8, 9] },
-            NewRow { id: 21, pieces: vec![4] },
-            NewRow { id: 22, pieces: vec![10, 11, 12, 19] },
+            NewRow {
+                id: 3,
+                pieces: vec![5, 6],
+            }, // a reused slot
+            NewRow {
+                id: 20,
+                pieces: vec![7, 8, 9],
+            },
+            NewRow {
+                id: 21,
+                pieces: vec![4],
+            },
+            NewRow {
+                id: 22,
+                pieces: vec![10, 11, 12, 19],
+            },
         ]
     }
 
@@ -235,16 +259,28 @@ mod tests {
             let width = if old.dim() == 2 { old.size()[1] } else { 1 };
             let old_rows = as_f64(old);
             let new_rows = as_f64(new);
-            let row = |v: &[f64], i: i64| v[(i * width) as usize..((i + 1) * width) as usize].to_vec();
+            let row =
+                |v: &[f64], i: i64| v[(i * width) as usize..((i + 1) * width) as usize].to_vec();
             for id in (0..20).filter(|&id| id != 3) {
-                assert_eq!(row(&new_rows, id), row(&old_rows, id), "{model_type}: {name} row {id}");
+                assert_eq!(
+                    row(&new_rows, id),
+                    row(&old_rows, id),
+                    "{model_type}: {name} row {id}"
+                );
             }
             for r in rows() {
                 let mean: Vec<f64> = (0..width as usize)
-                    .map(|j| r.pieces.iter().map(|&p| row(&old_rows, p)[j]).sum::<f64>() / r.pieces.len() as f64)
+                    .map(|j| {
+                        r.pieces.iter().map(|&p| row(&old_rows, p)[j]).sum::<f64>()
+                            / r.pieces.len() as f64
+                    })
                     .collect();
                 for (got, want) in row(&new_rows, r.id).iter().zip(&mean) {
-                    assert!((got - want).abs() <= 1e-15 * want.abs().max(1.0), "{model_type}: {name} row {}", r.id);
+                    assert!(
+                        (got - want).abs() <= 1e-15 * want.abs().max(1.0),
+                        "{model_type}: {name} row {}",
+                        r.id
+                    );
                 }
             }
         }
@@ -268,10 +304,17 @@ mod tests {
         let mut missing = rows();
         missing.pop();
         let e = grow_vocabulary(&base, &grown, family, &missing).unwrap_err();
-        assert!(e.to_string().contains("row 22 of the grown vocabulary has no base pieces"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("row 22 of the grown vocabulary has no base pieces"),
+            "{e}"
+        );
         let mut foreign = rows();
         foreign[1].pieces.push(21);
         let e = grow_vocabulary(&base, &grown, family, &foreign).unwrap_err();
-        assert!(e.to_string().contains("not rows of the 20 base ones"), "{e}");
+        assert!(
+            e.to_string().contains("not rows of the 20 base ones"),
+            "{e}"
+        );
     }
 }

@@ -147,13 +147,14 @@ fn check_prefix(
     corpus: &DomainTokenizer,
     extension: &VocabExtension,
 ) -> Result<(), RunError> {
-    let not_prefix = |id: u32, model_token: String, corpus_token: String| RunError::VocabNotPrefix {
-        id,
-        model_token,
-        corpus_token,
-        base_size: extension.base_vocab_size,
-        model_size: model.vocab_size(),
-    };
+    let not_prefix =
+        |id: u32, model_token: String, corpus_token: String| RunError::VocabNotPrefix {
+            id,
+            model_token,
+            corpus_token,
+            base_size: extension.base_vocab_size,
+            model_size: model.vocab_size(),
+        };
     if model.vocab_size() != extension.base_vocab_size {
         let id = model.vocab_size().min(extension.base_vocab_size);
         return Err(not_prefix(id, String::new(), String::new()));
@@ -170,7 +171,11 @@ fn check_prefix(
             None => ours == theirs,
         };
         if !same {
-            return Err(not_prefix(id, ours.unwrap_or_default(), theirs.unwrap_or_default()));
+            return Err(not_prefix(
+                id,
+                ours.unwrap_or_default(),
+                theirs.unwrap_or_default(),
+            ));
         }
     }
     Ok(())

@@ -71,7 +71,10 @@ pub fn finish_word_metrics(sums: &WordSums) -> WordMetrics {
 pub fn add_words(sums: &mut WordSums, word_of: &[u64], piece_loss: &[f64], piece_right: &[bool]) {
     let mut i = 0;
     while i < word_of.len() {
-        let end = i + word_of[i..].iter().take_while(|&&w| w == word_of[i]).count();
+        let end = i + word_of[i..]
+            .iter()
+            .take_while(|&&w| w == word_of[i])
+            .count();
         sums.words += 1;
         sums.pieces += (end - i) as u64;
         sums.loss += piece_loss[i..end].iter().sum::<f64>();
@@ -90,7 +93,12 @@ fn text_hash(text: &str) -> u64 {
 
 /// Whether the word `text` after `previous` is masked: a pure function of the texts.
 pub fn word_selected(seed: u64, previous: &str, text: &str, probability: f64) -> bool {
-    let h = mlm_seeds::mix(&[seed, 0x776f_7264_6576_616c, text_hash(previous), text_hash(text)]);
+    let h = mlm_seeds::mix(&[
+        seed,
+        0x776f_7264_6576_616c,
+        text_hash(previous),
+        text_hash(text),
+    ]);
     ((h >> 11) as f64) / ((1u64 << 53) as f64) < probability
 }
 
@@ -176,7 +184,10 @@ pub fn evaluate_checkpoint_words(request: &CheckpointEval<'_>) -> Result<WordMet
         probability: request.masking.mlm_probability,
     };
     let mut reader = corpus.split(Split::Validation)?;
-    let total = request.eval.max_eval_samples.map_or(reader.len(), |m| m.min(reader.len()));
+    let total = request
+        .eval
+        .max_eval_samples
+        .map_or(reader.len(), |m| m.min(reader.len()));
     let precision = ForwardPrecision::fp32(request.device);
     let mut sums = WordSums::default();
     let (mut pending, mut words) = (Vec::new(), Vec::new());
@@ -189,7 +200,12 @@ pub fn evaluate_checkpoint_words(request: &CheckpointEval<'_>) -> Result<WordMet
         pending.push(masked);
         words.extend(word_of);
         if pending.len() == request.eval.eval_batch_size || position + 1 == total {
-            let batch = collate(&pending, manifest.special_ids.pad, manifest.special_ids.mask, None);
+            let batch = collate(
+                &pending,
+                manifest.special_ids.pad,
+                manifest.special_ids.mask,
+                None,
+            );
             score_batch(&loaded.model, &batch, &words, precision, &mut sums)?;
             sums.sequences += pending.len() as u64;
             pending.clear();
@@ -214,7 +230,9 @@ fn score_batch(
     let logits = masked_logits(model, &tensors, precision, false)?.to_kind(Kind::Double);
     let labels = &tensors.masked_labels;
     let log_probs = logits.log_softmax(-1, Kind::Double);
-    let piece_loss = -log_probs.gather(1, &labels.unsqueeze(1), false).squeeze_dim(1);
+    let piece_loss = -log_probs
+        .gather(1, &labels.unsqueeze(1), false)
+        .squeeze_dim(1);
     let right = logits.argmax(-1, false).eq_tensor(labels);
     let piece_loss = Vec::<f64>::try_from(&piece_loss.to_device(tch::Device::Cpu))?;
     let right = Vec::<bool>::try_from(&right.to_device(tch::Device::Cpu))?;
@@ -242,7 +260,11 @@ mod tests {
         assert!((m.pieces_per_word - 2.0).abs() < 1e-15);
         assert!((m.split_share - 2.0 / 3.0).abs() < 1e-15);
         assert!((m.loss_per_piece - 0.75).abs() < 1e-15);
-        assert!(finish_word_metrics(&WordSums::default()).loss_per_word.is_nan());
+        assert!(
+            finish_word_metrics(&WordSums::default())
+                .loss_per_word
+                .is_nan()
+        );
     }
 
     #[test]
@@ -252,7 +274,10 @@ mod tests {
         let starts = [true, true, false, true, true, true, false, true];
         assert_eq!(word_spans(&ids, &starts, &[2, 3]), [(1, 2), (3, 1), (5, 2)]);
         // A continuation right after a special token starts a word.
-        assert_eq!(word_spans(&[2, 11, 3], &[true, false, true], &[2, 3]), [(1, 1)]);
+        assert_eq!(
+            word_spans(&[2, 11, 3], &[true, false, true], &[2, 3]),
+            [(1, 1)]
+        );
     }
 
     #[test]
@@ -263,13 +288,18 @@ mod tests {
         );
         let words: Vec<String> = (0..20_000).map(|i| format!("w{i}")).collect();
         let rate = |seed| {
-            words.windows(2).filter(|w| word_selected(seed, &w[0], &w[1], 0.15)).count() as f64
+            words
+                .windows(2)
+                .filter(|w| word_selected(seed, &w[0], &w[1], 0.15))
+                .count() as f64
                 / 19_999.0
         };
         assert!((rate(5) - 0.15).abs() < 0.01, "{}", rate(5));
         let differs = words
             .windows(2)
-            .filter(|w| word_selected(5, &w[0], &w[1], 0.15) != word_selected(6, &w[0], &w[1], 0.15))
+            .filter(|w| {
+                word_selected(5, &w[0], &w[1], 0.15) != word_selected(6, &w[0], &w[1], 0.15)
+            })
             .count();
         assert!(differs > 1000, "another seed selects other words");
         assert!(!word_selected(5, "a", "b", 0.0) && word_selected(5, "a", "b", 1.0));

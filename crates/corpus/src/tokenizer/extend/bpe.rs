@@ -35,10 +35,9 @@ fn read_merges(model: &Value) -> Result<Vec<(String, String)>, CorpusError> {
     merges
         .iter()
         .map(|merge| match merge {
-            Value::Array(pair) if pair.len() == 2 => Some((
-                pair[0].as_str()?.to_owned(),
-                pair[1].as_str()?.to_owned(),
-            )),
+            Value::Array(pair) if pair.len() == 2 => {
+                Some((pair[0].as_str()?.to_owned(), pair[1].as_str()?.to_owned()))
+            }
             Value::String(text) => {
                 let (a, b) = text.split_once(' ')?;
                 Some((a.to_owned(), b.to_owned()))
@@ -156,9 +155,7 @@ fn add_word(
     if current.len() < 2 {
         return None; // earlier chains already made it one token
     }
-    let chain: Vec<String> = (2..=current.len())
-        .map(|j| current[..j].concat())
-        .collect();
+    let chain: Vec<String> = (2..=current.len()).map(|j| current[..j].concat()).collect();
     let missing: HashSet<&String> = chain.iter().filter(|t| state.id_of(t).is_none()).collect();
     if missing.len() > left {
         return None;
@@ -181,12 +178,18 @@ fn add_word(
             added.push(NewToken {
                 id: state.next_id,
                 token: token.clone(),
-                kind: if is_word { AddedKind::Word } else { AddedKind::MergeStep },
+                kind: if is_word {
+                    AddedKind::Word
+                } else {
+                    AddedKind::MergeStep
+                },
                 base_ids: base_ids.clone(),
                 count: if is_word { candidate.count } else { 0 },
                 replaced: None,
             });
-            state.vocab.insert(token.clone(), Value::from(state.next_id));
+            state
+                .vocab
+                .insert(token.clone(), Value::from(state.next_id));
             state.base_ids.insert(token.clone(), base_ids);
             state.next_id += 1;
         }
@@ -232,7 +235,10 @@ mod tests {
         let r = ranks(&[("a", "a")]);
         assert_eq!(continue_merges(strings(&["a", "a", "a"]), &r), ["aa", "a"]);
         let r = ranks(&[("a", "a"), ("aa", "aa")]);
-        assert_eq!(continue_merges(strings(&["a", "a", "a", "a"]), &r), ["aaaa"]);
+        assert_eq!(
+            continue_merges(strings(&["a", "a", "a", "a"]), &r),
+            ["aaaa"]
+        );
         assert_eq!(continue_merges(strings(&["x"]), &r), ["x"]);
     }
 }

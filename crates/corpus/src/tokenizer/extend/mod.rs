@@ -66,7 +66,11 @@ pub fn extend_tokenizer(
     let mut tokens = match base.model() {
         TokenizerModel::WordPiece => {
             check_contiguous(base)?;
-            let added_ids: Vec<u32> = base.inner().get_added_tokens_decoder().into_keys().collect();
+            let added_ids: Vec<u32> = base
+                .inner()
+                .get_added_tokens_decoder()
+                .into_keys()
+                .collect();
             wordpiece::extend(model, candidates, add, &added_ids, next_id)?
         }
         _ => {
@@ -79,8 +83,9 @@ pub fn extend_tokenizer(
         }
     };
     tokens.sort_by_key(|t| t.id);
-    let inner = Tokenizer::from_str(&json.to_string())
-        .map_err(|e| CorpusError::tokenizer(source, "cannot build the extended tokenizer", Some(e)))?;
+    let inner = Tokenizer::from_str(&json.to_string()).map_err(|e| {
+        CorpusError::tokenizer(source, "cannot build the extended tokenizer", Some(e))
+    })?;
     let extension = VocabExtension {
         format_version: EXTENSION_FORMAT,
         base_fingerprint: base.fingerprint(),

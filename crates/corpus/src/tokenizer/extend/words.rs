@@ -109,10 +109,7 @@ pub fn fragmentation(
             let pieces = pieces_of(tokenizer, word)?.len() as u64;
             Ok((n, n * pieces, if pieces > 1 { n } else { 0 }))
         })
-        .try_reduce(
-            || (0, 0, 0),
-            |a, b| Ok((a.0 + b.0, a.1 + b.1, a.2 + b.2)),
-        )?;
+        .try_reduce(|| (0, 0, 0), |a, b| Ok((a.0 + b.0, a.1 + b.1, a.2 + b.2)))?;
     Ok(Fragmentation {
         documents,
         words: totals.0,
