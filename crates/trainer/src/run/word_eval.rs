@@ -156,11 +156,15 @@ impl WordMasking<'_> {
                 continue;
             }
             let (start, len) = spans[w];
-            for i in start..start + len {
-                out.labels[i] = i64::from(ids[i]);
-                out.input_ids[i] = self.mask_id;
-                word_of.push(*next_word);
+            let pieces = start..start + len;
+            for (label, &id) in out.labels[pieces.clone()]
+                .iter_mut()
+                .zip(&ids[pieces.clone()])
+            {
+                *label = i64::from(id);
             }
+            out.input_ids[pieces].fill(self.mask_id);
+            word_of.extend(std::iter::repeat_n(*next_word, len));
             *next_word += 1;
         }
         Ok((out, word_of))
