@@ -74,10 +74,10 @@ fn ok(command: &mut std::process::Command) -> (String, String) {
     (stdout, stderr)
 }
 
-/// Exits 1 with `message` on stderr, and no panic.
-fn refused(command: &mut std::process::Command, message: &str) {
+/// Exits with `code` (2: a config error, 1: a run error) and `message` on stderr, no panic.
+fn refused(command: &mut std::process::Command, code: i32, message: &str) {
     let (output, _, stderr) = run(command);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(output.status.code(), Some(code), "{stderr}");
     assert!(stderr.contains(message), "wanted {message:?} in:\n{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
@@ -226,9 +226,9 @@ fn bad_vocab_keys_and_a_foreign_base_are_refused() {
         command
     };
     let zero = extended_config(&scratch, "add = 0", "base-hf", "zero.toml");
-    refused(&mut extend(&zero), "vocab.add = 0 must be >= 1");
+    refused(&mut extend(&zero), 2, "vocab.add = 0 must be >= 1");
     let none = extended_config(&scratch, "", "base-hf", "none.toml");
-    refused(&mut extend(&none), "vocab.add is missing");
+    refused(&mut extend(&none), 2, "vocab.add is missing");
     let model = "init_from = \"base-hf\"";
     let missing = config(
         &scratch,
@@ -236,7 +236,7 @@ fn bad_vocab_keys_and_a_foreign_base_are_refused() {
         "tokenizer-ext",
         ["add = 10", model, "max_steps = 1"],
     );
-    refused(&mut extend(&missing), "vocab.extend_from is missing");
+    refused(&mut extend(&missing), 2, "vocab.extend_from is missing");
 
     // A model whose vocabulary differs from the base (two tokens swapped) is not grown.
     let foreign = scratch.path().join("foreign-hf");
@@ -260,6 +260,7 @@ fn bad_vocab_keys_and_a_foreign_base_are_refused() {
     let ext = extended_config(&scratch, "add = 30", "foreign-hf", "foreign.toml");
     refused(
         mlm_train().arg("--config").arg(&ext),
+        1,
         "tokens) is not the base of the corpus's extended vocabulary",
     );
     assert!(!scratch.path().join("run-ext/metrics.jsonl").exists());
