@@ -3,9 +3,9 @@
 //! extended on the corpus; the corpus is prepared again (the tokenizer's fingerprint
 //! changed); the base checkpoint is adapted on it, grown to the new vocabulary (its rows
 //! checked against the base in Python: base rows unchanged, new rows the mean of their
-//! pieces); the result exports with the new `vocab_size` and transformers' fill-mask pipeline
-//! agrees with ours on text with an added word. Bad `[vocab]` keys and a model whose
-//! vocabulary is not the extension's base are refused.
+//! pieces); `eval --words` scores it; the result exports with the new `vocab_size` and
+//! transformers' fill-mask pipeline agrees with ours on text with an added word. Bad `[vocab]`
+//! keys and a model whose vocabulary is not the extension's base are refused.
 
 use std::path::{Path, PathBuf};
 
@@ -181,6 +181,17 @@ fn extends_grows_and_exports(model_type: &str, vocab_model: &str, mask: &str, ex
             "1e-20".as_ref(),
         ],
     );
+
+    // Word-level evaluation of the grown model.
+    let (stdout, _) = ok(mlm_train()
+        .args(["eval", "--words", "--json", "--config"])
+        .arg(&ext)
+        .arg("--checkpoint")
+        .arg(&checkpoint));
+    let words: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(words["words"].as_u64().unwrap() > 10, "{words}");
+    assert!(words["pieces_per_word"].as_f64().unwrap() >= 1.0, "{words}");
+    assert!(words["loss_per_word"].as_f64().unwrap() >= words["loss_per_piece"].as_f64().unwrap());
 
     let exported = scratch.path().join("hf-ext");
     ok(mlm_train()

@@ -5,12 +5,18 @@
 //! word under the model's factorisation), and it is right when every piece is.
 //!
 //! Which words are masked must not depend on the tokenization, so it is not drawn per token
-//! position as training masks are: a word is selected when a hash of (`eval_seed`, its text,
-//! the previous word's text) falls under `mlm_probability`, the text being the decoded pieces
-//! (normalised, e.g. lowercased, as the tokenizer sees it). Tokenizers with the same
-//! normaliser and pre-tokenizer then select the same word occurrences, up to the words at the
-//! edges of a sequence, which are never selected (a sequence border may cut a word, at
-//! different places for different tokenizations).
+//! position as training masks are: a word is selected when a hash of (`eval_seed`, the
+//! document's ordinal, the word's text, the previous word's text, and how often that pair
+//! occurred before in the document) falls under `mlm_probability`. The text is the decoded
+//! pieces (normalised, e.g. lowercased, as the tokenizer sees it); documents are counted by the
+//! separators between them (`concat` packing; with `document` packing the split is one
+//! stream). Tokenizers with the same normaliser and pre-tokenizer then select the same word
+//! occurrences, up to the words at the edges of a sequence, which are neither selected nor
+//! counted (a sequence border may cut a word, at different places for different
+//! tokenizations). The occurrence count makes each occurrence its own draw: a key of the texts
+//! alone would select every "of the" or none, and a few frequent pairs would dominate.
+
+use std::collections::HashMap;
 
 use mlm_corpus::{DomainTokenizer, PreparedCorpus, Split};
 use mlm_masking::{Batch, IGNORE_INDEX, MaskedSequence, collate};
@@ -91,15 +97,55 @@ fn text_hash(text: &str) -> u64 {
     })
 }
 
-/// Whether the word `text` after `previous` is masked: a pure function of the texts.
-pub fn word_selected(seed: u64, previous: &str, text: &str, probability: f64) -> bool {
+/// Where a word occurrence is: what its selection is a pure function of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WordKey {
+    pub document: u64,
+    pub previous: u64,
+    pub text: u64,
+    /// Earlier occurrences of (previous, text) in the document.
+    pub occurrence: u64,
+}
+
+/// Whether the occurrence `key` is masked.
+pub fn word_selected(seed: u64, key: &WordKey, probability: f64) -> bool {
     let h = mlm_seeds::mix(&[
         seed,
         0x776f_7264_6576_616c,
-        text_hash(previous),
-        text_hash(text),
+        key.document,
+        key.previous,
+        key.text,
+        key.occurrence,
     ]);
     ((h >> 11) as f64) / ((1u64 << 53) as f64) < probability
+}
+
+/// The position in the held-out stream: document ordinal, pair counts within it, word count.
+#[derive(Debug, Default)]
+struct Cursor {
+    document: u64,
+    seen: HashMap<(u64, u64), u64>,
+    next_word: u64,
+}
+
+impl Cursor {
+    fn next_document(&mut self) {
+        self.document += 1;
+        self.seen.clear();
+    }
+
+    /// The key of the next occurrence of `text` after `previous` (and counts it).
+    fn key(&mut self, previous: &str, text: &str) -> WordKey {
+        let (previous, text) = (text_hash(previous), text_hash(text));
+        let count = self.seen.entry((previous, text)).or_default();
+        *count += 1;
+        WordKey {
+            document: self.document,
+            previous,
+            text,
+            occurrence: *count - 1,
+        }
+    }
 }
 
 /// (start, length) of each word of a sequence: runs of non-special tokens cut at word starts.
@@ -127,6 +173,7 @@ pub fn word_spans(ids: &[u32], starts: &[bool], special: &[u32]) -> Vec<(usize, 
 struct WordMasking<'a> {
     tokenizer: &'a DomainTokenizer,
     special: &'a [u32],
+    sep_id: u32,
     mask_id: u32,
     seed: u64,
     probability: f64,
@@ -138,24 +185,36 @@ impl WordMasking<'_> {
         &self,
         ids: &[u32],
         starts: &[bool],
-        next_word: &mut u64,
+        cursor: &mut Cursor,
     ) -> Result<(MaskedSequence, Vec<u64>), RunError> {
         let spans = word_spans(ids, starts, self.special);
         let mut texts = Vec::with_capacity(spans.len());
         for &(start, len) in &spans {
             texts.push(self.tokenizer.decode(&ids[start..start + len])?);
         }
+        // Separators between documents: a sep that is neither the first nor the last token.
+        let separators: Vec<usize> = (1..ids.len().saturating_sub(1))
+            .filter(|&i| ids[i] == self.sep_id)
+            .collect();
         let mut out = MaskedSequence {
             input_ids: ids.to_vec(),
             labels: vec![IGNORE_INDEX; ids.len()],
         };
         let mut word_of = Vec::new();
-        // The first and last word may be cut by the sequence border: never selected.
-        for w in 1..spans.len().saturating_sub(1) {
-            if !word_selected(self.seed, &texts[w - 1], &texts[w], self.probability) {
+        let mut crossed = 0;
+        for (w, &(start, len)) in spans.iter().enumerate() {
+            while crossed < separators.len() && separators[crossed] < start {
+                cursor.next_document();
+                crossed += 1;
+            }
+            // The first and last word may be cut by the sequence border: left out.
+            if w == 0 || w + 1 == spans.len() {
                 continue;
             }
-            let (start, len) = spans[w];
+            let key = cursor.key(&texts[w - 1], &texts[w]);
+            if !word_selected(self.seed, &key, self.probability) {
+                continue;
+            }
             let pieces = start..start + len;
             for (label, &id) in out.labels[pieces.clone()]
                 .iter_mut()
@@ -164,8 +223,11 @@ impl WordMasking<'_> {
                 *label = i64::from(id);
             }
             out.input_ids[pieces].fill(self.mask_id);
-            word_of.extend(std::iter::repeat_n(*next_word, len));
-            *next_word += 1;
+            word_of.extend(std::iter::repeat_n(cursor.next_word, len));
+            cursor.next_word += 1;
+        }
+        for _ in crossed..separators.len() {
+            cursor.next_document();
         }
         Ok((out, word_of))
     }
@@ -183,6 +245,7 @@ pub fn evaluate_checkpoint_words(request: &CheckpointEval<'_>) -> Result<WordMet
     let masking = WordMasking {
         tokenizer: &tokenizer,
         special: &manifest.special_ids.all,
+        sep_id: manifest.special_ids.sep,
         mask_id: manifest.special_ids.mask,
         seed: request.masking.eval_seed,
         probability: request.masking.mlm_probability,
@@ -195,12 +258,12 @@ pub fn evaluate_checkpoint_words(request: &CheckpointEval<'_>) -> Result<WordMet
     let precision = ForwardPrecision::fp32(request.device);
     let mut sums = WordSums::default();
     let (mut pending, mut words) = (Vec::new(), Vec::new());
-    let mut next_word = 0u64;
+    let mut cursor = Cursor::default();
     let _no_grad = tch::no_grad_guard();
     for position in 0..total {
         let sequence = reader.get(position)?;
         let (masked, word_of) =
-            masking.mask(&sequence.input_ids, &sequence.word_starts, &mut next_word)?;
+            masking.mask(&sequence.input_ids, &sequence.word_starts, &mut cursor)?;
         pending.push(masked);
         words.extend(word_of);
         if pending.len() == request.eval.eval_batch_size || position + 1 == total {
@@ -285,27 +348,38 @@ mod tests {
     }
 
     #[test]
-    fn selection_depends_on_the_texts_and_the_seed_only_at_the_rate_asked() {
+    fn each_occurrence_is_its_own_draw_at_the_rate_asked() {
+        let mut cursor = Cursor::default();
+        let first = cursor.key("of", "the");
+        let second = cursor.key("of", "the");
+        assert_eq!((first.occurrence, second.occurrence), (0, 1));
+        cursor.next_document();
         assert_eq!(
-            word_selected(1, "of", "aspirin", 0.15),
-            word_selected(1, "of", "aspirin", 0.15)
+            cursor.key("of", "the").occurrence,
+            0,
+            "counts restart per document"
         );
-        let words: Vec<String> = (0..20_000).map(|i| format!("w{i}")).collect();
-        let rate = |seed| {
-            words
-                .windows(2)
-                .filter(|w| word_selected(seed, &w[0], &w[1], 0.15))
-                .count() as f64
-                / 19_999.0
-        };
-        assert!((rate(5) - 0.15).abs() < 0.01, "{}", rate(5));
-        let differs = words
-            .windows(2)
-            .filter(|w| {
-                word_selected(5, &w[0], &w[1], 0.15) != word_selected(6, &w[0], &w[1], 0.15)
-            })
+        // One frequent pair: about 15% of its occurrences, not all or none.
+        let mut cursor = Cursor::default();
+        let hits = (0..20_000)
+            .filter(|_| word_selected(5, &cursor.key("of", "the"), 0.15))
             .count();
-        assert!(differs > 1000, "another seed selects other words");
-        assert!(!word_selected(5, "a", "b", 0.0) && word_selected(5, "a", "b", 1.0));
+        assert!((hits as f64 / 20_000.0 - 0.15).abs() < 0.01, "{hits}");
+        let key = WordKey {
+            document: 3,
+            previous: 1,
+            text: 2,
+            occurrence: 0,
+        };
+        assert_eq!(word_selected(5, &key, 0.15), word_selected(5, &key, 0.15));
+        let differs = (0..2000)
+            .map(|n| WordKey {
+                occurrence: n,
+                ..key
+            })
+            .filter(|k| word_selected(5, k, 0.5) != word_selected(6, k, 0.5))
+            .count();
+        assert!(differs > 500, "another seed selects other occurrences");
+        assert!(!word_selected(5, &key, 0.0) && word_selected(5, &key, 1.0));
     }
 }
