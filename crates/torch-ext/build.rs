@@ -5,7 +5,74 @@
 //! script exports the arguments (`DEP_MLM_TORCH_EXT_LINK_ARGS`, `;`-separated) and every
 //! package with a binary or test target that links libtorch prints them from its own build.rs.
 use std::env;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// The C++ settings every shim file is compiled with.
+fn shim_build(include: &Path) -> cc::Build {
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .pic(true)
+        .std("c++17")
+        .include(include)
+        .include(include.join("torch/csrc/api/include"))
+        // The torch 2.x wheels are built with the C++11 ABI, as is tch's own wrapper.
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .define("GLOG_USE_GLOG_EXPORT", None)
+        // c10d's headers declare the Gloo process group and the distributed API only with
+        // these (the wheel is built with both); Gloo's own headers are Debian's libgloo-dev.
+        .define("USE_DISTRIBUTED", None)
+        .define("USE_C10D_GLOO", None)
+        .flag_if_supported("-Wno-unused-parameter")
+        // c10's CUDA headers align to the compiler's cache-line constant; gcc warns that it
+        // may vary, which is harmless for a shim built and linked in one go.
+        .flag_if_supported("-Wno-interference-size");
+    build
+}
+
+/// The NCCL process group needs the CUDA runtime headers and `nccl.h`, which the nvidia-*
+/// wheels beside a CUDA torch ship (`site-packages/nvidia/*/include`). Without them (a CPU
+/// torch), or with `MLM_TRAIN_NO_NCCL` set, a stub that reports how the shim was built.
+fn compile_nccl_backend(include: &Path, lib_dir: &Path) {
+    let mut build = shim_build(include);
+    let site_packages = lib_dir
+        .canonicalize()
+        .ok()
+        .and_then(|lib| lib.parent().and_then(Path::parent).map(Path::to_path_buf));
+    let nvidia_includes: Vec<PathBuf> = site_packages
+        .map(|dir| dir.join("nvidia"))
+        .and_then(|dir| std::fs::read_dir(dir).ok())
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok().map(|e| e.path().join("include")))
+        .filter(|dir| dir.is_dir())
+        .collect();
+    let has = |header: &str| nvidia_includes.iter().any(|dir| dir.join(header).exists());
+    let wanted = env::var_os("MLM_TRAIN_NO_NCCL").is_none();
+    if wanted
+        && lib_dir.join("libtorch_cuda.so").exists()
+        && has("cuda_runtime_api.h")
+        && has("nccl.h")
+    {
+        let mut with_nccl = build.clone();
+        with_nccl
+            .includes(&nvidia_includes)
+            .define("USE_C10D_NCCL", None)
+            .define("USE_CUDA", None)
+            .define("MLMX_WITH_NCCL", None)
+            .file("csrc/dist_nccl.cpp");
+        match with_nccl.try_compile("mlm_torch_ext_nccl") {
+            Ok(()) => return,
+            Err(e) => println!(
+                "cargo:warning=building without NCCL: the CUDA headers beside torch do not \
+                 compile c10d's ProcessGroupNCCL.hpp ({e}); scripts/setup installs them"
+            ),
+        }
+    }
+    build
+        .file("csrc/dist_nccl.cpp")
+        .compile("mlm_torch_ext_nccl");
+}
 
 fn main() {
     // torch-sys (links = "tch") exports the libtorch lib dir it linked against.
@@ -18,19 +85,20 @@ fn main() {
         .to_path_buf();
     let include = torch_root.join("include");
 
-    println!("cargo:rerun-if-changed=csrc/shim.cpp");
-    cc::Build::new()
-        .cpp(true)
-        .pic(true)
-        .std("c++17")
-        .include(&include)
-        .include(include.join("torch/csrc/api/include"))
-        // The torch 2.x wheels are built with the C++11 ABI, as is tch's own wrapper.
-        .define("_GLIBCXX_USE_CXX11_ABI", "1")
-        .define("GLOG_USE_GLOG_EXPORT", None)
-        .flag_if_supported("-Wno-unused-parameter")
-        .file("csrc/shim.cpp")
-        .compile("mlm_torch_ext");
+    for file in ["shim.cpp", "dist.cpp", "dist_nccl.cpp", "guard.hpp"] {
+        println!("cargo:rerun-if-changed=csrc/{file}");
+    }
+    println!("cargo:rerun-if-env-changed=MLM_TRAIN_NO_NCCL");
+    if !Path::new("/usr/include/gloo/config.h").exists() {
+        panic!(
+            "the Gloo headers (/usr/include/gloo) are missing: run scripts/setup, which \
+             installs Debian's libgloo-dev"
+        );
+    }
+    let mut build = shim_build(&include);
+    build.file("csrc/shim.cpp").file("csrc/dist.cpp");
+    build.compile("mlm_torch_ext");
+    compile_nccl_backend(&include, &lib_dir);
 
     let mut link_args = vec![format!("-Wl,-rpath,{}", lib_dir.display())];
     // Nothing references libtorch_cuda.so directly, so `--as-needed` would drop it and CUDA

@@ -6,6 +6,7 @@
 
 mod cli;
 mod config;
+mod distributed;
 mod doctor;
 mod prepare;
 mod train;

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use mlm_corpus::{CorpusConfig, VocabConfig, resolve_path};
 use mlm_masking::MaskingConfig;
-use mlm_trainer::run::{CheckpointConfig, EvalConfig, ModelSection, TrainingConfig};
+use mlm_trainer::run::{
+    CheckpointConfig, DistributedConfig, EvalConfig, ModelSection, TrainingConfig,
+};
 use mlm_trainer::runtime::{RuntimeConfig, ThreadCounts, configure_threads};
 use serde::Deserialize;
 use tch::Device;
@@ -78,6 +80,8 @@ struct RunConfigFile {
     eval: EvalConfig,
     #[serde(default)]
     checkpoint: CheckpointConfig,
+    #[serde(default)]
+    distributed: DistributedConfig,
 }
 
 /// A loaded and checked run config.
@@ -97,6 +101,8 @@ pub struct RunConfig {
     pub training: TrainingConfig,
     pub eval: EvalConfig,
     pub checkpoint: CheckpointConfig,
+    /// `[distributed]`: used when a launcher (torchrun, srun, `--nproc-per-node`) starts ranks.
+    pub distributed: DistributedConfig,
 }
 
 impl RunConfig {
@@ -147,6 +153,7 @@ impl RunConfig {
             training,
             eval: file.eval,
             checkpoint: file.checkpoint,
+            distributed: file.distributed,
         }
     }
 
@@ -200,6 +207,7 @@ impl RunConfig {
         put("training", toml::Value::try_from(&self.training))?;
         put("eval", toml::Value::try_from(&self.eval))?;
         put("checkpoint", toml::Value::try_from(&self.checkpoint))?;
+        put("distributed", toml::Value::try_from(&self.distributed))?;
         Ok(format!(
             "# Resolved from {}\n{}",
             self.path.display(),
@@ -232,6 +240,7 @@ impl RunConfigFile {
         self.training.validate()?;
         self.eval.validate()?;
         self.checkpoint.validate()?;
+        self.distributed.validate()?;
         Ok(())
     }
 }

@@ -10,6 +10,7 @@ mod eval;
 mod export;
 mod fill_mask;
 mod prepare;
+mod spawn;
 mod train;
 mod vocab;
 
@@ -47,6 +48,12 @@ struct Cli {
     #[arg(long, global = true, env = "MLM_TRAIN_THREADS", value_name = "N")]
     threads: Option<NonZeroUsize>,
 
+    /// Data parallel on this machine: start N ranks of this job (one per GPU on CUDA, Gloo
+    /// on CPU), as `torchrun --nproc-per-node N --no-python mlm-train ...` would. Under
+    /// torchrun or srun, leave it out: their environment is read instead (docs/distributed.md).
+    #[arg(long, value_name = "N", requires = "config")]
+    nproc_per_node: Option<std::num::NonZeroU32>,
+
     #[command(flatten)]
     job: train::JobFlags,
 
@@ -78,6 +85,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(nproc) = cli.nproc_per_node {
+        let args = spawn::without_nproc_flag(std::env::args_os().skip(1));
+        return spawn::run_ranks(nproc.get(), &args).unwrap_or_else(|error| {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        });
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

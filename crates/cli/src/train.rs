@@ -11,9 +11,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use mlm_corpus::DomainTokenizer;
+use mlm_torch_ext::launch::{self, LaunchEnv};
 use mlm_trainer::run::{
-    EvalMetrics, ResumePolicy, StepLog, TrainJob, TrainObserver, TrainOutcome, TrainPlan,
-    WeightsReport, run_training,
+    DataParallel, EvalMetrics, ResumePolicy, StepLog, TrainJob, TrainObserver, TrainOutcome,
+    TrainPlan, WeightsReport, run_training,
 };
 
 use crate::config::RunConfig;
@@ -43,8 +44,15 @@ pub struct JobFlags {
 
 pub fn run_job(path: &Path, threads_flag: Option<usize>, flags: &JobFlags) -> Result<()> {
     let config = RunConfig::load_with(path, &flags.overrides)?;
-    let device = set_up_runtime(&config, threads_flag)?;
-    let corpus_dir = ensure_prepared(&config)?;
+    let launch = launch::from_env().context("reading the launcher's environment")?;
+    let is_main = launch.as_ref().is_none_or(|env| env.rank == 0);
+    let device = set_up_runtime(&config, threads_flag, launch.as_ref(), is_main)?;
+    let parallel = match launch {
+        Some(env) => Some(Arc::new(join_job(env, &config, device)?)),
+        None => None,
+    };
+    let corpus_dir = prepared_on_rank_zero(&config, parallel.as_deref())?;
+    let rank = parallel.as_ref().map(|p| p.rank());
     let job = TrainJob {
         corpus_dir,
         model: config.model.clone(),
@@ -59,35 +67,96 @@ pub fn run_job(path: &Path, threads_flag: Option<usize>, flags: &JobFlags) -> Re
             allow_config_change: flags.allow_config_change,
         },
         stop_after_step: flags.stop_after_step,
+        parallel,
     };
     let stop = stop_on_signals()?;
-    let mut observer = ConsoleObserver::new();
-    let outcome = run_training(&job, &mut observer, &stop, flags.dry_run)
-        .with_context(|| format!("training with {}", config.path.display()))?;
-    observer.finish();
-    if flags.dry_run {
-        eprintln!("dry run: nothing was trained");
-        return Ok(());
+    let mut console = ConsoleObserver::new();
+    let mut silent = SilentObserver;
+    let observer: &mut dyn TrainObserver = if is_main { &mut console } else { &mut silent };
+    let outcome = run_training(&job, observer, &stop, flags.dry_run).with_context(|| {
+        let who = rank.map_or(String::new(), |r| format!("rank {r}: "));
+        format!("{who}training with {}", config.path.display())
+    })?;
+    console.finish();
+    if is_main {
+        if flags.dry_run {
+            eprintln!("dry run: nothing was trained");
+            return Ok(());
+        }
+        print_outcome(&outcome);
     }
-    print_outcome(&outcome);
     if outcome.interrupted {
         std::process::exit(130);
     }
     Ok(())
 }
 
-/// Thread pools and the device, reported as the first lines of the job.
-fn set_up_runtime(config: &RunConfig, threads_flag: Option<usize>) -> Result<tch::Device> {
+/// Thread pools and the device (a data-parallel rank on CUDA takes the GPU of its
+/// `LOCAL_RANK`), reported as the first lines of the job by rank 0.
+fn set_up_runtime(
+    config: &RunConfig,
+    threads_flag: Option<usize>,
+    launch: Option<&LaunchEnv>,
+    is_main: bool,
+) -> Result<tch::Device> {
     let (threads, device) = config.apply_runtime(threads_flag)?;
-    eprintln!("config   {}", config.path.display());
-    eprintln!(
-        "device   {} (runtime.device = \"{}\"), threads: libtorch {}, rayon {}",
-        mlm_trainer::runtime::device_label(device),
-        config.runtime.device,
-        threads.libtorch_intra_op,
-        threads.rayon
-    );
+    let device = match (device, launch) {
+        (tch::Device::Cuda(_), Some(env)) => tch::Device::Cuda(env.local_rank as usize),
+        (device, _) => device,
+    };
+    if is_main {
+        eprintln!("config   {}", config.path.display());
+        eprintln!(
+            "device   {} (runtime.device = \"{}\"), threads: libtorch {}, rayon {}",
+            mlm_trainer::runtime::device_label(device),
+            config.runtime.device,
+            threads.libtorch_intra_op,
+            threads.rayon
+        );
+    }
+    if let Some(env) = launch.filter(|_| is_main) {
+        eprintln!(
+            "ranks    {} ({:?}), meeting at {}:{}",
+            env.world_size, env.launcher, env.master_addr, env.master_port
+        );
+    }
     Ok(device)
+}
+
+/// This process's place in the data-parallel job the launcher started.
+fn join_job(env: LaunchEnv, config: &RunConfig, device: tch::Device) -> Result<DataParallel> {
+    let rank = env.rank;
+    DataParallel::join(env, &config.distributed, device)
+        .with_context(|| format!("rank {rank}: joining the data-parallel job"))
+}
+
+/// The vocabulary and the prepared corpus, made by rank 0 alone while the other ranks wait.
+fn prepared_on_rank_zero(config: &RunConfig, parallel: Option<&DataParallel>) -> Result<PathBuf> {
+    const STAGE: &str = "preparing the corpus";
+    match parallel {
+        None => ensure_prepared(config),
+        Some(group) if group.is_main() => {
+            let prepared = ensure_prepared(config);
+            group.announce(STAGE, prepared.is_ok())?;
+            prepared
+        }
+        Some(group) => {
+            group
+                .wait_for_main(STAGE)
+                .with_context(|| format!("rank {}", group.rank()))?;
+            config.prepared_dir()
+        }
+    }
+}
+
+/// The observer of ranks other than 0: rank 0 reports for the job.
+struct SilentObserver;
+
+impl TrainObserver for SilentObserver {
+    fn plan(&mut self, _: &TrainPlan) {}
+    fn step(&mut self, _: &StepLog) {}
+    fn eval(&mut self, _: u64, _: &EvalMetrics) {}
+    fn saved(&mut self, _: u64, _: &Path) {}
 }
 
 /// SIGINT and SIGTERM (Slurm / Kubernetes preemption) raise the flag; the run saves at the
@@ -122,6 +191,9 @@ fn print_outcome(outcome: &TrainOutcome) {
     }
     if let Some(dir) = &outcome.last_checkpoint {
         eprintln!("checkpoint {}", dir.display());
+    }
+    if let Some(ranks) = outcome.replicas {
+        eprintln!("ranks      all {ranks} ended with identical weights");
     }
     if outcome.interrupted {
         eprintln!(

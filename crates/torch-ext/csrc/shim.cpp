@@ -17,6 +17,8 @@
 
 #include <dlfcn.h>
 
+#include "guard.hpp"
+
 #include <cmath>
 #include <cstddef>
 #include <vector>
@@ -26,20 +28,7 @@
 
 namespace {
 
-thread_local std::string last_error;
-
-template <typename F>
-int guarded(F&& body) {
-    try {
-        body();
-        return 0;
-    } catch (const std::exception& e) {
-        last_error = e.what();
-    } catch (...) {
-        last_error = "unknown C++ exception";
-    }
-    return 1;
-}
+using mlmx::guarded;
 
 void copy_string(const std::string& text, char* buffer, size_t capacity) {
     if (capacity == 0) return;
@@ -107,7 +96,7 @@ constexpr int kComputeCapabilityMinor = 76;  // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPA
 
 extern "C" {
 
-const char* mlmx_last_error() { return last_error.c_str(); }
+const char* mlmx_last_error() { return mlmx::last_error.c_str(); }
 
 // The libtorch version of the headers the shim was compiled against (the same libtorch tch links).
 const char* mlmx_torch_version() { return TORCH_VERSION; }

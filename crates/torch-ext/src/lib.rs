@@ -15,7 +15,9 @@ use std::path::PathBuf;
 
 use tch::Kind;
 
+pub mod dist;
 pub mod foreach;
+pub mod launch;
 
 mod ffi {
     use super::{c_char, c_int, c_long};

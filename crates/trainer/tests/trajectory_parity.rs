@@ -218,6 +218,7 @@ impl Runs {
                 allow_config_change: false,
             },
             stop_after_step,
+            parallel: None,
         }
     }
 
@@ -288,7 +289,7 @@ impl Recorder {
                         Tensor::from_slice(values).view(shape),
                     ));
                 }
-                let seed = dropout_seed(training.seed, *step, 0, index);
+                let seed = dropout_seed(training.seed, *step, index);
                 micros.push(json!({"key": key, "dropout_seed": seed}));
             }
             let masked: usize = micro_batches.iter().map(Batch::masked_tokens).sum();

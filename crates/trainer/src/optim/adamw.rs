@@ -190,8 +190,15 @@ impl AdamW {
     /// `set_to_none=False`; the same numbers whenever every parameter gets a gradient each
     /// step, which is the case for the MLM loss).
     pub fn zero_grad(&mut self) {
+        // In place, as torch.optim.Optimizer.zero_grad(set_to_none=False) for gradients
+        // without a graph: no `detach_` (tch's `Tensor::zero_grad`), which libtorch refuses
+        // on DDP's gradients, views into the Reducer's buckets.
+        let _no_grad = tch::no_grad_guard();
         for slot in &mut self.slots {
-            slot.param.zero_grad();
+            let mut grad = slot.param.grad();
+            if grad.defined() {
+                let _ = grad.zero_();
+            }
         }
     }
 

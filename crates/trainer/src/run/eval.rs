@@ -148,9 +148,30 @@ pub fn evaluate(
     set: &EvalSet,
     precision: ForwardPrecision,
 ) -> Result<EvalMetrics, RunError> {
+    Ok(finish_metrics(&evaluate_shard(
+        model,
+        set,
+        precision,
+        (0, 1),
+    )?))
+}
+
+/// The sums over this rank's share of the held-out batches (batch i belongs to rank
+/// i mod world size), to be summed over ranks and finished.
+pub fn evaluate_shard(
+    model: &MaskedLanguageModel,
+    set: &EvalSet,
+    precision: ForwardPrecision,
+    (rank, world_size): (u32, u32),
+) -> Result<EvalSums, RunError> {
     let mut sums = EvalSums::default();
     let _no_grad = tch::no_grad_guard();
-    for batch in &set.batches {
+    let shard = set
+        .batches
+        .iter()
+        .skip(rank as usize)
+        .step_by(world_size.max(1) as usize);
+    for batch in shard {
         sums.sequences += batch.batch_size as u64;
         if batch.masked_tokens() == 0 {
             continue;
@@ -161,7 +182,35 @@ pub fn evaluate(
         sums.masked_tokens += batch.masked_tokens() as u64;
         sums.mask_tokens += batch.masked_is_mask_token.iter().filter(|&&m| m).count() as u64;
     }
-    Ok(finish_metrics(&sums))
+    Ok(sums)
+}
+
+impl EvalSums {
+    /// The sums as one f64 vector (for an all-reduce), and back. Counts stay exact in f64
+    /// up to 2^53.
+    pub fn to_vec(self) -> Vec<f64> {
+        vec![
+            self.loss_sum,
+            self.top1_hits,
+            self.top5_hits,
+            self.mask_top1_hits,
+            self.masked_tokens as f64,
+            self.mask_tokens as f64,
+            self.sequences as f64,
+        ]
+    }
+
+    pub fn from_vec(values: &[f64]) -> Self {
+        Self {
+            loss_sum: values[0],
+            top1_hits: values[1],
+            top5_hits: values[2],
+            mask_top1_hits: values[3],
+            masked_tokens: values[4] as u64,
+            mask_tokens: values[5] as u64,
+            sequences: values[6] as u64,
+        }
+    }
 }
 
 /// Adds one batch's summed loss and top-1 / top-5 / [MASK]-only hits (f64, on the host).

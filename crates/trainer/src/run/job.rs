@@ -2,6 +2,7 @@
 //! before the first step, the per-step log, the observer that presents them, the outcome.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use mlm_masking::{Batch, MaskingConfig};
 use serde::Serialize;
@@ -26,6 +27,8 @@ pub struct TrainJob {
     /// Stop (saving a checkpoint, as on SIGINT) once this many steps are done: time-sliced
     /// jobs, and tests of exact resume.
     pub stop_after_step: Option<u64>,
+    /// This process's place in a data-parallel job (`None`: one process trains alone).
+    pub parallel: Option<Arc<super::DataParallel>>,
 }
 
 /// Which checkpoint a run starts from.
@@ -92,7 +95,9 @@ pub trait TrainObserver {
     fn plan(&mut self, plan: &TrainPlan);
     /// The micro-batches optimizer step `step` (0-based) is about to train on, masked and
     /// collated, in the order the forward passes run; micro-batch `i` runs with dropout seed
-    /// [`dropout_seed`](crate::run::dropout_seed)`(training.seed, step, rank, i)`. For replay
+    /// [`dropout_seed`](crate::run::dropout_seed)`(training.seed, step, 0, first + i)`, where
+    /// `first` is the index of this rank's first micro-batch in the step (rank x
+    /// `gradient_accumulation_steps`), so a micro-batch keeps its seed at any world size. For replay
     /// by a reference implementation (the trajectory parity test) and for debugging a step;
     /// ignored by default.
     fn trained_on(&mut self, step: u64, micro_batches: &[Batch]) {
@@ -113,4 +118,6 @@ pub struct TrainOutcome {
     pub last_eval: Option<EvalMetrics>,
     /// True when SIGINT/SIGTERM or `stop_after_step` stopped the run (after saving).
     pub interrupted: bool,
+    /// Data parallel: the number of ranks, all found holding identical weights at the end.
+    pub replicas: Option<u32>,
 }

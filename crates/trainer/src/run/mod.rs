@@ -19,6 +19,7 @@ mod job;
 mod metrics;
 mod model_setup;
 mod open;
+mod parallel;
 mod plan;
 mod precision;
 mod step;
@@ -35,6 +36,7 @@ pub use eval::{CheckpointEval, EvalMetrics, evaluate_checkpoint};
 pub use job::{
     ResumePolicy, StepLog, TrainJob, TrainObserver, TrainOutcome, TrainPlan, WeightsReport,
 };
+pub use parallel::{BackendChoice, DataParallel, DistributedConfig};
 pub use step::dropout_seed;
 pub use train::run_training;
 pub use word_eval::{WordMetrics, evaluate_checkpoint_words};
@@ -128,6 +130,15 @@ pub enum RunError {
         loss: f64,
         last_checkpoint: Option<PathBuf>,
     },
+    #[error("data parallel: {message}")]
+    Distributed {
+        rank: u32,
+        message: String,
+        #[source]
+        source: Option<mlm_torch_ext::TorchExtError>,
+    },
+    #[error("data parallel: the DDP reducer refused the step")]
+    Reducer(#[source] mlm_torch_ext::TorchExtError),
     #[error("the batch loader thread stopped")]
     LoaderStopped,
 }

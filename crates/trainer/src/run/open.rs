@@ -10,11 +10,12 @@ use mlm_corpus::{Manifest, PreparedCorpus, Split, SplitReader};
 use mlm_masking::Masker;
 
 use super::RunError;
-use super::config::TrainingConfig;
+use super::config::{LastBatch, TrainingConfig};
 use super::data::{BatchPlan, MaskPlan, masker_for};
 use super::eval::{EvalSet, EvalSetSpec};
 use super::job::{TrainJob, TrainPlan, WeightsReport};
 use super::model_setup::{BuiltModel, build_model, check_init_tokenizer, resolve_config};
+use super::parallel::DataParallel;
 use super::plan::{checked_schedule_for, estimate_memory};
 use super::precision::ForwardPrecision;
 use super::trajectory::trajectory_key;
@@ -57,7 +58,7 @@ impl<'a> Run<'a> {
         let model_config = resolve_config(&job.model, &manifest, growth.as_ref())?;
         let masker = Arc::new(masker_for(&job.masking, &manifest)?);
         let train_reader = corpus.split(Split::Train)?;
-        let batches = batch_plan(&job.training);
+        let batches = batch_plan(&job.training, job.parallel.as_deref())?;
         let (steps_per_epoch, total_steps) =
             step_budget(&job.training, &batches, train_reader.len())?;
         let schedule = checked_schedule_for(&job.training, total_steps)?;
@@ -105,15 +106,29 @@ impl<'a> Run<'a> {
     }
 }
 
-/// One process, the whole global batch (data parallelism changes `rank` and `world_size`).
-fn batch_plan(training: &TrainingConfig) -> BatchPlan {
-    BatchPlan {
+/// This rank's share of each global batch: `gradient_accumulation_steps` micro-batches of
+/// `batch_size` sequences, so the global batch is their product times the world size.
+fn batch_plan(
+    training: &TrainingConfig,
+    parallel: Option<&DataParallel>,
+) -> Result<BatchPlan, RunError> {
+    let (rank, world_size) = parallel.map_or((0, 1), |p| (p.rank(), p.world_size()));
+    if world_size > 1 && training.last_batch == LastBatch::Keep {
+        // A partial last batch would leave some ranks without a micro-batch to join the
+        // all-reduce with.
+        return Err(RunError::InvalidConfig(
+            "training.last_batch = \"keep\" is not supported with data parallelism (world size \
+             above 1): use \"drop\""
+                .into(),
+        ));
+    }
+    Ok(BatchPlan {
         micro_batch: training.batch_size,
         accumulation: training.gradient_accumulation_steps,
-        rank: 0,
-        world_size: 1,
+        rank,
+        world_size,
         last_batch: training.last_batch,
-    }
+    })
 }
 
 /// (steps per epoch, total steps): `max_steps`, else `epochs` passes over the train split.

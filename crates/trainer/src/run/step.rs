@@ -10,6 +10,7 @@ use tch::{Device, Kind, Tensor};
 use super::RunError;
 use super::precision::ForwardPrecision;
 use crate::model::{MaskedLanguageModel, masked_lm_loss_sum};
+use mlm_torch_ext::dist::Reducer;
 
 /// A collated batch on the device.
 pub struct BatchTensors {
@@ -42,12 +43,15 @@ pub fn batch_tensors(batch: &Batch, device: Device) -> BatchTensors {
     }
 }
 
-/// The dropout seed of (seed, step, rank, micro-batch): libtorch's generator is reseeded
-/// with it before each forward, so a resumed run needs no saved RNG state (tch cannot export
-/// the generator's state). SplitMix64 finaliser over the packed inputs.
-pub fn dropout_seed(seed: u64, step: u64, rank: u32, micro_batch: usize) -> i64 {
+/// The dropout seed of (seed, step, micro-batch): libtorch's generator is reseeded with it
+/// before each forward, so a resumed run needs no saved RNG state (tch cannot export the
+/// generator's state). `micro_batch` is the micro-batch's index in the whole step (over all
+/// ranks: rank r's i-th is r x gradient_accumulation_steps + i), so a micro-batch keeps its
+/// dropout at any world size. SplitMix64 finaliser over the packed inputs (the zero word is
+/// a former rank coordinate, kept so that seeds, and runs, stay what they were).
+pub fn dropout_seed(seed: u64, step: u64, micro_batch: usize) -> i64 {
     let mut x = seed ^ 0x6d6c_6d2d_7472_6169;
-    for word in [step, u64::from(rank), micro_batch as u64] {
+    for word in [step, 0, micro_batch as u64] {
         x = splitmix64(x ^ word);
     }
     // manual_seed takes an i64; keep it non-negative so logs read naturally.
@@ -72,13 +76,19 @@ pub fn masked_logits(
 }
 
 /// What the forward/backward passes of a step need besides the model.
-pub struct StepContext {
+pub struct StepContext<'a> {
     pub precision: ForwardPrecision,
     pub seed: u64,
     pub step: u64,
-    pub rank: u32,
-    /// Masked tokens of the whole step over all ranks (the loss normaliser).
+    /// The index of this rank's first micro-batch in the whole step (dropout seeds).
+    pub first_micro_batch: usize,
+    /// Masked tokens of the whole step over all ranks (the loss normaliser), divided by the
+    /// number of ranks: the Reducer averages gradients over ranks, so each rank's loss is
+    /// scaled up by the world size to make the result the sum over the step / masked tokens.
     pub normaliser: f64,
+    /// Data parallel: the Reducer that all-reduces gradients during the last micro-batch's
+    /// backward (the others accumulate locally, as under DDP's `no_sync`).
+    pub reducer: Option<&'a Reducer>,
 }
 
 /// Runs forward and backward over a step's micro-batches, accumulating gradients. Returns
@@ -88,19 +98,34 @@ pub struct StepContext {
 pub fn forward_backward(
     model: &MaskedLanguageModel,
     batches: &[Batch],
-    ctx: &StepContext,
+    ctx: &StepContext<'_>,
 ) -> Result<f64, RunError> {
     let device = ctx.precision.device();
     let mut loss_sum: Option<Tensor> = None;
     for (micro, batch) in batches.iter().enumerate() {
-        if batch.masked_tokens() == 0 {
+        let syncs = ctx.reducer.filter(|_| micro + 1 == batches.len());
+        // Under data parallelism every rank's last backward joins the all-reduce, even one
+        // with nothing masked (its gradient is zero).
+        if batch.masked_tokens() == 0 && syncs.is_none() {
             continue;
         }
-        tch::manual_seed(dropout_seed(ctx.seed, ctx.step, ctx.rank, micro));
+        tch::manual_seed(dropout_seed(
+            ctx.seed,
+            ctx.step,
+            ctx.first_micro_batch + micro,
+        ));
         let tensors = batch_tensors(batch, device);
+        if let Some(reducer) = syncs {
+            reducer.prepare_for_forward().map_err(RunError::Reducer)?;
+        }
         let logits = masked_logits(model, &tensors, ctx.precision, true)?;
         let sum = masked_lm_loss_sum(&logits, &tensors.masked_labels);
-        (&sum / ctx.normaliser).backward();
+        if let Some(reducer) = syncs {
+            reducer.prepare_for_backward().map_err(RunError::Reducer)?;
+        }
+        // f_backward: under data parallelism the all-reduce finishes inside backward, and a
+        // peer that died surfaces here as an error, not a panic.
+        (&sum / ctx.normaliser).f_backward()?;
         let sum = sum.detach().to_kind(Kind::Double);
         loss_sum = Some(match loss_sum {
             Some(total) => total + sum,
@@ -161,13 +186,14 @@ mod tests {
         (batches, total)
     }
 
-    fn context(precision: ForwardPrecision, step: u64, normaliser: usize) -> StepContext {
+    fn context(precision: ForwardPrecision, step: u64, normaliser: usize) -> StepContext<'static> {
         StepContext {
             precision,
             seed: 1,
             step,
-            rank: 0,
+            first_micro_batch: 0,
             normaliser: normaliser as f64,
+            reducer: None,
         }
     }
 
@@ -222,13 +248,12 @@ mod tests {
 
     #[test]
     fn dropout_seeds_differ_by_every_coordinate_and_repeat_exactly() {
-        let base = dropout_seed(1, 10, 0, 0);
-        assert_eq!(base, dropout_seed(1, 10, 0, 0));
+        let base = dropout_seed(1, 10, 0);
+        assert_eq!(base, dropout_seed(1, 10, 0));
         for other in [
-            dropout_seed(2, 10, 0, 0),
-            dropout_seed(1, 11, 0, 0),
-            dropout_seed(1, 10, 1, 0),
-            dropout_seed(1, 10, 0, 1),
+            dropout_seed(2, 10, 0),
+            dropout_seed(1, 11, 0),
+            dropout_seed(1, 10, 1),
         ] {
             assert_ne!(base, other);
         }

@@ -12,15 +12,18 @@ use std::time::Instant;
 use super::RunError;
 use super::cadence::{Cadence, Due, Throughput};
 use super::data::{DataPosition, Prefetcher, StepBatches};
-use super::eval::{EvalMetrics, evaluate};
+use super::eval::{EvalMetrics, EvalSums, evaluate_shard, finish_metrics};
 use super::job::{StepLog, TrainJob, TrainObserver, TrainOutcome};
 use super::metrics::MetricsLog;
 use super::open::{Run, RunParts};
+use super::parallel::{DataParallel, sum_over_ranks};
 use super::step::{StepContext, forward_backward};
 use crate::TrainError;
 use crate::checkpoint::{CheckpointExtras, TrainerState};
 use crate::model::BertConfig;
+use crate::model::{named_variables, trainable_named_variables};
 use crate::optim::{clip_grad_norm, clip_grad_norm_foreach};
+use mlm_torch_ext::dist::Reducer;
 
 /// Runs (or, with `dry_run`, only plans) the job. `stop` is raised by signal handlers: the
 /// loop saves a checkpoint at the next step boundary and returns.
@@ -37,7 +40,7 @@ pub fn run_training(
     }
     let mut training = Training::start(run, observer)?;
     while !training.is_complete() {
-        if stop.load(Ordering::SeqCst) || training.reached_stop_after_step() {
+        if training.stop_requested(stop)? || training.reached_stop_after_step() {
             return training.finish(observer, true);
         }
         let report = training.step(observer)?;
@@ -64,6 +67,7 @@ impl Run<'_> {
             first_eval: None,
             last_eval: None,
             interrupted: false,
+            replicas: None,
         }
     }
 }
@@ -83,7 +87,10 @@ struct Training<'a> {
     job: &'a TrainJob,
     parts: RunParts,
     loader: Prefetcher,
-    metrics: MetricsLog,
+    /// Written by rank 0 only (as checkpoints and progress).
+    metrics: Option<MetricsLog>,
+    /// Data parallel: the job's process group and the Reducer over the trainable weights.
+    parallel: Option<(&'a DataParallel, Reducer)>,
     cadence: Cadence,
     throughput: Throughput,
     last_save: Instant,
@@ -105,12 +112,22 @@ impl<'a> Training<'a> {
             masks,
             ..
         } = run;
-        let output_dir = &job.training.output_dir;
-        std::fs::create_dir_all(output_dir).map_err(|source| RunError::Io {
-            what: format!("training.output_dir {}", output_dir.display()),
-            source,
-        })?;
         let resumed_step = parts.resumed_from.as_ref().map(|_| parts.state.global_step);
+        let parallel = match job.parallel.as_deref() {
+            Some(group) => Some((group, join_data_parallel(group, &parts)?)),
+            None => None,
+        };
+        let writes = parallel.as_ref().is_none_or(|(group, _)| group.is_main());
+        let output_dir = &job.training.output_dir;
+        let metrics = if writes {
+            std::fs::create_dir_all(output_dir).map_err(|source| RunError::Io {
+                what: format!("training.output_dir {}", output_dir.display()),
+                source,
+            })?;
+            Some(MetricsLog::open(output_dir, resumed_step)?)
+        } else {
+            None
+        };
         let start = DataPosition {
             epoch: parts.state.epoch,
             position: parts.state.epoch_position,
@@ -125,7 +142,8 @@ impl<'a> Training<'a> {
                 parts.total_steps,
             ),
             loader: Prefetcher::start(train_reader, parts.batches, masks, start, prefetch),
-            metrics: MetricsLog::open(output_dir, resumed_step)?,
+            metrics,
+            parallel,
             last_checkpoint: resumed_step.zip(parts.resumed_from.clone()),
             parts,
             throughput: Throughput::start(),
@@ -155,34 +173,68 @@ impl<'a> Training<'a> {
         let batches = self.loader.next_step()?;
         observer.trained_on(step, &batches.micro_batches);
         self.parts.optimizer.zero_grad();
-        let loss = self.forward_backward(step, &batches)?;
+        let totals = self.step_totals(&batches)?;
+        let loss = self.forward_backward(step, &batches, &totals)?;
         let grad_norm = self.clip_gradients();
         let learning_rate = self.parts.schedule.lr_at(step);
         self.parts.optimizer.step(learning_rate);
-        advance(&mut self.parts.state, &batches);
-        self.throughput.add(batches.tokens);
+        advance(&mut self.parts.state, &batches, totals.tokens);
+        self.throughput.add(totals.tokens);
         Ok(StepReport {
             loss,
             grad_norm,
             learning_rate,
-            masked_tokens: batches.masked_tokens,
+            masked_tokens: totals.masked_tokens,
             start: batches.start,
         })
     }
 
+    /// The step's masked and non-padding tokens over all ranks.
+    fn step_totals(&self, batches: &StepBatches) -> Result<StepTotals, RunError> {
+        let mut counts = [batches.masked_tokens as f64, batches.tokens as f64];
+        sum_over_ranks(self.group(), &mut counts)?;
+        Ok(StepTotals {
+            masked_tokens: counts[0] as usize,
+            tokens: counts[1] as usize,
+        })
+    }
+
+    fn group(&self) -> Option<&'a DataParallel> {
+        self.parallel.as_ref().map(|(group, _)| *group)
+    }
+
+    /// Whether to stop now: a signal on any rank stops every rank at the same step.
+    fn stop_requested(&self, stop: &AtomicBool) -> Result<bool, RunError> {
+        let mut raised = [f64::from(u8::from(stop.load(Ordering::SeqCst)))];
+        sum_over_ranks(self.group(), &mut raised)?;
+        Ok(raised[0] > 0.0)
+    }
+
     /// The step's mean masked-token loss (DESIGN: the sum over micro-batches divided by the
     /// step's masked-token count); a non-finite loss stops the run.
-    fn forward_backward(&self, step: u64, batches: &StepBatches) -> Result<f64, RunError> {
-        let masked = batches.masked_tokens.max(1) as f64;
+    fn forward_backward(
+        &self,
+        step: u64,
+        batches: &StepBatches,
+        totals: &StepTotals,
+    ) -> Result<f64, RunError> {
+        let masked = totals.masked_tokens.max(1) as f64;
+        let plan = &self.parts.batches;
         let context = StepContext {
             precision: self.parts.precision,
             seed: self.job.training.seed,
             step,
-            rank: 0,
-            normaliser: masked,
+            first_micro_batch: plan.rank as usize * plan.accumulation,
+            normaliser: masked / f64::from(plan.world_size),
+            reducer: self.parallel.as_ref().map(|(_, reducer)| reducer),
         };
-        let loss =
-            forward_backward(&self.parts.model.model, &batches.micro_batches, &context)? / masked;
+        let mut loss_sum =
+            [
+                forward_backward(&self.parts.model.model, &batches.micro_batches, &context)
+                    .map_err(|e| self.collective_failure("the step's gradient all-reduce", e))?,
+            ];
+        sum_over_ranks(self.group(), &mut loss_sum)?;
+        let loss = loss_sum[0] / masked;
         if !loss.is_finite() {
             return Err(RunError::NonFiniteLoss {
                 step: step + 1,
@@ -236,7 +288,24 @@ impl<'a> Training<'a> {
         observer.step(&log);
         let mut record = serde_json::to_value(&log).unwrap_or_default();
         record["split"] = "train".into();
-        self.metrics.append(&record)
+        self.append_metrics(&record)
+    }
+
+    fn append_metrics(&mut self, record: &serde_json::Value) -> Result<(), RunError> {
+        match &mut self.metrics {
+            Some(metrics) => metrics.append(record),
+            None => Ok(()),
+        }
+    }
+
+    /// A data-parallel step's error, naming the ranks that stopped (a single process's
+    /// errors pass unchanged).
+    fn collective_failure(&self, what: &str, error: RunError) -> RunError {
+        match (self.group(), error) {
+            (Some(group), RunError::Torch(e)) => group.failure(what, e),
+            (Some(group), RunError::Reducer(e)) => group.failure(what, e),
+            (_, error) => error,
+        }
     }
 
     /// Evaluates on the held-out set, reports, logs to `metrics.jsonl` and records the result
@@ -244,13 +313,17 @@ impl<'a> Training<'a> {
     fn evaluate(&mut self, observer: &mut dyn TrainObserver) -> Result<EvalMetrics, RunError> {
         let step = self.parts.state.global_step;
         let parts = &mut self.parts;
-        let result = evaluate(&parts.model.model, &parts.eval_set, parts.precision)?;
+        let shard = (parts.batches.rank, parts.batches.world_size);
+        let sums = evaluate_shard(&parts.model.model, &parts.eval_set, parts.precision, shard)?;
+        let mut values = sums.to_vec();
+        sum_over_ranks(self.parallel.as_ref().map(|(group, _)| *group), &mut values)?;
+        let result = finish_metrics(&EvalSums::from_vec(&values));
         observer.eval(step, &result);
         let mut record = serde_json::to_value(result).unwrap_or_default();
         parts.state.last_eval = Some(record.clone());
         record["step"] = step.into();
         record["split"] = "eval".into();
-        self.metrics.append(&record)?;
+        self.append_metrics(&record)?;
         self.last_eval = Some((step, result));
         Ok(result)
     }
@@ -274,9 +347,14 @@ impl<'a> Training<'a> {
             files: &parts.tokenizer_files,
         };
         let write = |dir: &Path| write_model_files(dir, &model.vs, &model.config, &tokenizer);
-        let dir = parts
-            .checkpoints
-            .save_with(step, extras, write, &mut parts.state, metric)?;
+        let dir = if self.metrics.is_some() {
+            parts
+                .checkpoints
+                .save_with(step, extras, write, &mut parts.state, metric)?
+        } else {
+            // Another rank holds the same weights and state, and writes them (rank 0).
+            parts.checkpoints.dir_for(step)
+        };
         observer.saved(step, &dir);
         self.last_save = Instant::now();
         self.last_checkpoint = Some((step, dir));
@@ -284,7 +362,8 @@ impl<'a> Training<'a> {
     }
 
     /// Ends the run: evaluates the final step (unless interrupted or already done) and saves
-    /// it (unless already saved), exactly once whichever way the loop ended.
+    /// it (unless already saved), exactly once whichever way the loop ended. Ranks of a
+    /// data-parallel job leave together, once rank 0's last checkpoint is complete.
     fn finish(
         mut self,
         observer: &mut dyn TrainObserver,
@@ -301,22 +380,56 @@ impl<'a> Training<'a> {
         {
             self.save(observer)?;
         }
+        let replicas = self.check_replicas(step)?;
         Ok(TrainOutcome {
             final_step: step,
             last_checkpoint: self.last_checkpoint.map(|(_, dir)| dir),
             first_eval: self.first_eval,
             last_eval: self.last_eval.map(|(_, metrics)| metrics),
             interrupted,
+            replicas,
         })
+    }
+
+    /// Data parallel: every rank holds the same weights (an error otherwise), and rank 0's
+    /// last checkpoint is complete before any rank leaves. Returns the number of ranks.
+    fn check_replicas(&self, step: u64) -> Result<Option<u32>, RunError> {
+        let Some(group) = self.group() else {
+            return Ok(None);
+        };
+        let weights: Vec<_> = named_variables(&self.parts.model.vs)
+            .into_iter()
+            .map(|(_, tensor)| tensor)
+            .collect();
+        group.check_replicas_agree(&weights, step)?;
+        group.barrier("the barrier at the end of the run")?;
+        Ok(Some(group.world_size()))
     }
 }
 
-/// The trainer state after a step that read `batches`.
-fn advance(state: &mut TrainerState, batches: &StepBatches) {
+/// The trainer state after a step that read `batches` (`tokens`: over all ranks).
+fn advance(state: &mut TrainerState, batches: &StepBatches, tokens: usize) {
     state.global_step += 1;
     state.epoch = batches.next.epoch;
     state.epoch_position = batches.next.position;
-    state.tokens_seen += batches.tokens as u64;
+    state.tokens_seen += tokens as u64;
+}
+
+/// A step's token counts over all ranks.
+struct StepTotals {
+    masked_tokens: usize,
+    tokens: usize,
+}
+
+/// Every rank starts from rank 0's weights (as DDP's `_sync_module_states`), then the
+/// Reducer is set up over the trainable ones, in name order (the same on every rank).
+fn join_data_parallel(group: &DataParallel, parts: &RunParts) -> Result<Reducer, RunError> {
+    let all: Vec<_> = named_variables(&parts.model.vs)
+        .into_iter()
+        .map(|(_, tensor)| tensor)
+        .collect();
+    group.broadcast_from_main(&all)?;
+    group.reducer(&trainable_named_variables(&parts.model.vs))
 }
 
 /// The tokenizer files of the prepared corpus (its manifest's `tokenizer_files`).

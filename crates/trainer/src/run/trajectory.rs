@@ -28,7 +28,7 @@ pub fn trajectory_key(
         "corpus": corpus_identity(manifest),
         "model": model_identity(job, model)?,
         "masking": to_value(&job.masking)?,
-        "training": without(to_value(&job.training)?, &PRESENTATION_KEYS),
+        "training": training_identity(job)?,
     });
     let digest = Sha256::digest(description.to_string().as_bytes());
     Ok(digest.iter().take(8).map(|b| format!("{b:02x}")).collect())
@@ -36,6 +36,22 @@ pub fn trajectory_key(
 
 /// What the training data is: its tokenizer, sequence shapes, epoch-order blocks and the
 /// exact bytes of every train shard.
+/// `[training]` less presentation, with the global batch in place of the per-rank
+/// accumulation: 2 ranks x 1 micro-batch and 1 rank x 2 micro-batches of the same size are
+/// the same trajectory (resume at another world size), since micro-batches keep their
+/// sequences, masks and dropout seeds.
+fn training_identity(job: &TrainJob) -> Result<Value, RunError> {
+    let training = &job.training;
+    let world_size = job.parallel.as_ref().map_or(1, |p| p.world_size());
+    let mut value = without(
+        to_value(training)?,
+        &[&PRESENTATION_KEYS[..], &["gradient_accumulation_steps"]].concat(),
+    );
+    value["micro_batches_per_step"] =
+        (training.gradient_accumulation_steps as u64 * u64::from(world_size)).into();
+    Ok(value)
+}
+
 fn corpus_identity(manifest: &Manifest) -> Value {
     json!({
         "tokenizer": manifest.tokenizer_fingerprint,
