@@ -384,6 +384,17 @@ fn every_out_of_range_value_is_refused_at_load_naming_its_full_key() {
         (Set, &["vocab.vocab_size = 3"], "vocab.vocab_size = 3 "),
         (
             File,
+            &["vocab.extend_from = \"model\"", "vocab.add = 0"],
+            "vocab.add = 0 must be >= 1",
+        ),
+        (File, &["vocab.add = 10"], "vocab.extend_from is missing"),
+        (
+            Set,
+            &["vocab.extend_from = \"tokenizer\"", "vocab.add = 5"],
+            "vocab.output is the vocab.extend_from directory",
+        ),
+        (
+            File,
             &["training.warmup_ratio = 1.5"],
             "training.warmup_ratio = 1.5 must be in [0, 1]",
         ),

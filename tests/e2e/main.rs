@@ -13,6 +13,7 @@ mod inspect;
 mod logging;
 mod prepare;
 mod train;
+mod vocab_extend;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -261,6 +261,14 @@ impl RunConfigFile {
         }
         if let Some(corpus) = &self.corpus {
             corpus.validate()?;
+            // `vocab extend`'s keys: a half-written extension is refused before any work.
+            if let Some(vocab) = self
+                .vocab
+                .as_ref()
+                .filter(|v| v.extend_from.is_some() || v.add.is_some())
+            {
+                vocab.validate_extend(corpus)?;
+            }
         }
         self.masking.validate()?;
         self.model.validate()?;

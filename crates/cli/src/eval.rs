@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{HumanDuration, ProgressBar, ProgressStyle};
-use mlm_trainer::run::{CheckpointEval, EvalMetrics, evaluate_checkpoint_with};
+use mlm_trainer::run::{
+    CheckpointEval, EvalMetrics, WordMetrics, evaluate_checkpoint_with, evaluate_checkpoint_words,
+};
 
 use crate::config::ConfigSource;
 
@@ -25,6 +27,11 @@ pub struct EvalArgs {
     /// `mask_accuracy`, `masked_tokens`).
     #[arg(long)]
     pub json: bool,
+    /// Score whole words instead (for models with different tokenizers): mask every piece of
+    /// words chosen by their text, report loss per word (the sum of its pieces' losses) and
+    /// word accuracy (all pieces right).
+    #[arg(long)]
+    pub words: bool,
 }
 
 pub fn run(args: &EvalArgs, source: &ConfigSource, threads: Option<usize>) -> Result<()> {
@@ -42,6 +49,9 @@ pub fn run(args: &EvalArgs, source: &ConfigSource, threads: Option<usize>) -> Re
         eval: &config.eval,
         device,
     };
+    if args.words {
+        return evaluate_words(args, &request);
+    }
     let mut progress = EvalProgress::new(true);
     let metrics = evaluate_checkpoint_with(&request, &mut |done, total| {
         progress.update("eval", done, total);
@@ -70,6 +80,33 @@ fn print_table(metrics: &EvalMetrics) {
     println!("mask_accuracy   {:.4}", metrics.mask_accuracy);
     println!("masked_tokens   {}", metrics.masked_tokens);
     println!("sequences       {}", metrics.sequences);
+}
+
+/// `eval --words`: word-level loss and accuracy.
+fn evaluate_words(args: &EvalArgs, request: &CheckpointEval<'_>) -> Result<()> {
+    let metrics = evaluate_checkpoint_words(request).with_context(|| {
+        format!(
+            "evaluating {} on {} (whole words)",
+            args.checkpoint.display(),
+            request.corpus_dir.display()
+        )
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&metrics)?);
+    } else {
+        print_word_table(&metrics);
+    }
+    Ok(())
+}
+
+fn print_word_table(metrics: &WordMetrics) {
+    println!("loss_per_word    {:.5}", metrics.loss_per_word);
+    println!("word_accuracy    {:.4}", metrics.word_accuracy);
+    println!("pieces_per_word  {:.4}", metrics.pieces_per_word);
+    println!("split_share      {:.4}", metrics.split_share);
+    println!("loss_per_piece   {:.5}", metrics.loss_per_piece);
+    println!("words            {}", metrics.words);
+    println!("sequences        {}", metrics.sequences);
 }
 
 /// Progress of an evaluation on stderr: a bar on a terminal, a plain line every 10 seconds

@@ -95,10 +95,12 @@ enum Command {
         mlm-train prepare --config configs/pubmed.toml --set corpus.max_seq_len=512 \
         --set corpus.output=runs/pubmed/corpus-512")]
     Prepare(prepare::PrepareArgs),
-    /// Domain vocabularies: `vocab train` trains a WordPiece tokenizer on the corpus.
+    /// Domain vocabularies: `vocab train` trains a WordPiece or byte-level BPE tokenizer on the
+    /// corpus; `vocab extend` adds the corpus words a model's vocabulary splits worst.
     #[command(
         subcommand,
-        after_help = "Examples:\n  mlm-train vocab train --config configs/quickstart.toml"
+        after_help = "Examples:\n  mlm-train vocab train --config configs/quickstart.toml\n  \
+            mlm-train vocab extend --config configs/pubmed.toml --set vocab.add=4000"
     )]
     Vocab(vocab::VocabCommand),
     /// Evaluate a checkpoint on the held-out set with fixed masks.

@@ -253,7 +253,20 @@ fn ensure_prepared(config: &RunConfig) -> Result<PathBuf> {
     let corpus = config.corpus()?;
     if let Some(vocab) = &config.vocab {
         let dir = vocab.output_dir(corpus)?;
-        if DomainTokenizer::file_in(&dir).is_none() {
+        if DomainTokenizer::file_in(&dir).is_none() && vocab.extend_from.is_some() {
+            eprintln!(
+                "vocab    extending {} by {} entries into {}",
+                vocab
+                    .extend_from
+                    .as_deref()
+                    .unwrap_or(dir.as_path())
+                    .display(),
+                vocab.add.unwrap_or(0),
+                dir.display()
+            );
+            mlm_corpus::extend_vocab(corpus, vocab, &mlm_corpus::Quiet)
+                .context("extending the vocabulary ([vocab] extend_from)")?;
+        } else if DomainTokenizer::file_in(&dir).is_none() {
             eprintln!(
                 "vocab    training a {}-token {} vocabulary into {}",
                 vocab.vocab_size,
@@ -330,6 +343,9 @@ impl TrainObserver for ConsoleObserver {
         );
         if let Some(weights) = &plan.weights {
             print_weight_lists(weights);
+            if let Some(growth) = &weights.vocabulary {
+                eprintln!("vocab    grown {growth}");
+            }
         }
         eprintln!(
             "data     {} train / {} held-out sequences of <= {} tokens",
@@ -442,6 +458,7 @@ mod tests {
             initialised: vec!["cls.predictions.bias".into()],
             ignored: vec![],
             unexpected: vec!["bert.stray.weight".into(), "head.x".into()],
+            vocabulary: None,
         };
         let lines = weight_lists(&weights);
         assert_eq!(lines.len(), 2, "{lines:?}");

@@ -24,6 +24,7 @@ pub mod split;
 pub mod stream;
 pub mod tokenizer;
 pub mod vocab;
+pub mod vocab_extend;
 
 #[cfg(test)]
 mod testutil;
@@ -41,5 +42,9 @@ pub use progress::{Observer, Progress, Quiet};
 pub use reader::{PreparedCorpus, Sequence, SplitReader};
 pub use shard::{ShardInfo, TokenDtype};
 pub use split::{Split, Splits};
-pub use tokenizer::{DomainTokenizer, HfClass, SpecialIds, SpecialTokens, TokenizerModel};
+pub use tokenizer::{
+    AddedKind, DomainTokenizer, HfClass, NewToken, SpecialIds, SpecialTokens, TokenizerModel,
+    VocabExtension,
+};
 pub use vocab::{VocabReport, train_vocab};
+pub use vocab_extend::{ExtendReport, extend_vocab};

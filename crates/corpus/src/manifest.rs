@@ -93,6 +93,11 @@ pub struct Manifest {
     /// `vocab.txt` or `vocab.json` + `merges.txt`, `tokenizer_config.json`,
     /// `special_tokens_map.json`).
     pub tokenizer_files: Vec<String>,
+    /// What `vocab extend` added to a base vocabulary, when the tokenizer is an extended one
+    /// (its `vocab-extension.json`, also among `tokenizer_files`): the trainer grows a
+    /// checkpoint of the base vocabulary with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vocab_extension: Option<crate::tokenizer::VocabExtension>,
     /// Tokens per sequence at most, cls and sep included.
     pub max_seq_len: usize,
     pub packing: Packing,

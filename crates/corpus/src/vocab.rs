@@ -42,6 +42,13 @@ pub fn train_vocab(
     let started = Instant::now();
     corpus.validate()?;
     vocab.validate()?;
+    if vocab.extend_from.is_some() {
+        return Err(CorpusError::config(
+            "vocab",
+            "extend_from",
+            "is set: this [vocab] extends a vocabulary, run `mlm-train vocab extend`",
+        ));
+    }
     let output = vocab.output_dir(corpus)?;
     let files = corpus_files(corpus)?;
     let bytes_total = files.iter().map(|f| f.bytes).sum();

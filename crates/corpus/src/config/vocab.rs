@@ -77,8 +77,16 @@ pub struct VocabConfig {
     /// `vocab.json` + `merges.txt`, and the Hugging Face configs).
     /// Default: `[corpus] tokenizer`. `output = "tokenizers/pubmed"`
     pub output: Option<PathBuf>,
-    /// Train on at most this many documents of the training split. `max_documents = 1000000`
+    /// Train on (or, for `vocab extend`, count the words of) at most this many documents of
+    /// the training split. `max_documents = 1000000`
     pub max_documents: Option<u64>,
+    /// `vocab extend`: the model directory (or tokenizer directory) whose WordPiece or
+    /// byte-level BPE vocabulary is extended; the extended files go to `output`.
+    /// `extend_from = "models/bert-base-uncased"`
+    pub extend_from: Option<PathBuf>,
+    /// `vocab extend`: how many entries to add (WordPiece reuses `[unusedN]` slots first).
+    /// Words count when seen at least `min_frequency` times. `add = 1000`
+    pub add: Option<usize>,
 }
 
 impl Default for VocabConfig {
@@ -92,6 +100,8 @@ impl Default for VocabConfig {
             limit_alphabet: 1000,
             output: None,
             max_documents: None,
+            extend_from: None,
+            add: None,
         }
     }
 }
@@ -100,7 +110,10 @@ impl VocabConfig {
     /// Makes a relative `output` relative to `base` (the config file's directory), lexically
     /// normalised (see [`resolve_path`]).
     pub fn resolve_paths(&mut self, base: &Path) {
-        if let Some(path) = &mut self.output {
+        for path in [&mut self.output, &mut self.extend_from]
+            .into_iter()
+            .flatten()
+        {
             *path = resolve_path(base, path);
         }
     }
@@ -163,6 +176,55 @@ impl VocabConfig {
         Ok(())
     }
 
+    /// Checks the keys of `vocab extend`: `extend_from` and `add` (>= 1) given, `output`
+    /// (or `corpus.tokenizer`) another directory than `extend_from`. Returns the base
+    /// directory and `add`.
+    pub fn validate_extend(&self, corpus: &CorpusConfig) -> Result<(PathBuf, usize), CorpusError> {
+        let base = self.extend_from.clone().ok_or_else(|| {
+            CorpusError::config(
+                "vocab",
+                "extend_from",
+                "is missing: vocab extend needs the model (or tokenizer) directory whose vocabulary it extends",
+            )
+        })?;
+        let add = match self.add {
+            None => {
+                return Err(CorpusError::config(
+                    "vocab",
+                    "add",
+                    "is missing: how many entries to add",
+                ));
+            }
+            Some(0) => {
+                return Err(CorpusError::config_value(
+                    "vocab",
+                    "add",
+                    0,
+                    "must be >= 1 (the number of vocabulary entries to add)",
+                ));
+            }
+            Some(add) => add,
+        };
+        if self.max_documents == Some(0) {
+            let message = "must be >= 1 (leave it out to count every document)";
+            return Err(CorpusError::config_value(
+                "vocab",
+                "max_documents",
+                0,
+                message,
+            ));
+        }
+        let output = self.output_dir(corpus)?;
+        if output == base {
+            let message = format!(
+                "is the vocab.extend_from directory ({}): write the extended vocabulary elsewhere, the base model keeps its own",
+                base.display()
+            );
+            return Err(CorpusError::config("vocab", "output", message));
+        }
+        Ok((base, add))
+    }
+
     /// The output directory: `vocab.output`, else `corpus.tokenizer`.
     pub fn output_dir(&self, corpus: &CorpusConfig) -> Result<PathBuf, CorpusError> {
         self.output
@@ -219,6 +281,45 @@ mod tests {
             missing.to_string(),
             "vocab.output is missing (and corpus.tokenizer is not set either)"
         );
+    }
+
+    #[test]
+    fn extend_keys_are_checked_together() {
+        let corpus = CorpusConfig {
+            tokenizer: Some("tok".into()),
+            ..CorpusConfig::default()
+        };
+        let extend_error = |edit: fn(&mut VocabConfig)| {
+            let mut v = VocabConfig {
+                extend_from: Some("model".into()),
+                add: Some(10),
+                ..VocabConfig::default()
+            };
+            edit(&mut v);
+            v.validate_extend(&corpus).unwrap_err().to_string()
+        };
+        assert!(extend_error(|v| v.extend_from = None).starts_with("vocab.extend_from is missing"));
+        assert_eq!(
+            extend_error(|v| v.add = None),
+            "vocab.add is missing: how many entries to add"
+        );
+        assert_eq!(
+            extend_error(|v| v.add = Some(0)),
+            "vocab.add = 0 must be >= 1 (the number of vocabulary entries to add)"
+        );
+        assert!(
+            extend_error(|v| v.output = Some("model".into()))
+                .starts_with("vocab.output is the vocab.extend_from directory (model)")
+        );
+        let v = VocabConfig {
+            extend_from: Some("model".into()),
+            add: Some(10),
+            ..VocabConfig::default()
+        };
+        assert_eq!(v.validate_extend(&corpus).unwrap(), ("model".into(), 10));
+        let parsed: VocabConfig =
+            toml::from_str("extend_from = \"m\"\nadd = 4000\nmin_frequency = 3").unwrap();
+        assert_eq!((parsed.add, parsed.min_frequency), (Some(4000), 3));
     }
 
     #[test]

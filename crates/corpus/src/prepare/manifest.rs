@@ -44,6 +44,7 @@ pub(super) fn build(plan: &Plan<'_>, packed: Packed, tokenizer_files: Vec<String
         special_tokens: tokenizer.special_tokens().clone(),
         do_lower_case: tokenizer.do_lower_case(),
         tokenizer_files,
+        vocab_extension: tokenizer.extension().cloned(),
         max_seq_len: config.max_seq_len,
         packing: config.packing,
         token_dtype: plan.dtype(),

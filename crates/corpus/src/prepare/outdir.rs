@@ -72,9 +72,15 @@ pub(super) fn resume_or_clean(
     })
 }
 
-/// The slow-tokenizer files of every family: one that this tokenizer does not write is a
-/// leftover of a prepare with another tokenizer, and would contradict `tokenizer.json`.
-const FAMILY_FILES: [&str; 3] = ["vocab.txt", "vocab.json", "merges.txt"];
+/// The slow-tokenizer files of every family, and the sidecar of an extended vocabulary: one
+/// that this tokenizer does not write is a leftover of a prepare with another tokenizer, and
+/// would contradict `tokenizer.json`.
+const FAMILY_FILES: [&str; 4] = [
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    crate::tokenizer::EXTENSION_FILE,
+];
 
 /// Writes the Hugging Face tokenizer files beside the shards; returns their names.
 pub(super) fn write_tokenizer_files(plan: &Plan<'_>) -> Result<Vec<String>, CorpusError> {

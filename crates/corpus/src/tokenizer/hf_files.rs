@@ -200,5 +200,9 @@ pub fn write(
         "tokenizer_config.json".into(),
         "special_tokens_map.json".into(),
     ]);
+    if let Some(extension) = tokenizer.extension() {
+        extension.write_in(dir)?;
+        written.push(super::EXTENSION_FILE.into());
+    }
     Ok(written)
 }

@@ -5,6 +5,8 @@
 //! (`RobertaTokenizer`, roberta.rs).
 
 mod bert;
+pub mod extend;
+pub mod extension;
 mod family;
 mod fast_bert;
 mod fingerprint;
@@ -22,6 +24,7 @@ use tokenizers::Tokenizer;
 use crate::error::CorpusError;
 
 pub use bert::bert_wordpiece_tokenizer;
+pub use extension::{AddedKind, EXTENSION_FILE, NewToken, VocabExtension};
 pub use family::{HfClass, TokenizerModel};
 pub use roberta::roberta_bpe_tokenizer;
 pub use specials::{BERT_SPECIAL_TOKENS, ROBERTA_SPECIAL_TOKENS, SpecialIds, SpecialTokens};
@@ -43,6 +46,9 @@ pub struct DomainTokenizer {
     fingerprint: String,
     /// The exact fast path of BERT WordPiece set-ups (None: always the full tokenizer).
     fast: Option<fast_bert::FastBert>,
+    /// What `vocab extend` added to a base vocabulary (`vocab-extension.json` beside the
+    /// files), if this tokenizer is an extended one.
+    extension: Option<VocabExtension>,
 }
 
 impl std::fmt::Debug for DomainTokenizer {
@@ -98,10 +104,66 @@ impl DomainTokenizer {
             .model_max_length
             .filter(|&m| m > 0.0 && m < 1e9)
             .map(|m| m as usize);
+        let extension = VocabExtension::read_in(&dir)?;
+        if let Some(extension) = &extension {
+            tokenizer.check_extension(extension, &dir)?;
+        }
         Ok(Self {
             model_max_length,
+            extension,
             ..tokenizer
         })
+    }
+
+    /// A sidecar left beside other tokenizer files would make the trainer initialise the
+    /// wrong rows: every entry must still be its token's id.
+    fn check_extension(&self, extension: &VocabExtension, dir: &Path) -> Result<(), CorpusError> {
+        let stale = extension.tokens.iter().find(|t| {
+            self.token_to_id(&t.token) != Some(t.id)
+                || t.base_ids.iter().any(|&id| id >= extension.base_vocab_size)
+        });
+        let Some(token) = stale else {
+            return Ok(());
+        };
+        Err(CorpusError::tokenizer(
+            Some(&dir.join(EXTENSION_FILE)),
+            format!(
+                "does not describe the tokenizer beside it ({:?} is not id {} there, or its base \
+                 ids are out of range): remove it, or run `mlm-train vocab extend` again",
+                token.token, token.id
+            ),
+            None,
+        ))
+    }
+
+    /// This tokenizer with `inner` (an extension of its vocabulary by `vocab extend`) in
+    /// place of its own: the same special tokens, normaliser and pre-tokenizer.
+    pub(crate) fn extended(
+        &self,
+        inner: Tokenizer,
+        extension: VocabExtension,
+    ) -> Result<Self, CorpusError> {
+        let fingerprint = fingerprint::fingerprint(&inner).map_err(|e| {
+            CorpusError::tokenizer(
+                Some(&self.source),
+                "cannot compute the fingerprint",
+                Some(e),
+            )
+        })?;
+        Ok(Self {
+            vocab_size: id_space(&inner),
+            fingerprint,
+            fast: None,
+            extension: Some(extension),
+            inner,
+            ..self.clone()
+        }
+        .with_fast_path())
+    }
+
+    /// What `vocab extend` added, when this is an extended vocabulary.
+    pub fn extension(&self) -> Option<&VocabExtension> {
+        self.extension.as_ref()
     }
 
     /// Wraps an in-memory tokenizer (`source` names it in messages); the special tokens are
@@ -121,12 +183,7 @@ impl DomainTokenizer {
         })?;
         // The id space, added tokens included: the model's embedding rows. transformers'
         // `len(tokenizer)` counts tokens instead, which is the same unless ids have gaps.
-        let vocab_size = inner
-            .get_vocab(true)
-            .values()
-            .copied()
-            .max()
-            .map_or(0, |m| m + 1);
+        let vocab_size = id_space(&inner);
         if vocab_size < 6 {
             let message = format!("has a vocabulary of {vocab_size} tokens");
             return Err(CorpusError::tokenizer(Some(source), message, None));
@@ -146,6 +203,7 @@ impl DomainTokenizer {
             model_max_length: None,
             fingerprint,
             fast: None,
+            extension: None,
         }
         .with_fast_path())
     }
@@ -278,6 +336,16 @@ impl DomainTokenizer {
     ) -> Result<Vec<String>, CorpusError> {
         hf_files::write(self, dir, model_max_length)
     }
+}
+
+/// Largest id + 1 over the model vocabulary and the added tokens.
+fn id_space(inner: &Tokenizer) -> u32 {
+    inner
+        .get_vocab(true)
+        .values()
+        .copied()
+        .max()
+        .map_or(0, |m| m + 1)
 }
 
 /// Word starts from word ids (see [`DomainTokenizer::encode_words`]).

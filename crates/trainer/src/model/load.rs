@@ -43,6 +43,9 @@ pub struct LoadReport {
     pub unexpected: Vec<String>,
     /// The weight files read.
     pub files: Vec<PathBuf>,
+    /// The vocabulary grown after the load (a checkpoint of the base vocabulary trained on a
+    /// corpus of an extended one, `vocab extend`).
+    pub vocabulary: Option<super::VocabGrowthReport>,
 }
 
 impl LoadReport {
@@ -61,6 +64,9 @@ impl LoadReport {
         }
         if !self.unexpected.is_empty() {
             text.push_str(&format!("; unexpected: {}", self.unexpected.join(", ")));
+        }
+        if let Some(growth) = &self.vocabulary {
+            text.push_str(&format!("; vocabulary {}", growth.summary()));
         }
         text
     }

@@ -17,6 +17,7 @@
 mod config;
 mod export;
 mod family;
+mod grow;
 mod init;
 mod layers;
 mod load;
@@ -32,6 +33,7 @@ pub use export::{ExportOptions, export_hf_model, export_hf_model_with};
 pub use family::{
     Family, FamilySpec, HeadActivation, LayerNames, Positions, SUPPORTED_MODEL_TYPES,
 };
+pub use grow::{NewRow, VocabGrowthReport, grow_vocabulary, mean_rows, vocabulary_variables};
 pub use init::{init_variable_like_hf, init_weights_like_hf};
 pub use load::{
     LoadOptions, LoadReport, LoadedModel, WeightFiles, find_weights, load_hf_dir, load_hf_dir_with,

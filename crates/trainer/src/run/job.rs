@@ -75,6 +75,8 @@ pub struct WeightsReport {
     pub ignored: Vec<String>,
     /// Checkpoint keys that match no parameter and are not known to be safe to ignore.
     pub unexpected: Vec<String>,
+    /// How the vocabulary was grown to the corpus's extended one, if it was.
+    pub vocabulary: Option<String>,
 }
 
 /// One logged training step.

@@ -28,6 +28,7 @@ mod step;
 mod tensorboard;
 mod train;
 mod trajectory;
+mod word_eval;
 
 use std::path::PathBuf;
 
@@ -42,6 +43,7 @@ pub use logging::LoggingConfig;
 pub use parallel::{BackendChoice, DataParallel, DistributedConfig};
 pub use step::dropout_seed;
 pub use train::run_training;
+pub use word_eval::{WordMetrics, evaluate_checkpoint_words};
 
 /// Why a run stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +81,19 @@ pub enum RunError {
          prepare the corpus with the model's tokenizer"
     )]
     VocabMismatch { model: u32, corpus: u32 },
+    #[error(
+        "the model's vocabulary ({model_size} tokens) is not the base of the corpus's extended \
+         vocabulary ({base_size} tokens): id {id} is {model_token:?} in the model and \
+         {corpus_token:?} in the corpus; extend the model's own vocabulary (vocab.extend_from = \
+         the model directory) and prepare the corpus again"
+    )]
+    VocabNotPrefix {
+        id: u32,
+        model_token: String,
+        corpus_token: String,
+        base_size: u32,
+        model_size: u32,
+    },
     #[error(
         "corpus.max_seq_len = {seq_len} is longer than the {positions} positions the model serves \
          (max_position_embeddings = {table}{})",

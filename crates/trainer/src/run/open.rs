@@ -54,8 +54,8 @@ impl<'a> Run<'a> {
     pub fn open(job: &'a TrainJob) -> Result<Self, RunError> {
         let corpus = PreparedCorpus::open(&job.corpus_dir)?;
         let manifest = corpus.manifest().clone();
-        check_init_tokenizer(&job.model, &corpus)?;
-        let model_config = resolve_config(&job.model, &manifest)?;
+        let growth = check_init_tokenizer(&job.model, &corpus)?;
+        let model_config = resolve_config(&job.model, &manifest, growth.as_ref())?;
         let masker = Arc::new(masker_for(&job.masking, &manifest)?);
         let train_reader = corpus.split(Split::Train)?;
         let batches = batch_plan(&job.training, job.parallel.as_deref())?;
@@ -64,7 +64,13 @@ impl<'a> Run<'a> {
         let schedule = checked_schedule_for(&job.training, total_steps)?;
 
         let precision = ForwardPrecision::new(job.training.precision, job.device);
-        let mut model = build_model(&job.model, &model_config, job.device, job.training.seed)?;
+        let mut model = build_model(
+            &job.model,
+            &model_config,
+            job.device,
+            job.training.seed,
+            growth.as_ref(),
+        )?;
         if precision.weight_kind() == tch::Kind::Double {
             model.vs.double();
         }
@@ -236,6 +242,7 @@ impl RunParts {
                 initialised: report.initialised.clone(),
                 ignored: report.ignored.clone(),
                 unexpected: report.unexpected.clone(),
+                vocabulary: report.vocabulary.as_ref().map(|v| v.summary()),
             }),
         }
     }
