@@ -96,6 +96,7 @@ struct RunConfigFile {
     checkpoint: CheckpointConfig,
     #[serde(default)]
     distributed: DistributedConfig,
+    #[serde(default)]
     logging: LoggingConfig,
 }
 
