@@ -49,6 +49,7 @@ fn commands() -> Vec<Vec<String>> {
         .map(|name| vec![name.to_string()])
         .collect();
     commands.push(vec!["vocab".into(), "train".into()]);
+    commands.push(vec!["vocab".into(), "extend".into()]);
     commands
 }
 

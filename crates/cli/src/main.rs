@@ -95,8 +95,7 @@ enum Command {
         mlm-train prepare --config configs/pubmed.toml --set corpus.max_seq_len=512 \
         --set corpus.output=runs/pubmed/corpus-512")]
     Prepare(prepare::PrepareArgs),
-    /// Domain vocabularies: `vocab train` trains a WordPiece or byte-level BPE tokenizer on the
-    /// corpus; `vocab extend` adds the corpus words a model's vocabulary splits worst.
+    /// Domain vocabularies: train one, or extend a model's (`vocab train`, `vocab extend`).
     #[command(
         subcommand,
         after_help = "Examples:\n  mlm-train vocab train --config configs/quickstart.toml\n  \
