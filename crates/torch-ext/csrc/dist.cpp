@@ -19,6 +19,7 @@
 #include <c10/util/Logging.h>
 
 #include <algorithm>
+#include <cstring>
 #include <chrono>
 #include <cstdint>
 #include <limits>
@@ -117,6 +118,16 @@ void mlmx_quiet_c10_warnings() { FLAGS_caffe2_log_level = 2; }
 
 int mlmx_store_set(MlmxStore* store, const char* key, const uint8_t* value, size_t len) {
     return guarded([&] { store->store->set(key, std::vector<uint8_t>(value, value + len)); });
+}
+
+// The value of `key` (waiting for it up to the store's timeout), copied into `buffer`;
+// `len` receives the value's full length.
+int mlmx_store_get(MlmxStore* store, const char* key, uint8_t* buffer, size_t capacity, size_t* len) {
+    return guarded([&] {
+        auto value = store->store->get(key);
+        *len = value.size();
+        std::memcpy(buffer, value.data(), std::min(capacity, value.size()));
+    });
 }
 
 // Whether every key is set, without waiting.

@@ -45,6 +45,13 @@ unsafe extern "C" {
         value: *const u8,
         len: usize,
     ) -> c_int;
+    fn mlmx_store_get(
+        store: *mut RawStore,
+        key: *const c_char,
+        buffer: *mut u8,
+        capacity: usize,
+        len: *mut usize,
+    ) -> c_int;
     fn mlmx_store_check(
         store: *mut RawStore,
         keys: *const *const c_char,
@@ -167,6 +174,26 @@ impl Store {
         let status =
             unsafe { mlmx_store_set(self.raw.as_ptr(), key.as_ptr(), value.as_ptr(), value.len()) };
         check(status, "store set")
+    }
+
+    /// The first 8 bytes of `key`'s value as a little-endian u64 (a counter); waits for the
+    /// key up to the store's timeout.
+    pub fn get_u64(&self, key: &str) -> Result<u64> {
+        let key = c_string(key, "store key")?;
+        let mut buffer = [0u8; 8];
+        let mut len = 0usize;
+        // SAFETY: the handle is live; `buffer` holds 8 bytes, the shim copies at most that.
+        let status = unsafe {
+            mlmx_store_get(
+                self.raw.as_ptr(),
+                key.as_ptr(),
+                buffer.as_mut_ptr(),
+                8,
+                &mut len,
+            )
+        };
+        check(status, "store get")?;
+        Ok(u64::from_le_bytes(buffer))
     }
 
     /// Whether every key is set now (no waiting).

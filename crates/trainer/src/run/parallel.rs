@@ -89,6 +89,7 @@ pub struct DataParallel {
     store: Store,
     env: LaunchEnv,
     config: DistributedConfig,
+    heartbeat: Heartbeat,
 }
 
 impl DataParallel {
@@ -116,6 +117,7 @@ impl DataParallel {
             ),
             source: Some(source),
         })?;
+        let heartbeat = Heartbeat::start(&store, &env, timeout)?;
         wait_for_ranks(&store, &env, timeout)?;
         let backend = config.backend_for(device);
         let group = ProcessGroup::new(
@@ -136,6 +138,7 @@ impl DataParallel {
             store,
             env,
             config: config.clone(),
+            heartbeat,
         })
     }
 
@@ -262,16 +265,21 @@ impl DataParallel {
         Reducer::new(&self.group, params, caps, true).map_err(|e| self.failure("the DDP set-up", e))
     }
 
-    /// The error for a failed collective, naming the ranks that are gone: this rank marks
-    /// itself in the store, waits a grace period for the other survivors (which may notice
-    /// the failure seconds later on a loaded machine) to do the same, and names those that
-    /// did not. When the store itself is gone before any answer, its host (rank 0 unless
-    /// torchrun's agent hosts it) is the one that stopped.
+    /// The error for a failed collective, naming the ranks that are gone. Every rank's
+    /// heartbeat thread bumps a counter in the store twice a second, also while its training
+    /// thread is blocked in a collective: a rank whose counter stopped is dead (killed, out
+    /// of memory, its node lost). When every heartbeat goes on, the ranks that did not mark
+    /// themselves failed within a grace period are the hung ones. When the store itself is
+    /// gone, its host (rank 0 unless torchrun's agent hosts it) is the one that stopped.
     pub fn failure(&self, what: &str, cause: impl std::fmt::Display) -> RunError {
         quiet_c10_warnings();
         let rank = self.env.rank;
-        let grace = FAILURE_GRACE.min(self.config.timeout());
-        let message = match self.unresponsive_ranks(grace) {
+        let gone = self.stopped_ranks();
+        if self.env.store_role == StoreRole::Server {
+            // Keep the store up while the other survivors look at it.
+            std::thread::sleep(2 * HEARTBEAT_WINDOW);
+        }
+        let message = match gone {
             Some(ranks) if ranks.is_empty() => format!("{what} failed on rank {rank}: {cause}"),
             Some(ranks) => format!(
                 "{what} failed on rank {rank}: rank{} {} stopped answering (exited, was killed \
@@ -292,14 +300,32 @@ impl DataParallel {
         }
     }
 
-    /// Ranks that did not mark themselves failed within `grace`, from the last answer the
-    /// store gave (`None`: it gave none). Unless every rank answers, the store's host waits
-    /// out the whole grace period, so that survivors that notice late still find it up.
-    fn unresponsive_ranks(&self, grace: Duration) -> Option<Vec<u32>> {
+    /// The ranks whose heartbeat stopped over one window, else those that did not mark
+    /// themselves failed within the grace period (`None`: the store is gone).
+    fn stopped_ranks(&self) -> Option<Vec<u32>> {
         self.store
             .set(&format!("{FAILED}/{}", self.env.rank), b"1")
             .ok()?;
-        let hosts_store = self.env.store_role == StoreRole::Server;
+        let world = self.env.world_size;
+        let before = self.heartbeat.read_all(&self.store, world)?;
+        std::thread::sleep(HEARTBEAT_WINDOW);
+        let after = self
+            .heartbeat
+            .read_all(&self.store, world)
+            .unwrap_or_else(|| before.clone());
+        let dead: Vec<u32> = (0..world)
+            .filter(|&r| r != self.env.rank && before[r as usize] == after[r as usize])
+            .collect();
+        if !dead.is_empty() {
+            return Some(dead);
+        }
+        let grace = FAILURE_GRACE.min(self.config.timeout());
+        self.unmarked_ranks(grace)
+    }
+
+    /// Ranks that did not mark themselves failed within `grace`, from the store's last
+    /// answer.
+    fn unmarked_ranks(&self, grace: Duration) -> Option<Vec<u32>> {
         let deadline = Instant::now() + grace;
         let mut last_answer = None;
         loop {
@@ -308,10 +334,6 @@ impl DataParallel {
                     let all_answered = missing.is_empty();
                     last_answer = Some(missing);
                     if all_answered {
-                        if hosts_store {
-                            // Everyone answered: give their last reads a moment.
-                            std::thread::sleep(Duration::from_secs(1));
-                        }
                         return last_answer;
                     }
                 }
@@ -322,6 +344,65 @@ impl DataParallel {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+}
+
+/// A heartbeat counts over this window (four beats).
+const HEARTBEAT_WINDOW: Duration = Duration::from_secs(2);
+const HEARTBEAT: &str = "mlm-train/heartbeat";
+
+/// A thread that bumps this rank's counter in the store every half second, through its
+/// own store connection, until the job is left.
+struct Heartbeat {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Heartbeat {
+    fn start(store: &Store, env: &LaunchEnv, timeout: Duration) -> Result<Self, RunError> {
+        let key = format!("{HEARTBEAT}/{}", env.rank);
+        store
+            .set(&key, &0u64.to_le_bytes())
+            .map_err(|e| RunError::Distributed {
+                rank: env.rank,
+                message: "cannot write to the rendezvous store".into(),
+                source: Some(e),
+            })?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let env = env.clone();
+        std::thread::spawn(move || {
+            let Ok(own) = Store::open(
+                &env.master_addr,
+                env.master_port,
+                false,
+                &env.store_prefix,
+                timeout,
+            ) else {
+                return;
+            };
+            let mut beat = 0u64;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                beat += 1;
+                if own.set(&key, &beat.to_le_bytes()).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        });
+        Ok(Self { stop })
+    }
+
+    /// Every rank's counter (`None`: the store is gone).
+    fn read_all(&self, store: &Store, world: u32) -> Option<Vec<u64>> {
+        (0..world)
+            .map(|r| store.get_u64(&format!("{HEARTBEAT}/{r}")).ok())
+            .collect()
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
