@@ -5,6 +5,7 @@
 //! that dies or never joins makes the others exit, naming it.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -72,29 +73,33 @@ timeout_seconds = 20
     )
 }
 
-fn output_dir(run: &str) -> String {
-    format!("--set=training.output_dir=\"{run}\"")
+/// `--config FILE`, the run directory, the accumulation and `args`: a job's command line.
+fn job_args(config: &Path, run_dir: &str, accumulation: usize, args: &[&str]) -> Vec<OsString> {
+    let mut all: Vec<OsString> = vec!["--config".into(), config.into()];
+    all.push(format!("--set=training.output_dir=\"{run_dir}\"").into());
+    all.push(format!("--set=training.gradient_accumulation_steps={accumulation}").into());
+    all.extend(args.iter().map(OsString::from));
+    all
+}
+
+/// Runs a job to its end (or a requested stop), returning its output and stderr.
+fn finished(command: &mut Command) -> (Output, String) {
+    let (output, _, stderr) = run(command);
+    assert!(matches!(output.status.code(), Some(0 | 130)), "{stderr}");
+    (output, stderr)
 }
 
 /// One process: the reference.
 fn single(config: &Path, run_dir: &str, accumulation: usize, args: &[&str]) -> Output {
-    let (output, _, stderr) = run(mlm_train()
-        .arg("--config")
-        .arg(config)
-        .arg(output_dir(run_dir))
-        .arg(format!(
-            "--set=training.gradient_accumulation_steps={accumulation}"
-        ))
-        .args(args));
-    assert!(matches!(output.status.code(), Some(0 | 130)), "{stderr}");
-    output
+    finished(mlm_train().args(job_args(config, run_dir, accumulation, args))).0
 }
 
 /// `n` ranks under the project venv's torchrun (agent store, `--standalone` port).
 fn torchrun(config: &Path, n: u32, run_dir: &str, accumulation: usize, args: &[&str]) -> String {
     let torchrun = workspace_root().join(".venv/bin/torchrun");
     assert!(torchrun.exists(), "{} (scripts/setup)", torchrun.display());
-    let (output, _, stderr) = run(Command::new(torchrun)
+    let mut command = Command::new(torchrun);
+    command
         .current_dir(workspace_root())
         .env("MLM_TRAIN_THREADS", "1")
         .args([
@@ -104,29 +109,17 @@ fn torchrun(config: &Path, n: u32, run_dir: &str, accumulation: usize, args: &[&
             "--no-python",
         ])
         .arg(env!("CARGO_BIN_EXE_mlm-train"))
-        .arg("--config")
-        .arg(config)
-        .arg(output_dir(run_dir))
-        .arg(format!(
-            "--set=training.gradient_accumulation_steps={accumulation}"
-        ))
-        .args(args));
-    assert!(matches!(output.status.code(), Some(0 | 130)), "{stderr}");
-    stderr
+        .args(job_args(config, run_dir, accumulation, args));
+    finished(&mut command).1
 }
 
 /// `n` ranks started by `mlm-train --nproc-per-node n`.
 fn nproc(config: &Path, n: u32, run_dir: &str, accumulation: usize, args: &[&str]) -> String {
-    let (output, _, stderr) = run(mlm_train()
-        .args(["--nproc-per-node", &n.to_string(), "--config"])
-        .arg(config)
-        .arg(output_dir(run_dir))
-        .arg(format!(
-            "--set=training.gradient_accumulation_steps={accumulation}"
-        ))
-        .args(args));
-    assert!(matches!(output.status.code(), Some(0 | 130)), "{stderr}");
-    stderr
+    let mut command = mlm_train();
+    command
+        .args(["--nproc-per-node", &n.to_string()])
+        .args(job_args(config, run_dir, accumulation, args));
+    finished(&mut command).1
 }
 
 fn free_port() -> u16 {
@@ -145,12 +138,7 @@ fn rank_process(
     vars: &HashMap<&str, String>,
 ) -> Child {
     mlm_train()
-        .arg("--config")
-        .arg(config)
-        .arg(output_dir(run_dir))
-        .arg(format!(
-            "--set=training.gradient_accumulation_steps={accumulation}"
-        ))
+        .args(job_args(config, run_dir, accumulation, &[]))
         .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -313,8 +313,12 @@ impl DataParallel {
             .heartbeat
             .read_all(&self.store, world)
             .unwrap_or_else(|| before.clone());
+        // A survivor marks itself failed before it looks, so one that has since exited (its
+        // heartbeat stopped too) is not mistaken for the rank that died.
+        let unmarked = missing_keys(&self.store, FAILED, world).unwrap_or_default();
         let dead: Vec<u32> = (0..world)
             .filter(|&r| r != self.env.rank && before[r as usize] == after[r as usize])
+            .filter(|r| unmarked.contains(r))
             .collect();
         if !dead.is_empty() {
             return Some(dead);
