@@ -62,7 +62,11 @@ impl GradScaler {
     pub fn unscale(&mut self, grads: &[&Tensor]) -> Result<&Tensor, TrainError> {
         let _ = self.found_inf.zero_();
         // torch: inv_scale = self._scale.double().reciprocal().float().
-        let inv_scale = self.scale.to_kind(Kind::Double).reciprocal().to_kind(Kind::Float);
+        let inv_scale = self
+            .scale
+            .to_kind(Kind::Double)
+            .reciprocal()
+            .to_kind(Kind::Float);
         mlm_torch_ext::foreach::amp_unscale(grads, &self.found_inf, &inv_scale)
             .map_err(|e| TrainError::external("unscaling gradients (fp16)", e))?;
         Ok(&self.found_inf)
@@ -117,7 +121,10 @@ mod tests {
         assert_eq!((state.scale, state.growth_tracker), (65536.0, 1));
 
         let overflow = Tensor::from_slice(&[f32::INFINITY, 1.0]);
-        assert_eq!(scaler.unscale(&[&overflow]).unwrap().double_value(&[0]), 1.0);
+        assert_eq!(
+            scaler.unscale(&[&overflow]).unwrap().double_value(&[0]),
+            1.0
+        );
         scaler.update().unwrap();
         let state = scaler.state();
         assert_eq!((state.scale, state.growth_tracker), (32768.0, 0));

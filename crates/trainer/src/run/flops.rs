@@ -233,7 +233,10 @@ mod tests {
         let attention = 6.0 * 12.0 * 2.0 * 128.0 * 768.0;
         assert_eq!(flops.per_token, 6.0 * encoder_weights + attention);
         // The head: 6 x (768^2 + 768 x 30522) = 144 MFLOP per masked token.
-        assert_eq!(flops.per_masked_token, 6.0 * (768.0 * 768.0 + 768.0 * 30522.0));
+        assert_eq!(
+            flops.per_masked_token,
+            6.0 * (768.0 * 768.0 + 768.0 * 30522.0)
+        );
         // At 15% masked, ~0.55 GFLOP per token.
         let per_token = flops.per_token_at(0.15);
         assert!((per_token / 1e9 - 0.545).abs() < 0.005, "{per_token}");
@@ -272,7 +275,10 @@ mod tests {
             gpu_peak_tflops("NVIDIA L40S", MatmulFormat::Half),
             Some(362.1)
         );
-        assert_eq!(gpu_peak_tflops("NVIDIA L4", MatmulFormat::Half), Some(121.0));
+        assert_eq!(
+            gpu_peak_tflops("NVIDIA L4", MatmulFormat::Half),
+            Some(121.0)
+        );
         assert_eq!(gpu_peak_tflops("Some Future GPU", MatmulFormat::Half), None);
     }
 

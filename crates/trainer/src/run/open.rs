@@ -69,8 +69,8 @@ impl<'a> Run<'a> {
             step_budget(&job.training, &batches, train_reader.len())?;
         let schedule = checked_schedule_for(&job.training, total_steps)?;
 
-        let precision =
-            ForwardPrecision::new(job.training.precision, job.device).with_tf32(job.training.tf32)?;
+        let precision = ForwardPrecision::new(job.training.precision, job.device)
+            .with_tf32(job.training.tf32)?;
         let mut model = build_model(
             &job.model,
             &model_config,
@@ -86,10 +86,12 @@ impl<'a> Run<'a> {
         let checkpoints =
             CheckpointManager::new(&job.training.output_dir, job.checkpoint.keep_last);
         let (state, resumed_from) = resume(job, &checkpoints, &mut model, &mut optimizer, fresh)?;
-        let scaler = precision.needs_loss_scaling().then(|| match state.grad_scaler {
-            Some(saved) => GradScaler::from_state(saved, job.device),
-            None => GradScaler::new(job.device),
-        });
+        let scaler = precision
+            .needs_loss_scaling()
+            .then(|| match state.grad_scaler {
+                Some(saved) => GradScaler::from_state(saved, job.device),
+                None => GradScaler::new(job.device),
+            });
 
         let eval_spec = EvalSetSpec::new(&masker, &job.masking, &job.eval, &manifest);
         let eval_set = EvalSet::build(&mut corpus.split(Split::Validation)?, &eval_spec)?;

@@ -217,14 +217,20 @@ mod tests {
     fn tf32_applies_to_fp32_runs_on_gpus_only() {
         let cpu = ForwardPrecision::new(Precision::Fp32, Device::Cpu);
         let cpu = cpu.with_tf32(true).unwrap();
-        assert_eq!((cpu.label(), cpu.matmul_format()), ("fp32", MatmulFormat::Fp32));
+        assert_eq!(
+            (cpu.label(), cpu.matmul_format()),
+            ("fp32", MatmulFormat::Fp32)
+        );
         let bf16 = ForwardPrecision::resolve(Precision::Bf16, Device::Cuda(0), || true);
         assert_eq!(bf16.with_tf32(true).unwrap().label(), "bf16");
         // (An fp32 CUDA run with tf32 sets libtorch's global matmul precision; scripts/gpu-check
         // runs it on a GPU.)
         let gpu = ForwardPrecision::resolve(Precision::Fp32, Device::Cuda(0), || true);
         let gpu = ForwardPrecision { tf32: true, ..gpu };
-        assert_eq!((gpu.label(), gpu.matmul_format()), ("fp32 (tf32 matmuls)", MatmulFormat::Tf32));
+        assert_eq!(
+            (gpu.label(), gpu.matmul_format()),
+            ("fp32 (tf32 matmuls)", MatmulFormat::Tf32)
+        );
     }
 
     #[test]

@@ -31,7 +31,10 @@ pub fn batch_tensors(batch: &Batch, device: Device) -> BatchTensors {
         .collect();
     BatchTensors {
         input_ids: upload(Tensor::from_slice(&batch.input_ids).view(shape), device),
-        attention_mask: upload(Tensor::from_slice(&batch.attention_mask).view(shape), device),
+        attention_mask: upload(
+            Tensor::from_slice(&batch.attention_mask).view(shape),
+            device,
+        ),
         masked_positions: upload(Tensor::from_slice(&batch.masked_positions), device),
         masked_labels: upload(Tensor::from_slice(&batch.masked_labels), device),
         masked_is_mask_token: upload(Tensor::from_slice(&is_mask).to_kind(Kind::Bool), device),

@@ -12,8 +12,8 @@ use std::time::Instant;
 use super::RunError;
 use super::cadence::{Cadence, Due, Throughput};
 use super::data::{DataPosition, Prefetcher, StepBatches};
-use super::flops::mfu;
 use super::eval::{EvalMetrics, EvalSums, evaluate_shard, finish_metrics};
+use super::flops::mfu;
 use super::job::{StepLog, TrainJob, TrainObserver, TrainOutcome};
 use super::logging::open_metrics;
 use super::metrics::MetricsLog;
@@ -297,7 +297,12 @@ impl<'a> Training<'a> {
         };
         let found_inf = scaler_flag.or_else(|| {
             let norm = norm.as_ref()?;
-            Some(norm.isfinite().logical_not().to_kind(Kind::Float).reshape([1]))
+            Some(
+                norm.isfinite()
+                    .logical_not()
+                    .to_kind(Kind::Float)
+                    .reshape([1]),
+            )
         });
         Ok((norm, found_inf))
     }
