@@ -330,6 +330,33 @@ impl ConsoleObserver {
     }
 }
 
+/// Where the run resumes from, after the damaged checkpoints it passed over.
+fn print_resume(plan: &TrainPlan) {
+    for (dir, reason) in &plan.resume_check.refused {
+        eprintln!("warning: refusing {}: {reason}", dir.display());
+    }
+    let Some(dir) = &plan.resumed_from else {
+        return;
+    };
+    let instead = if plan.resume_check.refused.is_empty() {
+        ""
+    } else {
+        " (the previous intact checkpoint)"
+    };
+    eprintln!(
+        "resume   from {}{instead} at step {}",
+        dir.display(),
+        plan.start_step
+    );
+    if plan.resume_check.unverified {
+        eprintln!(
+            "note: {} has no integrity.json (written by an earlier version): its files were not \
+             checked",
+            dir.display()
+        );
+    }
+}
+
 impl TrainObserver for ConsoleObserver {
     fn plan(&mut self, plan: &TrainPlan) {
         eprintln!(
@@ -364,13 +391,7 @@ impl TrainObserver for ConsoleObserver {
             "memory   ~{:.2} GiB estimated (weights, gradients, AdamW, activations)",
             plan.estimated_memory_bytes as f64 / (1u64 << 30) as f64
         );
-        if let Some(dir) = &plan.resumed_from {
-            eprintln!(
-                "resume   from {} at step {}",
-                dir.display(),
-                plan.start_step
-            );
-        }
+        print_resume(plan);
         if std::io::stderr().is_terminal() && plan.total_steps > plan.start_step {
             let bar = ProgressBar::new(plan.total_steps);
             bar.set_style(

@@ -176,10 +176,12 @@ impl<'a> Training<'a> {
         self.parts.optimizer.zero_grad();
         let totals = self.step_totals(&batches)?;
         let loss = self.forward_backward(step, &batches, &totals)?;
+        mlm_faults::fault_point("train.mid-step");
         let grad_norm = self.clip_gradients();
         let learning_rate = self.parts.schedule.lr_at(step);
         self.parts.optimizer.step(learning_rate);
         advance(&mut self.parts.state, &batches, totals.tokens);
+        mlm_faults::fault_point("train.after-optimizer-step");
         self.throughput.add(totals.tokens);
         Ok(StepReport {
             loss,
