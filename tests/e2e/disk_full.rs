@@ -101,7 +101,7 @@ fn a_full_disk_stops_the_run_naming_the_path_and_the_last_checkpoint_survives() 
 #[test]
 fn a_full_disk_during_prepare_is_named_and_the_rerun_finishes() {
     let scratch = Scratch::new("disk-full-prepare");
-    let config = tiny_config(&scratch, "max_steps = 1", "");
+    let config = tiny_config(&scratch, "max_steps = 2", "");
     let Some(mount) = Mount::tmpfs(&scratch.path().join("small"), "size=8k") else {
         return;
     };
