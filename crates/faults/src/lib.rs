@@ -205,8 +205,8 @@ mod tests {
     #[test]
     fn an_unarmed_point_returns() {
         // The test process has no MLM_TRAIN_FAULT: every point is a no-op.
-        for (name, _) in FAULT_POINTS {
-            fault_point(*name);
+        for &(name, _) in FAULT_POINTS {
+            fault_point(name);
         }
     }
 }
