@@ -40,6 +40,10 @@ pub struct JobFlags {
     /// the same command then resumes (time-sliced clusters).
     #[arg(long, value_name = "STEP")]
     pub stop_after_step: Option<u64>,
+    /// Hash every byte of the prepared corpus against its integrity.json before training
+    /// (a checkpoint is always hashed in full before a resume).
+    #[arg(long)]
+    pub verify: bool,
 }
 
 impl JobFlags {
@@ -50,6 +54,7 @@ impl JobFlags {
             (self.resume.is_some(), "--resume"),
             (self.allow_config_change, "--allow-config-change"),
             (self.stop_after_step.is_some(), "--stop-after-step"),
+            (self.verify, "--verify"),
         ]
         .into_iter()
         .find_map(|(given, flag)| given.then_some(flag))
@@ -77,6 +82,11 @@ pub fn run_job(source: &ConfigSource, threads_flag: Option<usize>, flags: &JobFl
     } else {
         prepared_on_rank_zero(&config, parallel.as_deref())?
     };
+    if flags.verify {
+        mlm_corpus::PreparedCorpus::open(&corpus_dir)
+            .and_then(|corpus| corpus.verify())
+            .with_context(|| format!("verifying the prepared corpus {}", corpus_dir.display()))?;
+    }
     let rank = parallel.as_ref().map(|p| p.rank());
     let job = TrainJob {
         corpus_dir,
