@@ -14,6 +14,7 @@ mod guide;
 mod inspect;
 mod logging;
 mod prepare;
+mod speed;
 mod train;
 mod vocab_extend;
 

@@ -73,7 +73,7 @@ pub(crate) fn metrics(run_dir: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn weights(checkpoint: &Path) -> Vec<u8> {
+pub(crate) fn weights(checkpoint: &Path) -> Vec<u8> {
     std::fs::read(checkpoint.join("model.safetensors")).unwrap()
 }
 
@@ -370,7 +370,7 @@ fn bf16_on_the_cpu_trains_in_bf16_not_silently_in_fp32() {
 
 /// Runs `config` with `args`, stopped after step `stop_at` (as SIGINT would), then again: it
 /// resumes and finishes.
-fn stop_and_resume(config: &Path, args: &[&str], stop_at: &str) {
+pub(crate) fn stop_and_resume(config: &Path, args: &[&str], stop_at: &str) {
     let stopped = [args, &["--stop-after-step", stop_at]].concat();
     let (output, _, stderr) = train(config, &stopped);
     assert_eq!(output.status.code(), Some(130), "{stderr}");

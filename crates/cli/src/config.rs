@@ -277,6 +277,7 @@ impl RunConfigFile {
         self.eval.validate()?;
         self.checkpoint.validate()?;
         self.distributed.validate()?;
+        self.logging.validate()?;
         Ok(())
     }
 }

@@ -401,6 +401,14 @@ impl TrainObserver for ConsoleObserver {
             "memory   ~{:.2} GiB estimated (weights, gradients, AdamW, activations)",
             plan.estimated_memory_bytes as f64 / (1u64 << 30) as f64
         );
+        eprintln!(
+            "flops    {:.3} GFLOP per token trained; peak {}",
+            plan.flops_per_token / 1e9,
+            match (plan.peak_tflops, &plan.peak_source) {
+                (Some(tflops), Some(source)) => format!("{tflops:.1} TFLOP/s ({source})"),
+                _ => "unknown, no MFU (set logging.peak_tflops)".to_owned(),
+            }
+        );
         print_resume(plan);
         if std::io::stderr().is_terminal() && plan.total_steps > plan.start_step {
             let bar = ProgressBar::new(plan.total_steps);
@@ -417,8 +425,12 @@ impl TrainObserver for ConsoleObserver {
     }
 
     fn step(&mut self, log: &StepLog) {
+        let mfu = log
+            .mfu
+            .map(|mfu| format!("  MFU {:.1}%", 100.0 * mfu))
+            .unwrap_or_default();
         let text = format!(
-            "loss {:.4}  lr {:.3e}  {:.0} tok/s  epoch {:.2}",
+            "loss {:.4}  lr {:.3e}  {:.0} tok/s{mfu}  epoch {:.2}",
             log.loss, log.learning_rate, log.tokens_per_second, log.epoch
         );
         match &self.bar {

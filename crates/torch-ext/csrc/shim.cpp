@@ -8,7 +8,12 @@
 #include <ATen/Parallel.h>
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <torch/headeronly/version.h>
+#include <memory>
+#include <optional>
+
+#include <ATen/ops/_amp_foreach_non_finite_check_and_unscale.h>
 #include <ATen/ops/_foreach_add.h>
+#include <ATen/ops/_foreach_sub.h>
 #include <ATen/ops/_foreach_mul.h>
 #include <ATen/ops/_foreach_norm.h>
 #include <ATen/ops/_fused_adamw.h>
@@ -212,24 +217,35 @@ std::vector<at::Tensor> tensor_list(at::Tensor* const* tensors, size_t n) {
 // kernel updates params, exp_avgs and exp_avg_sqs in place, with decoupled weight decay.
 int mlmx_fused_adamw(at::Tensor* const* params, at::Tensor* const* grads, at::Tensor* const* exp_avgs,
                      at::Tensor* const* exp_avg_sqs, at::Tensor* const* steps, size_t n, double lr,
-                     double beta1, double beta2, double weight_decay, double eps) {
+                     double beta1, double beta2, double weight_decay, double eps,
+                     const at::Tensor* found_inf) {
     return guarded([&] {
         if (n == 0) return;
         auto step_list = tensor_list(steps, n);
         at::_foreach_add_(step_list, 1);
+        std::optional<at::Tensor> skip;
+        if (found_inf != nullptr) skip = *found_inf;
         at::_fused_adamw_(tensor_list(params, n), tensor_list(grads, n), tensor_list(exp_avgs, n),
                           tensor_list(exp_avg_sqs, n), {}, step_list, lr, beta1, beta2, weight_decay,
-                          eps, /*amsgrad=*/false, /*maximize=*/false);
+                          eps, /*amsgrad=*/false, /*maximize=*/false, /*grad_scale=*/std::nullopt, skip);
+        // A skipped update does not count as a step (torch/optim/adam.py `_fused_adam` undoes
+        // the increment with `_foreach_sub_(device_state_steps, [device_found_inf] * n)`).
+        if (skip) {
+            std::vector<at::Tensor> undo(n, skip->reshape({}).to(step_list[0].scalar_type()));
+            at::_foreach_sub_(step_list, undo);
+        }
     });
 }
 
 // torch.nn.utils.clip_grad_norm_ with foreach=True: the global L2 norm of `n` gradients
 // (norm of the per-tensor norms), and, when `max_norm` is finite, every gradient scaled by
-// clamp(max_norm / (norm + 1e-6), max=1). Writes the norm before clipping to `total_norm`.
-int mlmx_clip_grad_norm(at::Tensor* const* grads, size_t n, double max_norm, double* total_norm) {
+// clamp(max_norm / (norm + 1e-6), max=1). `*total_out` receives the norm before clipping, a
+// new 0-dim tensor on the gradients' device (undefined when n == 0), owned by the caller
+// (tch's `Tensor::from_ptr`). No host synchronisation.
+int mlmx_clip_grad_norm_device(at::Tensor* const* grads, size_t n, double max_norm, at::Tensor** total_out) {
     return guarded([&] {
         if (n == 0) {
-            *total_norm = 0.0;
+            *total_out = new at::Tensor();
             return;
         }
         auto list = tensor_list(grads, n);
@@ -239,8 +255,40 @@ int mlmx_clip_grad_norm(at::Tensor* const* grads, size_t n, double max_norm, dou
             auto coefficient = ((total + 1e-6).reciprocal() * max_norm).clamp_max(1.0);
             at::_foreach_mul_(list, coefficient);
         }
-        *total_norm = total.item<double>();
+        *total_out = new at::Tensor(total);
     });
+}
+
+// mlmx_clip_grad_norm_device with the norm read on the host (`total_norm`).
+int mlmx_clip_grad_norm(at::Tensor* const* grads, size_t n, double max_norm, double* total_norm) {
+    at::Tensor* total = nullptr;
+    int status = mlmx_clip_grad_norm_device(grads, n, max_norm, &total);
+    if (status != 0) return status;
+    return guarded([&] {
+        std::unique_ptr<at::Tensor> owned(total);
+        *total_norm = owned->defined() ? owned->item<double>() : 0.0;
+    });
+}
+
+// GradScaler.unscale_ (torch/amp/grad_scaler.py `_unscale_grads_`): every gradient multiplied
+// by `inv_scale`, and `found_inf` (a 1-element f32 tensor on their device) set to 1 when any
+// is inf or NaN. One kernel over all gradients, no host synchronisation.
+int mlmx_amp_unscale(at::Tensor* const* grads, size_t n, at::Tensor* found_inf, const at::Tensor* inv_scale) {
+    return guarded([&] {
+        if (n == 0) return;
+        at::_amp_foreach_non_finite_check_and_unscale_(tensor_list(grads, n), *found_inf, *inv_scale);
+    });
+}
+
+// torch.set_float32_matmul_precision: "highest" (fp32), "high" (TF32 tensor cores on Ampere
+// and newer), "medium".
+int mlmx_set_float32_matmul_precision(const char* precision) {
+    return guarded([&] { at::globalContext().setFloat32MatmulPrecision(precision); });
+}
+
+// 0 highest, 1 high, 2 medium.
+int mlmx_float32_matmul_precision() {
+    return static_cast<int>(at::globalContext().float32MatmulPrecision());
 }
 
 }  // extern "C"

@@ -25,6 +25,19 @@ mod ffi {
             beta2: f64,
             weight_decay: f64,
             eps: f64,
+            found_inf: *const c_void,
+        ) -> c_int;
+        pub fn mlmx_clip_grad_norm_device(
+            grads: *const *mut c_void,
+            n: usize,
+            max_norm: f64,
+            total_out: *mut *mut c_void,
+        ) -> c_int;
+        pub fn mlmx_amp_unscale(
+            grads: *const *mut c_void,
+            n: usize,
+            found_inf: *mut c_void,
+            inv_scale: *const c_void,
         ) -> c_int;
         pub fn mlmx_clip_grad_norm(
             grads: *const *mut c_void,
@@ -62,8 +75,14 @@ fn pointers(tensors: &[&Tensor]) -> Vec<*mut std::ffi::c_void> {
         .collect()
 }
 
-/// One AdamW step of every parameter in `tensors`, in place (PyTorch's fused kernel).
-pub fn fused_adamw(tensors: &AdamWTensors<'_>, step: AdamWStep) -> Result<()> {
+/// One AdamW step of every parameter in `tensors`, in place (PyTorch's fused kernel). With
+/// `found_inf` (a 1-element f32 tensor on the parameters' device), the kernel leaves every
+/// tensor and step count as it was when it holds 1, deciding on the device: no host sync.
+pub fn fused_adamw(
+    tensors: &AdamWTensors<'_>,
+    step: AdamWStep,
+    found_inf: Option<&Tensor>,
+) -> Result<()> {
     let n = tensors.params.len();
     for list in [
         tensors.grads,
@@ -81,8 +100,10 @@ pub fn fused_adamw(tensors: &AdamWTensors<'_>, step: AdamWStep) -> Result<()> {
     let (params, grads) = (pointers(tensors.params), pointers(tensors.grads));
     let (exp_avgs, exp_avg_sqs) = (pointers(tensors.exp_avgs), pointers(tensors.exp_avg_sqs));
     let steps = pointers(tensors.steps);
-    // SAFETY: every pointer is a live `at::Tensor*` borrowed from `tensors` for this call, all
-    // five arrays hold `n` entries (checked above), and the shim catches C++ exceptions.
+    let found_inf = found_inf.map_or(std::ptr::null(), |t| t.as_ptr().cast());
+    // SAFETY: every pointer is a live `at::Tensor*` borrowed from `tensors` (and `found_inf`,
+    // or null) for this call, all five arrays hold `n` entries (checked above), and the shim
+    // catches C++ exceptions.
     let status: c_int = unsafe {
         ffi::mlmx_fused_adamw(
             params.as_ptr(),
@@ -96,9 +117,44 @@ pub fn fused_adamw(tensors: &AdamWTensors<'_>, step: AdamWStep) -> Result<()> {
             step.beta2,
             step.weight_decay,
             step.eps,
+            found_inf,
         )
     };
     check(status, "fused AdamW")
+}
+
+/// [`clip_grad_norm`] leaving the norm on the device: the 0-dim norm before clipping (`None`
+/// without gradients). Nothing waits for the device.
+pub fn clip_grad_norm_device(grads: &[&Tensor], max_norm: f64) -> Result<Option<Tensor>> {
+    let pointers = pointers(grads);
+    let mut total: *mut std::ffi::c_void = std::ptr::null_mut();
+    // SAFETY: `pointers` holds `grads.len()` live `at::Tensor*` borrowed for the call; the shim
+    // writes a heap-allocated `at::Tensor*` to `total` on success and catches C++ exceptions.
+    let status = unsafe {
+        ffi::mlmx_clip_grad_norm_device(pointers.as_ptr(), pointers.len(), max_norm, &raw mut total)
+    };
+    check(status, "clip grad norm")?;
+    // SAFETY: on success `total` is a fresh `at::Tensor*` that nothing else owns; tch takes it
+    // over (and deletes it on drop), as for the tensors its own generated calls return.
+    let total = unsafe { Tensor::from_ptr(total.cast()) };
+    Ok(total.defined().then_some(total))
+}
+
+/// `GradScaler.unscale_`'s kernel: every gradient multiplied by `inv_scale` in place, and
+/// `found_inf` (1-element f32) set to 1 when any gradient holds an inf or NaN.
+pub fn amp_unscale(grads: &[&Tensor], found_inf: &Tensor, inv_scale: &Tensor) -> Result<()> {
+    let pointers = pointers(grads);
+    // SAFETY: live `at::Tensor*`s borrowed for the call (`found_inf` is written through its
+    // handle, which shares storage with the caller's tensor); the shim catches C++ exceptions.
+    let status = unsafe {
+        ffi::mlmx_amp_unscale(
+            pointers.as_ptr(),
+            pointers.len(),
+            found_inf.as_ptr().cast_mut().cast(),
+            inv_scale.as_ptr().cast(),
+        )
+    };
+    check(status, "GradScaler unscale")
 }
 
 /// Scales `grads` in place so their global L2 norm is at most `max_norm` (not at all when it is
@@ -156,7 +212,7 @@ mod tests {
             weight_decay: 0.5,
             eps: 1e-8,
         };
-        fused_adamw(&tensors, hyper).unwrap();
+        fused_adamw(&tensors, hyper, None).unwrap();
         assert_eq!(s.double_value(&[]), 1.0);
         let expected = [1.0 * (1.0 - 0.05) - 0.1, -2.0 * (1.0 - 0.05) + 0.1];
         for (i, e) in expected.iter().enumerate() {
@@ -166,6 +222,38 @@ mod tests {
             steps: &[],
             ..tensors
         };
-        assert!(fused_adamw(&bad, hyper).is_err());
+        assert!(fused_adamw(&bad, hyper, None).is_err());
+
+        // With found_inf = 1 nothing moves, the step count included; with 0 it is a step.
+        let before = p.copy();
+        let mut found = Tensor::ones([1], (Kind::Float, Device::Cpu));
+        fused_adamw(&tensors, hyper, Some(&found)).unwrap();
+        assert!(p.equal(&before) && s.double_value(&[]) == 1.0);
+        let _ = found.zero_();
+        fused_adamw(&tensors, hyper, Some(&found)).unwrap();
+        assert!(!p.equal(&before) && s.double_value(&[]) == 2.0);
+    }
+
+    #[test]
+    fn device_clipping_returns_the_norm_as_a_tensor() {
+        let a = Tensor::from_slice(&[3.0f32, 4.0]);
+        let norm = clip_grad_norm_device(&[&a], 1.0).unwrap().unwrap();
+        assert_eq!(norm.size(), Vec::<i64>::new());
+        assert!((norm.double_value(&[]) - 5.0).abs() < 1e-6);
+        assert!((a.double_value(&[1]) - 4.0 / (5.0 + 1e-6)).abs() < 1e-6);
+        assert!(clip_grad_norm_device(&[], 1.0).unwrap().is_none());
+    }
+
+    #[test]
+    fn unscaling_divides_and_flags_non_finite_gradients() {
+        let a = Tensor::from_slice(&[4.0f32, 8.0]);
+        let found = Tensor::zeros([1], (Kind::Float, Device::Cpu));
+        let inv = Tensor::from_slice(&[0.25f32]);
+        amp_unscale(&[&a], &found, &inv).unwrap();
+        assert_eq!(Vec::<f32>::try_from(&a).unwrap(), vec![1.0, 2.0]);
+        assert_eq!(found.double_value(&[0]), 0.0);
+        let b = Tensor::from_slice(&[f32::INFINITY]);
+        amp_unscale(&[&a, &b], &found, &inv).unwrap();
+        assert_eq!(found.double_value(&[0]), 1.0);
     }
 }

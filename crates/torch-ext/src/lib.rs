@@ -33,6 +33,8 @@ mod ffi {
         pub fn mlmx_autocast_enter() -> c_int;
         pub fn mlmx_autocast_exit() -> c_int;
         pub fn mlmx_cuda_runtime_version() -> c_long;
+        pub fn mlmx_set_float32_matmul_precision(precision: *const c_char) -> c_int;
+        pub fn mlmx_float32_matmul_precision() -> c_int;
         pub fn mlmx_cudnn_version() -> c_long;
         pub fn mlmx_cuda_driver_version() -> c_int;
         pub fn mlmx_cuda_device_info(
@@ -230,6 +232,37 @@ pub fn cudnn_version() -> Option<i64> {
     (version > 0).then_some(version)
 }
 
+/// `torch.set_float32_matmul_precision`: how fp32 matmuls run on CUDA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Float32MatmulPrecision {
+    /// Full fp32 (PyTorch's default).
+    Highest,
+    /// TF32 tensor cores (Ampere and newer): `torch.backends.cuda.matmul.allow_tf32 = True`.
+    High,
+}
+
+/// Sets how fp32 matmuls run, for the whole process (libtorch's global context).
+pub fn set_float32_matmul_precision(precision: Float32MatmulPrecision) -> Result<()> {
+    let name: &CStr = match precision {
+        Float32MatmulPrecision::Highest => c"highest",
+        Float32MatmulPrecision::High => c"high",
+    };
+    // SAFETY: a NUL-terminated static string; the shim catches C++ exceptions.
+    check(
+        unsafe { ffi::mlmx_set_float32_matmul_precision(name.as_ptr()) },
+        "set float32 matmul precision",
+    )
+}
+
+/// The current fp32 matmul precision (`medium` reads as `High`: both allow reduced precision).
+pub fn float32_matmul_precision() -> Float32MatmulPrecision {
+    // SAFETY: no arguments; reads libtorch's global context.
+    match unsafe { ffi::mlmx_float32_matmul_precision() } {
+        0 => Float32MatmulPrecision::Highest,
+        _ => Float32MatmulPrecision::High,
+    }
+}
+
 /// One GPU as the CUDA driver describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GpuInfo {
@@ -294,6 +327,15 @@ mod tests {
             assert_eq!(autocast_dtype(device).unwrap(), Kind::Half);
             set_autocast_dtype(device, before).unwrap();
         }
+    }
+
+    #[test]
+    fn float32_matmul_precision_round_trips() {
+        assert_eq!(float32_matmul_precision(), Float32MatmulPrecision::Highest);
+        set_float32_matmul_precision(Float32MatmulPrecision::High).unwrap();
+        assert_eq!(float32_matmul_precision(), Float32MatmulPrecision::High);
+        set_float32_matmul_precision(Float32MatmulPrecision::Highest).unwrap();
+        assert_eq!(float32_matmul_precision(), Float32MatmulPrecision::Highest);
     }
 
     #[test]

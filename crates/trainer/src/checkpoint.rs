@@ -64,6 +64,10 @@ pub struct TrainerState {
     pub last_eval: Option<serde_json::Value>,
     /// The learning-rate schedule the run follows (a serialised [`crate::schedule::Schedule`]).
     pub schedule: serde_json::Value,
+    /// fp16 runs: the loss scaler's state (`GradScaler.state_dict()`), so a resume continues
+    /// with the same scale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_scaler: Option<crate::optim::GradScalerState>,
 }
 
 impl TrainerState {

@@ -37,6 +37,17 @@ pub(super) struct Slot {
     pub(super) step_tensor: Option<Tensor>,
 }
 
+impl Slot {
+    /// The updates received: the device counter's when the fused kernel keeps one (it skips
+    /// steps on the device when told of a non-finite gradient, unseen by `step`).
+    pub(super) fn current_step(&self) -> u64 {
+        match &self.step_tensor {
+            Some(tensor) => tensor.double_value(&[]) as u64,
+            None => self.step,
+        }
+    }
+}
+
 /// AdamW over the trainable variables of a [`VarStore`].
 pub struct AdamW {
     config: AdamWConfig,
@@ -90,8 +101,21 @@ impl AdamW {
     /// schedule: `schedule.lr_at(self.steps_taken())`). Parameters without a gradient are
     /// skipped, as in PyTorch.
     pub fn step(&mut self, lr: f64) {
+        self.step_unless(lr, None);
+    }
+
+    /// [`AdamW::step`], skipped when `found_inf` (a 1-element f32 tensor on the parameters'
+    /// device, `GradScaler`'s flag) holds 1: the fused kernel decides on the device, without
+    /// waiting for it; the single-tensor path reads the flag on the host. A skipped step
+    /// changes no parameter, moment or per-parameter step count (`steps_taken` still counts it,
+    /// as Hugging Face's `global_step` does).
+    pub fn step_unless(&mut self, lr: f64, found_inf: Option<&Tensor>) {
         if self.fused {
-            self.step_fused(lr);
+            self.step_fused(lr, found_inf);
+            return;
+        }
+        self.steps_taken += 1;
+        if found_inf.is_some_and(|flag| flag.double_value(&[0]) != 0.0) {
             return;
         }
         let AdamWConfig {
@@ -130,10 +154,9 @@ impl AdamW {
                 let _ = slot.param.addcdiv_(&(&slot.exp_avg * -step_size), &denom);
             }
         });
-        self.steps_taken += 1;
     }
 
-    fn step_fused(&mut self, lr: f64) {
+    fn step_fused(&mut self, lr: f64, found_inf: Option<&Tensor>) {
         let config = self.config;
         tch::no_grad(|| {
             for decay in [true, false] {
@@ -179,7 +202,7 @@ impl AdamW {
                 };
                 // Like the single-tensor path's in-place ops, a libtorch failure here (e.g. CUDA
                 // out of memory) is not recoverable mid-update.
-                mlm_torch_ext::foreach::fused_adamw(&tensors, hyper)
+                mlm_torch_ext::foreach::fused_adamw(&tensors, hyper, found_inf)
                     .unwrap_or_else(|e| panic!("fused AdamW step failed: {e}"));
             }
         });
@@ -224,7 +247,7 @@ impl AdamW {
 
     /// Updates a parameter has received (PyTorch's per-parameter `state["step"]`).
     pub fn param_steps(&self, name: &str) -> Option<u64> {
-        self.slot(name).map(|s| s.step)
+        self.slot(name).map(Slot::current_step)
     }
 
     /// Writes the state to `path` (`optimizer.safetensors`): tensors `exp_avg.<param>` and

@@ -6,11 +6,12 @@
 use tch::Tensor;
 use tch::nn::VarStore;
 
+use crate::error::TrainError;
 use crate::model::trainable_named_variables;
 
 /// The defined gradients of `vs`, in name order (a fixed order keeps the summation, hence the
 /// norm, reproducible; PyTorch sums in registration order, which can differ in the last bit).
-fn gradients(vs: &VarStore) -> Vec<Tensor> {
+pub fn gradients(vs: &VarStore) -> Vec<Tensor> {
     trainable_named_variables(vs)
         .into_iter()
         .map(|(_, var)| var.grad())
@@ -59,6 +60,17 @@ pub fn clip_grad_norm_foreach(vs: &VarStore, max_norm: f64) -> f64 {
         let refs: Vec<&Tensor> = grads.iter().collect();
         mlm_torch_ext::foreach::clip_grad_norm(&refs, max_norm)
             .unwrap_or_else(|e| panic!("clipping gradients failed: {e}"))
+    })
+}
+
+/// [`clip_grad_norm_foreach`] leaving the norm on the device (0-dim; `None` without
+/// gradients): nothing waits for the device.
+pub fn clip_grad_norm_device(vs: &VarStore, max_norm: f64) -> Result<Option<Tensor>, TrainError> {
+    tch::no_grad(|| {
+        let grads = gradients(vs);
+        let refs: Vec<&Tensor> = grads.iter().collect();
+        mlm_torch_ext::foreach::clip_grad_norm_device(&refs, max_norm)
+            .map_err(|e| TrainError::external("clipping gradients", e))
     })
 }
 

@@ -90,8 +90,10 @@ pub(super) fn write(
             views.push((format!("{prefix}.{}", slot.name), view));
         }
     }
-    let param_steps: BTreeMap<&str, u64> =
-        slots.iter().map(|s| (s.name.as_str(), s.step)).collect();
+    let param_steps: BTreeMap<&str, u64> = slots
+        .iter()
+        .map(|s| (s.name.as_str(), s.current_step()))
+        .collect();
     let decay: Vec<&str> = slots
         .iter()
         .filter(|s| s.decay)

@@ -54,7 +54,22 @@ impl Cadence {
 #[derive(Debug, Clone)]
 pub struct Throughput {
     since: Instant,
-    tokens: usize,
+    tokens: u64,
+    masked: u64,
+}
+
+/// The tokens trained on since the last log, and how long that took.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub seconds: f64,
+    pub tokens: u64,
+    pub masked: u64,
+}
+
+impl Window {
+    pub fn tokens_per_second(&self) -> f64 {
+        self.tokens as f64 / self.seconds
+    }
 }
 
 impl Throughput {
@@ -62,19 +77,25 @@ impl Throughput {
         Self {
             since: Instant::now(),
             tokens: 0,
+            masked: 0,
         }
     }
 
-    pub fn add(&mut self, tokens: usize) {
-        self.tokens += tokens;
+    /// A step trained on `tokens` non-padding tokens, `masked` of them masked.
+    pub fn add(&mut self, tokens: usize, masked: usize) {
+        self.tokens += tokens as u64;
+        self.masked += masked as u64;
     }
 
-    /// The rate over the window, and a new window from now.
-    pub fn take_rate(&mut self) -> f64 {
-        let elapsed = self.since.elapsed().as_secs_f64().max(1e-9);
-        let rate = self.tokens as f64 / elapsed;
+    /// The window since the last call, and a new window from now.
+    pub fn take_window(&mut self) -> Window {
+        let window = Window {
+            seconds: self.since.elapsed().as_secs_f64().max(1e-9),
+            tokens: self.tokens,
+            masked: self.masked,
+        };
         *self = Self::start();
-        rate
+        window
     }
 }
 

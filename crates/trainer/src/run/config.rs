@@ -151,12 +151,16 @@ impl ModelSection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
-    /// bf16 autocast on CUDA, fp32 on the CPU.
+    /// bf16 autocast on GPUs with bf16 tensor cores (compute capability 8.0 and newer, what
+    /// `mlm-train doctor` checks), fp32 elsewhere (older GPUs and the CPU).
     #[default]
     Auto,
     Fp32,
     /// bf16 autocast (weights and optimizer state stay fp32).
     Bf16,
+    /// fp16 autocast with dynamic loss scaling (`torch.amp.GradScaler`'s defaults), for GPUs
+    /// without bf16 (V100, T4): Hugging Face Trainer's `fp16=True`.
+    Fp16,
     /// float64 weights, gradients, optimizer state and forward: reference numerics for
     /// parity checks and debugging (several times slower than fp32).
     Fp64,
@@ -228,6 +232,10 @@ pub struct TrainingConfig {
     /// Face's default `adamw_torch_fused`); `false` runs the single-tensor path, op for op
     /// `torch.optim.AdamW(foreach=False)`. `fused_optimizer = true`
     pub fused_optimizer: bool,
+    /// fp32 matmuls on TF32 tensor cores (Ampere and newer GPUs), for `precision = "fp32"`
+    /// runs: `torch.backends.cuda.matmul.allow_tf32 = True`, Trainer's `tf32=True`. Off by
+    /// default, as in PyTorch and Trainer. `tf32 = true`
+    pub tf32: bool,
 }
 
 impl Default for TrainingConfig {
@@ -256,6 +264,7 @@ impl Default for TrainingConfig {
             precision: Precision::Auto,
             prefetch: 4,
             fused_optimizer: true,
+            tf32: false,
         }
     }
 }

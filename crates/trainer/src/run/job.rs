@@ -63,6 +63,11 @@ pub struct TrainPlan {
     /// How the checkpoint resumed from was checked, and newer ones refused as damaged.
     pub resume_check: ResumeCheck,
     pub estimated_memory_bytes: u64,
+    /// Training FLOPs per token at the masking rate (run/flops.rs), for MFU.
+    pub flops_per_token: f64,
+    /// The device's dense peak MFU is measured against, TFLOP/s, and where it came from.
+    pub peak_tflops: Option<f64>,
+    pub peak_source: Option<String>,
     /// What loading `model.init_from` did; `None` for a model from scratch.
     pub weights: Option<WeightsReport>,
 }
@@ -100,6 +105,12 @@ pub struct StepLog {
     pub learning_rate: f64,
     pub grad_norm: f64,
     pub tokens_per_second: f64,
+    /// Model FLOPs utilisation over the window since the last log (run/flops.rs); `None`
+    /// when the device's peak is unknown and `[logging] peak_tflops` is not set.
+    pub mfu: Option<f64>,
+    /// fp16: the loss scale after this step (`None` in other precisions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<f64>,
     pub masked_tokens: usize,
     /// Tokens (padding excluded) trained on since step 0, this step's included.
     pub tokens_seen: u64,

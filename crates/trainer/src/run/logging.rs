@@ -26,6 +26,10 @@ pub struct LoggingConfig {
     /// PNG charts of the metrics (`mlm-train plot`) in `<training.output_dir>/plots` at the
     /// end of the run. `plots = true`
     pub plots: bool,
+    /// The device's dense peak in TFLOP/s that MFU (`mfu` in `metrics.jsonl`) is measured
+    /// against, for devices the built-in table does not know (docs/benchmarks.md lists it);
+    /// unset: the table's figure for the device and precision. `peak_tflops = 989.4`
+    pub peak_tflops: Option<f64>,
 }
 
 impl Default for LoggingConfig {
@@ -34,11 +38,19 @@ impl Default for LoggingConfig {
             tensorboard: true,
             tensorboard_dir: None,
             plots: true,
+            peak_tflops: None,
         }
     }
 }
 
 impl LoggingConfig {
+    pub fn validate(&self) -> Result<(), crate::TrainError> {
+        match self.peak_tflops {
+            Some(tflops) => crate::error::check::positive("logging.peak_tflops", tflops),
+            None => Ok(()),
+        }
+    }
+
     /// The TensorBoard directory of a run writing to `output_dir`.
     pub fn tensorboard_dir_for(&self, output_dir: &Path) -> PathBuf {
         self.tensorboard_dir

@@ -16,6 +16,7 @@ mod cadence;
 mod config;
 mod data;
 mod eval;
+mod flops;
 mod job;
 mod logging;
 mod metrics;
@@ -126,12 +127,15 @@ pub enum RunError {
         current: String,
     },
     #[error(
-        "the loss became {loss} at step {step}; stopped. The last good checkpoint is {}",
+        "{what} became {value} at step {step}; stopped (that step's update was not applied). \
+         The last good checkpoint is {}",
         last_checkpoint.as_ref().map_or("none (no checkpoint was saved yet)".to_string(), |p| p.display().to_string())
     )]
-    NonFiniteLoss {
+    NonFinite {
+        /// "the loss" or "the gradient norm".
+        what: &'static str,
         step: u64,
-        loss: f64,
+        value: f64,
         last_checkpoint: Option<PathBuf>,
     },
     #[error("data parallel: {message}")]

@@ -13,6 +13,7 @@ use super::RunError;
 use super::config::{LastBatch, TrainingConfig};
 use super::data::{BatchPlan, MaskPlan, masker_for};
 use super::eval::{EvalSet, EvalSetSpec};
+use super::flops::{DevicePeak, ModelFlops, device_peak};
 use super::job::{ResumeCheck, TrainJob, TrainPlan, WeightsReport};
 use super::model_setup::{BuiltModel, build_model, check_init_tokenizer, resolve_config};
 use super::parallel::DataParallel;
@@ -20,7 +21,7 @@ use super::plan::{checked_schedule_for, estimate_memory};
 use super::precision::ForwardPrecision;
 use super::trajectory::trajectory_key;
 use crate::checkpoint::{CheckpointManager, TrainerState, verify_checkpoint};
-use crate::optim::AdamW;
+use crate::optim::{AdamW, GradScaler};
 use crate::runtime::device_label;
 use crate::schedule::Schedule;
 
@@ -49,6 +50,11 @@ pub(super) struct RunParts {
     pub resume_check: ResumeCheck,
     /// The corpus's tokenizer files, copied into every checkpoint.
     pub tokenizer_files: Vec<String>,
+    /// fp16: the loss scaler (restored from the checkpoint on resume).
+    pub scaler: Option<GradScaler>,
+    /// The model's training FLOPs per token and the device's peak, for MFU.
+    pub flops: ModelFlops,
+    pub peak: Option<DevicePeak>,
 }
 
 impl<'a> Run<'a> {
@@ -64,7 +70,8 @@ impl<'a> Run<'a> {
             step_budget(&job.training, &batches, train_reader.len())?;
         let schedule = checked_schedule_for(&job.training, total_steps)?;
 
-        let precision = ForwardPrecision::new(job.training.precision, job.device);
+        let precision = ForwardPrecision::new(job.training.precision, job.device)
+            .with_tf32(job.training.tf32)?;
         let mut model = build_model(
             &job.model,
             &model_config,
@@ -81,6 +88,12 @@ impl<'a> Run<'a> {
             CheckpointManager::new(&job.training.output_dir, job.checkpoint.keep_last);
         let (state, resumed_from, resume_check) =
             resume(job, &checkpoints, &mut model, &mut optimizer, fresh)?;
+        let scaler = precision
+            .needs_loss_scaling()
+            .then(|| match state.grad_scaler {
+                Some(saved) => GradScaler::from_state(saved, job.device),
+                None => GradScaler::new(job.device),
+            });
 
         let eval_spec = EvalSetSpec::new(&masker, &job.masking, &job.eval, &manifest);
         let eval_set = EvalSet::build(&mut corpus.split(Split::Validation)?, &eval_spec)?;
@@ -98,10 +111,13 @@ impl<'a> Run<'a> {
             resumed_from,
             resume_check,
             tokenizer_files: manifest.tokenizer_files.clone(),
+            scaler,
+            flops: ModelFlops::of(&model_config, manifest.max_seq_len),
+            peak: peak_for(job, precision),
         };
         Ok(Self {
             job,
-            plan: parts.plan(&manifest, train_reader.len()),
+            plan: parts.plan(&manifest, train_reader.len(), job.masking.mlm_probability),
             parts,
             train_reader,
             masks: mask_plan(job, &manifest, masker),
@@ -246,6 +262,17 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// The peak MFU is measured against: `[logging] peak_tflops`, else the device's own.
+fn peak_for(job: &TrainJob, precision: ForwardPrecision) -> Option<DevicePeak> {
+    match job.logging.peak_tflops {
+        Some(tflops) => Some(DevicePeak {
+            tflops,
+            source: "logging.peak_tflops".to_owned(),
+        }),
+        None => device_peak(precision.device(), precision.matmul_format()),
+    }
+}
+
 /// How the loader masks and collates: the training keys of the data contract (DESIGN.md).
 fn mask_plan(job: &TrainJob, manifest: &Manifest, masker: Arc<Masker>) -> MaskPlan {
     MaskPlan {
@@ -261,7 +288,7 @@ fn mask_plan(job: &TrainJob, manifest: &Manifest, masker: Arc<Masker>) -> MaskPl
 }
 
 impl RunParts {
-    fn plan(&self, manifest: &Manifest, train_sequences: u64) -> TrainPlan {
+    fn plan(&self, manifest: &Manifest, train_sequences: u64, masked_share: f64) -> TrainPlan {
         let config = &self.model.config;
         let global_batch = self.batches.global_batch();
         let class = config.for_export().architectures.unwrap_or_default();
@@ -286,6 +313,9 @@ impl RunParts {
                 manifest,
                 self.precision,
             ),
+            flops_per_token: self.flops.per_token_at(masked_share),
+            peak_tflops: self.peak.as_ref().map(|peak| peak.tflops),
+            peak_source: self.peak.as_ref().map(|peak| peak.source.clone()),
             weights: self.model.load_report.as_ref().map(|report| WeightsReport {
                 loaded: report.loaded.len(),
                 initialised: report.initialised.clone(),

@@ -71,8 +71,8 @@ pub(super) fn estimate_memory(
     let s = manifest.max_seq_len as f64;
     let b = plan.micro_batch as f64;
     let weight_bytes = precision.weight_kind().elt_size_in_bytes() as f64;
-    // Activations are 16-bit in bf16 (the estimate's unit), else the weights' width.
-    let activation_factor = if precision.is_bf16() {
+    // Activations are 16-bit in bf16/fp16 (the estimate's unit), else the weights' width.
+    let activation_factor = if precision.is_half() {
         1.0
     } else {
         weight_bytes / 2.0

@@ -16,6 +16,7 @@ use tch::{Device, Kind};
 
 use super::RunError;
 use super::config::Precision;
+use super::flops::MatmulFormat;
 use crate::runtime::device_label;
 
 /// The precision a run's forward passes use on its device.
@@ -23,6 +24,8 @@ use crate::runtime::device_label;
 pub struct ForwardPrecision {
     device: Device,
     mode: Mode,
+    /// fp32 matmuls on TF32 tensor cores (`training.tf32`, CUDA only).
+    tf32: bool,
 }
 
 /// [`Precision`] with `auto` resolved for a device.
@@ -31,21 +34,53 @@ enum Mode {
     Fp32,
     /// bf16 autocast over fp32 weights.
     Bf16,
+    /// fp16 autocast over fp32 weights, with dynamic loss scaling.
+    Fp16,
     /// Weights, gradients, optimizer state and forward in float64: reference numerics.
     Fp64,
 }
 
 impl ForwardPrecision {
-    /// The precision `requested` resolves to on `device`: `auto` is bf16 on CUDA, fp32
-    /// elsewhere.
+    /// The precision `requested` resolves to on `device`: `auto` is bf16 on GPUs with bf16
+    /// tensor cores (compute capability >= 8.0, `doctor`'s check), fp32 elsewhere.
     pub fn new(requested: Precision, device: Device) -> Self {
+        Self::resolve(requested, device, || match device {
+            Device::Cuda(index) => mlm_torch_ext::gpu_info(index).is_ok_and(|g| g.supports_bf16()),
+            _ => false,
+        })
+    }
+
+    /// [`ForwardPrecision::new`] with the device's bf16 support told by `bf16_capable`.
+    fn resolve(requested: Precision, device: Device, bf16_capable: impl FnOnce() -> bool) -> Self {
         let mode = match requested {
-            Precision::Auto if device.is_cuda() => Mode::Bf16,
+            Precision::Auto if device.is_cuda() && bf16_capable() => Mode::Bf16,
             Precision::Auto | Precision::Fp32 => Mode::Fp32,
             Precision::Bf16 => Mode::Bf16,
+            Precision::Fp16 => Mode::Fp16,
             Precision::Fp64 => Mode::Fp64,
         };
-        Self { device, mode }
+        Self {
+            device,
+            mode,
+            tf32: false,
+        }
+    }
+
+    /// With `training.tf32`: fp32 matmuls of an fp32 run on a GPU use TF32 tensor cores
+    /// (process-wide, as `torch.backends.cuda.matmul.allow_tf32`). No effect elsewhere.
+    pub fn with_tf32(mut self, tf32: bool) -> Result<Self, RunError> {
+        self.tf32 = tf32 && self.mode == Mode::Fp32 && self.device.is_cuda();
+        if self.tf32 {
+            mlm_torch_ext::set_float32_matmul_precision(
+                mlm_torch_ext::Float32MatmulPrecision::High,
+            )
+            .map_err(|source| RunError::Autocast {
+                device: device_label(self.device),
+                dtype: "tf32",
+                source,
+            })?;
+        }
+        Ok(self)
     }
 
     /// Plain fp32 on `device` (what `mlm-train eval` reports: the reference numbers).
@@ -53,6 +88,7 @@ impl ForwardPrecision {
         Self {
             device,
             mode: Mode::Fp32,
+            tf32: false,
         }
     }
 
@@ -60,17 +96,40 @@ impl ForwardPrecision {
         self.device
     }
 
-    /// `"bf16"`, `"fp32"` or `"fp64"`, as the config spells it.
+    /// `"bf16"`, `"fp16"`, `"fp32"` (`"fp32 (tf32 matmuls)"`) or `"fp64"`.
     pub fn label(&self) -> &'static str {
         match self.mode {
+            Mode::Fp32 if self.tf32 => "fp32 (tf32 matmuls)",
             Mode::Fp32 => "fp32",
             Mode::Bf16 => "bf16",
+            Mode::Fp16 => "fp16",
             Mode::Fp64 => "fp64",
         }
     }
 
+    /// fp16 needs its loss scaled ([`crate::optim::GradScaler`]).
+    pub fn needs_loss_scaling(&self) -> bool {
+        self.mode == Mode::Fp16
+    }
+
+    /// The number format of the forward's matmuls, for the peak MFU is measured against.
+    pub fn matmul_format(&self) -> MatmulFormat {
+        match self.mode {
+            Mode::Bf16 | Mode::Fp16 => MatmulFormat::Half,
+            Mode::Fp32 if self.tf32 => MatmulFormat::Tf32,
+            Mode::Fp32 => MatmulFormat::Fp32,
+            Mode::Fp64 => MatmulFormat::Fp64,
+        }
+    }
+
+    #[cfg(test)]
     pub fn is_bf16(&self) -> bool {
         self.mode == Mode::Bf16
+    }
+
+    /// bf16 or fp16: activations are 16-bit.
+    pub fn is_half(&self) -> bool {
+        matches!(self.mode, Mode::Bf16 | Mode::Fp16)
     }
 
     /// The dtype of the weights, gradients and optimizer state: float64 for `fp64`, else
@@ -78,32 +137,29 @@ impl ForwardPrecision {
     pub fn weight_kind(&self) -> Kind {
         match self.mode {
             Mode::Fp64 => Kind::Double,
-            Mode::Fp32 | Mode::Bf16 => Kind::Float,
+            Mode::Fp32 | Mode::Bf16 | Mode::Fp16 => Kind::Float,
         }
     }
 
     /// Enters the precision for the forward passes made while the returned guard lives (on
     /// this thread: libtorch keeps autocast state per thread). `None` for fp32.
     pub fn enter(&self) -> Result<Option<Autocast>, RunError> {
-        if !self.is_bf16() {
-            return Ok(None);
-        }
+        let (kind, dtype) = match self.mode {
+            Mode::Bf16 => (Kind::BFloat16, "bf16"),
+            Mode::Fp16 => (Kind::Half, "fp16"),
+            Mode::Fp32 | Mode::Fp64 => return Ok(None),
+        };
         let device = device_label(self.device);
         let autocast_device = match self.device {
             Device::Cpu => AutocastDevice::Cpu,
             Device::Cuda(_) => AutocastDevice::Cuda,
-            _ => {
-                return Err(RunError::AutocastUnsupported {
-                    device,
-                    dtype: "bf16",
-                });
-            }
+            _ => return Err(RunError::AutocastUnsupported { device, dtype }),
         };
-        Autocast::new(autocast_device, Kind::BFloat16)
+        Autocast::new(autocast_device, kind)
             .map(Some)
             .map_err(|source| RunError::Autocast {
                 device,
-                dtype: "bf16",
+                dtype,
                 source,
             })
     }
@@ -116,7 +172,14 @@ mod tests {
     #[test]
     fn auto_is_bf16_on_cuda_only() {
         assert!(!ForwardPrecision::new(Precision::Auto, Device::Cpu).is_bf16());
-        assert!(ForwardPrecision::new(Precision::Auto, Device::Cuda(0)).is_bf16());
+        let ampere = ForwardPrecision::resolve(Precision::Auto, Device::Cuda(0), || true);
+        assert!(ampere.is_bf16());
+        // A V100 or T4 (compute capability 7.x): fp32, as doctor's bf16 check fails there.
+        let volta = ForwardPrecision::resolve(Precision::Auto, Device::Cuda(0), || false);
+        assert_eq!(volta.label(), "fp32");
+        // The CPU never asks.
+        let cpu = ForwardPrecision::resolve(Precision::Auto, Device::Cpu, || panic!("asked"));
+        assert_eq!(cpu.label(), "fp32");
         assert!(!ForwardPrecision::new(Precision::Fp32, Device::Cuda(0)).is_bf16());
         assert!(ForwardPrecision::new(Precision::Bf16, Device::Cpu).is_bf16());
         assert_eq!(ForwardPrecision::fp32(Device::Cuda(1)).label(), "fp32");
@@ -138,6 +201,36 @@ mod tests {
         assert_eq!(a.matmul(&a).kind(), Kind::Float);
         let _none = ForwardPrecision::fp32(Device::Cpu).enter().unwrap();
         assert_eq!(a.matmul(&a).kind(), Kind::Float);
+    }
+
+    #[test]
+    fn fp16_on_the_cpu_makes_matmuls_half_and_asks_for_loss_scaling() {
+        let precision = ForwardPrecision::new(Precision::Fp16, Device::Cpu);
+        assert!(precision.needs_loss_scaling() && precision.is_half());
+        assert_eq!(precision.matmul_format(), MatmulFormat::Half);
+        let a = tch::Tensor::ones([4, 4], (Kind::Float, Device::Cpu));
+        let _autocast = precision.enter().unwrap();
+        assert_eq!(a.matmul(&a).kind(), Kind::Half);
+    }
+
+    #[test]
+    fn tf32_applies_to_fp32_runs_on_gpus_only() {
+        let cpu = ForwardPrecision::new(Precision::Fp32, Device::Cpu);
+        let cpu = cpu.with_tf32(true).unwrap();
+        assert_eq!(
+            (cpu.label(), cpu.matmul_format()),
+            ("fp32", MatmulFormat::Fp32)
+        );
+        let bf16 = ForwardPrecision::resolve(Precision::Bf16, Device::Cuda(0), || true);
+        assert_eq!(bf16.with_tf32(true).unwrap().label(), "bf16");
+        // (An fp32 CUDA run with tf32 sets libtorch's global matmul precision; scripts/gpu-check
+        // runs it on a GPU.)
+        let gpu = ForwardPrecision::resolve(Precision::Fp32, Device::Cuda(0), || true);
+        let gpu = ForwardPrecision { tf32: true, ..gpu };
+        assert_eq!(
+            (gpu.label(), gpu.matmul_format()),
+            ("fp32 (tf32 matmuls)", MatmulFormat::Tf32)
+        );
     }
 
     #[test]

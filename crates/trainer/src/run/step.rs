@@ -10,6 +10,7 @@ use tch::{Device, Kind, Tensor};
 use super::RunError;
 use super::precision::ForwardPrecision;
 use crate::model::{MaskedLanguageModel, masked_lm_loss_sum};
+use crate::optim::GradScaler;
 use mlm_torch_ext::dist::Reducer;
 
 /// A collated batch on the device.
@@ -29,17 +30,28 @@ pub fn batch_tensors(batch: &Batch, device: Device) -> BatchTensors {
         .map(|&m| i64::from(m))
         .collect();
     BatchTensors {
-        input_ids: Tensor::from_slice(&batch.input_ids)
-            .view(shape)
-            .to_device(device),
-        attention_mask: Tensor::from_slice(&batch.attention_mask)
-            .view(shape)
-            .to_device(device),
-        masked_positions: Tensor::from_slice(&batch.masked_positions).to_device(device),
-        masked_labels: Tensor::from_slice(&batch.masked_labels).to_device(device),
-        masked_is_mask_token: Tensor::from_slice(&is_mask)
-            .to_kind(Kind::Bool)
-            .to_device(device),
+        input_ids: upload(Tensor::from_slice(&batch.input_ids).view(shape), device),
+        attention_mask: upload(
+            Tensor::from_slice(&batch.attention_mask).view(shape),
+            device,
+        ),
+        masked_positions: upload(Tensor::from_slice(&batch.masked_positions), device),
+        masked_labels: upload(Tensor::from_slice(&batch.masked_labels), device),
+        masked_is_mask_token: upload(Tensor::from_slice(&is_mask).to_kind(Kind::Bool), device),
+    }
+}
+
+/// A host tensor on `device`. To a GPU it goes through pinned memory with a non-blocking copy
+/// (`pin_memory=True` + `.to(device, non_blocking=True)`, as Trainer's DataLoader does): a
+/// copy from pageable memory is ordered after the kernels already queued and blocks the host
+/// until they finish, a device sync per batch. libtorch's pinned allocator keeps the buffer
+/// until the copy is done.
+fn upload(host: Tensor, device: Device) -> Tensor {
+    if device.is_cuda() {
+        let pinned = host.pin_memory(device);
+        pinned.to_device_(device, pinned.kind(), true, false)
+    } else {
+        host
     }
 }
 
@@ -89,17 +101,19 @@ pub struct StepContext<'a> {
     /// Data parallel: the Reducer that all-reduces gradients during the last micro-batch's
     /// backward (the others accumulate locally, as under DDP's `no_sync`).
     pub reducer: Option<&'a Reducer>,
+    /// fp16: the loss scaler whose scale multiplies the loss before backward.
+    pub scaler: Option<&'a GradScaler>,
 }
 
 /// Runs forward and backward over a step's micro-batches, accumulating gradients. Returns
-/// the step's summed cross-entropy (f64) for logging; the caller checks it is finite. The
-/// sum stays on the device until the last micro-batch, so the host waits for the GPU once
-/// per step, not once per micro-batch.
+/// the step's summed cross-entropy, a 0-dim f64 tensor on the device: nothing here waits for
+/// the device, so the host can queue the next step while this one runs. The caller reads
+/// it (and checks it is finite) when it logs.
 pub fn forward_backward(
     model: &MaskedLanguageModel,
     batches: &[Batch],
     ctx: &StepContext<'_>,
-) -> Result<f64, RunError> {
+) -> Result<Tensor, RunError> {
     let device = ctx.precision.device();
     let mut loss_sum: Option<Tensor> = None;
     for (micro, batch) in batches.iter().enumerate() {
@@ -125,14 +139,18 @@ pub fn forward_backward(
         }
         // f_backward: under data parallelism the all-reduce finishes inside backward, and a
         // peer that died surfaces here as an error, not a panic.
-        (&sum / ctx.normaliser).f_backward()?;
+        let loss = &sum / ctx.normaliser;
+        match ctx.scaler {
+            Some(scaler) => scaler.scale(&loss).f_backward()?,
+            None => loss.f_backward()?,
+        }
         let sum = sum.detach().to_kind(Kind::Double);
         loss_sum = Some(match loss_sum {
             Some(total) => total + sum,
             None => sum,
         });
     }
-    Ok(loss_sum.map_or(0.0, |total| total.double_value(&[])))
+    Ok(loss_sum.unwrap_or_else(|| Tensor::zeros([], (Kind::Double, device))))
 }
 
 #[cfg(test)]
@@ -194,6 +212,7 @@ mod tests {
             first_micro_batch: 0,
             normaliser: normaliser as f64,
             reducer: None,
+            scaler: None,
         }
     }
 
@@ -205,7 +224,7 @@ mod tests {
         vs.double();
         let (batches, total) = batches(micro);
         let precision = ForwardPrecision::fp32(Device::Cpu);
-        forward_backward(&model, &batches, &context(precision, 0, total)).unwrap();
+        let _ = forward_backward(&model, &batches, &context(precision, 0, total)).unwrap();
         trainable_named_variables(&vs)
             .into_iter()
             .map(|(name, t)| (name, t.grad().copy()))
@@ -223,7 +242,7 @@ mod tests {
                 optimizer.zero_grad();
                 let sum = forward_backward(&model, &batches, &context(precision, step, total));
                 optimizer.step(1e-2);
-                sum.unwrap() / total as f64
+                sum.unwrap().double_value(&[]) / total as f64
             })
             .collect()
     }

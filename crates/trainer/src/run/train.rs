@@ -13,6 +13,7 @@ use super::RunError;
 use super::cadence::{Cadence, Due, Throughput};
 use super::data::{DataPosition, Prefetcher, StepBatches};
 use super::eval::{EvalMetrics, EvalSums, evaluate_shard, finish_metrics};
+use super::flops::mfu;
 use super::job::{StepLog, TrainJob, TrainObserver, TrainOutcome};
 use super::logging::open_metrics;
 use super::metrics::MetricsLog;
@@ -23,8 +24,9 @@ use crate::TrainError;
 use crate::checkpoint::{CheckpointExtras, TrainerState};
 use crate::model::BertConfig;
 use crate::model::{named_variables, trainable_named_variables};
-use crate::optim::{clip_grad_norm, clip_grad_norm_foreach};
+use crate::optim::{GradScaler, clip_grad_norm, clip_grad_norm_device, gradients};
 use mlm_torch_ext::dist::Reducer;
+use tch::{Kind, Tensor};
 
 /// Runs (or, with `dry_run`, only plans) the job. `stop` is raised by signal handlers: the
 /// loop saves a checkpoint at the next step boundary and returns.
@@ -44,10 +46,10 @@ pub fn run_training(
         if training.stop_requested(stop)? || training.reached_stop_after_step() {
             return training.finish(observer, true);
         }
-        let report = training.step(observer)?;
+        training.step(observer)?;
         let Due { log, eval, save } = training.due();
         if log {
-            training.log(&report, observer)?;
+            training.log(observer)?;
         }
         if eval {
             training.evaluate(observer)?;
@@ -73,13 +75,29 @@ impl Run<'_> {
     }
 }
 
-/// What one optimizer step did.
+/// What one optimizer step left on the device, read when the run next logs, evaluates or
+/// saves (or after every step on the single-tensor path): reading it waits for the device.
+struct PendingStep {
+    /// The step's number once done (1-based, as logged).
+    step: u64,
+    /// This rank's summed cross-entropy (0-dim f64).
+    loss_sum: Tensor,
+    /// The global gradient norm before clipping (0-dim; `None` without gradients).
+    grad_norm: Option<Tensor>,
+    learning_rate: f64,
+    /// Over all ranks.
+    masked_tokens: usize,
+    /// Where the step started in the data stream (for the fractional epoch in the log).
+    start: DataPosition,
+}
+
+/// A step read back on the host.
 struct StepReport {
-    loss: f64,
+    /// This rank's summed cross-entropy; the log sums it over ranks.
+    loss_sum: f64,
     grad_norm: f64,
     learning_rate: f64,
     masked_tokens: usize,
-    /// Where the step started in the data stream (for the fractional epoch in the log).
     start: DataPosition,
 }
 
@@ -100,6 +118,9 @@ struct Training<'a> {
     last_eval: Option<(u64, EvalMetrics)>,
     /// The latest checkpoint (the resumed one until a save) and its step.
     last_checkpoint: Option<(u64, PathBuf)>,
+    /// Steps not yet read back from the device, and the latest one that was.
+    pending: Vec<PendingStep>,
+    latest: Option<StepReport>,
 }
 
 impl<'a> Training<'a> {
@@ -151,6 +172,8 @@ impl<'a> Training<'a> {
             last_save: Instant::now(),
             first_eval: None,
             last_eval: None,
+            pending: Vec::new(),
+            latest: None,
         };
         if resumed_step.is_none() {
             training.first_eval = Some(training.evaluate(observer)?);
@@ -168,28 +191,41 @@ impl<'a> Training<'a> {
     }
 
     /// One optimizer step: the step's batches, forward and backward over its micro-batches,
-    /// clipping, the AdamW update at the scheduled learning rate, the state advanced.
-    fn step(&mut self, observer: &mut dyn TrainObserver) -> Result<StepReport, RunError> {
+    /// unscaling (fp16) and clipping, the AdamW update at the scheduled learning rate (skipped
+    /// on the device when a gradient is not finite), the state advanced. Nothing waits for
+    /// the device unless the single-tensor optimizer is asked for (`fused_optimizer = false`),
+    /// which reads every step back at once.
+    fn step(&mut self, observer: &mut dyn TrainObserver) -> Result<(), RunError> {
         let step = self.parts.state.global_step;
         let batches = self.loader.next_step()?;
         observer.trained_on(step, &batches.micro_batches);
         self.parts.optimizer.zero_grad();
         let totals = self.step_totals(&batches)?;
-        let loss = self.forward_backward(step, &batches, &totals)?;
+        let loss_sum = self.forward_backward(step, &batches, &totals)?;
         mlm_faults::fault_point("train.mid-step");
-        let grad_norm = self.clip_gradients();
+        let (grad_norm, found_inf) = self.unscale_and_clip()?;
         let learning_rate = self.parts.schedule.lr_at(step);
-        self.parts.optimizer.step(learning_rate);
+        self.parts
+            .optimizer
+            .step_unless(learning_rate, found_inf.as_ref());
+        if let Some(scaler) = &mut self.parts.scaler {
+            scaler.update()?;
+        }
         advance(&mut self.parts.state, &batches, totals.tokens);
         mlm_faults::fault_point("train.after-optimizer-step");
-        self.throughput.add(totals.tokens);
-        Ok(StepReport {
-            loss,
+        self.throughput.add(totals.tokens, totals.masked_tokens);
+        self.pending.push(PendingStep {
+            step: step + 1,
+            loss_sum,
             grad_norm,
             learning_rate,
             masked_tokens: totals.masked_tokens,
             start: batches.start,
-        })
+        });
+        if !self.job.training.fused_optimizer {
+            self.settle()?;
+        }
+        Ok(())
     }
 
     /// The step's masked and non-padding tokens over all ranks.
@@ -213,14 +249,15 @@ impl<'a> Training<'a> {
         Ok(raised[0] > 0.0)
     }
 
-    /// The step's mean masked-token loss (DESIGN: the sum over micro-batches divided by the
-    /// step's masked-token count); a non-finite loss stops the run.
+    /// Forward and backward over the step's micro-batches; the loss is normalised by the
+    /// step's masked-token count over all ranks (DESIGN: the sum over micro-batches divided by
+    /// the step's masked tokens). Returns this rank's loss sum, on the device.
     fn forward_backward(
         &self,
         step: u64,
         batches: &StepBatches,
         totals: &StepTotals,
-    ) -> Result<f64, RunError> {
+    ) -> Result<Tensor, RunError> {
         let masked = totals.masked_tokens.max(1) as f64;
         let plan = &self.parts.batches;
         let context = StepContext {
@@ -230,37 +267,85 @@ impl<'a> Training<'a> {
             first_micro_batch: plan.rank as usize * plan.accumulation,
             normaliser: masked / f64::from(plan.world_size),
             reducer: self.parallel.as_ref().map(|(_, reducer)| reducer),
+            scaler: self.parts.scaler.as_ref(),
         };
-        let mut loss_sum =
-            [
-                forward_backward(&self.parts.model.model, &batches.micro_batches, &context)
-                    .map_err(|e| self.collective_failure("the step's gradient all-reduce", e))?,
-            ];
-        sum_over_ranks(self.group(), &mut loss_sum)?;
-        let loss = loss_sum[0] / masked;
-        if !loss.is_finite() {
-            return Err(RunError::NonFiniteLoss {
-                step: step + 1,
-                loss,
-                last_checkpoint: self.last_checkpoint.as_ref().map(|(_, dir)| dir.clone()),
-            });
-        }
-        Ok(loss)
+        forward_backward(&self.parts.model.model, &batches.micro_batches, &context)
+            .map_err(|e| self.collective_failure("the step's gradient all-reduce", e))
     }
 
-    /// Clips to `training.max_grad_norm` (0: measure only); returns the norm before clipping.
-    fn clip_gradients(&self) -> f64 {
+    /// fp16: divides the gradients by the loss scale. Then clips to `training.max_grad_norm`
+    /// (0: measure only). Returns the norm before clipping and the flag the update is skipped
+    /// on (the scaler's, else a non-finite norm), both on the device.
+    fn unscale_and_clip(&mut self) -> Result<(Option<Tensor>, Option<Tensor>), RunError> {
         let training = &self.job.training;
+        let vs = &self.parts.model.vs;
+        let scaler_flag = match &mut self.parts.scaler {
+            Some(scaler) => {
+                let grads = gradients(vs);
+                let grads: Vec<&Tensor> = grads.iter().collect();
+                Some(scaler.unscale(&grads)?.shallow_clone())
+            }
+            None => None,
+        };
         let max_norm = if training.max_grad_norm > 0.0 {
             training.max_grad_norm
         } else {
             f64::INFINITY
         };
-        if training.fused_optimizer {
-            clip_grad_norm_foreach(&self.parts.model.vs, max_norm)
+        let norm = if training.fused_optimizer {
+            clip_grad_norm_device(vs, max_norm)?
         } else {
-            clip_grad_norm(&self.parts.model.vs, max_norm)
+            Some(Tensor::from(clip_grad_norm(vs, max_norm)))
+        };
+        let found_inf = scaler_flag.or_else(|| {
+            let norm = norm.as_ref()?;
+            Some(
+                norm.isfinite()
+                    .logical_not()
+                    .to_kind(Kind::Float)
+                    .reshape([1]),
+            )
+        });
+        Ok((norm, found_inf))
+    }
+
+    /// Reads the pending steps back from the device (one wait) and stops the run at the first
+    /// whose loss, or (outside fp16, where overflow is the loss scaler's business) gradient
+    /// norm, is not finite; that step's update was skipped.
+    fn settle(&mut self) -> Result<(), RunError> {
+        if self.pending.is_empty() {
+            return Ok(());
         }
+        let pending = std::mem::take(&mut self.pending);
+        let device = self.parts.precision.device();
+        let losses = host_values(pending.iter().map(|p| Some(&p.loss_sum)), device);
+        let norms = host_values(pending.iter().map(|p| p.grad_norm.as_ref()), device);
+        let overflow_is_expected = self.parts.scaler.is_some();
+        for ((step, loss_sum), grad_norm) in pending.into_iter().zip(losses).zip(norms) {
+            let non_finite = if !loss_sum.is_finite() {
+                Some(("the loss", loss_sum))
+            } else if !grad_norm.is_finite() && !overflow_is_expected {
+                Some(("the gradient norm", grad_norm))
+            } else {
+                None
+            };
+            if let Some((what, value)) = non_finite {
+                return Err(RunError::NonFinite {
+                    what,
+                    step: step.step,
+                    value,
+                    last_checkpoint: self.last_checkpoint.as_ref().map(|(_, dir)| dir.clone()),
+                });
+            }
+            self.latest = Some(StepReport {
+                loss_sum,
+                grad_norm,
+                learning_rate: step.learning_rate,
+                masked_tokens: step.masked_tokens,
+                start: step.start,
+            });
+        }
+        Ok(())
     }
 
     fn due(&self) -> Due {
@@ -268,24 +353,32 @@ impl<'a> Training<'a> {
         self.cadence.after_step(step, self.last_save.elapsed())
     }
 
-    fn log(
-        &mut self,
-        report: &StepReport,
-        observer: &mut dyn TrainObserver,
-    ) -> Result<(), RunError> {
+    /// Logs the latest step: its loss summed over ranks, gradient norm, learning rate,
+    /// throughput and MFU over the window since the last log.
+    fn log(&mut self, observer: &mut dyn TrainObserver) -> Result<(), RunError> {
+        self.settle()?;
+        let Some(report) = &self.latest else {
+            return Ok(());
+        };
+        let mut loss_sum = [report.loss_sum];
+        sum_over_ranks(self.group(), &mut loss_sum)?;
         let parts = &self.parts;
         let global_batch = parts.batches.global_batch();
         let epoch = report.start.epoch as f64
             + (report.start.position + global_batch) as f64
                 / (parts.steps_per_epoch * global_batch) as f64;
+        let window = self.throughput.take_window();
+        let flops = parts.flops.training_flops(window.tokens, window.masked);
         let log = StepLog {
             step: parts.state.global_step,
             total_steps: parts.total_steps,
             epoch,
-            loss: report.loss,
+            loss: loss_sum[0] / report.masked_tokens.max(1) as f64,
             learning_rate: report.learning_rate,
             grad_norm: report.grad_norm,
-            tokens_per_second: self.throughput.take_rate(),
+            tokens_per_second: window.tokens_per_second(),
+            mfu: (parts.peak.as_ref()).map(|peak| mfu(flops, window.seconds, peak.tflops)),
+            loss_scale: parts.scaler.as_ref().map(|scaler| scaler.state().scale),
             masked_tokens: report.masked_tokens,
             tokens_seen: parts.state.tokens_seen,
         };
@@ -343,12 +436,15 @@ impl<'a> Training<'a> {
     /// Saves a checkpoint of the current step; an evaluation made at this step competes for
     /// the best checkpoint.
     fn save(&mut self, observer: &mut dyn TrainObserver) -> Result<(), RunError> {
+        // Never save past a step that went non-finite.
+        self.settle()?;
         let step = self.parts.state.global_step;
         let metric = self
             .last_eval
             .filter(|(at, _)| *at == step)
             .map(|(_, metrics)| metrics.loss);
         let parts = &mut self.parts;
+        parts.state.grad_scaler = parts.scaler.as_ref().map(GradScaler::state);
         let extras = CheckpointExtras {
             optimizer: Some(&parts.optimizer),
             resolved_config: Some(&self.job.resolved_config),
@@ -381,6 +477,7 @@ impl<'a> Training<'a> {
         observer: &mut dyn TrainObserver,
         interrupted: bool,
     ) -> Result<TrainOutcome, RunError> {
+        self.settle()?;
         let step = self.parts.state.global_step;
         if !interrupted && self.last_eval.is_none_or(|(at, _)| at != step) {
             self.evaluate(observer)?;
@@ -417,6 +514,21 @@ impl<'a> Training<'a> {
         group.barrier("the barrier at the end of the run")?;
         Ok(Some(group.world_size()))
     }
+}
+
+/// 0-dim tensors on `device` read back in one transfer (`None`: 0).
+fn host_values<'t>(
+    tensors: impl Iterator<Item = Option<&'t Tensor>>,
+    device: tch::Device,
+) -> Vec<f64> {
+    let values: Vec<Tensor> = tensors
+        .map(|t| match t {
+            Some(t) => t.to_kind(Kind::Double).reshape([1]),
+            None => Tensor::zeros([1], (Kind::Double, device)),
+        })
+        .collect();
+    let all = Tensor::cat(&values, 0).to_device(tch::Device::Cpu);
+    Vec::<f64>::try_from(all).unwrap_or_default()
 }
 
 /// The trainer state after a step that read `batches` (`tokens`: over all ranks).

@@ -49,6 +49,13 @@ fn training_identity(job: &TrainJob) -> Result<Value, RunError> {
     );
     value["micro_batches_per_step"] =
         (training.gradient_accumulation_steps as u64 * u64::from(world_size)).into();
+    // Keys added after runs were checkpointed count only when set away from their default,
+    // so those runs' keys, and their resumes, stay as they were.
+    if !training.tf32 {
+        if let Some(object) = value.as_object_mut() {
+            object.remove("tf32");
+        }
+    }
     Ok(value)
 }
 
