@@ -6,6 +6,8 @@
 
 mod cli;
 mod config;
+mod crash;
+mod disk_full;
 mod distributed;
 mod doctor;
 mod guide;

@@ -303,6 +303,9 @@ fn a_stopped_and_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
     // One global batch (4 x 2 sequences) further: the resumed run skips a batch.
     state["epoch_position"] = (position + 8).into();
     std::fs::write(&state_path, state.to_string()).unwrap();
+    // The edit is deliberate: drop the integrity manifest that would refuse it (the
+    // checkpoint then loads as one of an earlier version, with a note).
+    std::fs::remove_file(state_path.with_file_name("integrity.json")).unwrap();
     let (output, _, stderr) = train(&config, &["--set", set]);
     assert!(output.status.success(), "{stderr}");
     let wrong = weights(&scratch.path().join("wrong/checkpoint-10"));

@@ -225,6 +225,13 @@ fn cpu_has_bf16_instructions() -> bool {
 }
 
 /// `mlm-train doctor [--json]`: the report, after sizing the thread pools as a job would.
+/// `doctor --fault-points`: one line per fault point, its name then where it sits.
+pub fn print_fault_points() {
+    for (name, place) in mlm_faults::FAULT_POINTS {
+        println!("{name:<34} {place}");
+    }
+}
+
 pub fn run(json: bool, threads: Option<usize>) -> anyhow::Result<()> {
     mlm_trainer::runtime::configure_threads(threads)?;
     let report = DoctorReport::collect();

@@ -32,15 +32,19 @@ pub struct EvalArgs {
     /// word accuracy (all pieces right).
     #[arg(long)]
     pub words: bool,
+    #[command(flatten)]
+    pub verify: crate::integrity::VerifyFlag,
 }
 
 pub fn run(args: &EvalArgs, source: &ConfigSource, threads: Option<usize>) -> Result<()> {
     let config = source.load()?;
     let (_, device) = config.apply_runtime(threads)?;
+    crate::integrity::check_model_dir(&args.checkpoint, args.verify)?;
     let corpus_dir = match &args.data {
         Some(dir) => dir.clone(),
         None => config.prepared_dir()?,
     };
+    crate::integrity::check_corpus_dir(&corpus_dir, args.verify)?;
     // Evaluation runs in fp32 here: the numbers of `eval` are the reference ones.
     let request = CheckpointEval {
         checkpoint: &args.checkpoint,

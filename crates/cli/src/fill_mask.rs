@@ -26,6 +26,8 @@ pub struct FillMaskArgs {
     /// `<mask>` for the RoBERTa family).
     #[arg(required = true, value_name = "TEXT")]
     pub texts: Vec<String>,
+    #[command(flatten)]
+    pub verify: crate::integrity::VerifyFlag,
 }
 
 /// One candidate, as the pipeline prints it.
@@ -39,6 +41,7 @@ struct Candidate {
 
 pub fn run(args: &FillMaskArgs, threads: Option<usize>) -> Result<()> {
     mlm_trainer::runtime::configure_threads(threads)?;
+    crate::integrity::check_model_dir(&args.model, args.verify)?;
     let tokenizer = DomainTokenizer::load(&args.model, None)
         .with_context(|| format!("loading the tokenizer of {}", args.model.display()))?;
     let built = load_model_dir(&args.model, tch::Device::Cpu)

@@ -12,6 +12,7 @@ mod eval;
 mod export;
 mod fill_mask;
 mod inspect;
+mod integrity;
 mod paths;
 mod plot;
 mod prepare;
@@ -83,11 +84,17 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Report the libtorch version and location, CUDA, GPUs, bf16 support and thread counts.
-    #[command(after_help = "Examples:\n  mlm-train doctor\n  mlm-train doctor --json")]
+    #[command(
+        after_help = "Examples:\n  mlm-train doctor\n  mlm-train doctor --json\n  mlm-train doctor --fault-points"
+    )]
     Doctor {
         /// Print the report as JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// List the named fault points (`MLM_TRAIN_FAULT=<name>[@<hit>]` kills the process
+        /// there, for crash-consistency tests) instead.
+        #[arg(long)]
+        fault_points: bool,
     },
     /// Read, split, tokenize and pack the configured corpus into Parquet shards + manifest.
     #[command(after_help = "Examples:\n  \
@@ -183,7 +190,12 @@ fn run(cli: Cli) -> Result<()> {
     }
     let source = || config_source(cli.config.clone(), cli.overrides.clone(), command.name());
     match &command {
-        Command::Doctor { json } => {
+        Command::Doctor { fault_points, .. } if *fault_points => {
+            no_config(&cli.config, &cli.overrides, command.name());
+            doctor::print_fault_points();
+            Ok(())
+        }
+        Command::Doctor { json, .. } => {
             no_config(&cli.config, &cli.overrides, command.name());
             doctor::run(*json, threads)
         }

@@ -40,6 +40,10 @@ pub struct JobFlags {
     /// the same command then resumes (time-sliced clusters).
     #[arg(long, value_name = "STEP")]
     pub stop_after_step: Option<u64>,
+    /// Hash every byte of the prepared corpus against its integrity.json before training
+    /// (a checkpoint is always hashed in full before a resume).
+    #[arg(long)]
+    pub verify: bool,
 }
 
 impl JobFlags {
@@ -50,6 +54,7 @@ impl JobFlags {
             (self.resume.is_some(), "--resume"),
             (self.allow_config_change, "--allow-config-change"),
             (self.stop_after_step.is_some(), "--stop-after-step"),
+            (self.verify, "--verify"),
         ]
         .into_iter()
         .find_map(|(given, flag)| given.then_some(flag))
@@ -77,6 +82,11 @@ pub fn run_job(source: &ConfigSource, threads_flag: Option<usize>, flags: &JobFl
     } else {
         prepared_on_rank_zero(&config, parallel.as_deref())?
     };
+    if flags.verify {
+        mlm_corpus::PreparedCorpus::open(&corpus_dir)
+            .and_then(|corpus| corpus.verify())
+            .with_context(|| format!("verifying the prepared corpus {}", corpus_dir.display()))?;
+    }
     let rank = parallel.as_ref().map(|p| p.rank());
     let job = TrainJob {
         corpus_dir,
@@ -330,6 +340,33 @@ impl ConsoleObserver {
     }
 }
 
+/// Where the run resumes from, after the damaged checkpoints it passed over.
+fn print_resume(plan: &TrainPlan) {
+    for (dir, reason) in &plan.resume_check.refused {
+        eprintln!("warning: refusing {}: {reason}", dir.display());
+    }
+    let Some(dir) = &plan.resumed_from else {
+        return;
+    };
+    let instead = if plan.resume_check.refused.is_empty() {
+        ""
+    } else {
+        " (the previous intact checkpoint)"
+    };
+    eprintln!(
+        "resume   from {}{instead} at step {}",
+        dir.display(),
+        plan.start_step
+    );
+    if plan.resume_check.unverified {
+        eprintln!(
+            "note: {} has no integrity.json (written by an earlier version): its files were not \
+             checked",
+            dir.display()
+        );
+    }
+}
+
 impl TrainObserver for ConsoleObserver {
     fn plan(&mut self, plan: &TrainPlan) {
         eprintln!(
@@ -372,13 +409,7 @@ impl TrainObserver for ConsoleObserver {
                 _ => "unknown, no MFU (set logging.peak_tflops)".to_owned(),
             }
         );
-        if let Some(dir) = &plan.resumed_from {
-            eprintln!(
-                "resume   from {} at step {}",
-                dir.display(),
-                plan.start_step
-            );
-        }
+        print_resume(plan);
         if std::io::stderr().is_terminal() && plan.total_steps > plan.start_step {
             let bar = ProgressBar::new(plan.total_steps);
             bar.set_style(

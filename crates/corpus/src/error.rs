@@ -129,6 +129,10 @@ pub enum CorpusError {
     #[error("sequence {index} is out of range: the split has {len} sequences")]
     OutOfRange { index: u64, len: u64 },
     /// A prepare stopped on request before it finished (used by tests of resume).
+    /// A file's size or hash differs from the directory's `integrity.json`, or the manifest
+    /// could not be written (the message names the file).
+    #[error(transparent)]
+    Integrity(mlm_integrity::IntegrityError),
     #[error("prepare stopped after {shards} shards on request; rerun it to finish")]
     Interrupted { shards: usize },
     /// A worker thread panicked (a bug, reported rather than propagated as a panic).

@@ -57,9 +57,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CorpusError> {
 
 /// `value` as pretty JSON with a trailing newline, written atomically.
 pub fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), CorpusError> {
+    write_atomic(path, json_text(path, value)?.as_bytes())
+}
+
+/// The text [`write_json`] writes for `value` (`path` names it in errors).
+pub fn json_text(path: &Path, value: &impl serde::Serialize) -> Result<String, CorpusError> {
     let mut text = serde_json::to_string_pretty(value).map_err(|e| CorpusError::json(path, e))?;
     text.push('\n');
-    write_atomic(path, text.as_bytes())
+    Ok(text)
 }
 
 /// Reads and parses a JSON file.

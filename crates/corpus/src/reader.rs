@@ -28,9 +28,11 @@ pub struct PreparedCorpus {
 
 impl PreparedCorpus {
     /// Opens `dir`; refuses a directory whose prepare has not finished (no manifest) or
-    /// whose shards are missing or of another size than the manifest says.
+    /// whose shards are missing or of another size than the manifest says, or that fails the
+    /// fast check of its `integrity.json` (sizes, Parquet headers, small files hashed).
     pub fn open(dir: &Path) -> Result<Self, CorpusError> {
         let manifest = Manifest::read(dir)?;
+        mlm_integrity::verify(dir, mlm_integrity::Level::Fast).map_err(CorpusError::Integrity)?;
         for split in Split::ALL {
             for shard in &manifest.split(split).shards {
                 let path = dir.join(&shard.file);
@@ -80,8 +82,15 @@ impl PreparedCorpus {
         Ok(())
     }
 
-    /// Verifies every shard's SHA-256 against the manifest (reads all data once).
+    /// Verifies every byte against `integrity.json` (a damaged shard is named with its row
+    /// group), or, for a corpus prepared before integrity manifests, every shard's SHA-256
+    /// against the manifest. Reads all data once.
     pub fn verify(&self) -> Result<(), CorpusError> {
+        let level = mlm_integrity::Level::Full;
+        let verified = mlm_integrity::verify(&self.dir, level).map_err(CorpusError::Integrity)?;
+        if verified != mlm_integrity::Verified::NoManifest {
+            return Ok(());
+        }
         for split in Split::ALL {
             for shard in &self.manifest.split(split).shards {
                 let sha = crate::fsutil::sha256_file(&self.dir.join(&shard.file))?;
@@ -287,11 +296,10 @@ impl SplitReader {
             - 1;
         let rows = (footer.group_starts[group + 1] - footer.group_starts[group]) as usize;
         let mut decoded = DecodedGroup::new(shard_first + footer.group_starts[group]);
-        for batch in read_row_group(footer, &path, group, rows)? {
-            let batch = batch.map_err(|e| CorpusError::Arrow {
-                path: path.clone(),
-                source: e,
-            })?;
+        let reader = read_row_group(footer, &path, group, rows)
+            .map_err(|e| bad_shard(&path, &format!("row group {group}: {e}")))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| bad_shard(&path, &format!("row group {group}: {e}")))?;
             decoded
                 .append(&batch)
                 .map_err(|what| bad_shard(&path, &what))?;

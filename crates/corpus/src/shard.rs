@@ -140,6 +140,7 @@ impl ShardWriter {
         self.tokens += block.input_ids.len() as u64;
         if self.offsets.len() > self.row_group_rows {
             self.write_row_group()?;
+            mlm_faults::fault_point("prepare.mid-shard");
         }
         Ok(())
     }

@@ -2,7 +2,7 @@
 //! training split of the configured corpus
 //! (held-out documents are left out, so the vocabulary does not see the evaluation text).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,33 @@ pub struct VocabReport {
 /// `model_max_length` written into the trained tokenizer's `tokenizer_config.json`
 /// (bert-base's position table).
 pub const TRAINED_MODEL_MAX_LENGTH: usize = 512;
+
+/// Writes the tokenizer files into a hidden directory beside `output`, then renames it onto
+/// `output` when that is absent or empty, so that a kill never leaves some of the files
+/// (`mlm-train` trains a vocabulary only when `output` holds no tokenizer file, and would
+/// otherwise take half a tokenizer for a trained one). Into a directory that holds other
+/// files they are moved one by one, `tokenizer.json` last.
+fn write_whole(tokenizer: &DomainTokenizer, output: &Path) -> Result<(), CorpusError> {
+    let name = output.file_name().unwrap_or_default().to_string_lossy();
+    let temp = output.with_file_name(format!(".{name}.tmp-vocab"));
+    if temp.exists() {
+        std::fs::remove_dir_all(&temp).map_err(|e| CorpusError::io("cannot remove", &temp, e))?;
+    }
+    let written = tokenizer.write_hf_files(&temp, TRAINED_MODEL_MAX_LENGTH)?;
+    mlm_faults::fault_point("vocab.after-tokenizer-write");
+    let empty = std::fs::read_dir(output).map_or(true, |mut entries| entries.next().is_none());
+    if empty && std::fs::rename(&temp, output).is_ok() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(output).map_err(|e| CorpusError::io("cannot create", output, e))?;
+    let (main, others): (Vec<_>, Vec<_>) = written.iter().partition(|n| *n == "tokenizer.json");
+    for file in others.into_iter().chain(main) {
+        let to = output.join(file);
+        std::fs::rename(temp.join(file), &to)
+            .map_err(|e| CorpusError::io("cannot rename into place", &to, e))?;
+    }
+    std::fs::remove_dir_all(&temp).map_err(|e| CorpusError::io("cannot remove", &temp, e))
+}
 
 /// Trains the vocabulary and writes its Hugging Face files into `[vocab] output` (default:
 /// `[corpus] tokenizer`): `tokenizer.json`, `vocab.txt` (WordPiece) or `vocab.json` +
@@ -102,7 +129,8 @@ pub fn train_vocab(
             message: "no training document to learn a vocabulary from".into(),
         });
     }
-    tokenizer.write_hf_files(&output, TRAINED_MODEL_MAX_LENGTH)?;
+    mlm_faults::fault_point("vocab.before-tokenizer-write");
+    write_whole(&tokenizer, &output)?;
     // Reload from disk: the report then describes exactly what was written.
     let tokenizer = DomainTokenizer::load(&output, None)?;
     Ok(VocabReport {

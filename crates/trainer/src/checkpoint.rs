@@ -10,6 +10,13 @@
 //! the next save removes. Old checkpoints are deleted only after the new one is in place.
 //! One process writes a run directory (rank 0 under data parallelism).
 //!
+//! Integrity: `integrity.json` (`mlm-integrity`), the size and hash of every file, is the
+//! last file written into the temporary directory. [`CheckpointManager::latest_intact`]
+//! hashes every byte before a resume and steps back over a damaged checkpoint to the newest
+//! intact one; loading for `eval` / `export` checks sizes and headers ([`verify_checkpoint`]).
+//! Rotation renames a doomed checkpoint to a hidden name before deleting it, so a crash in
+//! the middle of a deletion never leaves a half-deleted `checkpoint-<N>`.
+//!
 //! Rotation, as the Hugging Face Trainer's `save_total_limit` with `load_best_model_at_end`:
 //! keep the `keep_last` newest checkpoints plus the one with the lowest metric (e.g. held-out
 //! loss). The run directory holds one history: a save at step `s` removes checkpoints of
@@ -19,6 +26,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use mlm_faults::fault_point;
+use mlm_integrity::{Level, Verified};
 use serde::{Deserialize, Serialize};
 
 use crate::error::TrainError;
@@ -180,14 +189,22 @@ impl CheckpointManager {
         fs::create_dir(&temp).map_err(|e| TrainError::io("create", &temp, e))?;
         let filled = (|| {
             write(&temp)?;
+            fault_point("checkpoint.after-model-file");
             if let Some(optimizer) = extras.optimizer {
                 optimizer.save(&temp.join(OPTIMIZER_FILE))?;
+                fault_point("checkpoint.after-optimizer-file");
             }
             if let Some(config) = extras.resolved_config {
                 write_synced(&temp.join(RESOLVED_CONFIG_FILE), config.as_bytes())?;
             }
             state.write(&temp.join(STATE_FILE))?;
-            sync_tree(&temp)
+            fault_point("checkpoint.after-state-file");
+            sync_tree(&temp)?;
+            mlm_integrity::write_for_dir(&temp).map_err(|source| TrainError::Integrity {
+                dir: temp.clone(),
+                source,
+            })?;
+            sync_dir(&temp)
         })();
         if let Err(error) = filled {
             let _ = fs::remove_dir_all(&temp);
@@ -195,6 +212,7 @@ impl CheckpointManager {
         }
         // Replacing an existing checkpoint of the same step: move it aside first (hidden, so
         // a crash in between leaves the previous checkpoint as the latest complete one).
+        fault_point("checkpoint.before-rename");
         let aside = self.run_dir.join(format!("{OLD_PREFIX}{step}"));
         let replacing = final_dir.exists();
         if replacing {
@@ -211,6 +229,7 @@ impl CheckpointManager {
             return Err(TrainError::io("rename into place", final_dir, e));
         }
         sync_dir(&self.run_dir)?;
+        fault_point("checkpoint.after-rename");
         if replacing {
             fs::remove_dir_all(&aside).map_err(|e| TrainError::io("remove", &aside, e))?;
         }
@@ -253,10 +272,21 @@ impl CheckpointManager {
         for dir in doomed {
             let is_best = best.is_some_and(|b| dir.file_name().is_some_and(|n| n == b));
             if !is_best {
-                fs::remove_dir_all(dir).map_err(|e| TrainError::io("remove", dir, e))?;
+                self.remove_checkpoint(dir)?;
+                fault_point("checkpoint.mid-rotation");
             }
         }
         Ok(())
+    }
+
+    /// Renames `dir` to a hidden name (atomic), then deletes it: a crash during the deletion
+    /// leaves a hidden leftover, never a half-deleted `checkpoint-<N>`.
+    fn remove_checkpoint(&self, dir: &Path) -> Result<(), TrainError> {
+        let name = dir.file_name().unwrap_or_default().to_string_lossy();
+        let step = name.strip_prefix(CHECKPOINT_PREFIX).unwrap_or(&name);
+        let doomed = self.run_dir.join(format!("{OLD_PREFIX}{step}"));
+        fs::rename(dir, &doomed).map_err(|e| TrainError::io("move aside", dir, e))?;
+        fs::remove_dir_all(&doomed).map_err(|e| TrainError::io("remove", &doomed, e))
     }
 
     /// Complete checkpoints, oldest step first. A missing run directory has none.
@@ -291,10 +321,45 @@ impl CheckpointManager {
         Ok(self.list()?.pop().map(|(_, path)| path))
     }
 
+    /// The newest checkpoint that passes a full integrity check (every byte hashed), with the
+    /// newer ones refused on the way and why. A checkpoint written before integrity manifests
+    /// (no `integrity.json`) is taken as it is.
+    pub fn latest_intact(&self) -> Result<IntactSearch, TrainError> {
+        let mut search = IntactSearch::default();
+        for (_, dir) in self.list()?.into_iter().rev() {
+            match verify_checkpoint(&dir, Level::Full) {
+                Ok(verified) => {
+                    search.found = Some((dir, verified));
+                    break;
+                }
+                Err(refused) => search.refused.push((dir, refused)),
+            }
+        }
+        Ok(search)
+    }
+
     /// The `trainer_state.json` of checkpoint directory `dir`.
     pub fn read_state(dir: &Path) -> Result<TrainerState, TrainError> {
         TrainerState::read(&dir.join(STATE_FILE))
     }
+}
+
+/// What [`CheckpointManager::latest_intact`] found.
+#[derive(Debug, Default)]
+pub struct IntactSearch {
+    /// The checkpoint to resume from and how it was checked.
+    pub found: Option<(PathBuf, Verified)>,
+    /// Newer checkpoints refused, newest first, with the integrity error of each.
+    pub refused: Vec<(PathBuf, TrainError)>,
+}
+
+/// Checks checkpoint `dir` against its `integrity.json` at `level`; an error names the
+/// damaged file. [`Verified::NoManifest`] for a checkpoint of an earlier version.
+pub fn verify_checkpoint(dir: &Path, level: Level) -> Result<Verified, TrainError> {
+    mlm_integrity::verify(dir, level).map_err(|source| TrainError::Integrity {
+        dir: dir.to_path_buf(),
+        source,
+    })
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {

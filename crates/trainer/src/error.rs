@@ -29,6 +29,13 @@ pub enum TrainError {
         #[source]
         source: safetensors::SafeTensorError,
     },
+    /// A checkpoint's files differ from its `integrity.json` (missing, truncated, damaged).
+    #[error("checkpoint {} is damaged", dir.display())]
+    Integrity {
+        dir: PathBuf,
+        #[source]
+        source: mlm_integrity::IntegrityError,
+    },
     /// A libtorch operation failed.
     #[error("libtorch failed while {context}")]
     Torch {

@@ -45,6 +45,8 @@ pub struct InspectArgs {
     /// (one process; needs the run's `--config FILE` for the seeds and batch size).
     #[arg(long, value_name = "N")]
     pub masks_at_step: Option<u64>,
+    #[command(flatten)]
+    pub verify: crate::integrity::VerifyFlag,
 }
 
 /// What a directory holds.
@@ -75,7 +77,14 @@ fn kind_of(path: &Path) -> Result<Kind> {
 
 /// `config`: the run config, for `--masks-at-step`.
 pub fn run(args: &InspectArgs, config: Option<&ConfigSource>) -> Result<()> {
-    let mut text = match kind_of(&args.path)? {
+    let kind = kind_of(&args.path)?;
+    match kind {
+        Kind::Corpus => crate::integrity::check_corpus_dir(&args.path, args.verify)?,
+        Kind::Checkpoint | Kind::Model => {
+            crate::integrity::check_model_dir(&args.path, args.verify)?;
+        }
+    }
+    let mut text = match kind {
         Kind::Corpus => {
             let split = if args.validation {
                 Split::Validation

@@ -12,6 +12,7 @@
 //! Memory is bounded by a few batches, one row group per split, the MEDLINE version bitsets
 //! and (only with `deduplicate`) 8 bytes per distinct document.
 
+mod integrity;
 mod manifest;
 mod outdir;
 mod pipeline;

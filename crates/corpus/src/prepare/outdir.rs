@@ -7,9 +7,10 @@ use super::Outcome;
 use super::plan::Plan;
 use super::state::{self, PrepareState, STATE_FILE};
 use crate::error::CorpusError;
-use crate::fsutil::write_json;
+use crate::fsutil::{json_text, write_atomic};
 use crate::manifest::{MANIFEST_FILE, Manifest};
 use crate::progress::Observer;
+use mlm_faults::fault_point;
 
 /// Creates the directory; returns its manifest when it already holds this exact prepare.
 /// A manifest of another prepare is removed first, so that an interruption from here on
@@ -99,9 +100,17 @@ pub(super) fn write_tokenizer_files(plan: &Plan<'_>) -> Result<Vec<String>, Corp
     Ok(written)
 }
 
-/// Marks the prepare finished: writes `manifest.json` and drops the resume state.
+/// Marks the prepare finished: writes `integrity.json` (every shard with its row groups,
+/// the tokenizer files, and the manifest about to be written), then `manifest.json`, the
+/// commit point (a directory without it is an unfinished prepare), then drops the resume
+/// state.
 pub(super) fn publish(out: &Path, manifest: &Manifest) -> Result<(), CorpusError> {
-    write_json(&out.join(MANIFEST_FILE), manifest)?;
+    let manifest_path = out.join(MANIFEST_FILE);
+    let text = json_text(&manifest_path, manifest)?;
+    super::integrity::write(out, manifest, text.as_bytes())?;
+    fault_point("prepare.before-manifest");
+    write_atomic(&manifest_path, text.as_bytes())?;
+    fault_point("prepare.after-manifest");
     let state_path = PrepareState::path(out);
     if state_path.exists() {
         remove(&state_path)?;

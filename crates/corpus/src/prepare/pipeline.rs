@@ -213,6 +213,7 @@ impl<'a> Packing<'a> {
         )?;
         sink.count_document(ids.len());
         if sink.closed_shards() > shards_before {
+            mlm_faults::fault_point("prepare.after-shard");
             self.checkpoint.save(&self.sinks)?;
         }
         Ok(())

@@ -264,3 +264,34 @@ fn unreadable_state_names_the_file() {
         .to_string();
     assert!(missing.contains("could not read"), "{missing}");
 }
+
+fn weights_bin(contents: &'static str) -> impl FnOnce(&Path) -> Result<(), TrainError> {
+    move |dir: &Path| {
+        fs::write(dir.join("weights.bin"), contents).map_err(|e| TrainError::io("write", dir, e))
+    }
+}
+
+#[test]
+fn every_checkpoint_lists_its_files_and_a_damaged_newest_is_passed_over() {
+    let scratch = Scratch::new("intact");
+    let manager = CheckpointManager::new(&scratch.0.join("run"), 0);
+    let mut s = state(4);
+    let older = manager.save(4, weights_bin("w4"), &mut s, None).unwrap();
+    let newest = manager.save(8, weights_bin("w8"), &mut s, None).unwrap();
+    let listed = mlm_integrity::verify(&newest, Level::Full).unwrap();
+    assert_eq!(listed, Verified::Checked { files: 2 }, "weights and state");
+
+    fs::write(newest.join("weights.bin"), "w9").unwrap();
+    let search = manager.latest_intact().unwrap();
+    assert_eq!(search.found, Some((older, Verified::Checked { files: 2 })));
+    assert_eq!(search.refused.len(), 1);
+    let (refused, error) = &search.refused[0];
+    assert_eq!(refused, &newest);
+    let reason = std::error::Error::source(error).unwrap().to_string();
+    assert!(reason.contains("weights.bin is corrupt"), "{reason}");
+
+    // A checkpoint of an earlier version (no integrity.json) is taken as it is.
+    fs::remove_file(newest.join("integrity.json")).unwrap();
+    let search = manager.latest_intact().unwrap();
+    assert_eq!(search.found, Some((newest, Verified::NoManifest)));
+}

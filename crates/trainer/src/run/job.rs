@@ -60,6 +60,8 @@ pub struct TrainPlan {
     pub total_steps: u64,
     pub start_step: u64,
     pub resumed_from: Option<PathBuf>,
+    /// How the checkpoint resumed from was checked, and newer ones refused as damaged.
+    pub resume_check: ResumeCheck,
     pub estimated_memory_bytes: u64,
     /// Training FLOPs per token at the masking rate (run/flops.rs), for MFU.
     pub flops_per_token: f64,
@@ -68,6 +70,15 @@ pub struct TrainPlan {
     pub peak_source: Option<String>,
     /// What loading `model.init_from` did; `None` for a model from scratch.
     pub weights: Option<WeightsReport>,
+}
+
+/// The integrity check before a resume (every byte of the checkpoint hashed).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ResumeCheck {
+    /// Newer checkpoints refused as damaged, newest first, with the reason (naming the file).
+    pub refused: Vec<(PathBuf, String)>,
+    /// The checkpoint has no `integrity.json` (written by an earlier version): not checked.
+    pub unverified: bool,
 }
 
 /// The names a checkpoint load reports, for the plan.

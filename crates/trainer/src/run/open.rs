@@ -14,13 +14,13 @@ use super::config::{LastBatch, TrainingConfig};
 use super::data::{BatchPlan, MaskPlan, masker_for};
 use super::eval::{EvalSet, EvalSetSpec};
 use super::flops::{DevicePeak, ModelFlops, device_peak};
-use super::job::{TrainJob, TrainPlan, WeightsReport};
+use super::job::{ResumeCheck, TrainJob, TrainPlan, WeightsReport};
 use super::model_setup::{BuiltModel, build_model, check_init_tokenizer, resolve_config};
 use super::parallel::DataParallel;
 use super::plan::{checked_schedule_for, estimate_memory};
 use super::precision::ForwardPrecision;
 use super::trajectory::trajectory_key;
-use crate::checkpoint::{CheckpointManager, TrainerState};
+use crate::checkpoint::{CheckpointManager, TrainerState, verify_checkpoint};
 use crate::optim::{AdamW, GradScaler};
 use crate::runtime::device_label;
 use crate::schedule::Schedule;
@@ -47,6 +47,7 @@ pub(super) struct RunParts {
     pub steps_per_epoch: u64,
     pub total_steps: u64,
     pub resumed_from: Option<PathBuf>,
+    pub resume_check: ResumeCheck,
     /// The corpus's tokenizer files, copied into every checkpoint.
     pub tokenizer_files: Vec<String>,
     /// fp16: the loss scaler (restored from the checkpoint on resume).
@@ -85,7 +86,8 @@ impl<'a> Run<'a> {
         let fresh = fresh_state(trajectory_key(job, &manifest, &model_config)?, &schedule);
         let checkpoints =
             CheckpointManager::new(&job.training.output_dir, job.checkpoint.keep_last);
-        let (state, resumed_from) = resume(job, &checkpoints, &mut model, &mut optimizer, fresh)?;
+        let (state, resumed_from, resume_check) =
+            resume(job, &checkpoints, &mut model, &mut optimizer, fresh)?;
         let scaler = precision
             .needs_loss_scaling()
             .then(|| match state.grad_scaler {
@@ -107,6 +109,7 @@ impl<'a> Run<'a> {
             steps_per_epoch,
             total_steps,
             resumed_from,
+            resume_check,
             tokenizer_files: manifest.tokenizer_files.clone(),
             scaler,
             flops: ModelFlops::of(&model_config, manifest.max_seq_len),
@@ -180,22 +183,21 @@ fn fresh_state(trajectory_key: String, schedule: &Schedule) -> TrainerState {
     }
 }
 
-/// The state to start from: `fresh`, or the checkpoint's (`--resume DIR`, else the latest in
-/// the run directory) with its weights and optimizer state loaded, once its trajectory key
-/// matches (or `--allow-config-change`).
+/// The state to start from: `fresh`, or the checkpoint's (`--resume DIR`, else the newest
+/// intact one in the run directory) with its weights and optimizer state loaded, once its
+/// trajectory key matches (or `--allow-config-change`). Every byte of the checkpoint is
+/// checked against its `integrity.json` first: a damaged `--resume DIR` is an error, a
+/// damaged latest checkpoint is passed over for the one before (reported in the plan).
 fn resume(
     job: &TrainJob,
     checkpoints: &CheckpointManager,
     model: &mut BuiltModel,
     optimizer: &mut AdamW,
     fresh: TrainerState,
-) -> Result<(TrainerState, Option<PathBuf>), RunError> {
-    let dir = match &job.resume.from {
-        Some(dir) => Some(dir.clone()),
-        None => checkpoints.latest()?,
-    };
+) -> Result<(TrainerState, Option<PathBuf>, ResumeCheck), RunError> {
+    let (dir, check) = checkpoint_to_resume(job, checkpoints)?;
     let Some(dir) = dir else {
-        return Ok((fresh, None));
+        return Ok((fresh, None, check));
     };
     let saved = CheckpointManager::read_state(&dir)?;
     if saved.config_hash != fresh.config_hash && !job.resume.allow_config_change {
@@ -211,7 +213,53 @@ fn resume(
         config_hash: fresh.config_hash,
         ..saved
     };
-    Ok((state, Some(dir)))
+    Ok((state, Some(dir), check))
+}
+
+/// The checkpoint to resume from, checked in full. When every checkpoint of the run
+/// directory is damaged the newest one's error is returned: starting afresh would silently
+/// throw the run away.
+fn checkpoint_to_resume(
+    job: &TrainJob,
+    checkpoints: &CheckpointManager,
+) -> Result<(Option<PathBuf>, ResumeCheck), RunError> {
+    if let Some(dir) = &job.resume.from {
+        let verified = verify_checkpoint(dir, mlm_integrity::Level::Full)?;
+        let check = ResumeCheck {
+            refused: Vec::new(),
+            unverified: verified == mlm_integrity::Verified::NoManifest,
+        };
+        return Ok((Some(dir.clone()), check));
+    }
+    let search = checkpoints.latest_intact()?;
+    let Some((dir, verified)) = search.found else {
+        return match search.refused.into_iter().next() {
+            Some((_, newest_error)) => Err(newest_error.into()),
+            None => Ok((None, ResumeCheck::default())),
+        };
+    };
+    let refused = search
+        .refused
+        .into_iter()
+        .map(|(dir, error)| (dir, error_chain(&error)))
+        .collect();
+    let check = ResumeCheck {
+        refused,
+        unverified: verified == mlm_integrity::Verified::NoManifest,
+    };
+    Ok((Some(dir), check))
+}
+
+/// `error: cause: cause`, for a reason kept as text in the plan.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// The peak MFU is measured against: `[logging] peak_tflops`, else the device's own.
@@ -258,6 +306,7 @@ impl RunParts {
             total_steps: self.total_steps,
             start_step: self.state.global_step,
             resumed_from: self.resumed_from.clone(),
+            resume_check: self.resume_check.clone(),
             estimated_memory_bytes: estimate_memory(
                 config,
                 &self.batches,

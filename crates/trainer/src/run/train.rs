@@ -202,6 +202,7 @@ impl<'a> Training<'a> {
         self.parts.optimizer.zero_grad();
         let totals = self.step_totals(&batches)?;
         let loss_sum = self.forward_backward(step, &batches, &totals)?;
+        mlm_faults::fault_point("train.mid-step");
         let (grad_norm, found_inf) = self.unscale_and_clip()?;
         let learning_rate = self.parts.schedule.lr_at(step);
         self.parts
@@ -211,6 +212,7 @@ impl<'a> Training<'a> {
             scaler.update()?;
         }
         advance(&mut self.parts.state, &batches, totals.tokens);
+        mlm_faults::fault_point("train.after-optimizer-step");
         self.throughput.add(totals.tokens, totals.masked_tokens);
         self.pending.push(PendingStep {
             step: step + 1,
