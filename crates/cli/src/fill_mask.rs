@@ -13,6 +13,8 @@ use mlm_trainer::model::{MaskedLanguageModel, load_model_dir};
 use serde::Serialize;
 use tch::{Kind, Tensor};
 
+use crate::stdout::outln;
+
 /// Arguments of `mlm-train fill-mask`.
 #[derive(Debug, Args)]
 pub struct FillMaskArgs {
@@ -135,6 +137,6 @@ fn print_pipeline_json(per_text: Vec<Vec<Vec<Candidate>>>) -> Result<()> {
     } else {
         serde_json::Value::Array(shaped)
     };
-    println!("{}", serde_json::to_string_pretty(&output)?);
+    outln!("{}", serde_json::to_string_pretty(&output)?);
     Ok(())
 }
