@@ -15,6 +15,7 @@ mod inspect;
 mod paths;
 mod plot;
 mod prepare;
+mod report;
 mod spawn;
 mod stdout;
 mod train;
@@ -144,10 +145,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
-            for cause in error.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
+            report::print_error(&error);
             exit_code(&error)
         }
     }

@@ -9,7 +9,7 @@ use mlm_corpus::input::{
     parquet_in::ParquetReader, text::TextReader,
 };
 
-use super::scratch_file;
+use super::{with_scratch, write};
 
 /// At most this many records are read from one input: a reader that never ends (returns
 /// records forever without consuming input) is a bug the fuzzer reports as a timeout.
@@ -60,18 +60,21 @@ pub fn medline(data: &[u8]) {
 
 /// A Parquet corpus file (`format = "parquet"`), opened from disk as `prepare` does.
 pub fn parquet(data: &[u8]) {
-    let path = scratch_file("corpus.parquet", data);
-    match ParquetReader::open(&path, &settings(TextMode::Line), &ByteCounter::default()) {
-        Ok(reader) => drain(reader),
-        Err(_bad_record) => {}
-    }
+    with_scratch(|dir| {
+        let path = write(dir, "corpus.parquet", data);
+        match ParquetReader::open(&path, &settings(TextMode::Line), &ByteCounter::default()) {
+            Ok(reader) => drain(reader),
+            Err(_bad_record) => {}
+        }
+    });
 }
 
 /// A `tokenizer.json` (`[corpus] tokenizer`), loaded as `prepare` loads it and then used on a
 /// sentence with an unknown word, a number and non-ASCII text.
 pub fn tokenizer(data: &[u8]) {
-    let path = scratch_file("tokenizer.json", data);
-    let Ok(tokenizer) = DomainTokenizer::load(&path, None) else {
+    let loaded =
+        with_scratch(|dir| DomainTokenizer::load(&write(dir, "tokenizer.json", data), None));
+    let Ok(tokenizer) = loaded else {
         return;
     };
     let text = "Aspirin inhibits platelet aggregation in 12 of 14 patients (Straße, 東京).";

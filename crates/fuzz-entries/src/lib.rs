@@ -80,25 +80,27 @@ pub fn config(data: &[u8]) {
         .map_while(|line| line.strip_prefix("#set "))
         .map(str::to_owned)
         .collect();
-    let path = scratch_file("run.toml", data);
-    let _ = run_config::RunConfig::load_with(&path, &overrides);
+    with_scratch(|dir| {
+        let path = write(dir, "run.toml", data);
+        let _ = run_config::RunConfig::load_with(&path, &overrides);
+    });
 }
 
-/// `name` in this process's scratch directory, holding `data`.
-fn scratch_file(name: &str, data: &[u8]) -> PathBuf {
-    let path = scratch_dir().join(name);
+/// Runs `work` with an empty directory of this process, removed afterwards (fork-mode
+/// fuzzing starts a process per job: nothing may pile up in the temporary directory).
+fn with_scratch<R>(work: impl FnOnce(&Path) -> R) -> R {
+    let dir = std::env::temp_dir().join(format!("mlm-fuzz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("the temporary directory is writable");
+    let result = work(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// `dir/name`, holding `data`.
+fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let path = dir.join(name);
     std::fs::write(&path, data).expect("the scratch directory is writable");
     path
-}
-
-/// A directory of this process under the system's temporary directory (created once).
-fn scratch_dir() -> &'static Path {
-    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("mlm-fuzz-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("the temporary directory is writable");
-        dir
-    })
 }
 
 #[cfg(test)]

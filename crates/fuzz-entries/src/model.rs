@@ -7,7 +7,7 @@ use mlm_torch_pickle::StateDict;
 use mlm_trainer::checkpoint::TrainerState;
 use mlm_trainer::model::load_model_dir;
 
-use super::{scratch_dir, scratch_file};
+use super::{with_scratch, write};
 
 /// A tiny BERT's `config.json`: the fuzzed weights are loaded into this model.
 const TINY_CONFIG: &str = r#"{
@@ -26,9 +26,11 @@ const TINY_CONFIG: &str = r#"{
 pub fn safetensors(data: &[u8]) {
     static ONE_THREAD: Once = Once::new();
     ONE_THREAD.call_once(|| tch::set_num_threads(1));
-    scratch_file("config.json", TINY_CONFIG.as_bytes());
-    scratch_file("model.safetensors", data);
-    let _ = load_model_dir(scratch_dir(), tch::Device::Cpu);
+    with_scratch(|dir| {
+        write(dir, "config.json", TINY_CONFIG.as_bytes());
+        write(dir, "model.safetensors", data);
+        let _ = load_model_dir(dir, tch::Device::Cpu);
+    });
 }
 
 /// A `pytorch_model.bin` (`torch.save`, zip or legacy format), parsed by mlm-torch-pickle
@@ -45,6 +47,7 @@ pub fn torch_pickle(data: &[u8]) {
 
 /// A checkpoint's `trainer_state.json`, read as a resume reads it.
 pub fn trainer_state(data: &[u8]) {
-    let path = scratch_file("trainer_state.json", data);
-    let _ = TrainerState::read(&path);
+    with_scratch(|dir| {
+        let _ = TrainerState::read(&write(dir, "trainer_state.json", data));
+    });
 }
