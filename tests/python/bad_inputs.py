@@ -26,7 +26,8 @@ save_pretrained, safetensors, torch.save(model.state_dict()), pyarrow.
     no_tokenizer    tokenizer.json removed
     no_mask_token   a tokenizer.json without [MASK]
   and OUT/corpus/: missing_column.parquet (no `abstract` column), truncated.parquet (a valid
-  file cut at half), int_text.parquet (`abstract` of integers).
+  file cut at half), int_text.parquet (`abstract` of integers), snappy.parquet (a good file
+  in pyarrow's default compression).
 
 Usage: .venv/bin/python tests/python/bad_inputs.py make OUT
 """
@@ -53,6 +54,7 @@ def tokenizer(vocab):
     wordpiece = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
     wordpiece.normalizer = normalizers.BertNormalizer(lowercase=True)
     wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    wordpiece.add_special_tokens([t for t in SPECIAL if t in vocab])
     cls, sep = vocab.index("[CLS]"), vocab.index("[SEP]")
     wordpiece.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -157,6 +159,8 @@ def corpus_cases(out):
     pq.write_table(good, folder / "truncated.parquet")
     cut(folder / "truncated.parquet")
     pq.write_table(pa.table(dict(rows, abstract=[1, 2, 3])), folder / "int_text.parquet")
+    # pyarrow's default compression (Snappy): a good file, to be read.
+    pq.write_table(good, folder / "snappy.parquet")
 
 
 if __name__ == "__main__":

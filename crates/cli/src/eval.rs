@@ -158,7 +158,7 @@ impl EvalProgress {
         self.last_line = Some(Instant::now());
         let fraction = done as f64 / total.max(1) as f64;
         let eta = self.started.elapsed().mul_f64((1.0 - fraction) / fraction);
-        eoutln!(
+        eprintln!(
             "{label}: {done}/{total} held-out sequences ({:.0}%), ETA {}",
             100.0 * fraction,
             HumanDuration(eta)

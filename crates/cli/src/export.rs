@@ -30,6 +30,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         .with_context(|| format!("loading {}", args.checkpoint.display()))?;
     let tokenizer = DomainTokenizer::load(&args.checkpoint, None)
         .with_context(|| format!("loading the tokenizer of {}", args.checkpoint.display()))?;
+    crate::fill_mask::check_loaded(&args.checkpoint, &tokenizer, &built)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let options = ExportOptions {

@@ -138,7 +138,7 @@ fn main() -> ExitCode {
         }
         let args = spawn::without_nproc_flag(std::env::args_os().skip(1));
         return spawn::run_ranks(nproc.get(), &args).unwrap_or_else(|error| {
-            eprintln!("error: {error:#}");
+            report::print_error(&error);
             ExitCode::FAILURE
         });
     }
