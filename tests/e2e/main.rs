@@ -4,6 +4,7 @@
 //! the behaviour under test. Declared as a `[[test]]` of crates/cli so that it runs against
 //! that package's binary.
 
+mod catalogue;
 mod cli;
 mod config;
 mod crash;

@@ -13,7 +13,7 @@ fn dir(scratch: &Scratch) -> &Path {
     &scratch.0
 }
 
-fn fixture(name: &str) -> PathBuf {
+pub(crate) fn fixture(name: &str) -> PathBuf {
     workspace_root()
         .join("crates/corpus/tests/fixtures")
         .join(name)
@@ -22,7 +22,7 @@ fn fixture(name: &str) -> PathBuf {
 /// A config in `scratch` with `[corpus]` over `inputs` and a small `[vocab]`; `overrides`
 /// replace or add `[corpus]` keys (TOML values). Relative paths (tokenizer, output) resolve
 /// against the config's directory.
-fn write_config(
+pub(crate) fn write_config(
     scratch: &Scratch,
     name: &str,
     inputs: &[PathBuf],
@@ -64,12 +64,12 @@ fn write_config_with_vocab(
     scratch.write(name, &format!("[vocab]\n{vocab}\n[corpus]\n{corpus}"))
 }
 
-fn prepare(config: &Path) -> (bool, String, String) {
+pub(crate) fn prepare(config: &Path) -> (bool, String, String) {
     let (out, stdout, stderr) = run(mlm_train().arg("prepare").arg("--config").arg(config));
     (out.status.success(), stdout, stderr)
 }
 
-fn vocab_train(config: &Path) -> (bool, String, String) {
+pub(crate) fn vocab_train(config: &Path) -> (bool, String, String) {
     let (out, stdout, stderr) = run(mlm_train().args(["vocab", "train", "--config"]).arg(config));
     (out.status.success(), stdout, stderr)
 }

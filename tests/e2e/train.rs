@@ -712,8 +712,11 @@ fn sequences_longer_than_the_position_table_are_refused() {
     let scratch = Scratch::new("train-seqlen");
     let config = tiny_config(&scratch, "max_steps = 2", "");
     let (output, _, stderr) = train(&config, &["--set", "model.max_position_embeddings=16"]);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    // A config error (2), found when the config loads: before the vocabulary and the corpus.
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("max_position_embeddings = 16"), "{stderr}");
+    assert!(stderr.contains("corpus.max_seq_len = 32"), "{stderr}");
+    assert!(!scratch.path().join("corpus").exists(), "{stderr}");
 }
 
 #[test]

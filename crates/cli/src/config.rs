@@ -273,11 +273,35 @@ impl RunConfigFile {
         }
         self.masking.validate()?;
         self.model.validate()?;
+        self.check_positions()?;
         self.training.validate()?;
         self.eval.validate()?;
         self.checkpoint.validate()?;
         self.distributed.validate()?;
         self.logging.validate()?;
+        Ok(())
+    }
+}
+
+impl RunConfigFile {
+    /// A model from scratch must have a position for every token of a sequence: caught here,
+    /// before the corpus is prepared (hours on PubMed), rather than when training starts.
+    /// (RoBERTa's position offset and a checkpoint's own table are checked when the model is
+    /// built, once the tokenizer's pad id and the checkpoint's config.json are known.)
+    fn check_positions(&self) -> Result<(), Box<dyn Error + Send + Sync>> {
+        let (Some(corpus), Some(positions)) = (&self.corpus, self.model.max_position_embeddings)
+        else {
+            return Ok(());
+        };
+        let from_scratch = self.model.init_from.is_none() && self.model.config.is_none();
+        if from_scratch && corpus.max_seq_len > positions {
+            return Err(format!(
+                "corpus.max_seq_len = {} is longer than model.max_position_embeddings = \
+                 {positions}: the model would have no position for the last tokens",
+                corpus.max_seq_len
+            )
+            .into());
+        }
         Ok(())
     }
 }

@@ -7,6 +7,8 @@ use mlm_torch_ext::{Autocast, AutocastDevice};
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
+use crate::stdout::outln;
+
 #[derive(Debug, Serialize)]
 pub struct DoctorReport {
     pub mlm_train_version: &'static str,
@@ -236,9 +238,9 @@ pub fn run(json: bool, threads: Option<usize>) -> anyhow::Result<()> {
     mlm_trainer::runtime::configure_threads(threads)?;
     let report = DoctorReport::collect();
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", report.render());
+        crate::stdout::print(&report.render())?;
     }
     Ok(())
 }

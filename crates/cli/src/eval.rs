@@ -12,6 +12,7 @@ use mlm_trainer::run::{
 };
 
 use crate::config::ConfigSource;
+use crate::stdout::outln;
 
 /// Arguments of `mlm-train eval`, besides the global `--config FILE` (the run config: its
 /// [masking] and [eval] sections fix the evaluation masks) and `--set`.
@@ -69,21 +70,22 @@ pub fn run(args: &EvalArgs, source: &ConfigSource, threads: Option<usize>) -> Re
         )
     })?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&metrics)?);
+        outln!("{}", serde_json::to_string_pretty(&metrics)?);
     } else {
-        print_table(&metrics);
+        print_table(&metrics)?;
     }
     Ok(())
 }
 
-fn print_table(metrics: &EvalMetrics) {
-    println!("loss            {:.5}", metrics.loss);
-    println!("perplexity      {:.4}", metrics.perplexity);
-    println!("accuracy        {:.4}", metrics.accuracy);
-    println!("top5_accuracy   {:.4}", metrics.top5_accuracy);
-    println!("mask_accuracy   {:.4}", metrics.mask_accuracy);
-    println!("masked_tokens   {}", metrics.masked_tokens);
-    println!("sequences       {}", metrics.sequences);
+fn print_table(metrics: &EvalMetrics) -> Result<()> {
+    outln!("loss            {:.5}", metrics.loss);
+    outln!("perplexity      {:.4}", metrics.perplexity);
+    outln!("accuracy        {:.4}", metrics.accuracy);
+    outln!("top5_accuracy   {:.4}", metrics.top5_accuracy);
+    outln!("mask_accuracy   {:.4}", metrics.mask_accuracy);
+    outln!("masked_tokens   {}", metrics.masked_tokens);
+    outln!("sequences       {}", metrics.sequences);
+    Ok(())
 }
 
 /// `eval --words`: word-level loss and accuracy.
@@ -96,21 +98,22 @@ fn evaluate_words(args: &EvalArgs, request: &CheckpointEval<'_>) -> Result<()> {
         )
     })?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&metrics)?);
+        outln!("{}", serde_json::to_string_pretty(&metrics)?);
     } else {
-        print_word_table(&metrics);
+        print_word_table(&metrics)?;
     }
     Ok(())
 }
 
-fn print_word_table(metrics: &WordMetrics) {
-    println!("loss_per_word    {:.5}", metrics.loss_per_word);
-    println!("word_accuracy    {:.4}", metrics.word_accuracy);
-    println!("pieces_per_word  {:.4}", metrics.pieces_per_word);
-    println!("split_share      {:.4}", metrics.split_share);
-    println!("loss_per_piece   {:.5}", metrics.loss_per_piece);
-    println!("words            {}", metrics.words);
-    println!("sequences        {}", metrics.sequences);
+fn print_word_table(metrics: &WordMetrics) -> Result<()> {
+    outln!("loss_per_word    {:.5}", metrics.loss_per_word);
+    outln!("word_accuracy    {:.4}", metrics.word_accuracy);
+    outln!("pieces_per_word  {:.4}", metrics.pieces_per_word);
+    outln!("split_share      {:.4}", metrics.split_share);
+    outln!("loss_per_piece   {:.5}", metrics.loss_per_piece);
+    outln!("words            {}", metrics.words);
+    outln!("sequences        {}", metrics.sequences);
+    Ok(())
 }
 
 /// Progress of an evaluation on stderr: a bar on a terminal, a plain line every 10 seconds

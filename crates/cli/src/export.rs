@@ -34,6 +34,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         .with_context(|| format!("loading {}", args.checkpoint.display()))?;
     let tokenizer = DomainTokenizer::load(&args.checkpoint, None)
         .with_context(|| format!("loading the tokenizer of {}", args.checkpoint.display()))?;
+    crate::fill_mask::check_loaded(&args.checkpoint, &tokenizer, &built)?;
     let staging = Staging::beside(&args.out)?;
     let options = ExportOptions {
         include_pooler: !args.no_pooler,

@@ -13,6 +13,8 @@ use mlm_trainer::model::{MaskedLanguageModel, load_model_dir};
 use serde::Serialize;
 use tch::{Kind, Tensor};
 
+use crate::stdout::outln;
+
 /// Arguments of `mlm-train fill-mask`.
 #[derive(Debug, Args)]
 pub struct FillMaskArgs {
@@ -28,6 +30,30 @@ pub struct FillMaskArgs {
     pub texts: Vec<String>,
     #[command(flatten)]
     pub verify: crate::integrity::VerifyFlag,
+}
+
+/// A model directory whose tokenizer has ids the model has no row for is refused (else only
+/// texts that happen to use them fail); weights the load initialised or did not use are
+/// named, as transformers' `from_pretrained` warns about missing and unexpected keys.
+pub(crate) fn check_loaded(
+    dir: &std::path::Path,
+    tokenizer: &DomainTokenizer,
+    built: &mlm_trainer::model::LoadedModel,
+) -> Result<()> {
+    let tokens = i64::from(tokenizer.vocab_size());
+    if tokens > built.config.vocab_size {
+        bail!(
+            "{}: its tokenizer has {tokens} tokens but config.json's vocab_size is {}: the \
+             tokenizer does not belong to this model",
+            dir.display(),
+            built.config.vocab_size
+        );
+    }
+    let report = &built.report;
+    if !report.initialised.is_empty() || !report.unexpected.is_empty() {
+        eprintln!("warning: {}: {}", dir.display(), report.summary());
+    }
+    Ok(())
 }
 
 /// One candidate, as the pipeline prints it.
@@ -46,6 +72,7 @@ pub fn run(args: &FillMaskArgs, threads: Option<usize>) -> Result<()> {
         .with_context(|| format!("loading the tokenizer of {}", args.model.display()))?;
     let built = load_model_dir(&args.model, tch::Device::Cpu)
         .with_context(|| format!("loading {}", args.model.display()))?;
+    check_loaded(&args.model, &tokenizer, &built)?;
     let mut per_text = Vec::new();
     for text in &args.texts {
         let ids = tokenizer.encode_with_special(text)?;
@@ -138,6 +165,6 @@ fn print_pipeline_json(per_text: Vec<Vec<Vec<Candidate>>>) -> Result<()> {
     } else {
         serde_json::Value::Array(shaped)
     };
-    println!("{}", serde_json::to_string_pretty(&output)?);
+    outln!("{}", serde_json::to_string_pretty(&output)?);
     Ok(())
 }

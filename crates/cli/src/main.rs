@@ -16,6 +16,7 @@ mod integrity;
 mod paths;
 mod plot;
 mod prepare;
+mod report;
 mod spawn;
 mod stdout;
 mod train;
@@ -144,17 +145,14 @@ fn main() -> ExitCode {
         }
         let args = spawn::without_nproc_flag(std::env::args_os().skip(1));
         return spawn::run_ranks(nproc.get(), &args).unwrap_or_else(|error| {
-            eprintln!("error: {error:#}");
+            report::print_error(&error);
             ExitCode::FAILURE
         });
     }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
-            for cause in error.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
+            report::print_error(&error);
             exit_code(&error)
         }
     }

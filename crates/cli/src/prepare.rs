@@ -33,8 +33,7 @@ pub fn run(source: &ConfigSource, threads: Option<usize>) -> Result<()> {
     view.finish();
     let report =
         report.with_context(|| format!("preparing [corpus] of {}", config.path.display()))?;
-    print!("{}", summary(&report));
-    Ok(())
+    crate::stdout::print(&summary(&report))
 }
 
 /// Progress on stderr: an indicatif bar on a terminal (ETA by bytes read), plain lines

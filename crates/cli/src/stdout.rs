@@ -13,3 +13,17 @@ pub fn print(text: &str) -> Result<()> {
         other => other.context("writing to stdout"),
     }
 }
+
+/// `println!` for a command's result: a reader that goes away (`mlm-train doctor | head -1`)
+/// ends the output quietly instead of panicking as `println!` does; any other write error is
+/// returned (`?`), so the enclosing function returns `anyhow::Result`.
+macro_rules! outln {
+    () => {
+        $crate::stdout::print("\n")?
+    };
+    ($($arg:tt)*) => {
+        $crate::stdout::print(&format!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
+pub(crate) use outln;

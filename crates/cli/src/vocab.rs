@@ -7,6 +7,7 @@ use clap::Subcommand;
 
 use crate::config::ConfigSource;
 use crate::prepare::{ProgressView, count};
+use crate::stdout::outln;
 
 /// `mlm-train vocab` subcommands.
 #[derive(Debug, Subcommand)]
@@ -52,8 +53,8 @@ pub fn run(command: &VocabCommand, source: &ConfigSource, threads: Option<usize>
                 report.with_context(|| format!("training a vocabulary from {}", path.display()))?;
             let t = &report.tokenizer;
             let s = t.special_ids();
-            println!("wrote       {}", report.output.display());
-            println!(
+            outln!("wrote       {}", report.output.display());
+            outln!(
                 "vocabulary  {} {} tokens (asked {}), lowercase {}, min_frequency {}",
                 t.model().as_str(),
                 count(u64::from(t.vocab_size())),
@@ -70,15 +71,15 @@ pub fn run(command: &VocabCommand, source: &ConfigSource, threads: Option<usize>
                 .collect();
             special.sort_unstable();
             let special: Vec<String> = special.iter().map(|(id, n)| format!("{n} {id}")).collect();
-            println!("special     {}", special.join(", "));
-            println!("class       {}", t.hf_class().name());
-            println!(
+            outln!("special     {}", special.join(", "));
+            outln!("class       {}", t.hf_class().name());
+            outln!(
                 "trained on  {} documents of the training split ({} records read)",
                 count(report.documents),
                 count(report.stats.records)
             );
-            println!("fingerprint {}", t.fingerprint());
-            println!("time        {:.1} s", report.elapsed.as_secs_f64());
+            outln!("fingerprint {}", t.fingerprint());
+            outln!("time        {:.1} s", report.elapsed.as_secs_f64());
             Ok(())
         }
     }
@@ -96,23 +97,22 @@ fn extend(source: &ConfigSource, threads: Option<usize>) -> Result<()> {
     view.finish();
     let report =
         report.with_context(|| format!("extending a vocabulary from {}", path.display()))?;
-    print_extension(&report, vocab.min_frequency);
-    Ok(())
+    print_extension(&report, vocab.min_frequency)
 }
 
-fn print_extension(report: &mlm_corpus::ExtendReport, min_frequency: u64) {
+fn print_extension(report: &mlm_corpus::ExtendReport, min_frequency: u64) -> Result<()> {
     let (base, ext) = (&report.base, &report.tokenizer);
     let Some(sidecar) = ext.extension() else {
-        return;
+        return Ok(());
     };
-    println!("wrote       {}", report.output.display());
-    println!(
+    outln!("wrote       {}", report.output.display());
+    outln!(
         "base        {} {} tokens ({})",
         base.model().as_str(),
         count(u64::from(base.vocab_size())),
         base.source().display()
     );
-    println!(
+    outln!(
         "added       {} entries: {} words, {} merge steps; {} reused [unusedN] slots, {} appended -> {} tokens",
         count(sidecar.tokens.len() as u64),
         count(report.words as u64),
@@ -121,7 +121,7 @@ fn print_extension(report: &mlm_corpus::ExtendReport, min_frequency: u64) {
         count(sidecar.appended() as u64),
         count(u64::from(ext.vocab_size()))
     );
-    println!(
+    outln!(
         "words       {} documents, {} distinct words, {} split ones seen >= {} times",
         count(report.documents),
         count(report.distinct_words as u64),
@@ -141,33 +141,34 @@ fn print_extension(report: &mlm_corpus::ExtendReport, min_frequency: u64) {
         .take(8)
         .map(|t| format!("{} ({}x, {} pieces)", t.token, t.count, t.base_ids.len()))
         .collect();
-    println!("first       {}", shown.join(", "));
+    outln!("first       {}", shown.join(", "));
     if report.not_single > 0 {
-        println!(
+        outln!(
             "warning     {} added words are not one token",
             report.not_single
         );
     }
-    println!("fingerprint {}", ext.fingerprint());
-    print_fragmentation(report);
-    println!("time        {:.1} s", report.elapsed.as_secs_f64());
+    outln!("fingerprint {}", ext.fingerprint());
+    print_fragmentation(report)?;
+    outln!("time        {:.1} s", report.elapsed.as_secs_f64());
+    Ok(())
 }
 
 /// Pieces per word over the held-out sample, base against extended.
-fn print_fragmentation(report: &mlm_corpus::ExtendReport) {
+fn print_fragmentation(report: &mlm_corpus::ExtendReport) -> Result<()> {
     let (b, e) = (&report.base_fragmentation, &report.extended_fragmentation);
-    println!();
-    println!(
+    outln!();
+    outln!(
         "fragmentation over {} held-out documents ({} words)",
         count(b.documents),
         count(b.words)
     );
-    println!("vocabulary     tokens    pieces/word   words split   pieces");
+    outln!("vocabulary     tokens    pieces/word   words split   pieces");
     for (name, tokens, f) in [
         ("base", report.base.vocab_size(), b),
         ("extended", report.tokenizer.vocab_size(), e),
     ] {
-        println!(
+        outln!(
             "{name:<10} {:>10} {:>13.3} {:>12.1}% {:>8}",
             count(u64::from(tokens)),
             f.pieces_per_word(),
@@ -175,4 +176,5 @@ fn print_fragmentation(report: &mlm_corpus::ExtendReport) {
             count(f.pieces)
         );
     }
+    Ok(())
 }

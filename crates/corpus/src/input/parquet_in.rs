@@ -37,6 +37,22 @@ fn malformed(location: impl Into<String>, e: impl std::fmt::Display) -> BadRecor
     BadRecord::new(BadRecordKind::MalformedParquet, location, e.to_string())
 }
 
+/// Runs `decode` (a call into the parquet crate), turning a panic into a `malformed_parquet`
+/// record that ends the file. parquet 57 panics on some corrupt footers instead of returning
+/// an error (a thrift list length that overflows `Vec::with_capacity`, an unknown enum value
+/// unwrapped in `basic.rs`: inputs of fuzz/regressions/parquet/); a corpus file must never
+/// take the process down. Rust's default hook still prints the panic's location first.
+fn without_panic<T>(location: &str, decode: impl FnOnce() -> T) -> Result<T, BadRecord> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)).map_err(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        malformed(location, format!("the Parquet decoder failed: {message}")).ending_file()
+    })
+}
+
 impl ParquetReader {
     pub fn open(
         path: &Path,
@@ -53,7 +69,7 @@ impl ParquetReader {
             .ending_file()
         })?;
         let file_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        let builder = without_panic("footer", || ParquetRecordBatchReaderBuilder::try_new(file))?
             .map_err(|e| malformed("footer", &e).with_source(e).ending_file())?;
         let schema = builder.schema().clone();
         let mut roots = Vec::new();
@@ -114,7 +130,13 @@ impl ParquetReader {
     }
 
     fn load_batch(&mut self) -> Option<Result<(), BadRecord>> {
-        let batch = match self.batches.next()? {
+        let location = format!("after row {}", self.row);
+        let next = without_panic(&location, || self.batches.next());
+        let batch = match next {
+            Err(bad) => return Some(Err(bad)),
+            Ok(next) => next?,
+        };
+        let batch = match batch {
             Ok(batch) => batch,
             Err(e) => {
                 return Some(Err(malformed(format!("after row {}", self.row), &e)

@@ -10,8 +10,13 @@ use crate::input::{DropReason, InputFile};
 use crate::manifest::{DocumentCounts, FORMAT_VERSION, Manifest, SourceEntry, SplitPolicy};
 use crate::stream::ReadStats;
 
-/// A corpus without a training sequence is an error, not an empty manifest.
-pub(super) fn check_has_training_data(packed: &Packed) -> Result<(), CorpusError> {
+/// A corpus without a training sequence is an error, not an empty manifest. When nothing at
+/// all was read, the inputs are named: a file of the wrong format (binary bytes named
+/// `.xml`, an empty export) is the usual cause.
+pub(super) fn check_has_training_data(
+    packed: &Packed,
+    files: &[InputFile],
+) -> Result<(), CorpusError> {
     if packed.splits.train.sequences > 0 {
         return Ok(());
     }
@@ -22,9 +27,22 @@ pub(super) fn check_has_training_data(packed: &Packed) -> Result<(), CorpusError
         let reasons: Vec<String> = dropped.iter().map(|(k, v)| format!("{k} {v}")).collect();
         reasons.join(", ")
     };
+    let inputs = if packed.stats.records == 0 {
+        let names: Vec<String> = files.iter().map(|f| f.path.display().to_string()).collect();
+        let shown = names.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+        let more = names.len().saturating_sub(3);
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        format!(" from {shown}{more}")
+    } else {
+        String::new()
+    };
     Err(CorpusError::EmptyCorpus {
         message: format!(
-            "no training sequence: {} records read, {} held out, dropped: {dropped}",
+            "no training sequence: {} records read{inputs}, {} held out, dropped: {dropped}",
             packed.stats.records, packed.splits.validation.documents,
         ),
     })

@@ -76,7 +76,7 @@ pub fn prepare(
     let start = outdir::resume_or_clean(&plan, options.observer)?;
     let tokenizer_files = outdir::write_tokenizer_files(&plan)?;
     let packed = pipeline::pack_corpus(&plan, start.state, options)?;
-    manifest::check_has_training_data(&packed)?;
+    manifest::check_has_training_data(&packed, &plan.files)?;
     let manifest = manifest::build(&plan, packed, tokenizer_files);
     outdir::publish(&plan.out, &manifest)?;
     Ok(report(manifest, start.outcome))
