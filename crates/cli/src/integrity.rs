@@ -28,28 +28,25 @@ impl VerifyFlag {
     }
 }
 
-/// Checks a checkpoint or model directory; `what` names it in messages (`--checkpoint`).
+/// Checks a checkpoint or model directory (`eval`, `export`, `fill-mask`, `inspect`).
 pub fn check_model_dir(dir: &Path, flag: VerifyFlag) -> Result<()> {
-    let verified = mlm_integrity::verify(dir, flag.level())
-        .with_context(|| format!("checkpoint {} is damaged", dir.display()))?;
     // Hugging Face model directories from elsewhere have no manifest and need no note.
-    if verified == Verified::NoManifest && dir.join("trainer_state.json").is_file() {
-        eprintln!(
-            "note: {} has no integrity.json (written by an earlier version): its files were not \
-             checked",
-            dir.display()
-        );
-    }
-    Ok(())
+    check_dir(dir, flag, "checkpoint", "trainer_state.json", "written")
 }
 
 /// Checks a prepared corpus directory (shards named with their row group when damaged).
 pub fn check_corpus_dir(dir: &Path, flag: VerifyFlag) -> Result<()> {
+    check_dir(dir, flag, "prepared corpus", "manifest.json", "prepared")
+}
+
+/// Verifies `dir` against its integrity.json; a directory that has `marker` (so is ours) but
+/// no manifest was made by an earlier version: a note says its files were not checked.
+fn check_dir(dir: &Path, flag: VerifyFlag, what: &str, marker: &str, made: &str) -> Result<()> {
     let verified = mlm_integrity::verify(dir, flag.level())
-        .with_context(|| format!("prepared corpus {} is damaged", dir.display()))?;
-    if verified == Verified::NoManifest && dir.join("manifest.json").is_file() {
+        .with_context(|| format!("{what} {} is damaged", dir.display()))?;
+    if verified == Verified::NoManifest && dir.join(marker).is_file() {
         eprintln!(
-            "note: {} has no integrity.json (prepared by an earlier version): its files were not \
+            "note: {} has no integrity.json ({made} by an earlier version): its files were not \
              checked",
             dir.display()
         );

@@ -259,17 +259,6 @@ int mlmx_clip_grad_norm_device(at::Tensor* const* grads, size_t n, double max_no
     });
 }
 
-// mlmx_clip_grad_norm_device with the norm read on the host (`total_norm`).
-int mlmx_clip_grad_norm(at::Tensor* const* grads, size_t n, double max_norm, double* total_norm) {
-    at::Tensor* total = nullptr;
-    int status = mlmx_clip_grad_norm_device(grads, n, max_norm, &total);
-    if (status != 0) return status;
-    return guarded([&] {
-        std::unique_ptr<at::Tensor> owned(total);
-        *total_norm = owned->defined() ? owned->item<double>() : 0.0;
-    });
-}
-
 // GradScaler.unscale_ (torch/amp/grad_scaler.py `_unscale_grads_`): every gradient multiplied
 // by `inv_scale`, and `found_inf` (a 1-element f32 tensor on their device) set to 1 when any
 // is inf or NaN. One kernel over all gradients, no host synchronisation.

@@ -39,12 +39,6 @@ mod ffi {
             found_inf: *mut c_void,
             inv_scale: *const c_void,
         ) -> c_int;
-        pub fn mlmx_clip_grad_norm(
-            grads: *const *mut c_void,
-            n: usize,
-            max_norm: f64,
-            total_norm: *mut f64,
-        ) -> c_int;
     }
 }
 
@@ -123,8 +117,10 @@ pub fn fused_adamw(
     check(status, "fused AdamW")
 }
 
-/// [`clip_grad_norm`] leaving the norm on the device: the 0-dim norm before clipping (`None`
-/// without gradients). Nothing waits for the device.
+/// Scales `grads` in place so their global L2 norm is at most `max_norm` (not at all when it is
+/// infinite), as `torch.nn.utils.clip_grad_norm_(foreach=True)`, and returns the norm before
+/// clipping as a 0-dim tensor on the device (`None` without gradients). Nothing waits for the
+/// device.
 pub fn clip_grad_norm_device(grads: &[&Tensor], max_norm: f64) -> Result<Option<Tensor>> {
     let pointers = pointers(grads);
     let mut total: *mut std::ffi::c_void = std::ptr::null_mut();
@@ -157,24 +153,15 @@ pub fn amp_unscale(grads: &[&Tensor], found_inf: &Tensor, inv_scale: &Tensor) ->
     check(status, "GradScaler unscale")
 }
 
-/// Scales `grads` in place so their global L2 norm is at most `max_norm` (not at all when it is
-/// infinite) and returns the norm before clipping, as `torch.nn.utils.clip_grad_norm_`.
-pub fn clip_grad_norm(grads: &[&Tensor], max_norm: f64) -> Result<f64> {
-    let pointers = pointers(grads);
-    let mut total = 0.0f64;
-    // SAFETY: `pointers` holds `grads.len()` live `at::Tensor*` borrowed for the call; `total`
-    // is a valid f64 to write; the shim catches C++ exceptions.
-    let status = unsafe {
-        ffi::mlmx_clip_grad_norm(pointers.as_ptr(), pointers.len(), max_norm, &raw mut total)
-    };
-    check(status, "clip grad norm")?;
-    Ok(total)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use tch::{Device, Kind};
+
+    /// The norm of [`clip_grad_norm_device`], read on the host.
+    fn clip_grad_norm(grads: &[&Tensor], max_norm: f64) -> Result<f64> {
+        Ok(clip_grad_norm_device(grads, max_norm)?.map_or(0.0, |t| t.double_value(&[])))
+    }
 
     #[test]
     fn clipping_matches_the_definition() {

@@ -53,18 +53,8 @@ pub fn clip_grad_norm(vs: &VarStore, max_norm: f64) -> f64 {
 
 /// [`clip_grad_norm`] through libtorch's multi-tensor kernels (`clip_grad_norm_` with
 /// `foreach=True`, what PyTorch uses for CUDA tensors): three launches in all rather than two
-/// per gradient. Goes with the fused AdamW path.
-pub fn clip_grad_norm_foreach(vs: &VarStore, max_norm: f64) -> f64 {
-    tch::no_grad(|| {
-        let grads = gradients(vs);
-        let refs: Vec<&Tensor> = grads.iter().collect();
-        mlm_torch_ext::foreach::clip_grad_norm(&refs, max_norm)
-            .unwrap_or_else(|e| panic!("clipping gradients failed: {e}"))
-    })
-}
-
-/// [`clip_grad_norm_foreach`] leaving the norm on the device (0-dim; `None` without
-/// gradients): nothing waits for the device.
+/// per gradient; goes with the fused AdamW path. Returns the norm before clipping, 0-dim on
+/// the device (`None` without gradients): nothing waits for the device.
 pub fn clip_grad_norm_device(vs: &VarStore, max_norm: f64) -> Result<Option<Tensor>, TrainError> {
     tch::no_grad(|| {
         let grads = gradients(vs);

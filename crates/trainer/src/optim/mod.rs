@@ -14,9 +14,7 @@ mod state_file;
 use serde::{Deserialize, Serialize};
 
 pub use adamw::AdamW;
-pub use clip::{
-    clip_grad_norm, clip_grad_norm_device, clip_grad_norm_foreach, global_grad_norm, gradients,
-};
+pub use clip::{clip_grad_norm, clip_grad_norm_device, global_grad_norm, gradients};
 pub use grad_scaler::{GradScaler, GradScalerState};
 pub use state_file::OPTIMIZER_FILE;
 

@@ -86,3 +86,26 @@ pub(super) fn open_metrics(
 fn as_markdown_code(text: &str) -> String {
     text.lines().map(|line| format!("    {line}\n")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peak_must_be_a_positive_number_naming_its_key() {
+        assert!(LoggingConfig::default().validate().is_ok());
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let config = LoggingConfig {
+                peak_tflops: Some(bad),
+                ..LoggingConfig::default()
+            };
+            let message = config.validate().unwrap_err().to_string();
+            assert!(message.starts_with("logging.peak_tflops = "), "{message}");
+        }
+        let fine = LoggingConfig {
+            peak_tflops: Some(989.4),
+            ..LoggingConfig::default()
+        };
+        assert!(fine.validate().is_ok());
+    }
+}
