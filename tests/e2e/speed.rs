@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
-use crate::Scratch;
 use crate::train::{metrics, stop_and_resume, tiny_config, train, weights};
+use crate::{Scratch, mlm_train, run};
 
 const NO_SINKS: &str = "[logging]\ntensorboard = false\nplots = false";
 
@@ -129,5 +129,114 @@ fn fp16_scales_the_loss_saves_the_scaler_and_resumes_bit_identically() {
     assert!(
         whole == resumed,
         "fp16 resume differs from the uninterrupted run"
+    );
+}
+
+/// Keys that make the tiny corpus one title per sequence: 216 training sequences of
+/// various lengths up to 32 tokens.
+const TITLES: [&str; 4] = [
+    "--set",
+    "corpus.packing=\"document\"",
+    "--set",
+    "corpus.text_fields=[\"title\"]",
+];
+
+/// (row, length) of the training sequences steps `steps` train on, in the order of their
+/// positions, from `inspect --masks-at-step` (8 sequences a step in the tiny config).
+fn rows_at_steps(config: &Path, steps: std::ops::Range<u64>, grouped: bool) -> Vec<(u64, usize)> {
+    let corpus = config.parent().unwrap().join("corpus");
+    let mut rows = Vec::new();
+    for step in steps {
+        let (output, stdout, stderr) = run(mlm_train()
+            .arg("inspect")
+            .arg(&corpus)
+            .args([
+                "--sequences",
+                "8",
+                "--masks-at-step",
+                &step.to_string(),
+                "--config",
+            ])
+            .arg(config)
+            .args(TITLES)
+            .args(["--set", &format!("training.group_by_length={grouped}")]));
+        assert!(output.status.success(), "{stderr}");
+        // "position P (train sequence #ROW), K of LEN tokens selected"
+        for line in stdout.lines().filter(|l| l.starts_with("position ")) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let row = words[4].trim_start_matches('#').trim_end_matches("),");
+            rows.push((row.parse().unwrap(), words[7].parse().unwrap()));
+        }
+    }
+    rows
+}
+
+#[test]
+fn grouping_by_length_sorts_each_megabatch_longest_first_and_resumes_bit_identically() {
+    let scratch = Scratch::new("speed-group-by-length");
+    let checkpoint = "[checkpoint]\nsave_steps = 0\nkeep_last = 0";
+    let training = "max_steps = 6\ngroup_by_length = true";
+    let config = tiny_config(&scratch, training, &format!("{checkpoint}\n{NO_SINKS}"));
+    let whole = [&TITLES[..], &["--set", "training.output_dir=\"whole\""]].concat();
+    let (output, _, stderr) = train(&config, &whole);
+    assert!(output.status.success(), "{stderr}");
+
+    // 216 sequences / (4 x 8) = 6 global batches per megabatch (Trainer's rule): steps 1-6
+    // train on the first megabatch of the epoch order, longest first; the same sequences
+    // as without grouping, in another order. Step 7 starts the next megabatch.
+    let grouped = rows_at_steps(&config, 1..8, true);
+    let plain = rows_at_steps(&config, 1..8, false);
+    assert_eq!(grouped.len(), 56);
+    let lengths = |rows: &[(u64, usize)]| rows.iter().map(|&(_, len)| len).collect::<Vec<_>>();
+    let first = lengths(&grouped[..48]);
+    assert!(first.windows(2).all(|w| w[0] >= w[1]), "{first:?}");
+    assert!(first[0] > first[47], "titles vary in length: {first:?}");
+    let next = lengths(&grouped[48..]);
+    assert!(next.windows(2).all(|w| w[0] >= w[1]), "{next:?}");
+    let sorted_rows = |rows: &[(u64, usize)]| {
+        let mut rows: Vec<u64> = rows.iter().map(|&(row, _)| row).collect();
+        rows.sort_unstable();
+        rows
+    };
+    assert_eq!(sorted_rows(&grouped[..48]), sorted_rows(&plain[..48]));
+    assert_ne!(grouped[..48], plain[..48]);
+    assert!(!lengths(&plain[..48]).windows(2).all(|w| w[0] >= w[1]));
+
+    // The same steps without grouping pad more: each batch pads to its longest title.
+    let plain_run = [
+        &TITLES[..],
+        &[
+            "--set",
+            "training.output_dir=\"plain\"",
+            "--set",
+            "training.group_by_length=false",
+        ],
+    ]
+    .concat();
+    let (output, _, stderr) = train(&config, &plain_run);
+    assert!(output.status.success(), "{stderr}");
+    let mean_padding = |dir: &str| {
+        let records = metrics(&scratch.path().join(dir));
+        let padding: Vec<f64> = records
+            .iter()
+            .filter(|r| r["split"] == "train")
+            .map(|r| r["padding"].as_f64().unwrap())
+            .collect();
+        assert_eq!(padding.len(), 6);
+        padding.iter().sum::<f64>() / 6.0
+    };
+    let (grouped_padding, plain_padding) = (mean_padding("whole"), mean_padding("plain"));
+    assert!(
+        grouped_padding < 0.6 * plain_padding && plain_padding > 0.1,
+        "padding grouped {grouped_padding}, plain {plain_padding}"
+    );
+
+    let resumed = [&TITLES[..], &["--set", "training.output_dir=\"resumed\""]].concat();
+    stop_and_resume(&config, &resumed, "3");
+    let whole = weights(&scratch.path().join("whole/checkpoint-6"));
+    let resumed = weights(&scratch.path().join("resumed/checkpoint-6"));
+    assert!(
+        whole == resumed,
+        "a resumed grouped run differs from the uninterrupted one"
     );
 }

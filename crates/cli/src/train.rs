@@ -429,8 +429,14 @@ impl TrainObserver for ConsoleObserver {
             .mfu
             .map(|mfu| format!("  MFU {:.1}%", 100.0 * mfu))
             .unwrap_or_default();
+        // Shown when it costs something: `document` packing pads each batch to its longest.
+        let padding = if log.padding >= 0.01 {
+            format!("  pad {:.0}%", 100.0 * log.padding)
+        } else {
+            String::new()
+        };
         let text = format!(
-            "loss {:.4}  lr {:.3e}  {:.0} tok/s{mfu}  epoch {:.2}",
+            "loss {:.4}  lr {:.3e}  {:.0} tok/s{mfu}{padding}  epoch {:.2}",
             log.loss, log.learning_rate, log.tokens_per_second, log.epoch
         );
         match &self.bar {

@@ -13,6 +13,7 @@ pub mod error;
 mod fsutil;
 pub mod hash;
 pub mod input;
+pub mod length_groups;
 pub mod manifest;
 pub mod order;
 pub mod pack;
@@ -34,6 +35,7 @@ pub use config::{
 };
 pub use error::{BadRecordKind, CorpusError};
 pub use fsutil::resolve_path;
+pub use length_groups::TrainOrder;
 pub use manifest::{DocumentCounts, Manifest, SourceEntry, SplitManifest, SplitPolicy};
 pub use order::{EpochOrder, Permutation, rank_slice};
 pub use pack::{Block, Packer, ResumePoint};

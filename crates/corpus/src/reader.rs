@@ -219,6 +219,23 @@ impl SplitReader {
 
     /// Sequence `index` of the split.
     pub fn get(&mut self, index: u64) -> Result<Sequence, CorpusError> {
+        let (g, row) = self.locate(index)?;
+        let (a, b) = (g.offsets[row], g.offsets[row + 1]);
+        Ok(Sequence {
+            input_ids: g.ids[a..b].to_vec(),
+            word_starts: g.starts[a..b].to_vec(),
+        })
+    }
+
+    /// The length in tokens of sequence `index`, without copying it out.
+    pub fn sequence_len(&mut self, index: u64) -> Result<usize, CorpusError> {
+        let (g, row) = self.locate(index)?;
+        Ok(g.offsets[row + 1] - g.offsets[row])
+    }
+
+    /// The decoded row group holding `index` (decoding it if it is not cached), and the
+    /// row in it.
+    fn locate(&mut self, index: u64) -> Result<(&DecodedGroup, usize), CorpusError> {
         if index >= self.len {
             return Err(CorpusError::OutOfRange {
                 index,
@@ -241,12 +258,7 @@ impl SplitReader {
             }
         };
         let g = &self.groups[position];
-        let row = (index - g.first) as usize;
-        let (a, b) = (g.offsets[row], g.offsets[row + 1]);
-        Ok(Sequence {
-            input_ids: g.ids[a..b].to_vec(),
-            word_starts: g.starts[a..b].to_vec(),
-        })
+        Ok((g, (index - g.first) as usize))
     }
 
     fn footer(&mut self, shard: usize) -> Result<&Footer, CorpusError> {

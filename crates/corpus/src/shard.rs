@@ -107,7 +107,7 @@ impl ShardWriter {
             // Token ids have too many distinct values for dictionaries to pay; zstd does it.
             .set_dictionary_enabled(false)
             .set_statistics_enabled(EnabledStatistics::None)
-            .set_max_row_group_size(row_group_rows)
+            .set_max_row_group_row_count(Some(row_group_rows))
             .set_created_by(format!("mlm-corpus {}", env!("CARGO_PKG_VERSION")))
             .build();
         let writer = ArrowWriter::try_new(file, schema.clone(), Some(props))

@@ -2,7 +2,8 @@
 //! step N trains on and the masks it applies, from DESIGN.md's data contract: the epoch
 //! order is a pure function of (`data_seed`, epoch) over the manifest's sequences (row-group
 //! blocks, as the loader reads them), global batch g of an epoch is positions [gB, (g+1)B),
-//! and the masks of a sequence are a pure function of (`seed`, epoch, position). The same
+//! and the masks of a sequence are a pure function of (`seed`, epoch, position); with
+//! `training.group_by_length`, each megabatch of the order is sorted by length. The same
 //! calls the loader makes (`read_step` in mlm-trainer's `run/data.rs`), for one process
 //! (B = batch_size x gradient_accumulation_steps).
 
@@ -10,7 +11,7 @@ use std::fmt::Write;
 
 use anyhow::{Result, bail};
 use mlm_corpus::order::DEFAULT_WINDOW;
-use mlm_corpus::{DomainTokenizer, EpochOrder, PreparedCorpus, Split};
+use mlm_corpus::{DomainTokenizer, EpochOrder, PreparedCorpus, Split, TrainOrder};
 use mlm_masking::{IGNORE_INDEX, MaskKey, Masker, SpecialTokens};
 use mlm_trainer::run::LastBatch;
 
@@ -46,6 +47,11 @@ pub fn describe(
         manifest.row_group_sequences as u64,
         DEFAULT_WINDOW,
     );
+    let mut order = if training.group_by_length {
+        TrainOrder::grouped_by_length(order, epoch, global_batch)
+    } else {
+        TrainOrder::plain(order, epoch)
+    };
     let masker = Masker::new(
         &config.masking,
         SpecialTokens {
@@ -61,7 +67,7 @@ pub fn describe(
         shown.min(end - start)
     );
     for position in (start..end).take(shown as usize) {
-        let row = order.index_at(position);
+        let row = order.row_at(position, &mut reader)?;
         let sequence = reader.get(row)?;
         let word_starts = config
             .masking

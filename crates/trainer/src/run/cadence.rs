@@ -56,6 +56,7 @@ pub struct Throughput {
     since: Instant,
     tokens: u64,
     masked: u64,
+    slots: u64,
 }
 
 /// The tokens trained on since the last log, and how long that took.
@@ -64,11 +65,21 @@ pub struct Window {
     pub seconds: f64,
     pub tokens: u64,
     pub masked: u64,
+    /// Positions of the padded batches: tokens and padding.
+    pub slots: u64,
 }
 
 impl Window {
     pub fn tokens_per_second(&self) -> f64 {
         self.tokens as f64 / self.seconds
+    }
+
+    /// The share of the batches' positions that were padding.
+    pub fn padding(&self) -> f64 {
+        if self.slots == 0 {
+            return 0.0;
+        }
+        1.0 - self.tokens as f64 / self.slots as f64
     }
 }
 
@@ -78,13 +89,16 @@ impl Throughput {
             since: Instant::now(),
             tokens: 0,
             masked: 0,
+            slots: 0,
         }
     }
 
-    /// A step trained on `tokens` non-padding tokens, `masked` of them masked.
-    pub fn add(&mut self, tokens: usize, masked: usize) {
+    /// A step trained on `tokens` non-padding tokens, `masked` of them masked, in batches
+    /// of `slots` positions.
+    pub fn add(&mut self, tokens: usize, masked: usize, slots: usize) {
         self.tokens += tokens as u64;
         self.masked += masked as u64;
+        self.slots += slots as u64;
     }
 
     /// The window since the last call, and a new window from now.
@@ -93,6 +107,7 @@ impl Throughput {
             seconds: self.since.elapsed().as_secs_f64().max(1e-9),
             tokens: self.tokens,
             masked: self.masked,
+            slots: self.slots,
         };
         *self = Self::start();
         window
@@ -102,6 +117,17 @@ impl Throughput {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn padding_is_the_share_of_batch_positions_without_a_token() {
+        let mut throughput = Throughput::start();
+        throughput.add(30, 4, 40);
+        throughput.add(10, 1, 40);
+        let window = throughput.take_window();
+        assert_eq!((window.tokens, window.masked, window.slots), (40, 5, 80));
+        assert!((window.padding() - 0.5).abs() < 1e-12);
+        assert_eq!(throughput.take_window().padding(), 0.0, "an empty window");
+    }
 
     fn cadence(logging: u64, eval: u64, save: u64, minutes: Option<f64>) -> Cadence {
         Cadence::new(

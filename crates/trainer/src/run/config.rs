@@ -236,6 +236,11 @@ pub struct TrainingConfig {
     /// runs: `torch.backends.cuda.matmul.allow_tf32 = True`, Trainer's `tf32=True`. Off by
     /// default, as in PyTorch and Trainer. `tf32 = true`
     pub tf32: bool,
+    /// Sort each megabatch of up to 50 global batches of the epoch order by sequence length,
+    /// longest first, as Trainer's `group_by_length = True`, so the batches of `packing =
+    /// "document"` pad little. Changes which sequences share a batch, not which are seen in
+    /// an epoch. `group_by_length = true`
+    pub group_by_length: bool,
 }
 
 impl Default for TrainingConfig {
@@ -265,6 +270,7 @@ impl Default for TrainingConfig {
             prefetch: 4,
             fused_optimizer: true,
             tf32: false,
+            group_by_length: false,
         }
     }
 }

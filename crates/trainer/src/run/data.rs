@@ -1,5 +1,6 @@
 //! Training batches, per DESIGN.md's data contract: the order of an epoch is
-//! `EpochOrder(data_seed, epoch)`, global batch g of an epoch is positions [g*B, (g+1)*B),
+//! `EpochOrder(data_seed, epoch)` (its megabatches sorted by length with
+//! `training.group_by_length`), global batch g of an epoch is positions [g*B, (g+1)*B),
 //! rank r takes its contiguous slice micro-batch by micro-batch, and each sequence is masked
 //! by `MaskKey::train(seed, epoch, position)`. Everything a step needs is a pure function of
 //! (config, epoch, position), so a resumed run restarts the loader at the saved position and
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
-use mlm_corpus::{EpochOrder, Manifest, SplitReader, rank_slice};
+use mlm_corpus::{EpochOrder, Manifest, SplitReader, TrainOrder, rank_slice};
 use mlm_masking::{Batch, MaskKey, Masker, MaskingConfig, SpecialTokens, collate};
 use serde::{Deserialize, Serialize};
 
@@ -111,6 +112,27 @@ pub struct MaskPlan {
     pub pad_id: u32,
     pub mask_id: u32,
     pub pad_to_multiple_of: Option<usize>,
+    /// Sort each megabatch of the epoch order by length (`training.group_by_length`).
+    pub group_by_length: bool,
+}
+
+impl MaskPlan {
+    /// The order of `epoch` over `sequences`, grouped by length for `plan`'s global batch
+    /// when asked.
+    pub fn order(&self, plan: &BatchPlan, sequences: u64, epoch: u64) -> TrainOrder {
+        let order = EpochOrder::with_layout(
+            sequences,
+            self.data_seed,
+            epoch,
+            self.order_block,
+            mlm_corpus::order::DEFAULT_WINDOW,
+        );
+        if self.group_by_length {
+            TrainOrder::grouped_by_length(order, epoch, plan.global_batch())
+        } else {
+            TrainOrder::plain(order, epoch)
+        }
+    }
 }
 
 /// The micro-batches of one optimizer step on this rank.
@@ -120,33 +142,36 @@ pub struct StepBatches {
     pub masked_tokens: usize,
     /// Non-padding tokens in this step on this rank.
     pub tokens: usize,
+    /// Positions of this step's padded batches on this rank (tokens and padding).
+    pub slots: usize,
     /// The position this step started at, and the one after it.
     pub start: DataPosition,
     pub next: DataPosition,
 }
 
-/// Reads the step starting at `at` (a pure function of its arguments).
+/// Reads the step starting at `at` (a pure function of its arguments; `order` keeps the
+/// epoch's order between calls, and is replaced when `at` is in another epoch).
 pub fn read_step(
     reader: &mut SplitReader,
     plan: &BatchPlan,
     masks: &MaskPlan,
     at: DataPosition,
+    order: &mut Option<TrainOrder>,
 ) -> Result<StepBatches, RunError> {
     let sequences = reader.len();
-    let order = EpochOrder::with_layout(
-        sequences,
-        masks.data_seed,
-        at.epoch,
-        masks.order_block,
-        mlm_corpus::order::DEFAULT_WINDOW,
-    );
+    if order.as_ref().is_none_or(|o| o.epoch() != at.epoch) {
+        *order = Some(masks.order(plan, sequences, at.epoch));
+    }
+    let order = order.as_mut().expect("set above");
     let mut micro_batches = Vec::with_capacity(plan.accumulation);
     let mut masked_tokens = 0;
     let mut tokens = 0;
+    let mut slots = 0;
     for positions in plan.micro_batch_positions(at, sequences) {
         let mut masked = Vec::with_capacity(positions.len());
         for position in positions {
-            let sequence = reader.get(order.index_at(position))?;
+            let row = order.row_at(position, reader)?;
+            let sequence = reader.get(row)?;
             tokens += sequence.input_ids.len();
             let word_starts = masks.whole_word.then_some(sequence.word_starts.as_slice());
             masked.push(masks.masker.mask(
@@ -162,12 +187,14 @@ pub fn read_step(
             masks.pad_to_multiple_of,
         );
         masked_tokens += batch.masked_tokens();
+        slots += batch.batch_size * batch.seq_len;
         micro_batches.push(batch);
     }
     Ok(StepBatches {
         micro_batches,
         masked_tokens,
         tokens,
+        slots,
         start: at,
         next: plan.advance(at, sequences),
     })
@@ -212,8 +239,9 @@ fn produce(
     sender: &SyncSender<Result<StepBatches, RunError>>,
 ) {
     let mut at = start;
+    let mut order = None;
     loop {
-        let step = read_step(reader, plan, masks, at);
+        let step = read_step(reader, plan, masks, at, &mut order);
         let failed = step.is_err();
         if let Ok(step) = &step {
             at = step.next;

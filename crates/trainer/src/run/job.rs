@@ -105,6 +105,9 @@ pub struct StepLog {
     pub learning_rate: f64,
     pub grad_norm: f64,
     pub tokens_per_second: f64,
+    /// The share of the batches' positions that were padding over the window (0 for full
+    /// `concat` sequences; what `group_by_length` lowers for `document` packing).
+    pub padding: f64,
     /// Model FLOPs utilisation over the window since the last log (run/flops.rs); `None`
     /// when the device's peak is unknown and `[logging] peak_tflops` is not set.
     pub mfu: Option<f64>,

@@ -284,6 +284,7 @@ fn mask_plan(job: &TrainJob, manifest: &Manifest, masker: Arc<Masker>) -> MaskPl
         pad_id: manifest.special_ids.pad,
         mask_id: manifest.special_ids.mask,
         pad_to_multiple_of: job.masking.pad_to_multiple_of,
+        group_by_length: job.training.group_by_length,
     }
 }
 

@@ -213,7 +213,8 @@ impl<'a> Training<'a> {
         }
         advance(&mut self.parts.state, &batches, totals.tokens);
         mlm_faults::fault_point("train.after-optimizer-step");
-        self.throughput.add(totals.tokens, totals.masked_tokens);
+        self.throughput
+            .add(totals.tokens, totals.masked_tokens, totals.slots);
         self.pending.push(PendingStep {
             step: step + 1,
             loss_sum,
@@ -230,11 +231,16 @@ impl<'a> Training<'a> {
 
     /// The step's masked and non-padding tokens over all ranks.
     fn step_totals(&self, batches: &StepBatches) -> Result<StepTotals, RunError> {
-        let mut counts = [batches.masked_tokens as f64, batches.tokens as f64];
+        let mut counts = [
+            batches.masked_tokens as f64,
+            batches.tokens as f64,
+            batches.slots as f64,
+        ];
         sum_over_ranks(self.group(), &mut counts)?;
         Ok(StepTotals {
             masked_tokens: counts[0] as usize,
             tokens: counts[1] as usize,
+            slots: counts[2] as usize,
         })
     }
 
@@ -377,6 +383,7 @@ impl<'a> Training<'a> {
             learning_rate: report.learning_rate,
             grad_norm: report.grad_norm,
             tokens_per_second: window.tokens_per_second(),
+            padding: window.padding(),
             mfu: (parts.peak.as_ref()).map(|peak| mfu(flops, window.seconds, peak.tflops)),
             loss_scale: parts.scaler.as_ref().map(|scaler| scaler.state().scale),
             masked_tokens: report.masked_tokens,
@@ -543,6 +550,7 @@ fn advance(state: &mut TrainerState, batches: &StepBatches, tokens: usize) {
 struct StepTotals {
     masked_tokens: usize,
     tokens: usize,
+    slots: usize,
 }
 
 /// Every rank starts from rank 0's weights (as DDP's `_sync_module_states`), then the

@@ -51,10 +51,13 @@ fn training_identity(job: &TrainJob) -> Result<Value, RunError> {
         (training.gradient_accumulation_steps as u64 * u64::from(world_size)).into();
     // Keys added after runs were checkpointed count only when set away from their default,
     // so those runs' keys, and their resumes, stay as they were.
-    if !training.tf32
-        && let Some(object) = value.as_object_mut()
-    {
-        object.remove("tf32");
+    if let Some(object) = value.as_object_mut() {
+        if !training.tf32 {
+            object.remove("tf32");
+        }
+        if !training.group_by_length {
+            object.remove("group_by_length");
+        }
     }
     Ok(value)
 }
