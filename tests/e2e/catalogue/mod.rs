@@ -103,14 +103,14 @@ impl Case {
 }
 
 /// The broken model directories and Parquet files of `tests/python/bad_inputs.py`, written
-/// once per test binary (the script imports torch and transformers: seconds).
+/// once per test binary (the script imports torch and transformers: seconds). They live in
+/// cargo's scratch directory for integration tests (`target/tmp`), rewritten by each run, so
+/// runs do not pile copies up in the system's temporary directory.
 pub fn python_fixtures() -> &'static Path {
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!(
-            "mlm-train-e2e-{}-catalogue-python",
-            std::process::id()
-        ));
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("catalogue-python");
+        let _ = std::fs::remove_dir_all(&dir);
         mlm_pyref::run("bad_inputs.py", ["make".as_ref(), dir.as_os_str()]);
         dir
     })
