@@ -135,6 +135,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // A corrupt Parquet page can panic inside the parquet crate; the reader contains it and
+    // reports the file, so its panic location is not printed on top.
+    mlm_corpus::untrusted::quiet_contained_panics();
     let cli = Cli::parse();
     if let Some(nproc) = cli.nproc_per_node {
         if cli.command.is_some() {

@@ -24,6 +24,7 @@ pub mod shard;
 pub mod split;
 pub mod stream;
 pub mod tokenizer;
+pub mod untrusted;
 pub mod vocab;
 pub mod vocab_extend;
 

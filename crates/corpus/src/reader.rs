@@ -15,9 +15,10 @@ use parquet::arrow::arrow_reader::{
 
 use crate::error::CorpusError;
 use crate::manifest::Manifest;
-use crate::shard::{INPUT_IDS, WORD_START};
+use crate::shard::{INPUT_IDS, WORD_START, check_column_chunks};
 use crate::split::Split;
 use crate::tokenizer::DomainTokenizer;
+use crate::untrusted::guarded;
 
 /// A prepared corpus directory.
 #[derive(Debug, Clone)]
@@ -269,6 +270,8 @@ impl SplitReader {
         let file = File::open(path).map_err(|e| CorpusError::io("cannot open", path, e))?;
         let metadata =
             ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(pq_err(path))?;
+        let file_bytes = file.metadata().map_or(0, |m| m.len());
+        check_column_chunks(metadata.metadata(), file_bytes).map_err(|e| bad_shard(path, &e))?;
         let mut group_starts = vec![0];
         for rg in metadata.metadata().row_groups() {
             group_starts
@@ -310,7 +313,15 @@ impl SplitReader {
         let mut decoded = DecodedGroup::new(shard_first + footer.group_starts[group]);
         let reader = read_row_group(footer, &path, group, rows)
             .map_err(|e| bad_shard(&path, &format!("row group {group}: {e}")))?;
-        for batch in reader {
+        // A corrupt page can panic inside the decoder (untrusted.rs): an error naming the
+        // shard and row group, like any other corrupt shard.
+        let batches = guarded(|| reader.collect::<Vec<_>>()).map_err(|panic| {
+            bad_shard(
+                &path,
+                &format!("row group {group}: the decoder failed: {panic}"),
+            )
+        })?;
+        for batch in batches {
             let batch = batch.map_err(|e| bad_shard(&path, &format!("row group {group}: {e}")))?;
             decoded
                 .append(&batch)

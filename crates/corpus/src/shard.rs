@@ -11,6 +11,7 @@ use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::ParquetMetaData;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde::{Deserialize, Serialize};
 
@@ -208,5 +209,75 @@ impl ShardWriter {
             bytes,
             sha256: sha256_file(&self.path)?,
         })
+    }
+}
+
+/// Checks that every column chunk a Parquet footer lists lies inside the file: offsets and
+/// sizes not negative, and each chunk's bytes before the footer's end. The parquet crate
+/// trusts these numbers (its `ColumnChunkMetaData::byte_range` asserts on a negative one, a
+/// panic, and a chunk past the end fails deep in a page read), so a corrupt footer is
+/// refused here, naming the row group and column, before any page is read.
+pub fn check_column_chunks(metadata: &ParquetMetaData, file_bytes: u64) -> Result<(), String> {
+    for (group, row_group) in metadata.row_groups().iter().enumerate() {
+        for column in row_group.columns() {
+            let start = column
+                .dictionary_page_offset()
+                .unwrap_or_else(|| column.data_page_offset());
+            let length = column.compressed_size();
+            let end = u64::try_from(start)
+                .ok()
+                .zip(u64::try_from(length).ok())
+                .and_then(|(start, length)| start.checked_add(length));
+            if end.is_none_or(|end| end > file_bytes) {
+                return Err(format!(
+                    "row group {group}: column {} says its bytes are {length} from offset \
+                     {start}, outside the file's {file_bytes} bytes (a corrupt footer)",
+                    column.column_path()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    use super::*;
+
+    #[test]
+    fn column_chunks_are_checked_against_the_file_size() {
+        let dir = crate::testutil::TempDir::new("column-chunks");
+        let path = dir.path().join("train-00000.parquet");
+        let mut writer = ShardWriter::create(&path, TokenDtype::Uint16, 2).unwrap();
+        for n in 0..5u32 {
+            let block = Block {
+                input_ids: (0..n + 3).collect(),
+                word_starts: vec![true; n as usize + 3],
+            };
+            writer.push(&block).unwrap();
+        }
+        writer.finish().unwrap();
+        let bytes = std::fs::metadata(&path).unwrap().len();
+        let reader = SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
+        let metadata = reader.metadata();
+        assert_eq!(metadata.num_row_groups(), 3);
+        assert_eq!(check_column_chunks(metadata, bytes), Ok(()));
+        // The same footer over a file that ends one byte before the last chunk does.
+        let last_end = metadata
+            .row_groups()
+            .iter()
+            .flat_map(|group| group.columns())
+            .map(|column| {
+                let (start, length) = column.byte_range();
+                start + length
+            })
+            .max()
+            .unwrap();
+        assert_eq!(check_column_chunks(metadata, last_end), Ok(()));
+        let error = check_column_chunks(metadata, last_end - 1).unwrap_err();
+        assert!(error.starts_with("row group 2: column "), "{error}");
+        assert!(error.contains("outside the file's"), "{error}");
     }
 }

@@ -70,6 +70,13 @@ pub const TARGETS: &[Target] = &[
     },
 ];
 
+/// For a fuzz target's `init`: panics that the corpus readers contain (the parquet crate's,
+/// on corrupt pages; `mlm_corpus::untrusted`) are errors users see as such, not crashes, so
+/// they skip the hook libFuzzer installed (which aborts); every other panic still reaches it.
+pub fn contain_decoder_panics() {
+    mlm_corpus::untrusted::quiet_contained_panics();
+}
+
 /// The run config loader of every command (`--config FILE`): TOML into the validated run
 /// config. Leading lines `#set KEY=VALUE` become `--set` overrides, so the fuzzer reaches
 /// the override path too.

@@ -12,6 +12,8 @@ use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchR
 use super::{BadRecord, ByteCounter, Document, ReaderSettings, Record, RecordReader};
 use crate::error::BadRecordKind;
 use crate::hash::content_id;
+use crate::shard::check_column_chunks;
+use crate::untrusted::guarded;
 
 const BATCH_ROWS: usize = 1024;
 
@@ -38,17 +40,9 @@ fn malformed(location: impl Into<String>, e: impl std::fmt::Display) -> BadRecor
 }
 
 /// Runs `decode` (a call into the parquet crate), turning a panic into a `malformed_parquet`
-/// record that ends the file. parquet 57 panics on some corrupt footers instead of returning
-/// an error (a thrift list length that overflows `Vec::with_capacity`, an unknown enum value
-/// unwrapped in `basic.rs`: inputs of fuzz/regressions/parquet/); a corpus file must never
-/// take the process down. Rust's default hook still prints the panic's location first.
+/// record that ends the file ([`guarded`]: parquet still panics on some corrupt pages).
 fn without_panic<T>(location: &str, decode: impl FnOnce() -> T) -> Result<T, BadRecord> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)).map_err(|panic| {
-        let message = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
+    guarded(decode).map_err(|message| {
         malformed(location, format!("the Parquet decoder failed: {message}")).ending_file()
     })
 }
@@ -71,6 +65,8 @@ impl ParquetReader {
         let file_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
         let builder = without_panic("footer", || ParquetRecordBatchReaderBuilder::try_new(file))?
             .map_err(|e| malformed("footer", &e).with_source(e).ending_file())?;
+        check_column_chunks(builder.metadata(), file_bytes)
+            .map_err(|e| malformed("footer", e).ending_file())?;
         let schema = builder.schema().clone();
         let mut roots = Vec::new();
         let wanted = settings.text_fields.iter().chain(settings.id_field.iter());
