@@ -384,13 +384,17 @@ mod tests {
 
     /// Loads `text` (written to a temporary file) with `overrides`.
     fn load_text(name: &str, text: &str, overrides: &[&str]) -> Result<RunConfig> {
-        let dir = std::env::temp_dir().join(format!("mlm-cli-config-{}", std::process::id()));
+        // One directory per call (tests run in parallel), removed afterwards.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let call = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("mlm-cli-config-{}-{call}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(name);
         std::fs::write(&path, text).unwrap();
         let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
         let loaded = RunConfig::load_with(&path, &overrides);
-        std::fs::remove_file(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
         loaded
     }
 
