@@ -267,6 +267,28 @@ fn two_and_three_ranks_train_as_one_process_with_the_same_global_batch() {
 }
 
 #[test]
+fn ranks_grouped_by_length_train_as_one_process() {
+    let scratch = Scratch::new("dp-group-by-length");
+    // One title per sequence (various lengths), megabatches sorted by length: every rank
+    // reads the same megabatch, sized by the global batch of 8, and takes its slice.
+    let config = config(&scratch, 4, "");
+    let grouped = [
+        "--set=corpus.packing=\"document\"",
+        "--set=corpus.text_fields=[\"title\"]",
+        "--set=training.group_by_length=true",
+    ];
+    single(&config, "one", 4, &grouped);
+    let manifest = std::fs::read_to_string(scratch.path().join("corpus/manifest.json")).unwrap();
+    assert!(manifest.contains("\"packing\": \"document\""), "{manifest}");
+    let stderr = nproc(&config, 2, "two", 2, &grouped);
+    assert!(
+        stderr.contains("all 2 ended with identical weights"),
+        "{stderr}"
+    );
+    assert_same_trajectory(&scratch, "one", "two", 1e-10);
+}
+
+#[test]
 fn a_run_stopped_on_two_ranks_resumes_on_one_and_the_reverse() {
     let scratch = Scratch::new("dp-resume");
     let config = config(&scratch, 4, "");
