@@ -230,6 +230,15 @@ fn grouping_by_length_sorts_each_megabatch_longest_first_and_resumes_bit_identic
         grouped_padding < 0.6 * plain_padding && plain_padding > 0.1,
         "padding grouped {grouped_padding}, plain {plain_padding}"
     );
+    // The log line shows each window's share (here every step is a window).
+    let records = metrics(&scratch.path().join("plain"));
+    let first = records.iter().find(|r| r["split"] == "train").unwrap();
+    let shown = format!("pad {:.0}%", 100.0 * first["padding"].as_f64().unwrap());
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("step 1/6"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(line.contains(&shown), "{line} lacks {shown}");
 
     let resumed = [&TITLES[..], &["--set", "training.output_dir=\"resumed\""]].concat();
     stop_and_resume(&config, &resumed, "3");
