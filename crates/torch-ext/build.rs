@@ -30,48 +30,79 @@ fn shim_build(include: &Path) -> cc::Build {
     build
 }
 
-/// The NCCL process group needs the CUDA runtime headers and `nccl.h`, which the nvidia-*
-/// wheels beside a CUDA torch ship (`site-packages/nvidia/*/include`). Without them (a CPU
-/// torch), or with `MLM_TRAIN_NO_NCCL` set, a stub that reports how the shim was built.
-fn compile_nccl_backend(include: &Path, lib_dir: &Path) {
-    let mut build = shim_build(include);
+/// The `site-packages/nvidia/*/include` directories beside the torch whose libraries are in
+/// `lib_dir` (the CUDA runtime headers and `nccl.h` ship in the nvidia-* wheels a CUDA torch
+/// depends on), when that torch has CUDA (`libtorch_cuda.so`).
+fn cuda_includes(lib_dir: &Path) -> Vec<PathBuf> {
+    if !lib_dir.join("libtorch_cuda.so").exists() {
+        return Vec::new();
+    }
     let site_packages = lib_dir
         .canonicalize()
         .ok()
         .and_then(|lib| lib.parent().and_then(Path::parent).map(Path::to_path_buf));
-    let nvidia_includes: Vec<PathBuf> = site_packages
+    site_packages
         .map(|dir| dir.join("nvidia"))
         .and_then(|dir| std::fs::read_dir(dir).ok())
         .into_iter()
         .flatten()
         .filter_map(|entry| entry.ok().map(|e| e.path().join("include")))
         .filter(|dir| dir.is_dir())
-        .collect();
-    let has = |header: &str| nvidia_includes.iter().any(|dir| dir.join(header).exists());
-    let wanted = env::var_os("MLM_TRAIN_NO_NCCL").is_none();
-    if wanted
-        && lib_dir.join("libtorch_cuda.so").exists()
-        && has("cuda_runtime_api.h")
-        && has("nccl.h")
-    {
-        let mut with_nccl = build.clone();
-        with_nccl
-            .includes(&nvidia_includes)
-            .define("USE_C10D_NCCL", None)
+        .collect()
+}
+
+/// Compiles `file` as library `name` with the CUDA headers and `defines` when `wanted`
+/// (the headers are there and the caller's conditions hold); otherwise, or when that does
+/// not compile, without them: each such file has a stub that reports how the shim was built.
+fn compile_cuda_part(include: &Path, cuda: &[PathBuf], wanted: bool, file: &str, defines: &[&str]) {
+    let name = format!("mlm_torch_ext_{}", file.trim_end_matches(".cpp"));
+    let path = format!("csrc/{file}");
+    if wanted {
+        let mut with_cuda = shim_build(include);
+        with_cuda
+            .includes(cuda)
             .define("USE_CUDA", None)
-            .define("MLMX_WITH_NCCL", None)
-            .file("csrc/dist_nccl.cpp");
-        match with_nccl.try_compile("mlm_torch_ext_nccl") {
+            .file(&path);
+        for define in defines {
+            with_cuda.define(define, None);
+        }
+        match with_cuda.try_compile(&name) {
             Ok(()) => return,
             Err(e) => println!(
-                "cargo:warning=building without NCCL: the CUDA headers beside torch do not \
-                 compile c10d's ProcessGroupNCCL.hpp ({e}); scripts/setup installs them"
+                "cargo:warning=building {file} without CUDA: the CUDA headers beside torch do \
+                 not compile it ({e}); scripts/setup installs them"
             ),
         }
     }
-    build
-        .file("csrc/dist_nccl.cpp")
-        .compile("mlm_torch_ext_nccl");
+    shim_build(include).file(&path).compile(&name);
+}
+
+/// The NCCL process group needs the CUDA runtime headers and `nccl.h`; CUDA graph capture
+/// needs the runtime headers. Without them (a CPU torch), or with `MLM_TRAIN_NO_NCCL` set
+/// for NCCL, stubs that report how the shim was built.
+fn compile_cuda_backends(include: &Path, lib_dir: &Path) {
+    let cuda = cuda_includes(lib_dir);
+    let has = |header: &str| cuda.iter().any(|dir| dir.join(header).exists());
+    let runtime = has("cuda_runtime_api.h");
+    let nccl = runtime && has("nccl.h") && env::var_os("MLM_TRAIN_NO_NCCL").is_none();
+    compile_cuda_part(
+        include,
+        &cuda,
+        nccl,
+        "dist_nccl.cpp",
+        &["USE_C10D_NCCL", "MLMX_WITH_NCCL"],
+    );
+    compile_cuda_part(
+        include,
+        &cuda,
+        runtime,
+        "cuda_graph.cpp",
+        &["MLMX_WITH_CUDA"],
+    );
+    if runtime {
+        // c10's CUDA streams, which torch-sys does not link (libtorch_cuda needs it itself).
+        println!("cargo:rustc-link-lib=dylib=c10_cuda");
+    }
 }
 
 fn main() {
@@ -85,7 +116,13 @@ fn main() {
         .to_path_buf();
     let include = torch_root.join("include");
 
-    for file in ["shim.cpp", "dist.cpp", "dist_nccl.cpp", "guard.hpp"] {
+    for file in [
+        "shim.cpp",
+        "dist.cpp",
+        "dist_nccl.cpp",
+        "cuda_graph.cpp",
+        "guard.hpp",
+    ] {
         println!("cargo:rerun-if-changed=csrc/{file}");
     }
     println!("cargo:rerun-if-env-changed=MLM_TRAIN_NO_NCCL");
@@ -98,7 +135,7 @@ fn main() {
     let mut build = shim_build(&include);
     build.file("csrc/shim.cpp").file("csrc/dist.cpp");
     build.compile("mlm_torch_ext");
-    compile_nccl_backend(&include, &lib_dir);
+    compile_cuda_backends(&include, &lib_dir);
 
     let mut link_args = vec![format!("-Wl,-rpath,{}", lib_dir.display())];
     // Nothing references libtorch_cuda.so directly, so `--as-needed` would drop it and CUDA

@@ -248,6 +248,13 @@ fn print_outcome(outcome: &TrainOutcome) {
     if let Some(ranks) = outcome.replicas {
         eprintln!("ranks      all {ranks} ended with identical weights");
     }
+    if outcome.graph_fallbacks > 0 {
+        eprintln!(
+            "graphs     {} steps did not fit the fixed shapes of training.cuda_graphs and ran \
+             the plain step",
+            outcome.graph_fallbacks
+        );
+    }
     if outcome.interrupted {
         eprintln!(
             "interrupted at step {}: checkpoint saved; run the same command to resume",
@@ -409,6 +416,9 @@ impl TrainObserver for ConsoleObserver {
                 _ => "unknown, no MFU (set logging.peak_tflops)".to_owned(),
             }
         );
+        if let Some(graphs) = &plan.cuda_graphs {
+            eprintln!("graphs   {graphs}");
+        }
         print_resume(plan);
         if std::io::stderr().is_terminal() && plan.total_steps > plan.start_step {
             let bar = ProgressBar::new(plan.total_steps);

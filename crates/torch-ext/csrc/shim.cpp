@@ -14,6 +14,7 @@
 #include <ATen/ops/_amp_foreach_non_finite_check_and_unscale.h>
 #include <ATen/ops/_foreach_add.h>
 #include <ATen/ops/_foreach_sub.h>
+#include <ATen/ops/_foreach_zero.h>
 #include <ATen/ops/_foreach_mul.h>
 #include <ATen/ops/_foreach_norm.h>
 #include <ATen/ops/_fused_adamw.h>
@@ -215,19 +216,29 @@ std::vector<at::Tensor> tensor_list(at::Tensor* const* tensors, size_t n) {
 // fused=True: torch/optim/adam.py `_fused_adam`): `steps` (one f32 scalar tensor per
 // parameter, on its device) are incremented first, as the Python optimizer does, then the
 // kernel updates params, exp_avgs and exp_avg_sqs in place, with decoupled weight decay.
+// With `lr_tensor` (not null) the learning rate is read from that tensor when the kernel
+// runs (the `_fused_adamw_.tensor_lr` overload: f32 on the parameters' CUDA device, any
+// float on the CPU), so a captured CUDA graph follows the schedule; `lr` is then unused.
 int mlmx_fused_adamw(at::Tensor* const* params, at::Tensor* const* grads, at::Tensor* const* exp_avgs,
                      at::Tensor* const* exp_avg_sqs, at::Tensor* const* steps, size_t n, double lr,
-                     double beta1, double beta2, double weight_decay, double eps,
-                     const at::Tensor* found_inf) {
+                     const at::Tensor* lr_tensor, double beta1, double beta2, double weight_decay,
+                     double eps, const at::Tensor* found_inf) {
     return guarded([&] {
         if (n == 0) return;
         auto step_list = tensor_list(steps, n);
         at::_foreach_add_(step_list, 1);
         std::optional<at::Tensor> skip;
         if (found_inf != nullptr) skip = *found_inf;
-        at::_fused_adamw_(tensor_list(params, n), tensor_list(grads, n), tensor_list(exp_avgs, n),
-                          tensor_list(exp_avg_sqs, n), {}, step_list, lr, beta1, beta2, weight_decay,
-                          eps, /*amsgrad=*/false, /*maximize=*/false, /*grad_scale=*/std::nullopt, skip);
+        if (lr_tensor != nullptr) {
+            at::_fused_adamw_(tensor_list(params, n), tensor_list(grads, n), tensor_list(exp_avgs, n),
+                              tensor_list(exp_avg_sqs, n), {}, step_list, *lr_tensor, beta1, beta2,
+                              weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false,
+                              /*grad_scale=*/std::nullopt, skip);
+        } else {
+            at::_fused_adamw_(tensor_list(params, n), tensor_list(grads, n), tensor_list(exp_avgs, n),
+                              tensor_list(exp_avg_sqs, n), {}, step_list, lr, beta1, beta2, weight_decay,
+                              eps, /*amsgrad=*/false, /*maximize=*/false, /*grad_scale=*/std::nullopt, skip);
+        }
         // A skipped update does not count as a step (torch/optim/adam.py `_fused_adam` undoes
         // the increment with `_foreach_sub_(device_state_steps, [device_found_inf] * n)`).
         if (skip) {
@@ -268,6 +279,25 @@ int mlmx_amp_unscale(at::Tensor* const* grads, size_t n, at::Tensor* found_inf, 
         at::_amp_foreach_non_finite_check_and_unscale_(tensor_list(grads, n), *found_inf, *inv_scale);
     });
 }
+
+// optimizer.zero_grad(set_to_none=False) over `n` gradients in one launch (the foreach form
+// PyTorch's optimizers use), in place: the gradients keep their storage, which a captured
+// CUDA graph reads and writes.
+int mlmx_foreach_zero(at::Tensor* const* tensors, size_t n) {
+    return guarded([&] {
+        if (n == 0) return;
+        at::_foreach_zero_(tensor_list(tensors, n));
+    });
+}
+
+// Autocast's cache of weights cast to the autocast dtype (torch.autocast(cache_enabled=...)).
+// CUDA graph capture turns it off, as torch.cuda.graphs asks: a cast cached during capture
+// would be freed into the graph's private memory pool when autocast exits.
+int mlmx_set_autocast_cache_enabled(bool enabled) {
+    return guarded([&] { at::autocast::set_autocast_cache_enabled(enabled); });
+}
+
+bool mlmx_is_autocast_cache_enabled() { return at::autocast::is_autocast_cache_enabled(); }
 
 // torch.set_float32_matmul_precision: "highest" (fp32), "high" (TF32 tensor cores on Ampere
 // and newer), "medium".

@@ -21,12 +21,14 @@ mod ffi {
             steps: *const *mut c_void,
             n: usize,
             lr: f64,
+            lr_tensor: *const c_void,
             beta1: f64,
             beta2: f64,
             weight_decay: f64,
             eps: f64,
             found_inf: *const c_void,
         ) -> c_int;
+        pub fn mlmx_foreach_zero(tensors: *const *mut c_void, n: usize) -> c_int;
         pub fn mlmx_clip_grad_norm_device(
             grads: *const *mut c_void,
             n: usize,
@@ -42,10 +44,19 @@ mod ffi {
     }
 }
 
+/// The learning rate of a fused step: a number fixed when the kernel is queued, or a 0-dim
+/// tensor read when it runs (f32 on the parameters' CUDA device; any float kind on the CPU,
+/// where f64 keeps the number exact), which a captured CUDA graph needs to follow the schedule.
+#[derive(Debug, Clone, Copy)]
+pub enum LearningRate<'a> {
+    Value(f64),
+    Tensor(&'a Tensor),
+}
+
 /// AdamW hyper-parameters of one fused step.
 #[derive(Debug, Clone, Copy)]
-pub struct AdamWStep {
-    pub lr: f64,
+pub struct AdamWStep<'a> {
+    pub lr: LearningRate<'a>,
     pub beta1: f64,
     pub beta2: f64,
     pub weight_decay: f64,
@@ -74,7 +85,7 @@ fn pointers(tensors: &[&Tensor]) -> Vec<*mut std::ffi::c_void> {
 /// tensor and step count as it was when it holds 1, deciding on the device: no host sync.
 pub fn fused_adamw(
     tensors: &AdamWTensors<'_>,
-    step: AdamWStep,
+    step: AdamWStep<'_>,
     found_inf: Option<&Tensor>,
 ) -> Result<()> {
     let n = tensors.params.len();
@@ -95,8 +106,12 @@ pub fn fused_adamw(
     let (exp_avgs, exp_avg_sqs) = (pointers(tensors.exp_avgs), pointers(tensors.exp_avg_sqs));
     let steps = pointers(tensors.steps);
     let found_inf = found_inf.map_or(std::ptr::null(), |t| t.as_ptr().cast());
-    // SAFETY: every pointer is a live `at::Tensor*` borrowed from `tensors` (and `found_inf`,
-    // or null) for this call, all five arrays hold `n` entries (checked above), and the shim
+    let (lr, lr_tensor) = match step.lr {
+        LearningRate::Value(lr) => (lr, std::ptr::null()),
+        LearningRate::Tensor(lr) => (f64::NAN, lr.as_ptr().cast()),
+    };
+    // SAFETY: every pointer is a live `at::Tensor*` borrowed from `tensors` (and `found_inf`
+    // and `lr_tensor`, or null) for this call, all five arrays hold `n` entries (checked above), and the shim
     // catches C++ exceptions.
     let status: c_int = unsafe {
         ffi::mlmx_fused_adamw(
@@ -106,7 +121,8 @@ pub fn fused_adamw(
             exp_avg_sqs.as_ptr(),
             steps.as_ptr(),
             n,
-            step.lr,
+            lr,
+            lr_tensor,
             step.beta1,
             step.beta2,
             step.weight_decay,
@@ -115,6 +131,17 @@ pub fn fused_adamw(
         )
     };
     check(status, "fused AdamW")
+}
+
+/// Sets every tensor to zero in place with one multi-tensor kernel (`torch._foreach_zero_`,
+/// what `optimizer.zero_grad(set_to_none=False)` runs): storage is kept, so a captured CUDA
+/// graph that accumulates into these gradients still finds them.
+pub fn zero(tensors: &[&Tensor]) -> Result<()> {
+    let pointers = pointers(tensors);
+    // SAFETY: `pointers` holds live `at::Tensor*` borrowed for the call; the shim catches
+    // C++ exceptions.
+    let status = unsafe { ffi::mlmx_foreach_zero(pointers.as_ptr(), pointers.len()) };
+    check(status, "foreach zero")
 }
 
 /// Scales `grads` in place so their global L2 norm is at most `max_norm` (not at all when it is
@@ -193,7 +220,7 @@ mod tests {
             steps: &[&s],
         };
         let hyper = AdamWStep {
-            lr: 0.1,
+            lr: LearningRate::Value(0.1),
             beta1: 0.9,
             beta2: 0.999,
             weight_decay: 0.5,
@@ -219,6 +246,62 @@ mod tests {
         let _ = found.zero_();
         fused_adamw(&tensors, hyper, Some(&found)).unwrap();
         assert!(!p.equal(&before) && s.double_value(&[]) == 2.0);
+    }
+
+    /// Three steps of a parameter pair at a changing learning rate, passed as a number or
+    /// written into one f64 tensor before each step (as a captured graph reads it).
+    fn three_steps(by_tensor: bool) -> (Tensor, Tensor) {
+        let p = Tensor::from_slice(&[1.0f32, -2.0, 0.75]);
+        let g = Tensor::from_slice(&[0.5f32, -0.25, 1e-3]);
+        let (m, v) = (p.zeros_like(), p.zeros_like());
+        let s = Tensor::zeros([], (Kind::Float, Device::Cpu));
+        let mut lr_tensor = Tensor::zeros([], (Kind::Double, Device::Cpu));
+        for lr in [1e-3, 7.3e-4, 3.1e-4] {
+            let _ = lr_tensor.fill_(lr);
+            let lr = if by_tensor {
+                LearningRate::Tensor(&lr_tensor)
+            } else {
+                LearningRate::Value(lr)
+            };
+            let tensors = AdamWTensors {
+                params: &[&p],
+                grads: &[&g],
+                exp_avgs: &[&m],
+                exp_avg_sqs: &[&v],
+                steps: &[&s],
+            };
+            let hyper = AdamWStep {
+                lr,
+                beta1: 0.9,
+                beta2: 0.999,
+                weight_decay: 0.01,
+                eps: 1e-8,
+            };
+            fused_adamw(&tensors, hyper, None).unwrap();
+        }
+        (p, v)
+    }
+
+    #[test]
+    fn a_learning_rate_tensor_read_at_run_time_steps_bit_identically() {
+        let (by_value, v_value) = three_steps(false);
+        let (by_tensor, v_tensor) = three_steps(true);
+        assert!(by_value.equal(&by_tensor), "{by_value} {by_tensor}");
+        assert!(v_value.equal(&v_tensor));
+        // And the rate really was read: a different one moves the parameters elsewhere.
+        assert!(!by_value.equal(&Tensor::from_slice(&[1.0f32, -2.0, 0.75])));
+    }
+
+    #[test]
+    fn foreach_zero_zeroes_in_place() {
+        let a = Tensor::from_slice(&[3.0f32, 4.0]);
+        let b = Tensor::from_slice(&[1.0f64]).view([1, 1]);
+        let storage = a.data_ptr();
+        zero(&[&a, &b]).unwrap();
+        assert_eq!(a.data_ptr(), storage);
+        assert_eq!(Vec::<f32>::try_from(&a).unwrap(), vec![0.0, 0.0]);
+        assert_eq!(b.double_value(&[0, 0]), 0.0);
+        zero(&[]).unwrap();
     }
 
     #[test]

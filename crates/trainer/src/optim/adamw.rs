@@ -15,6 +15,7 @@
 
 use std::path::Path;
 
+use mlm_torch_ext::foreach::LearningRate;
 use tch::Tensor;
 use tch::nn::VarStore;
 
@@ -111,7 +112,8 @@ impl AdamW {
     /// as Hugging Face's `global_step` does).
     pub fn step_unless(&mut self, lr: f64, found_inf: Option<&Tensor>) {
         if self.fused {
-            self.step_fused(lr, found_inf);
+            self.queue_fused(LearningRate::Value(lr), found_inf);
+            self.steps_taken += 1;
             return;
         }
         self.steps_taken += 1;
@@ -156,7 +158,22 @@ impl AdamW {
         });
     }
 
-    fn step_fused(&mut self, lr: f64, found_inf: Option<&Tensor>) {
+    /// The fused update reading its learning rate from `lr` (a 0-dim tensor: f32 on a CUDA
+    /// device, f64 on the CPU) when the kernel runs, without counting the step: the body of
+    /// a captured CUDA graph, queued once at capture and run at every replay. The caller
+    /// counts each real step with [`AdamW::count_step`]. Every parameter's step counter must
+    /// exist before capture (one eager step makes them). Fused optimizers only.
+    pub fn queue_update(&mut self, lr: &Tensor, found_inf: Option<&Tensor>) {
+        assert!(self.fused, "queue_update needs the fused optimizer");
+        self.queue_fused(LearningRate::Tensor(lr), found_inf);
+    }
+
+    /// Counts a step whose update [`AdamW::queue_update`] queued (or a graph replayed).
+    pub fn count_step(&mut self) {
+        self.steps_taken += 1;
+    }
+
+    fn queue_fused(&mut self, lr: LearningRate<'_>, found_inf: Option<&Tensor>) {
         let config = self.config;
         tch::no_grad(|| {
             for decay in [true, false] {
@@ -206,7 +223,6 @@ impl AdamW {
                     .unwrap_or_else(|e| panic!("fused AdamW step failed: {e}"));
             }
         });
-        self.steps_taken += 1;
     }
 
     /// Zeroes the gradients of the optimized parameters (tch keeps them allocated, PyTorch's
@@ -216,13 +232,18 @@ impl AdamW {
         // In place, as torch.optim.Optimizer.zero_grad(set_to_none=False) for gradients
         // without a graph: no `detach_` (tch's `Tensor::zero_grad`), which libtorch refuses
         // on DDP's gradients, views into the Reducer's buckets.
+        // One multi-tensor kernel (`_foreach_zero_`) instead of a launch per parameter; storage
+        // is kept, which a captured CUDA graph accumulating into the gradients relies on.
         let _no_grad = tch::no_grad_guard();
-        for slot in &mut self.slots {
-            let mut grad = slot.param.grad();
-            if grad.defined() {
-                let _ = grad.zero_();
-            }
-        }
+        let grads: Vec<Tensor> = self
+            .slots
+            .iter()
+            .map(|slot| slot.param.grad())
+            .filter(Tensor::defined)
+            .collect();
+        let grads: Vec<&Tensor> = grads.iter().collect();
+        mlm_torch_ext::foreach::zero(&grads)
+            .unwrap_or_else(|e| panic!("zeroing the gradients failed: {e}"));
     }
 
     /// Optimizer steps taken (restored by [`AdamW::load`]); the Hugging Face `global_step`.

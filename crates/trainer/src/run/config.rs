@@ -241,6 +241,13 @@ pub struct TrainingConfig {
     /// "document"` pad little. Changes which sequences share a batch, not which are seen in
     /// an epoch. `group_by_length = true`
     pub group_by_length: bool,
+    /// Capture the step as CUDA graphs after 3 warm-up steps and replay them: the step's
+    /// hundreds of kernel launches cost one. Micro-batches get fixed shapes: padded to the
+    /// corpus's `max_seq_len`, and a fixed count of masked slots (exact for `masking.selection
+    /// = "exact"`, mean + 6 sd otherwise; a batch over it runs the plain step). Needs one
+    /// process, `fused_optimizer` and a precision other than fp16. On the CPU the same
+    /// fixed-shape step runs without capture. `cuda_graphs = true`
+    pub cuda_graphs: bool,
 }
 
 impl Default for TrainingConfig {
@@ -271,6 +278,7 @@ impl Default for TrainingConfig {
             fused_optimizer: true,
             tf32: false,
             group_by_length: false,
+            cuda_graphs: false,
         }
     }
 }
@@ -283,7 +291,31 @@ impl TrainingConfig {
     pub fn validate(&self) -> Result<(), TrainError> {
         self.validate_batching()?;
         self.validate_optimizer()?;
-        self.validate_schedule()
+        self.validate_schedule()?;
+        self.validate_cuda_graphs()
+    }
+
+    /// What a captured step cannot do: the single-tensor optimizer reads the host every step,
+    /// and fp16's loss scaler decides its growth on the host.
+    fn validate_cuda_graphs(&self) -> Result<(), TrainError> {
+        if !self.cuda_graphs {
+            return Ok(());
+        }
+        check::require(
+            "training.fused_optimizer",
+            &false,
+            self.fused_optimizer,
+            || {
+                "cannot go with training.cuda_graphs = true (a graph captures the fused update)"
+                    .to_owned()
+            },
+        )?;
+        check::require(
+            "training.precision",
+            &"\"fp16\"",
+            self.precision != Precision::Fp16,
+            || "cannot go with training.cuda_graphs = true (use bf16 or fp32)".to_owned(),
+        )
     }
 
     /// The AdamW hyper-parameters of this section.

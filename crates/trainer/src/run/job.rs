@@ -70,6 +70,8 @@ pub struct TrainPlan {
     pub peak_source: Option<String>,
     /// What loading `model.init_from` did; `None` for a model from scratch.
     pub weights: Option<WeightsReport>,
+    /// `training.cuda_graphs`: the fixed micro-batch shape and where it is captured.
+    pub cuda_graphs: Option<String>,
 }
 
 /// The integrity check before a resume (every byte of the checkpoint hashed).
@@ -154,4 +156,7 @@ pub struct TrainOutcome {
     pub interrupted: bool,
     /// Data parallel: the number of ranks, all found holding identical weights at the end.
     pub replicas: Option<u32>,
+    /// `training.cuda_graphs`: steps whose batches did not fit the fixed shapes and ran the
+    /// plain step.
+    pub graph_fallbacks: u64,
 }

@@ -17,6 +17,7 @@ mod config;
 mod data;
 mod eval;
 mod flops;
+mod graphed;
 mod job;
 mod logging;
 mod metrics;
@@ -149,4 +150,13 @@ pub enum RunError {
     Reducer(#[source] mlm_torch_ext::TorchExtError),
     #[error("the batch loader thread stopped")]
     LoaderStopped,
+    #[error(
+        "training.cuda_graphs: cannot {what} (set training.cuda_graphs = false to train \
+         without graphs)"
+    )]
+    CudaGraph {
+        what: &'static str,
+        #[source]
+        source: mlm_torch_ext::TorchExtError,
+    },
 }

@@ -7,13 +7,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use mlm_corpus::{Manifest, PreparedCorpus, Split, SplitReader};
-use mlm_masking::Masker;
+use mlm_masking::{Masker, padded_len};
 
 use super::RunError;
 use super::config::{LastBatch, TrainingConfig};
 use super::data::{BatchPlan, MaskPlan, masker_for};
 use super::eval::{EvalSet, EvalSetSpec};
 use super::flops::{DevicePeak, ModelFlops, device_peak};
+use super::graphed::{GraphedStep, StaticShape, WARMUP_STEPS};
 use super::job::{ResumeCheck, TrainJob, TrainPlan, WeightsReport};
 use super::model_setup::{BuiltModel, build_model, check_init_tokenizer, resolve_config};
 use super::parallel::DataParallel;
@@ -55,6 +56,8 @@ pub(super) struct RunParts {
     /// The model's training FLOPs per token and the device's peak, for MFU.
     pub flops: ModelFlops,
     pub peak: Option<DevicePeak>,
+    /// `training.cuda_graphs`: the fixed-shape step.
+    pub graphed: Option<GraphedStep>,
 }
 
 impl<'a> Run<'a> {
@@ -66,6 +69,14 @@ impl<'a> Run<'a> {
         let masker = Arc::new(masker_for(&job.masking, &manifest)?);
         let train_reader = corpus.split(Split::Train)?;
         let batches = batch_plan(&job.training, job.parallel.as_deref())?;
+        if job.training.cuda_graphs && job.parallel.is_some() {
+            return Err(RunError::InvalidConfig(
+                "training.cuda_graphs = true needs a single process: the step's gradient \
+                 all-reduce cannot be captured yet; launch one process, or set \
+                 training.cuda_graphs = false"
+                    .into(),
+            ));
+        }
         let (steps_per_epoch, total_steps) =
             step_budget(&job.training, &batches, train_reader.len())?;
         let schedule = checked_schedule_for(&job.training, total_steps)?;
@@ -95,6 +106,11 @@ impl<'a> Run<'a> {
                 None => GradScaler::new(job.device),
             });
 
+        let graphed = job
+            .training
+            .cuda_graphs
+            .then(|| graphed_step(job, &manifest, precision))
+            .transpose()?;
         let eval_spec = EvalSetSpec::new(&masker, &job.masking, &job.eval, &manifest);
         let eval_set = EvalSet::build(&mut corpus.split(Split::Validation)?, &eval_spec)?;
         let parts = RunParts {
@@ -114,6 +130,7 @@ impl<'a> Run<'a> {
             scaler,
             flops: ModelFlops::of(&model_config, manifest.max_seq_len),
             peak: peak_for(job, precision),
+            graphed,
         };
         Ok(Self {
             job,
@@ -123,6 +140,23 @@ impl<'a> Run<'a> {
             masks: mask_plan(job, &manifest, masker),
         })
     }
+}
+
+/// `training.cuda_graphs`: micro-batches of `batch_size` sequences padded to the corpus's
+/// longest (rounded up as `masking.pad_to_multiple_of` rounds batches).
+fn graphed_step(
+    job: &TrainJob,
+    manifest: &Manifest,
+    precision: ForwardPrecision,
+) -> Result<GraphedStep, RunError> {
+    let seq_len = padded_len(manifest.max_seq_len, job.masking.pad_to_multiple_of);
+    let shape = StaticShape::new(job.training.batch_size, seq_len, &job.masking);
+    let loss_kind = match precision.weight_kind() {
+        tch::Kind::Double => tch::Kind::Double,
+        _ => tch::Kind::Float,
+    };
+    let pad_id = i64::from(manifest.special_ids.pad);
+    GraphedStep::new(shape, pad_id, precision.device(), loss_kind)
 }
 
 /// This rank's share of each global batch: `gradient_accumulation_steps` micro-batches of
@@ -317,6 +351,18 @@ impl RunParts {
             flops_per_token: self.flops.per_token_at(masked_share),
             peak_tflops: self.peak.as_ref().map(|peak| peak.tflops),
             peak_source: self.peak.as_ref().map(|peak| peak.source.clone()),
+            cuda_graphs: self.graphed.as_ref().map(|graphed| {
+                let shape = graphed.shape();
+                let capture = if self.precision.device().is_cuda() {
+                    format!("captured after {WARMUP_STEPS} warm-up steps")
+                } else {
+                    "not captured on the CPU (the same step runs eagerly)".to_owned()
+                };
+                format!(
+                    "micro-batches of {} x {} tokens, {} masked slots; {capture}",
+                    shape.rows, shape.seq_len, shape.masked_slots
+                )
+            }),
             weights: self.model.load_report.as_ref().map(|report| WeightsReport {
                 loaded: report.loaded.len(),
                 initialised: report.initialised.clone(),

@@ -14,6 +14,7 @@ use super::cadence::{Cadence, Due, Throughput};
 use super::data::{DataPosition, Prefetcher, StepBatches};
 use super::eval::{EvalMetrics, EvalSums, evaluate_shard, finish_metrics};
 use super::flops::mfu;
+use super::graphed::GraphedOutputs;
 use super::job::{StepLog, TrainJob, TrainObserver, TrainOutcome};
 use super::logging::open_metrics;
 use super::metrics::MetricsLog;
@@ -71,6 +72,7 @@ impl Run<'_> {
             last_eval: None,
             interrupted: false,
             replicas: None,
+            graph_fallbacks: 0,
         }
     }
 }
@@ -199,18 +201,13 @@ impl<'a> Training<'a> {
         let step = self.parts.state.global_step;
         let batches = self.loader.next_step()?;
         observer.trained_on(step, &batches.micro_batches);
-        self.parts.optimizer.zero_grad();
         let totals = self.step_totals(&batches)?;
-        let loss_sum = self.forward_backward(step, &batches, &totals)?;
-        mlm_faults::fault_point("train.mid-step");
-        let (grad_norm, found_inf) = self.unscale_and_clip()?;
         let learning_rate = self.parts.schedule.lr_at(step);
-        self.parts
-            .optimizer
-            .step_unless(learning_rate, found_inf.as_ref());
-        if let Some(scaler) = &mut self.parts.scaler {
-            scaler.update()?;
-        }
+        let (loss_sum, grad_norm) =
+            match self.graphed_step(step, &batches, &totals, learning_rate)? {
+                Some(done) => (done.loss_sum, Some(done.grad_norm)),
+                None => self.plain_step(step, &batches, &totals, learning_rate)?,
+            };
         advance(&mut self.parts.state, &batches, totals.tokens);
         mlm_faults::fault_point("train.after-optimizer-step");
         self.throughput
@@ -227,6 +224,71 @@ impl<'a> Training<'a> {
             self.settle()?;
         }
         Ok(())
+    }
+
+    /// The step as PyTorch runs it eagerly: zeroed gradients, forward and backward over the
+    /// micro-batches, unscaling (fp16) and clipping, the update (skipped on the device when a
+    /// gradient is not finite). Returns the loss sum and the norm before clipping.
+    fn plain_step(
+        &mut self,
+        step: u64,
+        batches: &StepBatches,
+        totals: &StepTotals,
+        learning_rate: f64,
+    ) -> Result<(Tensor, Option<Tensor>), RunError> {
+        self.parts.optimizer.zero_grad();
+        let loss_sum = self.forward_backward(step, batches, totals)?;
+        mlm_faults::fault_point("train.mid-step");
+        let (grad_norm, found_inf) = self.unscale_and_clip()?;
+        self.parts
+            .optimizer
+            .step_unless(learning_rate, found_inf.as_ref());
+        if let Some(scaler) = &mut self.parts.scaler {
+            scaler.update()?;
+        }
+        Ok((loss_sum, grad_norm))
+    }
+
+    /// `training.cuda_graphs`: the same step at fixed shapes, replayed from CUDA graphs once
+    /// captured (run/graphed.rs). `None` when graphs are off or the batches do not fit.
+    fn graphed_step(
+        &mut self,
+        step: u64,
+        batches: &StepBatches,
+        totals: &StepTotals,
+        learning_rate: f64,
+    ) -> Result<Option<GraphedOutputs>, RunError> {
+        let max_norm = self.max_grad_norm();
+        let parts = &mut self.parts;
+        let Some(graphed) = parts.graphed.as_mut() else {
+            return Ok(None);
+        };
+        let context = StepContext {
+            precision: parts.precision,
+            seed: self.job.training.seed,
+            step,
+            first_micro_batch: 0,
+            normaliser: totals.masked_tokens.max(1) as f64,
+            reducer: None,
+            scaler: None,
+        };
+        graphed.step(
+            &parts.model.model,
+            &mut parts.optimizer,
+            &parts.model.vs,
+            &batches.micro_batches,
+            &context,
+            learning_rate,
+            max_norm,
+        )
+    }
+
+    /// `training.max_grad_norm`, infinite for 0 (measure only).
+    fn max_grad_norm(&self) -> f64 {
+        match self.job.training.max_grad_norm {
+            norm if norm > 0.0 => norm,
+            _ => f64::INFINITY,
+        }
     }
 
     /// The step's masked and non-padding tokens over all ranks.
@@ -293,11 +355,7 @@ impl<'a> Training<'a> {
             }
             None => None,
         };
-        let max_norm = if training.max_grad_norm > 0.0 {
-            training.max_grad_norm
-        } else {
-            f64::INFINITY
-        };
+        let max_norm = self.max_grad_norm();
         let norm = if training.fused_optimizer {
             clip_grad_norm_device(vs, max_norm)?
         } else {
@@ -497,7 +555,9 @@ impl<'a> Training<'a> {
             self.save(observer)?;
         }
         let replicas = self.check_replicas(step)?;
+        let graph_fallbacks = self.parts.graphed.as_ref().map_or(0, |g| g.fallbacks);
         Ok(TrainOutcome {
+            graph_fallbacks,
             final_step: step,
             last_checkpoint: self.last_checkpoint.map(|(_, dir)| dir),
             first_eval: self.first_eval,

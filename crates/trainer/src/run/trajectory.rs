@@ -58,6 +58,9 @@ fn training_identity(job: &TrainJob) -> Result<Value, RunError> {
         if !training.group_by_length {
             object.remove("group_by_length");
         }
+        if !training.cuda_graphs {
+            object.remove("cuda_graphs");
+        }
     }
     Ok(value)
 }
