@@ -159,7 +159,7 @@ fn torchrun_vars(rank: u32, n: u32, port: u16) -> HashMap<&'static str, String> 
 /// Every tensor of two checkpoints' `model.safetensors`, as f64: the largest difference,
 /// relative to the tensor's largest magnitude when that is above 1 (absolute below: the
 /// attention key biases get no gradient and stay at rounding noise around 0).
-fn weight_difference(a: &Path, b: &Path) -> f64 {
+pub(crate) fn weight_difference(a: &Path, b: &Path) -> f64 {
     let read = |dir: &Path| std::fs::read(dir.join("model.safetensors")).unwrap();
     let (a, b) = (read(a), read(b));
     let (a, b) = (

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use crate::distributed::weight_difference;
 use crate::train::{metrics, stop_and_resume, tiny_config, train, weights};
 use crate::{Scratch, mlm_train, run};
 
@@ -248,4 +249,65 @@ fn grouping_by_length_sorts_each_megabatch_longest_first_and_resumes_bit_identic
         whole == resumed,
         "a resumed grouped run differs from the uninterrupted one"
     );
+}
+
+/// `training.cuda_graphs` on the CPU runs the fixed-shape step eagerly, the body a GPU
+/// captures and replays: in fp64, with dropout, it trains the plain step's weights to
+/// rounding (only sums over the unused masked slots' zeros differ; here they come out
+/// bit-identical), and it resumes bit-identically.
+#[test]
+fn the_fixed_shape_step_of_cuda_graphs_trains_the_plain_weights_and_resumes_bit_identically() {
+    let scratch = Scratch::new("speed-graphs");
+    let checkpoint = "[checkpoint]\nsave_steps = 0\nkeep_last = 0";
+    let training = "max_steps = 6\nprecision = \"fp64\"";
+    let config = tiny_config(&scratch, training, &format!("{checkpoint}\n{NO_SINKS}"));
+    let (output, _, stderr) = train(&config, &["--set", "training.output_dir=\"plain\""]);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("graphs "), "{stderr}");
+
+    let graphs = ["--set", "training.cuda_graphs=true"];
+    let whole = [&graphs[..], &["--set", "training.output_dir=\"graphs\""]].concat();
+    let (output, _, stderr) = train(&config, &whole);
+    assert!(output.status.success(), "{stderr}");
+    // 4 x 32 cells at 15%: mean 19.2 + 6 sd (24.2) = 43.4, rounded up to 48.
+    assert!(
+        stderr.contains(
+            "graphs   micro-batches of 4 x 32 tokens, 48 masked slots; not captured on the CPU"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("graphs     6 steps at the fixed shapes, 0 did not fit"),
+        "{stderr}"
+    );
+    let run = scratch.path();
+    let difference = weight_difference(
+        &run.join("plain/checkpoint-6"),
+        &run.join("graphs/checkpoint-6"),
+    );
+    assert!(difference < 1e-9, "weights differ by {difference}");
+
+    let resumed = [&graphs[..], &["--set", "training.output_dir=\"resumed\""]].concat();
+    stop_and_resume(&config, &resumed, "3");
+    assert!(
+        weights(&run.join("graphs/checkpoint-6")) == weights(&run.join("resumed/checkpoint-6")),
+        "the resumed graphed run differs from the uninterrupted one"
+    );
+}
+
+#[test]
+fn cuda_graphs_refuse_fp16_and_the_single_tensor_optimizer_before_any_work() {
+    let scratch = Scratch::new("speed-graphs-refused");
+    let config = tiny_config(&scratch, "max_steps = 2\ncuda_graphs = true", NO_SINKS);
+    for (key, value) in [
+        ("training.precision", "\"fp16\""),
+        ("training.fused_optimizer", "false"),
+    ] {
+        let set = format!("{key}={value}");
+        let (output, _, stderr) = train(&config, &["--set", &set]);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(key), "{stderr}");
+        assert!(stderr.contains("training.cuda_graphs = true"), "{stderr}");
+        assert!(!scratch.path().join("run").exists(), "{stderr}");
+    }
 }

@@ -248,11 +248,10 @@ fn print_outcome(outcome: &TrainOutcome) {
     if let Some(ranks) = outcome.replicas {
         eprintln!("ranks      all {ranks} ended with identical weights");
     }
-    if outcome.graph_fallbacks > 0 {
+    if outcome.graph_steps + outcome.graph_fallbacks > 0 {
         eprintln!(
-            "graphs     {} steps did not fit the fixed shapes of training.cuda_graphs and ran \
-             the plain step",
-            outcome.graph_fallbacks
+            "graphs     {} steps at the fixed shapes, {} did not fit and ran the plain step",
+            outcome.graph_steps, outcome.graph_fallbacks
         );
     }
     if outcome.interrupted {

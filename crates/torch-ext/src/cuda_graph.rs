@@ -41,10 +41,8 @@ impl SideStream {
         })?;
         let mut handle = std::ptr::null_mut();
         // SAFETY: the shim writes a heap-allocated stream handle on success, owned by us.
-        check(
-            unsafe { ffi::mlmx_cuda_side_stream_new(device, &raw mut handle) },
-            "side stream",
-        )?;
+        let status = unsafe { ffi::mlmx_cuda_side_stream_new(device, &raw mut handle) };
+        check(status, "side stream")?;
         Ok(Self(handle))
     }
 
@@ -53,10 +51,8 @@ impl SideStream {
     /// this stream's work.
     pub fn enter(&self) -> Result<SideStreamGuard<'_>> {
         // SAFETY: `self.0` is a live handle from `mlmx_cuda_side_stream_new`.
-        check(
-            unsafe { ffi::mlmx_cuda_side_stream_enter(self.0) },
-            "enter side stream",
-        )?;
+        let status = unsafe { ffi::mlmx_cuda_side_stream_enter(self.0) };
+        check(status, "enter side stream")?;
         Ok(SideStreamGuard(self))
     }
 }
@@ -98,17 +94,13 @@ impl CudaGraph {
     ) -> Result<(Self, R)> {
         let mut handle = std::ptr::null_mut();
         // SAFETY: the shim writes a heap-allocated graph handle on success, owned by us.
-        check(
-            unsafe { ffi::mlmx_cuda_graph_new(&raw mut handle) },
-            "new CUDA graph",
-        )?;
+        let status = unsafe { ffi::mlmx_cuda_graph_new(&raw mut handle) };
+        check(status, "new CUDA graph")?;
         let graph = Self(handle);
         let share = share_pool_with.map_or(std::ptr::null(), |g| g.0.cast_const());
         // SAFETY: both handles are live graphs (`share` may be null).
-        check(
-            unsafe { ffi::mlmx_cuda_graph_capture_begin(graph.0, share) },
-            "begin CUDA graph capture",
-        )?;
+        let status = unsafe { ffi::mlmx_cuda_graph_capture_begin(graph.0, share) };
+        check(status, "begin CUDA graph capture")?;
         // SAFETY: a plain flag of libtorch's thread-local autocast state.
         let cache = unsafe { ffi::mlmx_is_autocast_cache_enabled() };
         // SAFETY: as above; the call cannot fail.
@@ -118,10 +110,8 @@ impl CudaGraph {
         let _ = unsafe { ffi::mlmx_set_autocast_cache_enabled(cache) };
         // SAFETY: the graph is capturing (begun above); ending is needed even after a failed
         // body, or the stream stays in capture mode.
-        check(
-            unsafe { ffi::mlmx_cuda_graph_capture_end(graph.0) },
-            "end CUDA graph capture",
-        )?;
+        let status = unsafe { ffi::mlmx_cuda_graph_capture_end(graph.0) };
+        check(status, "end CUDA graph capture")?;
         Ok((graph, result))
     }
 
@@ -130,10 +120,8 @@ impl CudaGraph {
     /// forward's.
     pub fn replay(&self) -> Result<()> {
         // SAFETY: `self.0` is a live, captured graph.
-        check(
-            unsafe { ffi::mlmx_cuda_graph_replay(self.0) },
-            "replay CUDA graph",
-        )
+        let status = unsafe { ffi::mlmx_cuda_graph_replay(self.0) };
+        check(status, "replay CUDA graph")
     }
 }
 

@@ -208,6 +208,11 @@ impl GraphedStep {
         self.shape
     }
 
+    /// Steps taken at the fixed shapes (warm-up included).
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
     /// One optimizer step over `batches` at learning rate `lr`, clipping to `max_norm`
     /// (infinite: measure only): forward and backward of each micro-batch, then the update,
     /// as the plain step does, replayed from graphs once captured. `None` (nothing done) when

@@ -156,7 +156,8 @@ pub struct TrainOutcome {
     pub interrupted: bool,
     /// Data parallel: the number of ranks, all found holding identical weights at the end.
     pub replicas: Option<u32>,
-    /// `training.cuda_graphs`: steps whose batches did not fit the fixed shapes and ran the
-    /// plain step.
+    /// `training.cuda_graphs`: steps this run took at the fixed shapes (replayed from graphs
+    /// after the warm-up on CUDA), and steps whose batches did not fit and ran the plain step.
+    pub graph_steps: u64,
     pub graph_fallbacks: u64,
 }

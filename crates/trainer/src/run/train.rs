@@ -14,7 +14,7 @@ use super::cadence::{Cadence, Due, Throughput};
 use super::data::{DataPosition, Prefetcher, StepBatches};
 use super::eval::{EvalMetrics, EvalSums, evaluate_shard, finish_metrics};
 use super::flops::mfu;
-use super::graphed::GraphedOutputs;
+use super::graphed::{GraphedOutputs, GraphedStep};
 use super::job::{StepLog, TrainJob, TrainObserver, TrainOutcome};
 use super::logging::open_metrics;
 use super::metrics::MetricsLog;
@@ -72,6 +72,7 @@ impl Run<'_> {
             last_eval: None,
             interrupted: false,
             replicas: None,
+            graph_steps: 0,
             graph_fallbacks: 0,
         }
     }
@@ -555,9 +556,10 @@ impl<'a> Training<'a> {
             self.save(observer)?;
         }
         let replicas = self.check_replicas(step)?;
-        let graph_fallbacks = self.parts.graphed.as_ref().map_or(0, |g| g.fallbacks);
+        let graphed = self.parts.graphed.as_ref();
         Ok(TrainOutcome {
-            graph_fallbacks,
+            graph_steps: graphed.map_or(0, GraphedStep::steps),
+            graph_fallbacks: graphed.map_or(0, |g| g.fallbacks),
             final_step: step,
             last_checkpoint: self.last_checkpoint.map(|(_, dir)| dir),
             first_eval: self.first_eval,
