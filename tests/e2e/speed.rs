@@ -296,12 +296,13 @@ fn the_fixed_shape_step_of_cuda_graphs_trains_the_plain_weights_and_resumes_bit_
 }
 
 #[test]
-fn cuda_graphs_refuse_fp16_and_the_single_tensor_optimizer_before_any_work() {
+fn cuda_graphs_refuse_fp16_the_single_tensor_optimizer_and_unpadding_before_any_work() {
     let scratch = Scratch::new("speed-graphs-refused");
     let config = tiny_config(&scratch, "max_steps = 2\ncuda_graphs = true", NO_SINKS);
     for (key, value) in [
         ("training.precision", "\"fp16\""),
         ("training.fused_optimizer", "false"),
+        ("training.unpad", "true"),
     ] {
         let set = format!("{key}={value}");
         let (output, _, stderr) = train(&config, &["--set", &set]);
@@ -310,4 +311,80 @@ fn cuda_graphs_refuse_fp16_and_the_single_tensor_optimizer_before_any_work() {
         assert!(stderr.contains("training.cuda_graphs = true"), "{stderr}");
         assert!(!scratch.path().join("run").exists(), "{stderr}");
     }
+}
+
+/// `training.unpad` on `document` batches (one title per sequence, padded to the longest of
+/// each batch): without dropout (whose draws follow the shapes) it trains the padded run's
+/// weights to f64 rounding; with dropout it resumes bit-identically.
+#[test]
+fn unpadded_training_matches_the_padded_weights_and_resumes_bit_identically() {
+    let scratch = Scratch::new("speed-unpad");
+    let checkpoint = "[checkpoint]\nsave_steps = 0\nkeep_last = 0";
+    let training = "max_steps = 6\nprecision = \"fp64\"";
+    let config = tiny_config(&scratch, training, &format!("{checkpoint}\n{NO_SINKS}"));
+    let no_dropout = [&TITLES[..], &["--set", "model.dropout=0.0"]].concat();
+    let padded = [
+        &no_dropout[..],
+        &["--set", "training.output_dir=\"padded\""],
+    ]
+    .concat();
+    let (output, _, stderr) = train(&config, &padded);
+    assert!(output.status.success(), "{stderr}");
+    let unpad = ["--set", "training.unpad=true"];
+    let unpadded = [
+        &no_dropout[..],
+        &unpad,
+        &["--set", "training.output_dir=\"unpadded\""],
+    ]
+    .concat();
+    let (output, _, stderr) = train(&config, &unpadded);
+    assert!(output.status.success(), "{stderr}");
+    let run = scratch.path();
+    let train_records = metrics(&run.join("unpadded"));
+    let padding = train_records
+        .iter()
+        .filter(|r| r["split"] == "train")
+        .map(|r| r["padding"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert!(
+        padding > 0.1,
+        "the batches pad ({padding}), so unpadding has work to do"
+    );
+    let difference = weight_difference(
+        &run.join("padded/checkpoint-6"),
+        &run.join("unpadded/checkpoint-6"),
+    );
+    assert!(difference < 1e-9, "weights differ by {difference}");
+
+    let with_dropout = [&TITLES[..], &unpad].concat();
+    let whole = [
+        &with_dropout[..],
+        &["--set", "training.output_dir=\"whole\""],
+    ]
+    .concat();
+    let (output, _, stderr) = train(&config, &whole);
+    assert!(output.status.success(), "{stderr}");
+    let resumed = [
+        &with_dropout[..],
+        &["--set", "training.output_dir=\"resumed\""],
+    ]
+    .concat();
+    stop_and_resume(&config, &resumed, "3");
+    assert!(
+        weights(&run.join("whole/checkpoint-6")) == weights(&run.join("resumed/checkpoint-6")),
+        "the resumed unpadded run differs from the uninterrupted one"
+    );
+    // The unpadded path really ran: with dropout, which draws on the unpadded rows' shapes,
+    // it trains other weights than the padded path.
+    let padded = [
+        &TITLES[..],
+        &["--set", "training.output_dir=\"padded-dropout\""],
+    ]
+    .concat();
+    let (output, _, stderr) = train(&config, &padded);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        weights(&run.join("whole/checkpoint-6"))
+            != weights(&run.join("padded-dropout/checkpoint-6"))
+    );
 }

@@ -6,6 +6,7 @@ use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
 
 use super::config::Activation;
+use super::unpad::TokenLayout;
 
 /// The value variables are created with. Weights get their real values from exactly one
 /// place afterwards, [`super::init_weights_like_hf`] or a checkpoint load, so no random draw
@@ -139,7 +140,7 @@ impl EncoderLayer {
         }
     }
 
-    /// Self-attention through `sdpa_attention_forward`: heads split as
+    /// Self-attention through `sdpa_attention_forward` (`[B, T, H]` in and out): heads split as
     /// `view(B, T, heads, head_dim).transpose(1, 2)`, scale `head_dim ** -0.5`,
     /// attention-probability dropout inside SDPA when training.
     fn self_attention(&self, hidden: &Tensor, padding: &Tensor, train: bool) -> Tensor {
@@ -175,9 +176,31 @@ impl EncoderLayer {
     /// (in, activation, out, dropout), LayerNorm(x + residual). `padding` is `[B, T]`, true
     /// at padding.
     pub(super) fn forward(&self, hidden: &Tensor, padding: &Tensor, train: bool) -> Tensor {
-        let mut attended = self
-            .attention_output
-            .forward(&self.self_attention(hidden, padding, train));
+        self.around_attention(hidden, train, |h| self.self_attention(h, padding, train))
+    }
+
+    /// [`Self::forward`] on the real tokens' rows (`[N, H]`, model/unpad.rs): attention runs
+    /// on the rows scattered back into the padded batch, everything else on the rows.
+    pub(super) fn forward_unpadded(
+        &self,
+        rows: &Tensor,
+        layout: &TokenLayout,
+        train: bool,
+    ) -> Tensor {
+        self.around_attention(rows, train, |rows| {
+            let attended = self.self_attention(&layout.scatter(rows), layout.padding(), train);
+            layout.gather(&attended)
+        })
+    }
+
+    /// The layer with `attention` (hidden states to their attended context, same shape).
+    fn around_attention(
+        &self,
+        hidden: &Tensor,
+        train: bool,
+        attention: impl FnOnce(&Tensor) -> Tensor,
+    ) -> Tensor {
+        let mut attended = self.attention_output.forward(&attention(hidden));
         if self.shape.attention_output_dropout {
             attended = attended.dropout(self.shape.hidden_dropout, train);
         }

@@ -23,6 +23,7 @@ mod layers;
 mod load;
 mod loss;
 mod network;
+mod unpad;
 
 use std::path::PathBuf;
 
@@ -41,6 +42,7 @@ pub use load::{
 };
 pub use loss::masked_lm_loss_sum;
 pub use network::MaskedLanguageModel;
+pub use unpad::{TokenLayout, index_tensor, real_positions, rows_among};
 
 /// Errors of the model code. Each names the file, key or parameter at fault; the underlying
 /// error is kept as the source.

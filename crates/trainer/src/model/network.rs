@@ -18,6 +18,7 @@ use super::config::{Activation, BertConfig};
 use super::family::{Family, FamilySpec, HeadActivation, Positions};
 use super::init::init_weights_like_hf;
 use super::layers::{EncoderLayer, LayerNorm, LayerShape, Linear, PLACEHOLDER, at};
+use super::unpad::TokenLayout;
 
 /// `BertEmbeddings` / `RobertaEmbeddings` / DistilBERT's `Embeddings`: word + token type
 /// (always 0, when the family has them) + position, LayerNorm, dropout.
@@ -245,6 +246,25 @@ impl MaskedLanguageModel {
         let hidden = self.encode(input_ids, attention_mask, train);
         let rows = hidden.reshape([-1, self.config.hidden_size]);
         self.head(&rows.index_select(0, masked_positions))
+    }
+
+    /// [`Self::masked_logits`] with the encoder on the real tokens only (model/unpad.rs):
+    /// the embeddings of the padded batch are gathered at `layout`'s tokens, every layer runs
+    /// on those rows, and the head on the rows `masked_rows` (indices into the real tokens,
+    /// from [`super::unpad::rows_among`]). The same logits as the padded forward, up to
+    /// rounding; dropout draws on other shapes.
+    pub fn masked_logits_unpadded(
+        &self,
+        input_ids: &Tensor,
+        layout: &TokenLayout,
+        masked_rows: &Tensor,
+        train: bool,
+    ) -> Tensor {
+        let mut rows = layout.gather(&self.embeddings.forward(input_ids, train));
+        for layer in &self.layers {
+            rows = layer.forward_unpadded(&rows, layout, train);
+        }
+        self.head(&rows.index_select(0, masked_rows))
     }
 }
 

@@ -248,6 +248,11 @@ pub struct TrainingConfig {
     /// process, `fused_optimizer` and a precision other than fp16. On the CPU the same
     /// fixed-shape step runs without capture. `cuda_graphs = true`
     pub cuda_graphs: bool,
+    /// Run the encoder on the real tokens of each training batch only: the feed-forward, the
+    /// attention output projection and the LayerNorms skip the padding (attention runs on the
+    /// padded batch). For `packing = "document"`; batches without padding run as before.
+    /// `unpad = true`
+    pub unpad: bool,
 }
 
 impl Default for TrainingConfig {
@@ -279,6 +284,7 @@ impl Default for TrainingConfig {
             tf32: false,
             group_by_length: false,
             cuda_graphs: false,
+            unpad: false,
         }
     }
 }
@@ -296,7 +302,8 @@ impl TrainingConfig {
     }
 
     /// What a captured step cannot do: the single-tensor optimizer reads the host every step,
-    /// and fp16's loss scaler decides its growth on the host.
+    /// unpadding changes the shapes every batch, and fp16's loss scaler decides its growth on
+    /// the host.
     fn validate_cuda_graphs(&self) -> Result<(), TrainError> {
         if !self.cuda_graphs {
             return Ok(());
@@ -310,6 +317,9 @@ impl TrainingConfig {
                     .to_owned()
             },
         )?;
+        check::require("training.unpad", &true, !self.unpad, || {
+            "cannot go with training.cuda_graphs = true (graphs need fixed shapes)".to_owned()
+        })?;
         check::require(
             "training.precision",
             &"\"fp16\"",

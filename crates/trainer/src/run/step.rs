@@ -9,7 +9,9 @@ use tch::{Device, Kind, Tensor};
 
 use super::RunError;
 use super::precision::ForwardPrecision;
-use crate::model::{MaskedLanguageModel, masked_lm_loss_sum};
+use crate::model::{
+    MaskedLanguageModel, TokenLayout, index_tensor, masked_lm_loss_sum, real_positions, rows_among,
+};
 use crate::optim::GradScaler;
 use mlm_torch_ext::dist::Reducer;
 
@@ -20,6 +22,26 @@ pub struct BatchTensors {
     pub masked_positions: Tensor,
     pub masked_labels: Tensor,
     pub masked_is_mask_token: Tensor,
+    /// `training.unpad` on a batch with padding: where its real tokens are, and the masked
+    /// positions as rows among them; the forward then skips the padding.
+    pub unpadded: Option<(TokenLayout, Tensor)>,
+}
+
+/// [`batch_tensors`] for the unpadded forward (`training.unpad`): a batch without padding
+/// (`concat` packing) has nothing to skip and runs padded.
+pub fn unpadded_batch_tensors(batch: &Batch, device: Device) -> BatchTensors {
+    let mut tensors = batch_tensors(batch, device);
+    let real = real_positions(&batch.attention_mask);
+    if real.len() == batch.attention_mask.len() {
+        return tensors;
+    }
+    // The collator masks real tokens only; anything else runs padded.
+    let Some(rows) = rows_among(&real, &batch.masked_positions) else {
+        return tensors;
+    };
+    let layout = TokenLayout::new(upload(index_tensor(&real), device), &tensors.attention_mask);
+    tensors.unpadded = Some((layout, upload(index_tensor(&rows), device)));
+    tensors
 }
 
 pub fn batch_tensors(batch: &Batch, device: Device) -> BatchTensors {
@@ -38,6 +60,7 @@ pub fn batch_tensors(batch: &Batch, device: Device) -> BatchTensors {
         masked_positions: upload(Tensor::from_slice(&batch.masked_positions), device),
         masked_labels: upload(Tensor::from_slice(&batch.masked_labels), device),
         masked_is_mask_token: upload(Tensor::from_slice(&is_mask).to_kind(Kind::Bool), device),
+        unpadded: None,
     }
 }
 
@@ -79,12 +102,17 @@ pub fn masked_logits(
     train: bool,
 ) -> Result<Tensor, RunError> {
     let _autocast = precision.enter()?;
-    Ok(model.masked_logits(
-        &tensors.input_ids,
-        &tensors.attention_mask,
-        &tensors.masked_positions,
-        train,
-    ))
+    Ok(match &tensors.unpadded {
+        Some((layout, rows)) => {
+            model.masked_logits_unpadded(&tensors.input_ids, layout, rows, train)
+        }
+        None => model.masked_logits(
+            &tensors.input_ids,
+            &tensors.attention_mask,
+            &tensors.masked_positions,
+            train,
+        ),
+    })
 }
 
 /// What the forward/backward passes of a step need besides the model.
@@ -103,6 +131,8 @@ pub struct StepContext<'a> {
     pub reducer: Option<&'a Reducer>,
     /// fp16: the loss scaler whose scale multiplies the loss before backward.
     pub scaler: Option<&'a GradScaler>,
+    /// `training.unpad`: the encoder runs on the real tokens only.
+    pub unpad: bool,
 }
 
 /// Runs forward and backward over a step's micro-batches, accumulating gradients. Returns
@@ -128,7 +158,11 @@ pub fn forward_backward(
             ctx.step,
             ctx.first_micro_batch + micro,
         ));
-        let tensors = batch_tensors(batch, device);
+        let tensors = if ctx.unpad {
+            unpadded_batch_tensors(batch, device)
+        } else {
+            batch_tensors(batch, device)
+        };
         if let Some(reducer) = syncs {
             reducer.prepare_for_forward().map_err(RunError::Reducer)?;
         }
@@ -213,6 +247,7 @@ mod tests {
             normaliser: normaliser as f64,
             reducer: None,
             scaler: None,
+            unpad: false,
         }
     }
 

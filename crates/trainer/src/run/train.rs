@@ -272,6 +272,7 @@ impl<'a> Training<'a> {
             normaliser: totals.masked_tokens.max(1) as f64,
             reducer: None,
             scaler: None,
+            unpad: false,
         };
         graphed.step(
             &parts.model.model,
@@ -337,6 +338,7 @@ impl<'a> Training<'a> {
             normaliser: masked / f64::from(plan.world_size),
             reducer: self.parallel.as_ref().map(|(_, reducer)| reducer),
             scaler: self.parts.scaler.as_ref(),
+            unpad: self.job.training.unpad,
         };
         forward_backward(&self.parts.model.model, &batches.micro_batches, &context)
             .map_err(|e| self.collective_failure("the step's gradient all-reduce", e))

@@ -61,6 +61,9 @@ fn training_identity(job: &TrainJob) -> Result<Value, RunError> {
         if !training.cuda_graphs {
             object.remove("cuda_graphs");
         }
+        if !training.unpad {
+            object.remove("unpad");
+        }
     }
     Ok(value)
 }

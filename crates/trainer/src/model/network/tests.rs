@@ -347,3 +347,59 @@ fn bf16_autocast_on_the_cpu_keeps_fully_padded_rows_finite() {
     let diff = max_abs_diff(&fp32, &bf16.to_kind(Kind::Float));
     assert!(diff < 0.05, "{diff}");
 }
+
+/// `training.unpad`: the encoder on the real tokens only gives the padded forward's masked
+/// logits, and its gradients, up to f64 rounding; for RoBERTa's positions after padding too.
+#[test]
+fn the_unpadded_forward_and_backward_are_the_padded_ones() {
+    use crate::model::{TokenLayout, index_tensor, real_positions, rows_among};
+    for model_type in ["bert", "roberta"] {
+        let config = BertConfig {
+            model_type: Some(model_type.to_owned()),
+            pad_token_id: Some(1),
+            hidden_dropout_prob: 0.0,
+            attention_probs_dropout_prob: 0.0,
+            ..tiny_config()
+        };
+        let (mut vs, model) = tiny_model(&config, 4);
+        vs.double();
+        let ids = [
+            2i64, 15, 33, 8, 90, 3, 2, 41, 7, 3, 1, 1, 1, 1, 2, 5, 3, 1, 1, 1, 1,
+        ];
+        let mask: Vec<i64> = ids.iter().map(|&id| i64::from(id != 1)).collect();
+        let (ids, mask_tensor) = (
+            Tensor::from_slice(&ids).view([3, 7]),
+            Tensor::from_slice(&mask).view([3, 7]),
+        );
+        let positions = [1i64, 4, 8, 15];
+        let real = real_positions(&mask);
+        let rows = index_tensor(&rows_among(&real, &positions).unwrap());
+        let layout = TokenLayout::new(index_tensor(&real), &mask_tensor);
+
+        let gradients = |logits: Tensor| {
+            let params = trainable_named_variables(&vs);
+            for (_, p) in &params {
+                let _ = p.grad().defined().then(|| p.grad().zero_());
+            }
+            (&logits * &logits).sum(Kind::Double).backward();
+            let grads: Vec<Tensor> = params.iter().map(|(_, p)| p.grad().copy()).collect();
+            (logits.detach(), grads)
+        };
+        let (padded, padded_grads) = gradients(model.masked_logits(
+            &ids,
+            &mask_tensor,
+            &Tensor::from_slice(&positions),
+            true,
+        ));
+        let (unpadded, unpadded_grads) =
+            gradients(model.masked_logits_unpadded(&ids, &layout, &rows, true));
+        assert_eq!(unpadded.size(), vec![4, 97]);
+        let diff = max_abs_diff(&padded, &unpadded);
+        assert!(diff < 1e-12, "{model_type}: logits differ by {diff}");
+        for (a, b) in padded_grads.iter().zip(&unpadded_grads) {
+            let scale = a.abs().max().double_value(&[]).max(1e-6);
+            let diff = max_abs_diff(a, b) / scale;
+            assert!(diff < 1e-10, "{model_type}: gradients differ by {diff}");
+        }
+    }
+}

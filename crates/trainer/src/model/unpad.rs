@@ -1,0 +1,106 @@
+//! The encoder on the real tokens of a padded batch only (`training.unpad`): the hidden
+//! states are `[N, H]` rows, one per non-padding token, instead of `[B, T, H]`, so the
+//! feed-forward, the attention output projection and the LayerNorms (three quarters of a
+//! layer's matmul FLOPs) skip the padding. Attention, which needs the batch's rows, scatters
+//! the rows back into `[B, T, H]` around the padded SDPA. MosaicBERT's and ModernBERT's
+//! unpadding (`_unpad_modernbert_input`), with padded attention where they call
+//! `flash_attn_varlen_func`.
+
+use tch::{Kind, Tensor};
+
+/// Where the real tokens of a `[B, T]` batch are.
+#[derive(Debug)]
+pub struct TokenLayout {
+    /// Flat indices `b * T + t` of the non-padding positions, ascending (`[N]`, Int64).
+    tokens: Tensor,
+    /// `[B, T]`, true at padding: the padded attention's mask.
+    padding: Tensor,
+    batch: i64,
+    seq_len: i64,
+}
+
+impl TokenLayout {
+    /// `tokens` from [`real_positions`] of `attention_mask` (`[B, T]`), on its device.
+    pub fn new(tokens: Tensor, attention_mask: &Tensor) -> Self {
+        let (batch, seq_len) = attention_mask.size2().expect("attention mask is [B, T]");
+        Self {
+            tokens,
+            padding: attention_mask.eq(0),
+            batch,
+            seq_len,
+        }
+    }
+
+    pub(super) fn padding(&self) -> &Tensor {
+        &self.padding
+    }
+
+    /// The real tokens' rows of `padded` (`[B, T, H]`): `[N, H]`.
+    pub(super) fn gather(&self, padded: &Tensor) -> Tensor {
+        let hidden = *padded
+            .size()
+            .last()
+            .expect("hidden states have a last dimension");
+        padded.reshape([-1, hidden]).index_select(0, &self.tokens)
+    }
+
+    /// `rows` (`[N, H]`) back in their places of a `[B, T, H]` tensor, zeros at padding.
+    pub(super) fn scatter(&self, rows: &Tensor) -> Tensor {
+        let hidden = rows.size()[1];
+        Tensor::zeros(
+            [self.batch * self.seq_len, hidden],
+            (rows.kind(), rows.device()),
+        )
+        .index_copy(0, &self.tokens, rows)
+        .view([self.batch, self.seq_len, hidden])
+    }
+}
+
+/// The flat positions `b * T + t` where `attention_mask` (row-major `[B, T]`) is not 0.
+pub fn real_positions(attention_mask: &[i64]) -> Vec<i64> {
+    (0..attention_mask.len() as i64)
+        .filter(|&i| attention_mask[i as usize] != 0)
+        .collect()
+}
+
+/// Each of `positions` (flat, all real) as its row among `real` (ascending): the index of
+/// a masked token's hidden state in the unpadded `[N, H]`. `None` if one is padding.
+pub fn rows_among(real: &[i64], positions: &[i64]) -> Option<Vec<i64>> {
+    positions
+        .iter()
+        .map(|p| real.binary_search(p).ok().map(|row| row as i64))
+        .collect()
+}
+
+/// Int64 on the host, for [`TokenLayout::new`] and the masked rows.
+pub fn index_tensor(values: &[i64]) -> Tensor {
+    Tensor::from_slice(values).to_kind(Kind::Int64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_of_real_tokens_round_trip_and_masked_positions_find_their_rows() {
+        let mask = [1i64, 1, 1, 0, 1, 1, 0, 0];
+        let real = real_positions(&mask);
+        assert_eq!(real, vec![0, 1, 2, 4, 5]);
+        assert_eq!(rows_among(&real, &[1, 4, 5]), Some(vec![1, 3, 4]));
+        assert_eq!(rows_among(&real, &[3]), None);
+
+        let attention_mask = Tensor::from_slice(&mask).view([2, 4]);
+        let layout = TokenLayout::new(index_tensor(&real), &attention_mask);
+        let padded = Tensor::arange(16, (Kind::Float, tch::Device::Cpu)).view([2, 4, 2]);
+        let rows = layout.gather(&padded);
+        assert_eq!(rows.size(), vec![5, 2]);
+        assert_eq!(
+            Vec::<f32>::try_from(rows.reshape([-1])).unwrap(),
+            vec![0., 1., 2., 3., 4., 5., 8., 9., 10., 11.]
+        );
+        let back = layout.scatter(&rows);
+        let kept = padded * attention_mask.view([2, 4, 1]);
+        assert!(back.equal(&kept));
+        assert!(layout.padding().equal(&attention_mask.eq(0)));
+    }
+}
