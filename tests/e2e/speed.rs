@@ -339,6 +339,12 @@ fn unpadded_training_matches_the_padded_weights_and_resumes_bit_identically() {
     .concat();
     let (output, _, stderr) = train(&config, &unpadded);
     assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "unpad    encoder on the real tokens only; attention on the padded batch (SDPA)"
+        ),
+        "{stderr}"
+    );
     let run = scratch.path();
     let train_records = metrics(&run.join("unpadded"));
     let padding = train_records

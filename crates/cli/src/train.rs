@@ -418,6 +418,9 @@ impl TrainObserver for ConsoleObserver {
         if let Some(graphs) = &plan.cuda_graphs {
             eprintln!("graphs   {graphs}");
         }
+        if let Some(unpad) = &plan.unpad {
+            eprintln!("unpad    encoder on the real tokens only; {unpad}");
+        }
         print_resume(plan);
         if std::io::stderr().is_terminal() && plan.total_steps > plan.start_step {
             let bar = ProgressBar::new(plan.total_steps);

@@ -17,6 +17,7 @@
 #include <ATen/ops/_foreach_zero.h>
 #include <ATen/ops/_foreach_mul.h>
 #include <ATen/ops/_foreach_norm.h>
+#include <ATen/ops/_flash_attention_forward.h>
 #include <ATen/ops/_fused_adamw.h>
 #include <ATen/ops/linalg_vector_norm.h>
 #include <ATen/ops/stack.h>
@@ -298,6 +299,23 @@ int mlmx_set_autocast_cache_enabled(bool enabled) {
 }
 
 bool mlmx_is_autocast_cache_enabled() { return at::autocast::is_autocast_cache_enabled(); }
+
+// Unpadded (varlen) self-attention: FlashAttention over sequences packed back to back,
+// `query`/`key`/`value` [tokens, heads, head_dim] (bf16/fp16 on CUDA), sequence b's tokens
+// at rows cu_seqlens[b]..cu_seqlens[b + 1] (int32, [B + 1], on their device), the longest
+// `max_len` long: the kernel PyTorch's nested-tensor SDPA and flash_attn_varlen_func run,
+// differentiable through libtorch's autograd. `*out` receives the output, [tokens, heads,
+// head_dim], owned by the caller.
+int mlmx_flash_attention_varlen(const at::Tensor* query, const at::Tensor* key, const at::Tensor* value,
+                                const at::Tensor* cu_seqlens, int64_t max_len, double dropout, double scale,
+                                at::Tensor** out) {
+    return guarded([&] {
+        auto result = at::_flash_attention_forward(*query, *key, *value, *cu_seqlens, *cu_seqlens, max_len,
+                                                   max_len, dropout, /*is_causal=*/false,
+                                                   /*return_debug_mask=*/false, scale);
+        *out = new at::Tensor(std::get<0>(result));
+    });
+}
 
 // torch.set_float32_matmul_precision: "highest" (fp32), "high" (TF32 tensor cores on Ampere
 // and newer), "medium".

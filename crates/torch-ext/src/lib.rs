@@ -15,6 +15,7 @@ use std::path::PathBuf;
 
 use tch::Kind;
 
+pub mod attention;
 pub mod cuda_graph;
 pub mod dist;
 pub mod foreach;

@@ -187,10 +187,44 @@ impl EncoderLayer {
         layout: &TokenLayout,
         train: bool,
     ) -> Tensor {
-        self.around_attention(rows, train, |rows| {
-            let attended = self.self_attention(&layout.scatter(rows), layout.padding(), train);
-            layout.gather(&attended)
+        self.around_attention(rows, train, |rows| match layout.varlen() {
+            Some((cu_seqlens, max_len)) => self.varlen_attention(rows, cu_seqlens, max_len, train),
+            None => {
+                let attended = self.self_attention(&layout.scatter(rows), layout.padding(), train);
+                layout.gather(&attended)
+            }
         })
+    }
+
+    /// Self-attention of unpadded rows (`[N, H]`) by FlashAttention's varlen kernel: heads
+    /// split as `view(N, heads, head_dim)`, the same scale and dropout as SDPA's.
+    fn varlen_attention(
+        &self,
+        rows: &Tensor,
+        cu_seqlens: &Tensor,
+        max_len: i64,
+        train: bool,
+    ) -> Tensor {
+        let (tokens, hidden_size) = rows.size2().expect("unpadded rows are [N, H]");
+        let heads = self.shape.heads;
+        let head_dim = hidden_size / heads;
+        let split = |xs: Tensor| xs.view([tokens, heads, head_dim]);
+        let query = split(self.query.forward(rows));
+        let key = split(self.key.forward(rows));
+        let value = split(self.value.forward(rows));
+        let dropout = if train {
+            self.shape.attention_dropout
+        } else {
+            0.0
+        };
+        let scale = (head_dim as f64).powf(-0.5);
+        // The run chose this path only where the kernel exists (CUDA, sm80+, bf16/fp16, head
+        // size); a failure here is a libtorch bug, not a user's input.
+        mlm_torch_ext::attention::flash_varlen(
+            &query, &key, &value, cu_seqlens, max_len, dropout, scale,
+        )
+        .unwrap_or_else(|e| panic!("training.unpad: {e}"))
+        .reshape([tokens, hidden_size])
     }
 
     /// The layer with `attention` (hidden states to their attended context, same shape).

@@ -42,7 +42,9 @@ pub use load::{
 };
 pub use loss::masked_lm_loss_sum;
 pub use network::MaskedLanguageModel;
-pub use unpad::{TokenLayout, index_tensor, real_positions, rows_among};
+pub use unpad::{
+    TokenLayout, UnpaddedAttention, cumulative_lengths, index_tensor, real_positions, rows_among,
+};
 
 /// Errors of the model code. Each names the file, key or parameter at fault; the underlying
 /// error is kept as the source.

@@ -1,12 +1,23 @@
 //! The encoder on the real tokens of a padded batch only (`training.unpad`): the hidden
 //! states are `[N, H]` rows, one per non-padding token, instead of `[B, T, H]`, so the
 //! feed-forward, the attention output projection and the LayerNorms (three quarters of a
-//! layer's matmul FLOPs) skip the padding. Attention, which needs the batch's rows, scatters
-//! the rows back into `[B, T, H]` around the padded SDPA. MosaicBERT's and ModernBERT's
-//! unpadding (`_unpad_modernbert_input`), with padded attention where they call
-//! `flash_attn_varlen_func`.
+//! layer's matmul FLOPs) skip the padding. Attention either scatters the rows back into
+//! `[B, T, H]` around the padded SDPA, or, on CUDA in bf16/fp16, runs FlashAttention's varlen
+//! kernel on the rows themselves, so the query/key/value projections skip the padding too.
+//! MosaicBERT's and ModernBERT's unpadding (`_unpad_modernbert_input`,
+//! `flash_attn_varlen_func`).
 
 use tch::{Kind, Tensor};
+
+/// How attention sees unpadded rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnpaddedAttention {
+    /// Scattered back into the padded batch around SDPA (any device and precision).
+    Padded,
+    /// FlashAttention over the rows packed back to back (`flash_attn_varlen_func`): CUDA,
+    /// compute capability 8.0 or newer, bf16/fp16, head size a multiple of 8 up to 256.
+    Varlen,
+}
 
 /// Where the real tokens of a `[B, T]` batch are.
 #[derive(Debug)]
@@ -17,6 +28,9 @@ pub struct TokenLayout {
     padding: Tensor,
     batch: i64,
     seq_len: i64,
+    /// Varlen attention: the rows' cumulative sequence lengths (`[B + 1]`, int32, on the
+    /// device) and the longest sequence.
+    varlen: Option<(Tensor, i64)>,
 }
 
 impl TokenLayout {
@@ -28,7 +42,18 @@ impl TokenLayout {
             padding: attention_mask.eq(0),
             batch,
             seq_len,
+            varlen: None,
         }
+    }
+
+    /// With varlen attention over `cu_seqlens` (from [`cumulative_lengths`], on the device).
+    pub fn with_varlen(mut self, cu_seqlens: Tensor, max_len: i64) -> Self {
+        self.varlen = Some((cu_seqlens, max_len));
+        self
+    }
+
+    pub(super) fn varlen(&self) -> Option<(&Tensor, i64)> {
+        self.varlen.as_ref().map(|(cu, max_len)| (cu, *max_len))
     }
 
     pub(super) fn padding(&self) -> &Tensor {
@@ -72,6 +97,20 @@ pub fn rows_among(real: &[i64], positions: &[i64]) -> Option<Vec<i64>> {
         .collect()
 }
 
+/// The cumulative real-token counts of the rows of `attention_mask` (row-major, rows of
+/// `seq_len`), `[B + 1]` starting at 0, and the longest row: where each sequence's rows start
+/// in the unpadded order (a row's real tokens are consecutive there, whatever the mask).
+pub fn cumulative_lengths(attention_mask: &[i64], seq_len: usize) -> (Vec<i32>, i64) {
+    let mut cumulative = vec![0i32];
+    let mut longest = 0;
+    for row in attention_mask.chunks(seq_len.max(1)) {
+        let len = row.iter().filter(|&&m| m != 0).count();
+        longest = longest.max(len as i64);
+        cumulative.push(cumulative.last().copied().unwrap_or(0) + len as i32);
+    }
+    (cumulative, longest)
+}
+
 /// Int64 on the host, for [`TokenLayout::new`] and the masked rows.
 pub fn index_tensor(values: &[i64]) -> Tensor {
     Tensor::from_slice(values).to_kind(Kind::Int64)
@@ -102,5 +141,11 @@ mod tests {
         let kept = padded * attention_mask.view([2, 4, 1]);
         assert!(back.equal(&kept));
         assert!(layout.padding().equal(&attention_mask.eq(0)));
+        assert!(layout.varlen().is_none());
+        assert_eq!(cumulative_lengths(&mask, 4), (vec![0, 3, 5], 3));
+        assert_eq!(
+            cumulative_lengths(&[1, 0, 1, 1, 1, 1], 3),
+            (vec![0, 2, 5], 3)
+        );
     }
 }

@@ -72,6 +72,8 @@ pub struct TrainPlan {
     pub weights: Option<WeightsReport>,
     /// `training.cuda_graphs`: the fixed micro-batch shape and where it is captured.
     pub cuda_graphs: Option<String>,
+    /// `training.unpad`: how attention sees the unpadded rows.
+    pub unpad: Option<String>,
 }
 
 /// The integrity check before a resume (every byte of the checkpoint hashed).

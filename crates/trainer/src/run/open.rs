@@ -22,6 +22,7 @@ use super::plan::{checked_schedule_for, estimate_memory};
 use super::precision::ForwardPrecision;
 use super::trajectory::trajectory_key;
 use crate::checkpoint::{CheckpointManager, TrainerState, verify_checkpoint};
+use crate::model::{BertConfig, UnpaddedAttention};
 use crate::optim::{AdamW, GradScaler};
 use crate::runtime::device_label;
 use crate::schedule::Schedule;
@@ -58,6 +59,8 @@ pub(super) struct RunParts {
     pub peak: Option<DevicePeak>,
     /// `training.cuda_graphs`: the fixed-shape step.
     pub graphed: Option<GraphedStep>,
+    /// `training.unpad`: how attention sees the unpadded rows.
+    pub unpad: Option<UnpaddedAttention>,
 }
 
 impl<'a> Run<'a> {
@@ -131,6 +134,10 @@ impl<'a> Run<'a> {
             flops: ModelFlops::of(&model_config, manifest.max_seq_len),
             peak: peak_for(job, precision),
             graphed,
+            unpad: job
+                .training
+                .unpad
+                .then(|| unpadded_attention(&model_config, precision)),
         };
         Ok(Self {
             job,
@@ -139,6 +146,18 @@ impl<'a> Run<'a> {
             train_reader,
             masks: mask_plan(job, &manifest, masker),
         })
+    }
+}
+
+/// `training.unpad`'s attention: FlashAttention's varlen kernel where it runs (CUDA sm80+,
+/// bf16/fp16, a head size that is a multiple of 8 up to 256), else SDPA on the rows scattered
+/// back into the padded batch.
+fn unpadded_attention(config: &BertConfig, precision: ForwardPrecision) -> UnpaddedAttention {
+    let head_dim = config.hidden_size / config.num_attention_heads;
+    if precision.has_flash_attention() && head_dim % 8 == 0 && head_dim <= 256 {
+        UnpaddedAttention::Varlen
+    } else {
+        UnpaddedAttention::Padded
     }
 }
 
@@ -351,6 +370,13 @@ impl RunParts {
             flops_per_token: self.flops.per_token_at(masked_share),
             peak_tflops: self.peak.as_ref().map(|peak| peak.tflops),
             peak_source: self.peak.as_ref().map(|peak| peak.source.clone()),
+            unpad: self.unpad.map(|attention| {
+                match attention {
+                    UnpaddedAttention::Varlen => "attention by FlashAttention's varlen kernel",
+                    UnpaddedAttention::Padded => "attention on the padded batch (SDPA)",
+                }
+                .to_owned()
+            }),
             cuda_graphs: self.graphed.as_ref().map(|graphed| {
                 let shape = graphed.shape();
                 let capture = if self.precision.device().is_cuda() {

@@ -127,6 +127,17 @@ impl ForwardPrecision {
         self.mode == Mode::Bf16
     }
 
+    /// Whether FlashAttention's kernels run here: bf16/fp16 autocast on a CUDA device of
+    /// compute capability 8.0 or newer (libtorch's flash kernels start at sm80).
+    pub fn has_flash_attention(&self) -> bool {
+        match self.device {
+            Device::Cuda(index) if self.is_half() => {
+                mlm_torch_ext::gpu_info(index).is_ok_and(|g| g.compute_capability.0 >= 8)
+            }
+            _ => false,
+        }
+    }
+
     /// bf16 or fp16: activations are 16-bit.
     pub fn is_half(&self) -> bool {
         matches!(self.mode, Mode::Bf16 | Mode::Fp16)

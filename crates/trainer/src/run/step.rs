@@ -10,7 +10,8 @@ use tch::{Device, Kind, Tensor};
 use super::RunError;
 use super::precision::ForwardPrecision;
 use crate::model::{
-    MaskedLanguageModel, TokenLayout, index_tensor, masked_lm_loss_sum, real_positions, rows_among,
+    MaskedLanguageModel, TokenLayout, UnpaddedAttention, cumulative_lengths, index_tensor,
+    masked_lm_loss_sum, real_positions, rows_among,
 };
 use crate::optim::GradScaler;
 use mlm_torch_ext::dist::Reducer;
@@ -27,9 +28,13 @@ pub struct BatchTensors {
     pub unpadded: Option<(TokenLayout, Tensor)>,
 }
 
-/// [`batch_tensors`] for the unpadded forward (`training.unpad`): a batch without padding
-/// (`concat` packing) has nothing to skip and runs padded.
-pub fn unpadded_batch_tensors(batch: &Batch, device: Device) -> BatchTensors {
+/// [`batch_tensors`] for the unpadded forward (`training.unpad`) with `attention`: a batch
+/// without padding (`concat` packing) has nothing to skip and runs padded.
+pub fn unpadded_batch_tensors(
+    batch: &Batch,
+    device: Device,
+    attention: UnpaddedAttention,
+) -> BatchTensors {
     let mut tensors = batch_tensors(batch, device);
     let real = real_positions(&batch.attention_mask);
     if real.len() == batch.attention_mask.len() {
@@ -39,7 +44,11 @@ pub fn unpadded_batch_tensors(batch: &Batch, device: Device) -> BatchTensors {
     let Some(rows) = rows_among(&real, &batch.masked_positions) else {
         return tensors;
     };
-    let layout = TokenLayout::new(upload(index_tensor(&real), device), &tensors.attention_mask);
+    let mut layout = TokenLayout::new(upload(index_tensor(&real), device), &tensors.attention_mask);
+    if attention == UnpaddedAttention::Varlen {
+        let (cumulative, longest) = cumulative_lengths(&batch.attention_mask, batch.seq_len);
+        layout = layout.with_varlen(upload(Tensor::from_slice(&cumulative), device), longest);
+    }
     tensors.unpadded = Some((layout, upload(index_tensor(&rows), device)));
     tensors
 }
@@ -131,8 +140,8 @@ pub struct StepContext<'a> {
     pub reducer: Option<&'a Reducer>,
     /// fp16: the loss scaler whose scale multiplies the loss before backward.
     pub scaler: Option<&'a GradScaler>,
-    /// `training.unpad`: the encoder runs on the real tokens only.
-    pub unpad: bool,
+    /// `training.unpad`: the encoder runs on the real tokens only, attention as given.
+    pub unpad: Option<UnpaddedAttention>,
 }
 
 /// Runs forward and backward over a step's micro-batches, accumulating gradients. Returns
@@ -158,10 +167,9 @@ pub fn forward_backward(
             ctx.step,
             ctx.first_micro_batch + micro,
         ));
-        let tensors = if ctx.unpad {
-            unpadded_batch_tensors(batch, device)
-        } else {
-            batch_tensors(batch, device)
+        let tensors = match ctx.unpad {
+            Some(attention) => unpadded_batch_tensors(batch, device, attention),
+            None => batch_tensors(batch, device),
         };
         if let Some(reducer) = syncs {
             reducer.prepare_for_forward().map_err(RunError::Reducer)?;
@@ -247,7 +255,7 @@ mod tests {
             normaliser: normaliser as f64,
             reducer: None,
             scaler: None,
-            unpad: false,
+            unpad: None,
         }
     }
 

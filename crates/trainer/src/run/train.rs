@@ -272,7 +272,7 @@ impl<'a> Training<'a> {
             normaliser: totals.masked_tokens.max(1) as f64,
             reducer: None,
             scaler: None,
-            unpad: false,
+            unpad: None,
         };
         graphed.step(
             &parts.model.model,
@@ -338,7 +338,7 @@ impl<'a> Training<'a> {
             normaliser: masked / f64::from(plan.world_size),
             reducer: self.parallel.as_ref().map(|(_, reducer)| reducer),
             scaler: self.parts.scaler.as_ref(),
-            unpad: self.job.training.unpad,
+            unpad: self.parts.unpad,
         };
         forward_backward(&self.parts.model.model, &batches.micro_batches, &context)
             .map_err(|e| self.collective_failure("the step's gradient all-reduce", e))

@@ -164,7 +164,7 @@ fn context(step: u64, normaliser: usize) -> StepContext<'static> {
         normaliser: normaliser as f64,
         reducer: None,
         scaler: None,
-        unpad: false,
+        unpad: None,
     }
 }
 

@@ -1,0 +1,78 @@
+//! Attention kernels of libtorch that tch does not expose.
+
+use std::ffi::{c_int, c_void};
+
+use tch::Tensor;
+
+use crate::{Result, check};
+
+mod ffi {
+    use std::ffi::{c_int, c_void};
+
+    unsafe extern "C" {
+        pub fn mlmx_flash_attention_varlen(
+            query: *const c_void,
+            key: *const c_void,
+            value: *const c_void,
+            cu_seqlens: *const c_void,
+            max_len: i64,
+            dropout: f64,
+            scale: f64,
+            out: *mut *mut c_void,
+        ) -> c_int;
+    }
+}
+
+/// Bidirectional self-attention over sequences packed back to back without padding
+/// (`flash_attn_varlen_func`; libtorch's `_flash_attention_forward` with cumulative lengths):
+/// `query`, `key`, `value` are `[tokens, heads, head_dim]` in bf16 or fp16 on a CUDA device of
+/// compute capability 8.0 or newer, sequence b is rows `cu_seqlens[b]..cu_seqlens[b + 1]`
+/// (int32, `[B + 1]`, same device), the longest `max_len` tokens. Returns `[tokens, heads,
+/// head_dim]`, differentiable. Elsewhere libtorch's error comes back.
+pub fn flash_varlen(
+    query: &Tensor,
+    key: &Tensor,
+    value: &Tensor,
+    cu_seqlens: &Tensor,
+    max_len: i64,
+    dropout: f64,
+    scale: f64,
+) -> Result<Tensor> {
+    let mut out: *mut c_void = std::ptr::null_mut();
+    let pointer = |t: &Tensor| t.as_ptr().cast::<c_void>();
+    // SAFETY: the four tensors are live `at::Tensor*` borrowed for the call; on success the
+    // shim writes a fresh heap-allocated `at::Tensor*` to `out`; it catches C++ exceptions.
+    let status: c_int = unsafe {
+        ffi::mlmx_flash_attention_varlen(
+            pointer(query),
+            pointer(key),
+            pointer(value),
+            pointer(cu_seqlens),
+            max_len,
+            dropout,
+            scale,
+            &raw mut out,
+        )
+    };
+    check(status, "varlen flash attention")?;
+    // SAFETY: on success `out` is a fresh `at::Tensor*` nothing else owns; tch takes it over.
+    Ok(unsafe { Tensor::from_ptr(out.cast()) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    /// On the CPU (these tests' machines) the kernel does not exist: an error, not a crash.
+    #[test]
+    fn off_cuda_the_kernel_reports_an_error() {
+        let q = Tensor::zeros([5, 2, 8], (Kind::BFloat16, Device::Cpu));
+        let cu = Tensor::from_slice(&[0i32, 3, 5]);
+        let error = flash_varlen(&q, &q, &q, &cu, 3, 0.0, 0.35).unwrap_err();
+        assert!(
+            error.to_string().contains("varlen flash attention"),
+            "{error}"
+        );
+    }
+}
