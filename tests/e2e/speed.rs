@@ -296,11 +296,10 @@ fn the_fixed_shape_step_of_cuda_graphs_trains_the_plain_weights_and_resumes_bit_
 }
 
 #[test]
-fn cuda_graphs_refuse_fp16_the_single_tensor_optimizer_and_unpadding_before_any_work() {
+fn cuda_graphs_refuse_the_single_tensor_optimizer_and_unpadding_before_any_work() {
     let scratch = Scratch::new("speed-graphs-refused");
     let config = tiny_config(&scratch, "max_steps = 2\ncuda_graphs = true", NO_SINKS);
     for (key, value) in [
-        ("training.precision", "\"fp16\""),
         ("training.fused_optimizer", "false"),
         ("training.unpad", "true"),
     ] {
@@ -393,4 +392,40 @@ fn unpadded_training_matches_the_padded_weights_and_resumes_bit_identically() {
         weights(&run.join("whole/checkpoint-6"))
             != weights(&run.join("padded-dropout/checkpoint-6"))
     );
+}
+
+/// fp16's loss scaler is device tensors, so the graphed step carries it: scaled backward,
+/// unscaling, the skip flag and the scale update, as the plain fp16 step (its growth tracker
+/// counts every clean step; the weights are the plain run's to fp16 rounding).
+#[test]
+fn the_fixed_shape_step_carries_fp16_loss_scaling() {
+    let scratch = Scratch::new("speed-graphs-fp16");
+    let checkpoint = "[checkpoint]\nsave_steps = 0\nkeep_last = 0";
+    let training = "max_steps = 6\nprecision = \"fp16\"";
+    let config = tiny_config(&scratch, training, &format!("{checkpoint}\n{NO_SINKS}"));
+    let (output, _, stderr) = train(&config, &["--set", "training.output_dir=\"plain\""]);
+    assert!(output.status.success(), "{stderr}");
+    let graphed = [
+        "--set",
+        "training.output_dir=\"graphs\"",
+        "--set",
+        "training.cuda_graphs=true",
+    ];
+    let (output, _, stderr) = train(&config, &graphed);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("graphs     6 steps at the fixed shapes"),
+        "{stderr}"
+    );
+    let run = scratch.path();
+    let state =
+        std::fs::read_to_string(run.join("graphs/checkpoint-6/trainer_state.json")).unwrap();
+    let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(state["grad_scaler"]["scale"].as_f64(), Some(65536.0));
+    assert_eq!(state["grad_scaler"]["growth_tracker"].as_i64(), Some(6));
+    let difference = weight_difference(
+        &run.join("plain/checkpoint-6"),
+        &run.join("graphs/checkpoint-6"),
+    );
+    assert!(difference < 1e-3, "weights differ by {difference}");
 }

@@ -245,8 +245,8 @@ pub struct TrainingConfig {
     /// hundreds of kernel launches cost one. Micro-batches get fixed shapes: padded to the
     /// corpus's `max_seq_len`, and a fixed count of masked slots (exact for `masking.selection
     /// = "exact"`, mean + 6 sd otherwise; a batch over it runs the plain step). Needs one
-    /// process, `fused_optimizer` and a precision other than fp16. On the CPU the same
-    /// fixed-shape step runs without capture. `cuda_graphs = true`
+    /// process, `fused_optimizer` and no `unpad`. On the CPU the same fixed-shape step runs
+    /// without capture. `cuda_graphs = true`
     pub cuda_graphs: bool,
     /// Run the encoder on the real tokens of each training batch only: the feed-forward, the
     /// attention output projection and the LayerNorms skip the padding (attention runs on the
@@ -302,8 +302,7 @@ impl TrainingConfig {
     }
 
     /// What a captured step cannot do: the single-tensor optimizer reads the host every step,
-    /// unpadding changes the shapes every batch, and fp16's loss scaler decides its growth on
-    /// the host.
+    /// and unpadding changes the shapes every batch.
     fn validate_cuda_graphs(&self) -> Result<(), TrainError> {
         if !self.cuda_graphs {
             return Ok(());
@@ -319,13 +318,7 @@ impl TrainingConfig {
         )?;
         check::require("training.unpad", &true, !self.unpad, || {
             "cannot go with training.cuda_graphs = true (graphs need fixed shapes)".to_owned()
-        })?;
-        check::require(
-            "training.precision",
-            &"\"fp16\"",
-            self.precision != Precision::Fp16,
-            || "cannot go with training.cuda_graphs = true (use bf16 or fp32)".to_owned(),
-        )
+        })
     }
 
     /// The AdamW hyper-parameters of this section.

@@ -26,9 +26,10 @@
 //!
 //! On the CPU, and during warm-up, the same fixed-shape body runs eagerly: that is the path
 //! the tests check against the plain step (it differs only by summing over the unused
-//! slots' zeros) and for bit-identical resume. Not supported (refused when the run opens):
-//! data parallelism (NCCL inside a graph), fp16 (the loss scaler's growth reads the host),
-//! the single-tensor optimizer.
+//! slots' zeros) and for bit-identical resume. fp16's loss scaler is all device tensors, so
+//! scaling, unscaling and the scale update are captured with the rest. Not supported
+//! (refused when the run opens): data parallelism (NCCL inside a graph), the single-tensor
+//! optimizer (it reads the host), `training.unpad` (its shapes change every batch).
 
 use mlm_masking::{Batch, IGNORE_INDEX, MaskingConfig, SelectionMode};
 use mlm_torch_ext::TorchExtError;
@@ -39,7 +40,7 @@ use tch::{Device, Kind, Tensor};
 use super::RunError;
 use super::step::{BatchTensors, StepContext, batch_tensors, dropout_seed, masked_logits};
 use crate::model::{MaskedLanguageModel, masked_lm_loss_sum};
-use crate::optim::{AdamW, clip_grad_norm_device};
+use crate::optim::{AdamW, GradScaler, clip_grad_norm_device, gradients};
 
 /// Eager steps on the capture stream before capture.
 pub const WARMUP_STEPS: u64 = 3;
@@ -213,16 +214,13 @@ impl GraphedStep {
         self.steps
     }
 
-    /// One optimizer step over `batches` at learning rate `lr`, clipping to `max_norm`
-    /// (infinite: measure only): forward and backward of each micro-batch, then the update,
-    /// as the plain step does, replayed from graphs once captured. `None` (nothing done) when
-    /// a micro-batch does not fit the shape.
-    #[allow(clippy::too_many_arguments)]
+    /// One optimizer step of `trainee` over `batches` at learning rate `lr`, clipping to
+    /// `max_norm` (infinite: measure only): forward and backward of each micro-batch, then
+    /// the update (with fp16's unscaling and scale update), as the plain step does, replayed
+    /// from graphs once captured. `None` (nothing done) when a micro-batch does not fit.
     pub fn step(
         &mut self,
-        model: &MaskedLanguageModel,
-        optimizer: &mut AdamW,
-        vs: &VarStore,
+        trainee: &mut Trainee<'_>,
         batches: &[Batch],
         ctx: &StepContext<'_>,
         lr: f64,
@@ -239,30 +237,13 @@ impl GraphedStep {
         // Warm-up and capture run on the side stream; replays on the caller's stream.
         let capture_now = self.stream.is_some() && self.steps == WARMUP_STEPS;
         let stream = self.stream.take();
-        let outputs = match &stream {
-            Some(side) if self.steps <= WARMUP_STEPS => match side.enter() {
-                Ok(_entered) => self.run(
-                    model,
-                    optimizer,
-                    vs,
-                    &laid_out,
-                    ctx,
-                    lr,
-                    max_norm,
-                    capture_now,
-                ),
-                Err(e) => Err(capture_error("enter the capture stream")(e)),
-            },
-            _ => self.run(
-                model,
-                optimizer,
-                vs,
-                &laid_out,
-                ctx,
-                lr,
-                max_norm,
-                capture_now,
-            ),
+        let warming = self.steps <= WARMUP_STEPS;
+        let outputs = match stream.as_ref().filter(|_| warming).map(SideStream::enter) {
+            Some(Err(e)) => Err(capture_error("enter the capture stream")(e)),
+            entered => {
+                let _entered = entered;
+                self.run(trainee, &laid_out, ctx, (lr, max_norm), capture_now)
+            }
         };
         self.stream = stream;
         self.steps += 1;
@@ -270,19 +251,15 @@ impl GraphedStep {
     }
 
     /// The step over micro-batches that fit the shape (see [`GraphedStep::step`]).
-    #[allow(clippy::too_many_arguments)]
     fn run(
         &mut self,
-        model: &MaskedLanguageModel,
-        optimizer: &mut AdamW,
-        vs: &VarStore,
+        trainee: &mut Trainee<'_>,
         laid_out: &[Batch],
         ctx: &StepContext<'_>,
-        lr: f64,
-        max_norm: f64,
+        (lr, max_norm): (f64, f64),
         capture: bool,
     ) -> Result<GraphedOutputs, RunError> {
-        optimizer.zero_grad();
+        trainee.optimizer.zero_grad();
         let _ = self.normaliser.fill_(ctx.normaliser);
         let _ = self.lr.fill_(lr);
         let mut loss_sum = Tensor::zeros([], (Kind::Double, self.normaliser.device()));
@@ -293,11 +270,11 @@ impl GraphedStep {
                 ctx.step,
                 ctx.first_micro_batch + micro,
             ));
-            let sum = self.run_micro_batch(model, ctx, capture && micro == 0)?;
+            let sum = self.run_micro_batch(trainee, ctx, capture && micro == 0)?;
             loss_sum += sum.to_kind(Kind::Double);
         }
-        let outputs = self.run_update(optimizer, vs, max_norm, capture)?;
-        optimizer.count_step();
+        let outputs = self.run_update(trainee, max_norm, capture)?;
+        trainee.optimizer.count_step();
         Ok(GraphedOutputs {
             loss_sum,
             // The graph's outputs are overwritten by the next replay; the step keeps a copy.
@@ -322,15 +299,14 @@ impl GraphedStep {
     /// A micro-batch's forward and backward: the summed cross-entropy (0-dim, the loss kind).
     fn run_micro_batch(
         &mut self,
-        model: &MaskedLanguageModel,
+        trainee: &Trainee<'_>,
         ctx: &StepContext<'_>,
         capture: bool,
     ) -> Result<Tensor, RunError> {
+        let body = || micro_batch_body(trainee, &self.inputs, &self.normaliser, ctx);
         if capture {
-            let (graph, sum) = CudaGraph::capture(None, || {
-                micro_batch_body(model, &self.inputs, &self.normaliser, ctx)
-            })
-            .map_err(capture_error("capture the forward and backward"))?;
+            let (graph, sum) = CudaGraph::capture(None, body)
+                .map_err(capture_error("capture the forward and backward"))?;
             self.micro_batch = Some(Captured {
                 graph,
                 outputs: vec![sum?],
@@ -344,22 +320,21 @@ impl GraphedStep {
                     .map_err(capture_error("replay the forward and backward"))?;
                 Ok(captured.outputs[0].shallow_clone())
             }
-            None => micro_batch_body(model, &self.inputs, &self.normaliser, ctx),
+            None => body(),
         }
     }
 
-    /// Clipping and the update: the norm before clipping and the skip flag.
+    /// Unscaling (fp16), clipping and the update: the norm before clipping and the skip flag.
     fn run_update(
         &mut self,
-        optimizer: &mut AdamW,
-        vs: &VarStore,
+        trainee: &mut Trainee<'_>,
         max_norm: f64,
         capture: bool,
     ) -> Result<Vec<Tensor>, RunError> {
         if capture {
             let pool = self.micro_batch.as_ref().map(|c| &c.graph);
             let (graph, outputs) =
-                CudaGraph::capture(pool, || update_body(optimizer, vs, &self.lr, max_norm))
+                CudaGraph::capture(pool, || update_body(trainee, &self.lr, max_norm))
                     .map_err(capture_error("capture the update"))?;
             self.update = Some(Captured {
                 graph,
@@ -374,40 +349,66 @@ impl GraphedStep {
                     .map_err(capture_error("replay the update"))?;
                 Ok(captured.outputs.iter().map(Tensor::shallow_clone).collect())
             }
-            None => update_body(optimizer, vs, &self.lr, max_norm),
+            None => update_body(trainee, &self.lr, max_norm),
         }
     }
 }
 
-/// Forward, loss and backward of the micro-batch in `inputs`; what a graph captures.
+/// What a step trains: the model, its variables, the optimizer and, for fp16, the loss
+/// scaler.
+pub struct Trainee<'a> {
+    pub model: &'a MaskedLanguageModel,
+    pub vs: &'a VarStore,
+    pub optimizer: &'a mut AdamW,
+    pub scaler: Option<&'a mut GradScaler>,
+}
+
+/// Forward, loss and backward of the micro-batch in `inputs` (the loss scaled for fp16);
+/// what a graph captures.
 fn micro_batch_body(
-    model: &MaskedLanguageModel,
+    trainee: &Trainee<'_>,
     inputs: &BatchTensors,
     normaliser: &Tensor,
     ctx: &StepContext<'_>,
 ) -> Result<Tensor, RunError> {
-    let logits = masked_logits(model, inputs, ctx.precision, true)?;
+    let logits = masked_logits(trainee.model, inputs, ctx.precision, true)?;
     let sum = masked_lm_loss_sum(&logits, &inputs.masked_labels);
-    (&sum / normaliser).f_backward()?;
+    let loss = &sum / normaliser;
+    match trainee.scaler.as_deref() {
+        Some(scaler) => scaler.scale(&loss).f_backward()?,
+        None => loss.f_backward()?,
+    }
     Ok(sum.detach())
 }
 
-/// Clipping, the skip flag of a non-finite norm, and the fused AdamW update at the learning
-/// rate in `lr`; what a graph captures. Returns [norm, flag].
+/// fp16's unscaling, clipping, the skip flag (the scaler's, else a non-finite norm), the
+/// fused AdamW update at the learning rate in `lr`, fp16's scale update: the plain step's
+/// order (run/train.rs), what a graph captures. Returns [norm, flag].
 fn update_body(
-    optimizer: &mut AdamW,
-    vs: &VarStore,
+    trainee: &mut Trainee<'_>,
     lr: &Tensor,
     max_norm: f64,
 ) -> Result<Vec<Tensor>, RunError> {
-    let norm = clip_grad_norm_device(vs, max_norm)?
+    let scaler_flag = match trainee.scaler.as_deref_mut() {
+        Some(scaler) => {
+            let grads = gradients(trainee.vs);
+            let grads: Vec<&Tensor> = grads.iter().collect();
+            Some(scaler.unscale(&grads)?.shallow_clone())
+        }
+        None => None,
+    };
+    let norm = clip_grad_norm_device(trainee.vs, max_norm)?
         .ok_or_else(|| RunError::InvalidConfig("the model has no gradients to update".into()))?;
-    let found_inf = norm
-        .isfinite()
-        .logical_not()
-        .to_kind(Kind::Float)
-        .reshape([1]);
-    optimizer.queue_update(lr, Some(&found_inf));
+    let found_inf = scaler_flag.unwrap_or_else(|| {
+        norm.isfinite()
+            .logical_not()
+            .to_kind(Kind::Float)
+            .reshape([1])
+    });
+    trainee.optimizer.queue_update(lr, Some(&found_inf));
+    if let Some(scaler) = trainee.scaler.as_deref_mut() {
+        scaler.update()?;
+    }
     Ok(vec![norm, found_inf])
 }
 

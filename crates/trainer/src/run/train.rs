@@ -14,7 +14,7 @@ use super::cadence::{Cadence, Due, Throughput};
 use super::data::{DataPosition, Prefetcher, StepBatches};
 use super::eval::{EvalMetrics, EvalSums, evaluate_shard, finish_metrics};
 use super::flops::mfu;
-use super::graphed::{GraphedOutputs, GraphedStep};
+use super::graphed::{GraphedOutputs, GraphedStep, Trainee};
 use super::job::{StepLog, TrainJob, TrainObserver, TrainOutcome};
 use super::logging::open_metrics;
 use super::metrics::MetricsLog;
@@ -274,10 +274,14 @@ impl<'a> Training<'a> {
             scaler: None,
             unpad: None,
         };
+        let mut trainee = Trainee {
+            model: &parts.model.model,
+            vs: &parts.model.vs,
+            optimizer: &mut parts.optimizer,
+            scaler: parts.scaler.as_mut(),
+        };
         graphed.step(
-            &parts.model.model,
-            &mut parts.optimizer,
-            &parts.model.vs,
+            &mut trainee,
             &batches.micro_batches,
             &context,
             learning_rate,

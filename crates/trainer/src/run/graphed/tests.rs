@@ -197,16 +197,14 @@ fn plain_against_fixed(dropout: f64, shape: StaticShape, len: impl Fn(u64) -> us
             .reshape([1]);
         plain_opt.step_unless(lr, Some(&found_inf));
 
+        let mut trainee = Trainee {
+            model: &fixed_model,
+            vs: &fixed_vs,
+            optimizer: &mut fixed_opt,
+            scaler: None,
+        };
         let outputs = fixed
-            .step(
-                &fixed_model,
-                &mut fixed_opt,
-                &fixed_vs,
-                &batches,
-                &ctx,
-                lr,
-                1.0,
-            )
+            .step(&mut trainee, &batches, &ctx, lr, 1.0)
             .unwrap()
             .expect("the batches fit");
         let (a, b) = (
@@ -272,16 +270,14 @@ fn a_batch_that_does_not_fit_leaves_the_step_to_the_plain_path() {
     let batch = collate(&sequences(&masker, 0, 4, |_| 14), 0, 4, None);
     assert!(batch.masked_tokens() > 8);
     let before = trainable_named_variables(&vs)[0].1.copy();
+    let mut trainee = Trainee {
+        model: &model,
+        vs: &vs,
+        optimizer: &mut optimizer,
+        scaler: None,
+    };
     let done = fixed
-        .step(
-            &model,
-            &mut optimizer,
-            &vs,
-            &[batch],
-            &context(0, 20),
-            1e-2,
-            1.0,
-        )
+        .step(&mut trainee, &[batch], &context(0, 20), 1e-2, 1.0)
         .unwrap();
     assert!(done.is_none());
     assert_eq!(fixed.fallbacks, 1);
