@@ -289,6 +289,30 @@ fn ranks_grouped_by_length_train_as_one_process() {
 }
 
 #[test]
+fn ranks_unpadded_train_as_one_process() {
+    let scratch = Scratch::new("dp-unpad");
+    // One title per sequence, batches padded to their longest: with training.unpad each rank
+    // runs its micro-batch's real tokens only, and the all-reduce sees ordinary gradients.
+    let config = config(&scratch, 4, "");
+    let unpadded = [
+        "--set=corpus.packing=\"document\"",
+        "--set=corpus.text_fields=[\"title\"]",
+        "--set=training.unpad=true",
+    ];
+    single(&config, "one", 4, &unpadded);
+    let stderr = nproc(&config, 2, "two", 2, &unpadded);
+    assert!(
+        stderr.contains("unpad    encoder on the real tokens only"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("all 2 ended with identical weights"),
+        "{stderr}"
+    );
+    assert_same_trajectory(&scratch, "one", "two", 1e-10);
+}
+
+#[test]
 fn a_run_stopped_on_two_ranks_resumes_on_one_and_the_reverse() {
     let scratch = Scratch::new("dp-resume");
     let config = config(&scratch, 4, "");

@@ -40,6 +40,10 @@ fn cuda_is_reported_consistently_with_the_gpus_found() {
         report["cuda_runtime_version"].is_string(),
         "libtorch_cuda not linked: {report:#}"
     );
+    // And scripts/setup's torch brings the CUDA runtime headers and nccl.h (nvidia-* wheels),
+    // so the shim's CUDA parts were compiled, not their stubs.
+    assert_eq!(report["build"]["cuda_graphs"], true, "{report:#}");
+    assert_eq!(report["build"]["nccl"], true, "{report:#}");
 }
 
 #[test]

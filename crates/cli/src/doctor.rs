@@ -59,6 +59,11 @@ pub struct Build {
     pub mkl: bool,
     pub mkldnn: bool,
     pub openmp: bool,
+    /// The shim was compiled with the CUDA runtime headers (`training.cuda_graphs`) and with
+    /// NCCL (`distributed.backend = "nccl"`): both need the nvidia-* wheels beside a CUDA
+    /// torch at build time.
+    pub cuda_graphs: bool,
+    pub nccl: bool,
 }
 
 impl DoctorReport {
@@ -118,6 +123,8 @@ impl DoctorReport {
                 mkl: tch::utils::has_mkl(),
                 mkldnn: tch::utils::has_mkldnn(),
                 openmp: tch::utils::has_openmp(),
+                cuda_graphs: mlm_torch_ext::cuda_graph::built_with_cuda_graphs(),
+                nccl: mlm_torch_ext::cuda_graph::built_with_nccl(),
             },
         }
     }
@@ -178,10 +185,12 @@ impl DoctorReport {
             (
                 "build",
                 format!(
-                    "mkl {}, mkldnn {}, openmp {}",
+                    "mkl {}, mkldnn {}, openmp {}, cuda graphs {}, nccl {}",
                     yes_no(self.build.mkl),
                     yes_no(self.build.mkldnn),
-                    yes_no(self.build.openmp)
+                    yes_no(self.build.openmp),
+                    yes_no(self.build.cuda_graphs),
+                    yes_no(self.build.nccl)
                 ),
             ),
         ]);

@@ -101,6 +101,8 @@ int mlmx_cuda_graph_replay(void* graph) {
 
 void mlmx_cuda_graph_free(void* graph) { delete static_cast<at::cuda::CUDAGraph*>(graph); }
 
+bool mlmx_built_with_cuda_graphs() { return true; }
+
 }  // extern "C"
 
 #else
@@ -126,6 +128,7 @@ int mlmx_cuda_graph_capture_begin(void*, const void*) { return unavailable(); }
 int mlmx_cuda_graph_capture_end(void*) { return unavailable(); }
 int mlmx_cuda_graph_replay(void*) { return unavailable(); }
 void mlmx_cuda_graph_free(void*) {}
+bool mlmx_built_with_cuda_graphs() { return false; }
 }  // extern "C"
 
 #endif

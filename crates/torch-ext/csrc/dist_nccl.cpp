@@ -17,6 +17,8 @@ c10::intrusive_ptr<c10d::Backend> mlmx_make_nccl_backend(
     options->timeout = timeout;
     return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, size, options);
 }
+
+extern "C" bool mlmx_built_with_nccl() { return true; }
 #else
 c10::intrusive_ptr<c10d::Backend> mlmx_make_nccl_backend(
     const c10::intrusive_ptr<c10d::Store>&, int, int, std::chrono::milliseconds) {
@@ -24,4 +26,6 @@ c10::intrusive_ptr<c10d::Backend> mlmx_make_nccl_backend(
         "this mlm-train was built without NCCL (no libtorch_cuda.so, CUDA runtime headers or nccl.h "
         "beside the torch it linked); use distributed.backend = \"gloo\" or rebuild against a CUDA torch");
 }
+
+extern "C" bool mlmx_built_with_nccl() { return false; }
 #endif

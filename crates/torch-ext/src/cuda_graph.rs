@@ -25,7 +25,21 @@ mod ffi {
         pub fn mlmx_cuda_graph_free(graph: *mut c_void);
         pub fn mlmx_set_autocast_cache_enabled(enabled: bool) -> c_int;
         pub fn mlmx_is_autocast_cache_enabled() -> bool;
+        pub fn mlmx_built_with_cuda_graphs() -> bool;
+        pub fn mlmx_built_with_nccl() -> bool;
     }
+}
+
+/// Whether this build can capture CUDA graphs (compiled against the CUDA runtime headers).
+pub fn built_with_cuda_graphs() -> bool {
+    // SAFETY: a constant of the shim.
+    unsafe { ffi::mlmx_built_with_cuda_graphs() }
+}
+
+/// Whether this build has the NCCL process group (`distributed.backend = "nccl"`).
+pub fn built_with_nccl() -> bool {
+    // SAFETY: a constant of the shim.
+    unsafe { ffi::mlmx_built_with_nccl() }
 }
 
 /// A CUDA stream from libtorch's pool. Capture needs a stream other than the default one,
