@@ -180,7 +180,9 @@ impl EncoderLayer {
     }
 
     /// [`Self::forward`] on the real tokens' rows (`[N, H]`, model/unpad.rs): attention runs
-    /// on the rows scattered back into the padded batch, everything else on the rows.
+    /// on the rows by FlashAttention's varlen kernel when the layout carries sequence
+    /// lengths, else on the rows scattered back into the padded batch; everything else runs
+    /// on the rows.
     pub(super) fn forward_unpadded(
         &self,
         rows: &Tensor,
