@@ -313,6 +313,35 @@ fn ranks_unpadded_train_as_one_process() {
 }
 
 #[test]
+fn cuda_graphs_refuse_a_data_parallel_job_naming_the_key() {
+    let scratch = Scratch::new("dp-graphs-refused");
+    let config = config(&scratch, 1, "");
+    // A torchrun rank of a world of one: data parallel all the same (the Reducer's
+    // all-reduce), which a captured step cannot hold.
+    let port = free_port().to_string();
+    let (output, _, stderr) = run(mlm_train()
+        .envs([
+            ("RANK", "0"),
+            ("LOCAL_RANK", "0"),
+            ("WORLD_SIZE", "1"),
+            ("MASTER_ADDR", "127.0.0.1"),
+            ("MASTER_PORT", port.as_str()),
+        ])
+        .args(job_args(
+            &config,
+            "graphs",
+            1,
+            &["--set=training.cuda_graphs=true"],
+        )));
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("training.cuda_graphs = true needs a single process"),
+        "{stderr}"
+    );
+    assert!(!scratch.path().join("graphs").exists(), "{stderr}");
+}
+
+#[test]
 fn a_run_stopped_on_two_ranks_resumes_on_one_and_the_reverse() {
     let scratch = Scratch::new("dp-resume");
     let config = config(&scratch, 4, "");

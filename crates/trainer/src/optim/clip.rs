@@ -3,9 +3,10 @@
 //! coefficient `max_norm / (total + 1e-6)` clamped to 1, every gradient multiplied by it. The
 //! arithmetic stays in the gradients' dtype on their device, op for op as in PyTorch.
 
-use tch::Tensor;
 use tch::nn::VarStore;
+use tch::{Kind, Tensor};
 
+use super::GradScaler;
 use crate::error::TrainError;
 use crate::model::trainable_named_variables;
 
@@ -51,6 +52,43 @@ pub fn clip_grad_norm(vs: &VarStore, max_norm: f64) -> f64 {
     })
 }
 
+/// What a step's update waits on, as the plain step and the graphed one both prepare it:
+/// fp16 divides the gradients by the loss scale first (`scaler`); then clipping to
+/// `max_norm` (infinite: measure only), on the device or, with `host_clip`, op by op with the
+/// norm read back (the single-tensor optimizer's path). Returns the norm before clipping and
+/// the flag the update is skipped on (the scaler's, else a non-finite norm), both on the
+/// device; `None`s without gradients.
+pub fn unscale_and_clip(
+    vs: &VarStore,
+    scaler: Option<&mut GradScaler>,
+    max_norm: f64,
+    host_clip: bool,
+) -> Result<(Option<Tensor>, Option<Tensor>), TrainError> {
+    let scaler_flag = match scaler {
+        Some(scaler) => {
+            let grads = gradients(vs);
+            let grads: Vec<&Tensor> = grads.iter().collect();
+            Some(scaler.unscale(&grads)?.shallow_clone())
+        }
+        None => None,
+    };
+    let norm = if host_clip {
+        Some(Tensor::from(clip_grad_norm(vs, max_norm)))
+    } else {
+        clip_grad_norm_device(vs, max_norm)?
+    };
+    let found_inf = scaler_flag.or_else(|| {
+        let norm = norm.as_ref()?;
+        Some(
+            norm.isfinite()
+                .logical_not()
+                .to_kind(Kind::Float)
+                .reshape([1]),
+        )
+    });
+    Ok((norm, found_inf))
+}
+
 /// [`clip_grad_norm`] through libtorch's multi-tensor kernels (`clip_grad_norm_` with
 /// `foreach=True`, what PyTorch uses for CUDA tensors): three launches in all rather than two
 /// per gradient; goes with the fused AdamW path. Returns the norm before clipping, 0-dim on
@@ -67,7 +105,7 @@ pub fn clip_grad_norm_device(vs: &VarStore, max_norm: f64) -> Result<Option<Tens
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::{Device, Kind};
+    use tch::Device;
 
     fn store_with_grads(values: &[(&str, &[f32])]) -> VarStore {
         let vs = VarStore::new(Device::Cpu);

@@ -14,7 +14,9 @@ mod state_file;
 use serde::{Deserialize, Serialize};
 
 pub use adamw::AdamW;
-pub use clip::{clip_grad_norm, clip_grad_norm_device, global_grad_norm, gradients};
+pub use clip::{
+    clip_grad_norm, clip_grad_norm_device, global_grad_norm, gradients, unscale_and_clip,
+};
 pub use grad_scaler::{GradScaler, GradScalerState};
 pub use state_file::OPTIMIZER_FILE;
 

@@ -242,7 +242,8 @@ pub struct TrainingConfig {
     /// an epoch. `group_by_length = true`
     pub group_by_length: bool,
     /// Capture the step as CUDA graphs after 3 warm-up steps and replay them: the step's
-    /// hundreds of kernel launches cost one. Micro-batches get fixed shapes: padded to the
+    /// hundreds of kernel launches become a replay per micro-batch and one for the update.
+    /// Micro-batches get fixed shapes: padded to the
     /// corpus's `max_seq_len`, and a fixed count of masked slots (exact for `masking.selection
     /// = "exact"`, mean + 6 sd otherwise; a batch over it runs the plain step). Needs one
     /// process, `fused_optimizer` and no `unpad`. On the CPU the same fixed-shape step runs

@@ -40,7 +40,7 @@ use tch::{Device, Kind, Tensor};
 use super::RunError;
 use super::step::{BatchTensors, StepContext, batch_tensors, dropout_seed, masked_logits};
 use crate::model::{MaskedLanguageModel, masked_lm_loss_sum};
-use crate::optim::{AdamW, GradScaler, clip_grad_norm_device, gradients};
+use crate::optim::{AdamW, GradScaler, unscale_and_clip};
 
 /// Eager steps on the capture stream before capture.
 pub const WARMUP_STEPS: u64 = 3;
@@ -381,30 +381,21 @@ fn micro_batch_body(
     Ok(sum.detach())
 }
 
-/// fp16's unscaling, clipping, the skip flag (the scaler's, else a non-finite norm), the
-/// fused AdamW update at the learning rate in `lr`, fp16's scale update: the plain step's
-/// order (run/train.rs), what a graph captures. Returns [norm, flag].
+/// fp16's unscaling, clipping and the skip flag as the plain step prepares them
+/// (optim::unscale_and_clip), the fused AdamW update at the learning rate in `lr`, fp16's
+/// scale update: what a graph captures. Returns [norm, flag].
 fn update_body(
     trainee: &mut Trainee<'_>,
     lr: &Tensor,
     max_norm: f64,
 ) -> Result<Vec<Tensor>, RunError> {
-    let scaler_flag = match trainee.scaler.as_deref_mut() {
-        Some(scaler) => {
-            let grads = gradients(trainee.vs);
-            let grads: Vec<&Tensor> = grads.iter().collect();
-            Some(scaler.unscale(&grads)?.shallow_clone())
-        }
-        None => None,
+    let (norm, found_inf) =
+        unscale_and_clip(trainee.vs, trainee.scaler.as_deref_mut(), max_norm, false)?;
+    let (Some(norm), Some(found_inf)) = (norm, found_inf) else {
+        return Err(RunError::InvalidConfig(
+            "the model has no gradients to update".into(),
+        ));
     };
-    let norm = clip_grad_norm_device(trainee.vs, max_norm)?
-        .ok_or_else(|| RunError::InvalidConfig("the model has no gradients to update".into()))?;
-    let found_inf = scaler_flag.unwrap_or_else(|| {
-        norm.isfinite()
-            .logical_not()
-            .to_kind(Kind::Float)
-            .reshape([1])
-    });
     trainee.optimizer.queue_update(lr, Some(&found_inf));
     if let Some(scaler) = trainee.scaler.as_deref_mut() {
         scaler.update()?;

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::model::{BertConfig, trainable_named_variables};
-use crate::optim::{AdamWConfig, clip_grad_norm_device};
+use crate::optim::AdamWConfig;
 use crate::run::precision::ForwardPrecision;
 use crate::run::step::forward_backward;
 use mlm_masking::{MaskKey, MaskedSequence, Masker, SpecialTokens, collate};
@@ -189,13 +189,9 @@ fn plain_against_fixed(dropout: f64, shape: StaticShape, len: impl Fn(u64) -> us
 
         plain_opt.zero_grad();
         let plain_loss = forward_backward(&plain_model, &batches, &ctx).unwrap();
-        let norm = clip_grad_norm_device(&plain_vs, 1.0).unwrap().unwrap();
-        let found_inf = norm
-            .isfinite()
-            .logical_not()
-            .to_kind(Kind::Float)
-            .reshape([1]);
-        plain_opt.step_unless(lr, Some(&found_inf));
+        let (norm, found_inf) = unscale_and_clip(&plain_vs, None, 1.0, false).unwrap();
+        let norm = norm.unwrap();
+        plain_opt.step_unless(lr, found_inf.as_ref());
 
         let mut trainee = Trainee {
             model: &fixed_model,

@@ -2,10 +2,10 @@
 //! eagerly (with data parallelism's all-reduce and fp16's loss scaling), and
 //! `training.cuda_graphs`' fixed-shape step (run/graphed.rs).
 
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use super::{StepTotals, Training};
-use crate::optim::{clip_grad_norm, clip_grad_norm_device, gradients};
+use crate::optim::unscale_and_clip;
 use crate::run::RunError;
 use crate::run::data::StepBatches;
 use crate::run::graphed::{GraphedOutputs, Trainee};
@@ -107,35 +107,17 @@ impl Training<'_> {
             .map_err(|e| self.collective_failure("the step's gradient all-reduce", e))
     }
 
-    /// fp16: divides the gradients by the loss scale. Then clips to `training.max_grad_norm`
-    /// (0: measure only). Returns the norm before clipping and the flag the update is skipped
-    /// on (the scaler's, else a non-finite norm), both on the device.
+    /// fp16's unscaling and clipping to `training.max_grad_norm` (optim::unscale_and_clip):
+    /// the norm before clipping and the flag the update is skipped on.
     fn unscale_and_clip(&mut self) -> Result<(Option<Tensor>, Option<Tensor>), RunError> {
-        let training = &self.job.training;
-        let vs = &self.parts.model.vs;
-        let scaler_flag = match &mut self.parts.scaler {
-            Some(scaler) => {
-                let grads = gradients(vs);
-                let grads: Vec<&Tensor> = grads.iter().collect();
-                Some(scaler.unscale(&grads)?.shallow_clone())
-            }
-            None => None,
-        };
+        let host_clip = !self.job.training.fused_optimizer;
         let max_norm = self.max_grad_norm();
-        let norm = if training.fused_optimizer {
-            clip_grad_norm_device(vs, max_norm)?
-        } else {
-            Some(Tensor::from(clip_grad_norm(vs, max_norm)))
-        };
-        let found_inf = scaler_flag.or_else(|| {
-            let norm = norm.as_ref()?;
-            Some(
-                norm.isfinite()
-                    .logical_not()
-                    .to_kind(Kind::Float)
-                    .reshape([1]),
-            )
-        });
-        Ok((norm, found_inf))
+        let vs = &self.parts.model.vs;
+        Ok(unscale_and_clip(
+            vs,
+            self.parts.scaler.as_mut(),
+            max_norm,
+            host_clip,
+        )?)
     }
 }
