@@ -4,6 +4,9 @@
 //! `cargo:rustc-link-arg` reaches only the targets of the package that prints it, so this
 //! script exports the arguments (`DEP_MLM_TORCH_EXT_LINK_ARGS`, `;`-separated) and every
 //! package with a binary or test target that links libtorch prints them from its own build.rs.
+// A build script talks to cargo through stdout (`cargo:` lines).
+#![allow(clippy::print_stdout)]
+
 use std::env;
 use std::path::{Path, PathBuf};
 

@@ -41,6 +41,26 @@ fn the_roberta_and_distilbert_quickstarts_resolve_to_plans() {
     quickstart_resolves_to_a_plan("quickstart-distilbert", "DistilBertForMaskedLM");
 }
 
+/// The millions of parameters of the plan's `model` line.
+fn planned_parameters(stderr: &str) -> f64 {
+    let line = stderr
+        .lines()
+        .find(|line| line.starts_with("model    "))
+        .unwrap_or_else(|| panic!("no model line: {stderr}"));
+    let figure = line
+        .split(", ")
+        .nth(1)
+        .and_then(|part| {
+            part.strip_suffix(" M parameters")
+                .or(part.split(" M ").next())
+        })
+        .unwrap_or_else(|| panic!("no parameter count in {line}"));
+    figure
+        .trim_start_matches('~')
+        .parse()
+        .unwrap_or_else(|_| panic!("not a number in {line}"))
+}
+
 /// `configs/<name>.toml` with `--dry-run`: nothing is made; the stages are described and the
 /// plan (a model of `class` from scratch) estimated from the inputs' sizes. Once the corpus
 /// is prepared, the dry run plans exactly from its manifest.
@@ -88,6 +108,7 @@ fn quickstart_resolves_to_a_plan(name: &str, class: &str) {
         !scratch.path().join("runs").exists(),
         "a dry run makes nothing"
     );
+    let estimated = planned_parameters(&stderr);
 
     for stage in [&["vocab", "train"][..], &["prepare"]] {
         let (output, _, stderr) = run(mlm_train().args(stage).arg("--config").arg(&config));
@@ -106,6 +127,14 @@ fn quickstart_resolves_to_a_plan(name: &str, class: &str) {
     assert!(
         !stderr.contains("estimate the corpus"),
         "the exact plan: {stderr}"
+    );
+    // The estimate describes the model the run builds: the same family and sizes, so the
+    // same parameter count but for the vocabulary's actual size (a trained vocabulary may
+    // fall short of [vocab] vocab_size).
+    let exact = planned_parameters(&stderr);
+    assert!(
+        (estimated - exact).abs() <= 0.02 * exact,
+        "{name}: estimated {estimated} M parameters, the run has {exact} M"
     );
     let metrics = format!("runs/{name}/metrics.jsonl");
     assert!(!scratch.path().join(metrics).exists());

@@ -5,68 +5,73 @@
 //! output says so.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use indicatif::HumanBytes;
 use mlm_corpus::input::{InputFile, ResolvedFormat, discover_inputs};
 use mlm_corpus::{CorpusConfig, DomainTokenizer, Packing};
-use mlm_trainer::model::{BertConfig, Family};
+use mlm_trainer::model::SpecialIds;
+use mlm_trainer::run::{CorpusEstimate, estimated_plan};
 
 use crate::config::RunConfig;
 use crate::paths::shown;
+use crate::train::print_plan;
+use mlm_job::{CorpusStage, Stages, VocabStage};
 
-/// Where the stages before training stand.
-pub enum Stages {
+/// What a dry run could say about the stages before training.
+pub enum Described {
     /// The corpus is prepared (its manifest is there): the trainer can plan exactly.
     Prepared(PathBuf),
     /// The vocabulary or the corpus would be made first: the plan was estimated.
     Estimated,
 }
 
-/// Prints what the vocabulary and prepare stages would do and, when the corpus is not
-/// prepared yet, the estimated plan.
-pub fn describe_stages(config: &RunConfig) -> Result<Stages> {
-    let corpus = config.corpus()?;
-    let vocab_missing = match &config.vocab {
-        Some(vocab) => {
-            let dir = vocab.output_dir(corpus)?;
-            let missing = DomainTokenizer::file_in(&dir).is_none();
-            if missing {
-                eprintln!(
-                    "vocab    would train a {}-token {} vocabulary into {}",
-                    vocab.vocab_size,
-                    vocab.model.as_str(),
-                    shown(&dir).display()
-                );
-            } else {
-                eprintln!("vocab    {} (present: kept)", shown(&dir).display());
-            }
-            missing
+/// Prints what the vocabulary and prepare stages would do (the stages a run would run,
+/// decided by the same `Stages::of`) and, when the corpus is not prepared yet, the
+/// estimated plan.
+pub fn describe_stages(config: &RunConfig, device: tch::Device) -> Result<Described> {
+    let stages = Stages::of(config)?;
+    match &stages.vocab {
+        VocabStage::NotAsked => {}
+        VocabStage::Present { dir } => {
+            eprintln!("vocab    {} (present: kept)", shown(dir).display());
         }
-        None => false,
-    };
-    let output = corpus
-        .output_dir()
-        .map_err(|source| anyhow::anyhow!(source))?
-        .to_path_buf();
-    if !vocab_missing && output.join("manifest.json").exists() {
-        eprintln!(
-            "corpus   {} (prepared: its manifest is there; a changed [corpus] prepares again)",
-            shown(&output).display()
-        );
-        return Ok(Stages::Prepared(output));
+        VocabStage::Train {
+            dir,
+            vocab_size,
+            model,
+        } => eprintln!(
+            "vocab    would train a {vocab_size}-token {model} vocabulary into {}",
+            shown(dir).display()
+        ),
+        VocabStage::Extend { from, add, dir } => eprintln!(
+            "vocab    would extend {} by {add} entries into {}",
+            shown(from).display(),
+            shown(dir).display()
+        ),
     }
+    let output = match &stages.corpus {
+        CorpusStage::Prepared { output } => {
+            eprintln!(
+                "corpus   {} (prepared: its manifest is there; a changed [corpus] prepares again)",
+                shown(output).display()
+            );
+            return Ok(Described::Prepared(output.clone()));
+        }
+        CorpusStage::Prepare { output } => output,
+    };
+    let corpus = config.corpus()?;
     let inputs = corpus_inputs(corpus)?;
     let bytes: u64 = inputs.iter().map(|input| input.bytes).sum();
     eprintln!(
         "corpus   would prepare {} input files ({}) into {}",
         inputs.len(),
         HumanBytes(bytes),
-        shown(&output).display()
+        shown(output).display()
     );
-    print_estimate(config, &inputs)?;
-    Ok(Stages::Estimated)
+    print_estimate(config, &inputs, device)?;
+    Ok(Described::Estimated)
 }
 
 /// The input files `prepare` would read, with their sizes.
@@ -97,62 +102,47 @@ fn bytes_per_token(input: &InputFile) -> f64 {
     if gzip { plain / gzip_ratio } else { plain }
 }
 
-/// The plan as `observer.plan` prints it, from estimated token counts.
-fn print_estimate(config: &RunConfig, inputs: &[InputFile]) -> Result<()> {
+/// The plan as the run prints it, computed by the trainer's own planning code
+/// (`estimated_plan`) from token and sequence counts estimated from the inputs' sizes.
+fn print_estimate(config: &RunConfig, inputs: &[InputFile], device: tch::Device) -> Result<()> {
     let corpus = config.corpus()?;
-    let estimate = CorpusEstimate::new(corpus, inputs);
-    let model = estimated_model(config)?;
-    let training = &config.training;
-    let global_batch = (training.batch_size * training.gradient_accumulation_steps) as u64;
-    let steps_per_epoch = (estimate.train_sequences / global_batch.max(1)).max(1);
-    let steps = training
-        .max_steps
-        .unwrap_or_else(|| (steps_per_epoch as f64 * training.epochs).ceil() as u64);
+    let counts = CorpusCounts::new(corpus, inputs);
+    let (vocab_size, special_ids) = vocabulary(config)?;
+    let estimate = CorpusEstimate {
+        vocab_size,
+        max_seq_len: corpus.max_seq_len,
+        special_ids,
+        // An estimate short of one step would refuse a run that may well fill one.
+        train_sequences: counts
+            .train_sequences
+            .max((config.training.batch_size * config.training.gradient_accumulation_steps) as u64),
+        eval_sequences: counts.eval_sequences,
+    };
+    let plan = estimated_plan(
+        &config.model,
+        &config.training,
+        config.masking.mlm_probability,
+        device,
+        &estimate,
+    )?;
+    print_plan(&plan);
     eprintln!(
-        "model    {}, ~{:.2} M parameters{}",
-        model.class,
-        model.parameters as f64 / 1e6,
-        if model.from_scratch {
-            " (from scratch)"
-        } else {
-            ""
-        }
-    );
-    eprintln!(
-        "data     ~{} train / ~{} held-out sequences of <= {} tokens (~{} tokens)",
-        estimate.train_sequences, estimate.eval_sequences, corpus.max_seq_len, estimate.tokens
-    );
-    eprintln!(
-        "steps    {steps}{} (~{steps_per_epoch} per epoch), {global_batch} sequences = {} tokens \
-         per step",
-        if training.max_steps.is_some() {
-            ""
-        } else {
-            " estimated"
-        },
-        global_batch * corpus.max_seq_len as u64,
-    );
-    eprintln!(
-        "memory   >= {:.2} GiB estimated for weights, gradients and AdamW (activations not \
-         counted until the corpus is prepared)",
-        (16 * model.parameters) as f64 / (1u64 << 30) as f64
-    );
-    eprintln!(
-        "estimate the corpus is not prepared yet: token and sequence counts are estimated \
-         from the inputs' sizes (bytes per token by format), rough to +-30%; prepare it \
-         (`mlm-train prepare`) for the exact plan"
+        "estimate the corpus is not prepared yet: ~{} tokens; token and sequence counts are \
+         estimated from the inputs' sizes (bytes per token by format), rough to +-30%; \
+         prepare it (`mlm-train prepare`) for the exact plan",
+        counts.tokens
     );
     Ok(())
 }
 
 /// Token and sequence counts expected from the inputs.
-struct CorpusEstimate {
+struct CorpusCounts {
     tokens: u64,
     train_sequences: u64,
     eval_sequences: u64,
 }
 
-impl CorpusEstimate {
+impl CorpusCounts {
     fn new(corpus: &CorpusConfig, inputs: &[InputFile]) -> Self {
         let tokens_of = |held_out: bool| -> f64 {
             inputs
@@ -181,58 +171,22 @@ impl CorpusEstimate {
     }
 }
 
-/// The model's class and size without building it.
-struct ModelEstimate {
-    class: String,
-    parameters: i64,
-    from_scratch: bool,
-}
-
-fn estimated_model(config: &RunConfig) -> Result<ModelEstimate> {
-    let section = &config.model;
-    let file = section
-        .init_from
-        .as_ref()
-        .map(|dir| dir.join("config.json"))
-        .or_else(|| section.config.clone());
-    let (bert, from_scratch) = match file {
-        Some(path) => (BertConfig::from_file(&path)?, false),
-        None => (scratch_config(config)?, true),
-    };
-    let class = Family::masked_lm_class(bert.model_type.as_deref().unwrap_or("bert"))
-        .unwrap_or("BertForMaskedLM")
-        .to_string();
-    Ok(ModelEstimate {
-        class,
-        parameters: bert.num_parameters(),
-        from_scratch,
-    })
-}
-
-/// A model from scratch as `[model]` sizes it, with the vocabulary `[vocab]` asks for (or
-/// the corpus tokenizer's).
-fn scratch_config(config: &RunConfig) -> Result<BertConfig> {
-    let section = &config.model;
+/// The vocabulary the model will have: `[vocab]`'s size (special ids unknown until it is
+/// trained: the family's defaults stand in), else the corpus tokenizer's.
+fn vocabulary(config: &RunConfig) -> Result<(u64, Option<SpecialIds>)> {
     let corpus = config.corpus()?;
-    let vocab_size = match (&config.vocab, &corpus.tokenizer) {
-        (Some(vocab), _) => vocab.vocab_size as u64,
-        (None, Some(path)) => u64::from(DomainTokenizer::load(path, None)?.vocab_size()),
-        (None, None) => 30_522,
-    };
-    let positions = section
-        .max_position_embeddings
-        .unwrap_or(corpus.max_seq_len.max(512) + 2);
-    let json = serde_json::json!({
-        "model_type": section.scratch_model_type(),
-        "vocab_size": vocab_size,
-        "hidden_size": section.hidden_size,
-        "num_hidden_layers": section.num_hidden_layers,
-        "num_attention_heads": section.num_attention_heads,
-        "intermediate_size": section.intermediate_size,
-        "max_position_embeddings": positions,
-    });
-    Ok(BertConfig::from_json(
-        &json.to_string(),
-        Path::new("[model]"),
-    )?)
+    Ok(match (&config.vocab, &corpus.tokenizer) {
+        (Some(vocab), _) => (vocab.vocab_size as u64, None),
+        (None, Some(path)) => {
+            let tokenizer = DomainTokenizer::load(path, None)?;
+            let ids = tokenizer.special_ids();
+            let special = SpecialIds {
+                pad: ids.pad,
+                cls: ids.cls,
+                sep: ids.sep,
+            };
+            (u64::from(tokenizer.vocab_size()), Some(special))
+        }
+        (None, None) => (30_522, None),
+    })
 }

@@ -4,14 +4,13 @@
 //! `{score, token, token_str, sequence}`; a list per mask when a text holds several masks,
 //! and a list per text when several texts are given.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use clap::Args;
-use mlm_corpus::DomainTokenizer;
-use mlm_trainer::model::{MaskedLanguageModel, load_model_dir};
-use serde::Serialize;
-use tch::{Kind, Tensor};
+use mlm_job::export::load_with_tokenizer;
+use mlm_job::fill_mask::{Candidate, fill_mask};
+use mlm_trainer::model::LoadReport;
 
 use crate::stdout::outln;
 
@@ -32,118 +31,25 @@ pub struct FillMaskArgs {
     pub verify: crate::integrity::VerifyFlag,
 }
 
-/// A model directory whose tokenizer has ids the model has no row for is refused (else only
-/// texts that happen to use them fail); weights the load initialised or did not use are
-/// named, as transformers' `from_pretrained` warns about missing and unexpected keys.
-pub(crate) fn check_loaded(
-    dir: &std::path::Path,
-    tokenizer: &DomainTokenizer,
-    built: &mlm_trainer::model::LoadedModel,
-) -> Result<()> {
-    let tokens = i64::from(tokenizer.vocab_size());
-    if tokens > built.config.vocab_size {
-        bail!(
-            "{}: its tokenizer has {tokens} tokens but config.json's vocab_size is {}: the \
-             tokenizer does not belong to this model",
-            dir.display(),
-            built.config.vocab_size
-        );
-    }
-    let report = &built.report;
+/// Weights the load initialised or did not use are named, as transformers'
+/// `from_pretrained` warns about missing and unexpected keys.
+pub(crate) fn warn_about_load(dir: &Path, report: &LoadReport) {
     if !report.initialised.is_empty() || !report.unexpected.is_empty() {
         eprintln!("warning: {}: {}", dir.display(), report.summary());
     }
-    Ok(())
-}
-
-/// One candidate, as the pipeline prints it.
-#[derive(Debug, Serialize)]
-struct Candidate {
-    score: f64,
-    token: u32,
-    token_str: String,
-    sequence: String,
 }
 
 pub fn run(args: &FillMaskArgs, threads: Option<usize>) -> Result<()> {
     mlm_trainer::runtime::configure_threads(threads)?;
     crate::integrity::check_model_dir(&args.model, args.verify)?;
-    let tokenizer = DomainTokenizer::load(&args.model, None)
-        .with_context(|| format!("loading the tokenizer of {}", args.model.display()))?;
-    let built = load_model_dir(&args.model, tch::Device::Cpu)
-        .with_context(|| format!("loading {}", args.model.display()))?;
-    check_loaded(&args.model, &tokenizer, &built)?;
-    let mut per_text = Vec::new();
-    for text in &args.texts {
-        let ids = tokenizer.encode_with_special(text)?;
-        let masks = mask_positions(&tokenizer, text, &ids)?;
-        let probabilities = mask_probabilities(&built.model, text, &ids, &masks)?;
-        let k = args.top_k.clamp(1, tokenizer.vocab_size() as usize) as i64;
-        let (scores, tokens) = probabilities.topk(k, -1, true, true);
-        let mut per_mask = Vec::new();
-        for (row, &position) in masks.iter().enumerate() {
-            let mut candidates = Vec::new();
-            for j in 0..k {
-                let token = tokens.int64_value(&[row as i64, j]) as u32;
-                let mut filled = ids.clone();
-                filled[position] = token;
-                candidates.push(Candidate {
-                    score: scores.double_value(&[row as i64, j]),
-                    token,
-                    token_str: tokenizer.decode(&[token])?,
-                    sequence: tokenizer.decode(&filled)?,
-                });
-            }
-            per_mask.push(candidates);
-        }
-        per_text.push(per_mask);
-    }
+    let loaded = load_with_tokenizer(&args.model)?;
+    warn_about_load(&args.model, &loaded.model.report);
+    let per_text = args
+        .texts
+        .iter()
+        .map(|text| fill_mask(&loaded.model.model, &loaded.tokenizer, text, args.top_k))
+        .collect::<Result<Vec<_>, _>>()?;
     print_pipeline_json(per_text)
-}
-
-/// Where the model's mask token is in `ids`; an error names the expected token (and the other
-/// family's, when the text has that one instead).
-fn mask_positions(tokenizer: &DomainTokenizer, text: &str, ids: &[u32]) -> Result<Vec<usize>> {
-    let mask_id = tokenizer.special_ids().mask;
-    let masks: Vec<usize> = (0..ids.len()).filter(|&i| ids[i] == mask_id).collect();
-    if !masks.is_empty() {
-        return Ok(masks);
-    }
-    let token = tokenizer.id_to_token(mask_id).unwrap_or_default();
-    let other = ["[MASK]", "<mask>"]
-        .into_iter()
-        .find(|other| *other != token && text.contains(other));
-    match other {
-        Some(other) => {
-            bail!("the text {text:?} has {other}, but this model's mask token is {token}")
-        }
-        None => bail!("no mask token ({token}) in the text {text:?}"),
-    }
-}
-
-/// The softmax over the vocabulary at each mask, `[masks, V]`.
-fn mask_probabilities(
-    model: &MaskedLanguageModel,
-    text: &str,
-    ids: &[u32],
-    masks: &[usize],
-) -> Result<Tensor> {
-    let input: Vec<i64> = ids.iter().map(|&id| i64::from(id)).collect();
-    let input_ids = Tensor::from_slice(&input).view([1, -1]);
-    let attention = input_ids.ones_like();
-    // A text longer than the position table, or a tokenizer larger than the model's
-    // vocabulary, is an error here rather than a libtorch panic in the forward.
-    model
-        .check_inputs(&input_ids, &attention)
-        .with_context(|| format!("fill-mask on {text:?}"))?;
-    let positions: Vec<i64> = masks.iter().map(|&i| i as i64).collect();
-    let positions = Tensor::from_slice(&positions);
-    Ok(tch::no_grad(|| {
-        model
-            .masked_logits(&input_ids, &attention, &positions, false)
-            .to_kind(Kind::Float)
-            .softmax(-1, Kind::Float)
-    }))
 }
 
 /// Prints `per_text` as the pipeline does.

@@ -2,7 +2,12 @@
 //!
 //! The binary is thin: it parses arguments, loads the run config and hands work to the
 //! library crates. It is the only crate that uses `anyhow`; `main` prints the error chain and
-//! exits with status 2 for a config error (nothing was done), 1 for any other failure.
+//! exits with status 2 for a config error (nothing was done), 1 for any other failure, and
+//! 130 for a main job stopped early with a checkpoint saved.
+
+// The CLI is the one place that presents: the workspace denies printing in library crates
+// (they report through return values and observers), and this crate prints what they return.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod config;
 mod config_cmd;
@@ -153,7 +158,9 @@ fn main() -> ExitCode {
         });
     }
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(train::JobEnd::Completed) => ExitCode::SUCCESS,
+        // 128 + SIGINT, as a shell reports a job ended by Ctrl-C: stopped, not failed.
+        Ok(train::JobEnd::Interrupted) => ExitCode::from(130),
         Err(error) => {
             report::print_error(&error);
             exit_code(&error)
@@ -171,7 +178,8 @@ fn exit_code(error: &anyhow::Error) -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+/// Runs the main job or a command (a command that succeeds is [`train::JobEnd::Completed`]).
+fn run(cli: Cli) -> Result<train::JobEnd> {
     let threads = threads(&cli.threads);
     let Some(command) = cli.command else {
         let Some(path) = cli.config else {
@@ -190,7 +198,7 @@ fn run(cli: Cli) -> Result<()> {
         ));
     }
     let source = || config_source(cli.config.clone(), cli.overrides.clone(), command.name());
-    match &command {
+    let done = match &command {
         Command::Doctor { fault_points, .. } if *fault_points => {
             no_config(&cli.config, &cli.overrides, command.name());
             doctor::print_fault_points();
@@ -224,7 +232,8 @@ fn run(cli: Cli) -> Result<()> {
             no_config(&cli.config, &cli.overrides, command.name());
             inspect::run(args, None)
         }
-    }
+    };
+    done.map(|()| train::JobEnd::Completed)
 }
 
 impl Command {

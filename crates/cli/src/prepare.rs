@@ -89,6 +89,12 @@ impl ProgressView {
     }
 }
 
+impl mlm_job::StageProgress for ProgressView {
+    fn finish(&self) {
+        ProgressView::finish(self);
+    }
+}
+
 impl Observer for ProgressView {
     fn phase(&self, name: &str) {
         match &self.bar {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use mlm_corpus::DomainTokenizer;
+use mlm_job::{StageProgress, StageReporter, VocabStage, prepared_on_rank_zero, rank_device};
 use mlm_torch_ext::launch::{self, LaunchEnv};
 use mlm_trainer::run::{
     DataParallel, EvalMetrics, ResumePolicy, StepLog, TrainJob, TrainObserver, TrainOutcome,
@@ -18,7 +18,7 @@ use mlm_trainer::run::{
 };
 
 use crate::config::{ConfigSource, RunConfig};
-use crate::dry_run::{self, Stages};
+use crate::dry_run::{self, Described};
 use crate::eval::EvalProgress;
 use crate::prepare::ProgressView;
 
@@ -61,7 +61,21 @@ impl JobFlags {
     }
 }
 
-pub fn run_job(source: &ConfigSource, threads_flag: Option<usize>, flags: &JobFlags) -> Result<()> {
+/// How the main job ended, when it did not fail; `main` turns it into the exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobEnd {
+    /// Trained to the end (or a dry run described it).
+    Completed,
+    /// Stopped early (SIGINT, SIGTERM, `--stop-after-step`) with a checkpoint saved; the
+    /// same command resumes.
+    Interrupted,
+}
+
+pub fn run_job(
+    source: &ConfigSource,
+    threads_flag: Option<usize>,
+    flags: &JobFlags,
+) -> Result<JobEnd> {
     let config = source.load()?;
     let launch = launch::from_env().context("reading the launcher's environment")?;
     let is_main = launch.as_ref().is_none_or(|env| env.rank == 0);
@@ -72,15 +86,15 @@ pub fn run_job(source: &ConfigSource, threads_flag: Option<usize>, flags: &JobFl
         _ => None,
     };
     let corpus_dir = if flags.dry_run {
-        match dry_run::describe_stages(&config)? {
-            Stages::Prepared(dir) => dir,
-            Stages::Estimated => {
+        match dry_run::describe_stages(&config, device)? {
+            Described::Prepared(dir) => dir,
+            Described::Estimated => {
                 eprintln!("dry run: nothing was trained, and no vocabulary or corpus was made");
-                return Ok(());
+                return Ok(JobEnd::Completed);
             }
         }
     } else {
-        prepared_on_rank_zero(&config, parallel.as_deref())?
+        prepared_on_rank_zero(&config, parallel.as_deref(), &ConsoleStages)?
     };
     if flags.verify {
         mlm_corpus::PreparedCorpus::open(&corpus_dir)
@@ -117,17 +131,18 @@ pub fn run_job(source: &ConfigSource, threads_flag: Option<usize>, flags: &JobFl
     if is_main {
         if flags.dry_run {
             eprintln!("dry run: nothing was trained");
-            return Ok(());
+            return Ok(JobEnd::Completed);
         }
         print_outcome(&outcome);
         if config.logging.plots && !outcome.interrupted {
             draw_plots(&config.training.output_dir);
         }
     }
-    if outcome.interrupted {
-        std::process::exit(130);
-    }
-    Ok(())
+    Ok(if outcome.interrupted {
+        JobEnd::Interrupted
+    } else {
+        JobEnd::Completed
+    })
 }
 
 /// The run's charts (`mlm-train plot`); a chart that cannot be drawn is a warning, not a
@@ -152,11 +167,10 @@ fn set_up_runtime(
     launch: Option<&LaunchEnv>,
     is_main: bool,
 ) -> Result<tch::Device> {
-    let (threads, device) = config.apply_runtime(threads_flag)?;
-    let device = match (device, launch) {
-        (tch::Device::Cuda(_), Some(env)) => tch::Device::Cuda(env.local_rank as usize),
-        (device, _) => device,
-    };
+    let (threads, device) = config
+        .apply_runtime(threads_flag)
+        .context("resolving [runtime]")?;
+    let device = rank_device(device, launch.map(|env| env.local_rank as usize));
     if is_main {
         eprintln!("config   {}", config.path.display());
         eprintln!(
@@ -181,25 +195,6 @@ fn join_job(env: LaunchEnv, config: &RunConfig, device: tch::Device) -> Result<D
     let rank = env.rank;
     DataParallel::join(env, &config.distributed, device)
         .with_context(|| format!("rank {rank}: joining the data-parallel job"))
-}
-
-/// The vocabulary and the prepared corpus, made by rank 0 alone while the other ranks wait.
-fn prepared_on_rank_zero(config: &RunConfig, parallel: Option<&DataParallel>) -> Result<PathBuf> {
-    const STAGE: &str = "preparing the corpus";
-    match parallel {
-        None => ensure_prepared(config),
-        Some(group) if group.is_main() => {
-            let prepared = ensure_prepared(config);
-            group.announce(STAGE, prepared.is_ok())?;
-            prepared
-        }
-        Some(group) => {
-            group
-                .wait_for_main(STAGE)
-                .with_context(|| format!("rank {}", group.rank()))?;
-            config.prepared_dir()
-        }
-    }
 }
 
 /// The observer of ranks other than 0: rank 0 reports for the job.
@@ -262,59 +257,45 @@ fn print_outcome(outcome: &TrainOutcome) {
     }
 }
 
-/// The vocabulary (when `[vocab]` is given and its output has no tokenizer yet) and the
-/// prepared corpus (a no-op when the output already holds this exact prepare; an interrupted
-/// one is finished). Returns the prepared corpus directory.
-fn ensure_prepared(config: &RunConfig) -> Result<PathBuf> {
-    let corpus = config.corpus()?;
-    if let Some(vocab) = &config.vocab {
-        let dir = vocab.output_dir(corpus)?;
-        if DomainTokenizer::file_in(&dir).is_none() && vocab.extend_from.is_some() {
-            eprintln!(
-                "vocab    extending {} by {} entries into {}",
-                vocab
-                    .extend_from
-                    .as_deref()
-                    .unwrap_or(dir.as_path())
-                    .display(),
-                vocab.add.unwrap_or(0),
+/// The stages before training as the console shows them: a line as each starts, a progress
+/// view while it runs, the prepared corpus's counts.
+struct ConsoleStages;
+
+impl StageReporter for ConsoleStages {
+    fn vocab_starting(&self, stage: &VocabStage) {
+        match stage {
+            VocabStage::Extend { from, add, dir } => eprintln!(
+                "vocab    extending {} by {add} entries into {}",
+                from.display(),
                 dir.display()
-            );
-            mlm_corpus::extend_vocab(corpus, vocab, &mlm_corpus::Quiet)
-                .context("extending the vocabulary ([vocab] extend_from)")?;
-        } else if DomainTokenizer::file_in(&dir).is_none() {
-            eprintln!(
-                "vocab    training a {}-token {} vocabulary into {}",
-                vocab.vocab_size,
-                vocab.model.as_str(),
+            ),
+            VocabStage::Train {
+                dir,
+                vocab_size,
+                model,
+            } => eprintln!(
+                "vocab    training a {vocab_size}-token {model} vocabulary into {}",
                 dir.display()
-            );
-            let view = ProgressView::new("vocab");
-            let trained = mlm_corpus::train_vocab(corpus, vocab, &view);
-            view.finish();
-            trained.context("training the vocabulary ([vocab])")?;
+            ),
+            VocabStage::NotAsked | VocabStage::Present { .. } => {}
         }
     }
-    let view = ProgressView::new("prepare");
-    let report = mlm_corpus::prepare(
-        corpus,
-        &mlm_corpus::PrepareOptions {
-            observer: &view,
-            stop_after_shards: None,
-        },
-    );
-    view.finish();
-    let report = report.context("preparing the corpus ([corpus])")?;
-    let manifest = &report.manifest;
-    eprintln!(
-        "corpus   {} ({:?}): {} train / {} held-out sequences, vocab {}",
-        report.output.display(),
-        report.outcome,
-        manifest.train.sequences,
-        manifest.validation.sequences,
-        manifest.vocab_size
-    );
-    Ok(report.output)
+
+    fn progress(&self, stage: &'static str) -> Box<dyn StageProgress + '_> {
+        Box::new(ProgressView::new(stage))
+    }
+
+    fn prepared(&self, report: &mlm_corpus::PrepareReport) {
+        let manifest = &report.manifest;
+        eprintln!(
+            "corpus   {} ({:?}): {} train / {} held-out sequences, vocab {}",
+            report.output.display(),
+            report.outcome,
+            manifest.train.sequences,
+            manifest.validation.sequences,
+            manifest.vocab_size
+        );
+    }
 }
 
 /// Progress bar on a terminal, plain lines otherwise (logs, CI, Slurm).
@@ -373,55 +354,61 @@ fn print_resume(plan: &TrainPlan) {
     }
 }
 
+/// The plan's lines: model, data, steps, memory, FLOPs, graphs, unpadding, resume (the run
+/// and the dry run's estimate print the same).
+pub(crate) fn print_plan(plan: &TrainPlan) {
+    eprintln!(
+        "model    {}, {:.2} M parameters{}",
+        plan.model,
+        plan.parameters as f64 / 1e6,
+        match &plan.weights {
+            Some(weights) => format!(", {} tensors loaded", weights.loaded),
+            None => " (from scratch)".into(),
+        }
+    );
+    if let Some(weights) = &plan.weights {
+        print_weight_lists(weights);
+        if let Some(growth) = &weights.vocabulary {
+            eprintln!("vocab    grown {growth}");
+        }
+    }
+    eprintln!(
+        "data     {} train / {} held-out sequences of <= {} tokens",
+        plan.train_sequences, plan.eval_sequences, plan.max_seq_len
+    );
+    eprintln!(
+        "steps    {} ({} per epoch), {} sequences = {} tokens per step, {} on {}",
+        plan.total_steps,
+        plan.steps_per_epoch,
+        plan.sequences_per_step,
+        plan.tokens_per_step,
+        plan.precision,
+        plan.device
+    );
+    eprintln!(
+        "memory   ~{:.2} GiB estimated (weights, gradients, AdamW, activations)",
+        plan.estimated_memory_bytes as f64 / (1u64 << 30) as f64
+    );
+    eprintln!(
+        "flops    {:.3} GFLOP per token trained; peak {}",
+        plan.flops_per_token / 1e9,
+        match (plan.peak_tflops, &plan.peak_source) {
+            (Some(tflops), Some(source)) => format!("{tflops:.1} TFLOP/s ({source})"),
+            _ => "unknown, no MFU (set logging.peak_tflops)".to_owned(),
+        }
+    );
+    if let Some(graphs) = &plan.cuda_graphs {
+        eprintln!("graphs   {graphs}");
+    }
+    if let Some(unpad) = &plan.unpad {
+        eprintln!("unpad    encoder on the real tokens only; {unpad}");
+    }
+    print_resume(plan);
+}
+
 impl TrainObserver for ConsoleObserver {
     fn plan(&mut self, plan: &TrainPlan) {
-        eprintln!(
-            "model    {}, {:.2} M parameters{}",
-            plan.model,
-            plan.parameters as f64 / 1e6,
-            match &plan.weights {
-                Some(weights) => format!(", {} tensors loaded", weights.loaded),
-                None => " (from scratch)".into(),
-            }
-        );
-        if let Some(weights) = &plan.weights {
-            print_weight_lists(weights);
-            if let Some(growth) = &weights.vocabulary {
-                eprintln!("vocab    grown {growth}");
-            }
-        }
-        eprintln!(
-            "data     {} train / {} held-out sequences of <= {} tokens",
-            plan.train_sequences, plan.eval_sequences, plan.max_seq_len
-        );
-        eprintln!(
-            "steps    {} ({} per epoch), {} sequences = {} tokens per step, {} on {}",
-            plan.total_steps,
-            plan.steps_per_epoch,
-            plan.sequences_per_step,
-            plan.tokens_per_step,
-            plan.precision,
-            plan.device
-        );
-        eprintln!(
-            "memory   ~{:.2} GiB estimated (weights, gradients, AdamW, activations)",
-            plan.estimated_memory_bytes as f64 / (1u64 << 30) as f64
-        );
-        eprintln!(
-            "flops    {:.3} GFLOP per token trained; peak {}",
-            plan.flops_per_token / 1e9,
-            match (plan.peak_tflops, &plan.peak_source) {
-                (Some(tflops), Some(source)) => format!("{tflops:.1} TFLOP/s ({source})"),
-                _ => "unknown, no MFU (set logging.peak_tflops)".to_owned(),
-            }
-        );
-        if let Some(graphs) = &plan.cuda_graphs {
-            eprintln!("graphs   {graphs}");
-        }
-        if let Some(unpad) = &plan.unpad {
-            eprintln!("unpad    encoder on the real tokens only; {unpad}");
-        }
-        print_resume(plan);
+        print_plan(plan);
         if std::io::stderr().is_terminal() && plan.total_steps > plan.start_step {
             let bar = ProgressBar::new(plan.total_steps);
             bar.set_style(

@@ -141,6 +141,24 @@ pub enum CorpusError {
 }
 
 impl CorpusError {
+    /// A failed durable write (`mlm_durable`) as the [`CorpusError::Io`] it names:
+    /// `cannot sync <path>: ...`. A function, not a `From` impl: a second `From` would leave
+    /// the error type of `?` in closures ambiguous.
+    pub(crate) fn durable(error: mlm_durable::DurableError) -> Self {
+        use mlm_durable::Operation;
+        let (operation, path, source) = error.into_parts();
+        let action = match operation {
+            Operation::Create => "cannot create",
+            Operation::Write => "cannot write",
+            Operation::Sync => "cannot sync",
+            Operation::List => "cannot list",
+            Operation::Rename => "cannot rename into place",
+            Operation::MoveAside => "cannot move aside",
+            Operation::Remove => "cannot remove",
+        };
+        Self::io(action, path, source)
+    }
+
     pub(crate) fn io(
         action: &'static str,
         path: impl Into<PathBuf>,

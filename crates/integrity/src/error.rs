@@ -39,6 +39,13 @@ pub enum IntegrityError {
 }
 
 impl IntegrityError {
+    /// A failed durable write (of `integrity.json`) as the [`IntegrityError::Io`] it always
+    /// was.
+    pub(crate) fn durable(error: mlm_durable::DurableError) -> Self {
+        let (operation, path, source) = error.into_parts();
+        Self::io(operation.verb(), &path, source)
+    }
+
     pub(crate) fn io(action: &'static str, path: &Path, source: std::io::Error) -> Self {
         Self::Io {
             action,

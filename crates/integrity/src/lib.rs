@@ -133,7 +133,8 @@ impl Integrity {
         }
     }
 
-    /// Writes `dir/integrity.json` through a synced temporary file and a rename.
+    /// Writes `dir/integrity.json` durably (`mlm_durable`: a synced temporary file, a rename,
+    /// the directory synced).
     pub fn write(&self, dir: &Path) -> Result<(), IntegrityError> {
         let path = dir.join(INTEGRITY_FILE);
         let mut text =
@@ -142,13 +143,9 @@ impl Integrity {
                 source,
             })?;
         text.push('\n');
-        let temp = dir.join(format!("{INTEGRITY_FILE}.tmp"));
-        let written = std::fs::File::create(&temp).and_then(|mut file| {
-            file.write_all(text.as_bytes())?;
-            file.sync_all()
-        });
-        written.map_err(|e| IntegrityError::io("write", &temp, e))?;
-        std::fs::rename(&temp, &path).map_err(|e| IntegrityError::io("rename into place", &path, e))
+        // Through `integrity.json.tmp`, which `list_files` leaves out of a manifest.
+        mlm_durable::write_file_atomically(&path, |file| file.write_all(text.as_bytes()))
+            .map_err(IntegrityError::durable)
     }
 
     /// Reads `dir/integrity.json`; `None` when there is none.

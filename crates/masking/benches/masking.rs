@@ -5,6 +5,9 @@
 //! case: `case=<name> tokens_per_s=<median of 5 timed rounds> cpu_tokens_per_s=<the same by
 //! on-CPU time>`.
 
+// A bench reports its numbers on stdout (scripts/bench-masking reads them).
+#![allow(clippy::print_stdout)]
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 

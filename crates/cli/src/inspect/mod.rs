@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::HumanBytes;
 use mlm_corpus::{DomainTokenizer, Split};
-use mlm_trainer::model::{BertConfig, Family};
+use mlm_trainer::model::{EncoderConfig, masked_lm_class};
 
 use crate::config::ConfigSource;
 use crate::paths::shown;
@@ -159,13 +159,13 @@ fn describe_checkpoint(dir: &Path) -> Result<String> {
 
 /// Family, sizes, weight files and tokenizer of a model directory.
 fn describe_model(dir: &Path) -> Result<String> {
-    let config = BertConfig::from_file(&dir.join("config.json"))?;
-    let model_type = config.model_type.as_deref().unwrap_or("bert");
+    let config = EncoderConfig::from_file(&dir.join("config.json"))?;
+    let model_type = config.model_type();
     let mut s = String::new();
     let _ = writeln!(
         s,
         "model       {} (model_type {model_type}), {:.2} M parameters",
-        Family::masked_lm_class(model_type).unwrap_or("?"),
+        masked_lm_class(model_type).unwrap_or("?"),
         config.num_parameters() as f64 / 1e6
     );
     let _ = writeln!(

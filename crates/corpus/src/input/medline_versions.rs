@@ -18,7 +18,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::medline::{RecordKind, RecordSplitter, all_pmids, first_pmid};
+use super::medline_records::{RecordKind, RecordSplitter, all_pmids, first_pmid};
 use super::{ByteCounter, DropReason, InputFile, open_stream};
 use crate::config::BadRecordPolicy;
 use crate::error::{BadRecordKind, CorpusError};

@@ -4,6 +4,7 @@
 pub mod discover;
 pub mod jsonl;
 pub mod medline;
+pub mod medline_records;
 pub mod medline_versions;
 pub mod parquet_in;
 pub mod text;

@@ -1,11 +1,12 @@
 //! A Hugging Face `config.json` of a supported family, read and written as transformers does.
 //!
-//! Field names and defaults follow `transformers/models/bert/configuration_bert.py`
-//! (`BertConfig.__init__`); the other families' configs are read into the same fields
-//! ([`Family::to_bert_keys`]: DistilBERT's `dim`, `n_layers`, ... and RoBERTa's defaults) and
-//! written back in their own names. Keys this crate does not use (`_name_or_path`,
-//! `transformers_version`, `gradient_checkpointing`, `id2label`, ...) are kept in
-//! [`BertConfig::extra`] and written back, so a config survives load -> train -> export
+//! [`EncoderConfig`] holds what every encoder family has, in BERT's key names (the names of
+//! `transformers/models/bert/configuration_bert.py`, `EncoderConfig.__init__`, whose defaults
+//! it takes); the family ([`Architecture`], found by `model_type`) reads its own keys into
+//! it (DistilBERT's `dim`, `n_layers`, ...; RoBERTa's defaults), checks the keys only it
+//! has, and writes them back in its own names. Keys this crate does not use
+//! (`_name_or_path`, `transformers_version`, `id2label`, ...) are kept in
+//! [`EncoderConfig::extra`] and written back, so a config survives load -> train -> export
 //! unchanged apart from what we set on purpose.
 
 use std::path::{Path, PathBuf};
@@ -14,19 +15,23 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::ModelError;
-use super::family::{Family, SUPPORTED_MODEL_TYPES};
+use super::arch::{
+    Architecture, ScratchShape, architecture_for, masked_lm_class, supported_model_types,
+};
+use super::cost::Cost;
 
-/// The `model_type` every BERT config carries (`BertConfig.model_type`).
-pub const BERT_MODEL_TYPE: &str = "bert";
+/// The `model_type` a config without one is read as (very old BERT configs).
+pub const DEFAULT_MODEL_TYPE: &str = "bert";
 
-/// A BERT `config.json` (`transformers.BertConfig`). Defaults are bert-base-uncased's, as in
-/// `BertConfig.__init__`, so a sparse or old config.json reads the way transformers reads it.
+/// An encoder's `config.json`, in BERT's key names. Defaults are bert-base-uncased's, as in
+/// `EncoderConfig.__init__`, so a sparse or old config.json reads the way transformers reads it.
 ///
-/// Build one for a from-scratch model with struct update syntax:
-/// `BertConfig { vocab_size: 8000, hidden_size: 256, ..BertConfig::default() }`.
+/// Build one for a from-scratch model with [`EncoderConfig::scratch`], or, in tests, with
+/// struct update syntax:
+/// `EncoderConfig { vocab_size: 8000, hidden_size: 256, ..EncoderConfig::default() }`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct BertConfig {
+pub struct EncoderConfig {
     pub vocab_size: i64,
     pub hidden_size: i64,
     pub num_hidden_layers: i64,
@@ -52,7 +57,7 @@ pub struct BertConfig {
     pub extra: Map<String, Value>,
 }
 
-impl Default for BertConfig {
+impl Default for EncoderConfig {
     fn default() -> Self {
         Self {
             vocab_size: 30522,
@@ -68,7 +73,7 @@ impl Default for BertConfig {
             initializer_range: 0.02,
             layer_norm_eps: 1e-12,
             pad_token_id: Some(0),
-            model_type: Some(BERT_MODEL_TYPE.to_owned()),
+            model_type: Some(DEFAULT_MODEL_TYPE.to_owned()),
             architectures: None,
             extra: Map::new(),
         }
@@ -108,7 +113,32 @@ impl Activation {
     }
 }
 
-impl BertConfig {
+/// A `config.json` as read: its text (for errors with line numbers) and its keys.
+#[derive(Debug)]
+pub struct RawConfig<'a> {
+    pub text: &'a str,
+    pub keys: &'a Map<String, Value>,
+}
+
+impl RawConfig<'_> {
+    /// The file read straight into the encoder's fields (a family that uses BERT's key
+    /// names): a type error names the line.
+    pub fn as_encoder(&self) -> Result<EncoderConfig, serde_json::Error> {
+        serde_json::from_str(self.text)
+    }
+
+    /// The keys renamed by `translate` first (a family with its own key names).
+    pub fn translated(
+        &self,
+        translate: impl FnOnce(&mut Map<String, Value>),
+    ) -> Result<EncoderConfig, serde_json::Error> {
+        let mut keys = self.keys.clone();
+        translate(&mut keys);
+        serde_json::from_value(Value::Object(keys))
+    }
+}
+
+impl EncoderConfig {
     /// Reads and validates a `config.json`. Errors name the file and the offending key.
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
         let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
@@ -119,32 +149,45 @@ impl BertConfig {
     }
 
     /// Parses and validates config text; `origin` names the file in errors (with the line,
-    /// except for type errors in a DistilBERT config, whose keys are translated first).
+    /// except for type errors in a family with its own key names, translated first).
     pub fn from_json(text: &str, origin: &Path) -> Result<Self, ModelError> {
         let json_error = |source| ModelError::Json {
             path: origin.to_path_buf(),
             source,
         };
-        let mut keys: Map<String, Value> = serde_json::from_str(text).map_err(json_error)?;
-        let family = keys
-            .get("model_type")
-            .and_then(Value::as_str)
-            .and_then(Family::from_model_type);
-        let config: Self = match family {
-            Some(family) if family.renames_keys() => {
-                family.to_bert_keys(&mut keys);
-                serde_json::from_value(Value::Object(keys)).map_err(json_error)?
-            }
-            _ => {
-                let mut config: Self = serde_json::from_str(text).map_err(json_error)?;
-                if let Some(family) = family {
-                    family.fill_defaults(&mut config, &keys);
-                }
-                config
+        let keys: Map<String, Value> = serde_json::from_str(text).map_err(json_error)?;
+        let model_type = match keys.get("model_type") {
+            None | Some(Value::Null) => DEFAULT_MODEL_TYPE,
+            Some(Value::String(model_type)) => model_type.as_str(),
+            Some(other) => {
+                return Err(
+                    ConfigProblem::key("model_type", format!("{other} is not a string")).at(origin),
+                );
             }
         };
+        let architecture = architecture_for(model_type).ok_or_else(|| {
+            ConfigProblem::unsupported(format!("model_type \"{model_type}\"")).at(origin)
+        })?;
+        let config = architecture
+            .read_config(&RawConfig { text, keys: &keys })
+            .map_err(json_error)?;
         config.validate().map_err(|problem| problem.at(origin))?;
         Ok(config)
+    }
+
+    /// The config of a model from scratch of `model_type`'s family sized by `shape`, read
+    /// through the family's own `config.json` keys exactly as a file would be (`origin` names
+    /// where the sizes came from in errors).
+    pub fn scratch(
+        model_type: &str,
+        shape: &ScratchShape,
+        origin: &Path,
+    ) -> Result<Self, ModelError> {
+        let architecture = architecture_for(model_type).ok_or_else(|| {
+            ConfigProblem::unsupported(format!("model_type \"{model_type}\"")).at(origin)
+        })?;
+        let keys = architecture.scratch_config(model_type, shape);
+        Self::from_json(&Value::Object(keys).to_string(), origin)
     }
 
     /// Writes the config as transformers does (pretty JSON, two-space indent), in the
@@ -154,11 +197,7 @@ impl BertConfig {
             path: path.to_path_buf(),
             source,
         };
-        let Value::Object(mut keys) = serde_json::to_value(self).map_err(json_error)? else {
-            unreachable!("a struct serialises to a JSON object");
-        };
-        self.family().from_bert_keys(&mut keys);
-        let mut text = serde_json::to_string_pretty(&keys).map_err(json_error)?;
+        let mut text = serde_json::to_string_pretty(&self.to_hf_keys()).map_err(json_error)?;
         text.push('\n');
         std::fs::write(path, text).map_err(|source| ModelError::Io {
             path: path.to_path_buf(),
@@ -166,18 +205,31 @@ impl BertConfig {
         })
     }
 
-    /// The family `model_type` names (BERT when it is absent, as in very old configs).
-    pub fn family(&self) -> Family {
-        self.model_type
-            .as_deref()
-            .and_then(Family::from_model_type)
-            .unwrap_or(Family::Bert)
+    /// The `config.json` keys, in the family's names.
+    pub fn to_hf_keys(&self) -> Map<String, Value> {
+        let Ok(Value::Object(mut keys)) = serde_json::to_value(self) else {
+            unreachable!("a struct of plain fields serialises to a JSON object");
+        };
+        self.architecture().write_config(&mut keys);
+        keys
     }
 
-    /// The longest sequence the position table serves: `max_position_embeddings`, less
-    /// RoBERTa's `pad_token_id + 1` rows that no real token's position uses.
+    /// The family `model_type` names (BERT when it is absent, as in very old configs).
+    pub fn architecture(&self) -> &'static dyn Architecture {
+        architecture_for(self.model_type())
+            .or_else(|| architecture_for(DEFAULT_MODEL_TYPE))
+            .expect("the default model_type is registered")
+    }
+
+    /// `model_type`, or the default for configs without one.
+    pub fn model_type(&self) -> &str {
+        self.model_type.as_deref().unwrap_or(DEFAULT_MODEL_TYPE)
+    }
+
+    /// The longest sequence the model serves (RoBERTa's position table has
+    /// `pad_token_id + 1` rows no real token's position uses).
     pub fn max_sequence_length(&self) -> i64 {
-        self.max_position_embeddings - self.family().position_offset(self.pad_token_id)
+        self.architecture().max_sequence_length(self)
     }
 
     /// Size of one attention head (`BertSelfAttention.attention_head_size`).
@@ -185,7 +237,7 @@ impl BertConfig {
         self.hidden_size / self.num_attention_heads.max(1)
     }
 
-    /// The activation named by `hidden_act` (validated by [`BertConfig::validate`]).
+    /// The activation named by `hidden_act` (validated by [`EncoderConfig::validate`]).
     pub fn activation(&self) -> Activation {
         Activation::parse(&self.hidden_act).unwrap_or(Activation::Gelu)
     }
@@ -206,51 +258,40 @@ impl BertConfig {
             .filter(|id| (0..self.vocab_size).contains(id))
     }
 
+    /// Parameters, training FLOPs and activation memory at `seq_len` (the family's).
+    pub fn cost(&self, seq_len: usize) -> Cost {
+        self.architecture().cost(self, seq_len)
+    }
+
     /// Number of parameters of the model this config builds (pooler included, tied decoder
     /// counted once), for plans and MFU.
     pub fn num_parameters(&self) -> i64 {
-        let pooler = if self.family().spec().pooler.is_some() {
-            self.pooler_parameters()
-        } else {
-            0
-        };
-        self.num_trainable_parameters() + pooler
+        self.cost(0).parameters
     }
 
-    /// The parameters MLM training updates: all but the pooler, which `BertForMaskedLM` in
-    /// transformers does not have (ours keeps it frozen for the export).
+    /// The parameters MLM training updates: all but the frozen ones (the pooler, which
+    /// transformers' masked-LM classes do not have; ours keeps it for the export).
     pub fn num_trainable_parameters(&self) -> i64 {
-        let h = self.hidden_size;
-        let embeddings =
-            (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * h + 2 * h;
-        let layer =
-            4 * (h * h + h) + 2 * (h * self.intermediate_size) + self.intermediate_size + h + 4 * h;
-        let head = h * h + h + 2 * h + self.vocab_size;
-        embeddings + self.num_hidden_layers * layer + head
+        self.cost(0).trainable_parameters
     }
 
-    fn pooler_parameters(&self) -> i64 {
-        self.hidden_size * self.hidden_size + self.hidden_size
-    }
-
-    /// Checks that this is a BERT config this port can build. The error names the key.
+    /// Checks that this is a config this port can build. The error names the key.
     pub fn validate(&self) -> Result<(), ConfigProblem> {
         self.validate_family()?;
         self.validate_shapes()?;
         self.validate_numerics()?;
-        self.validate_unsupported_variants()
+        self.architecture().validate(self)
     }
 
     /// `model_type` is a supported family and `architectures` (when given) are its classes.
     fn validate_family(&self) -> Result<(), ConfigProblem> {
-        if let Some(model_type) = &self.model_type
-            && Family::from_model_type(model_type).is_none()
-        {
+        if architecture_for(self.model_type()).is_none() {
             return Err(ConfigProblem::unsupported(format!(
-                "model_type \"{model_type}\""
+                "model_type \"{}\"",
+                self.model_type()
             )));
         }
-        let prefixes = self.family().class_prefixes();
+        let prefixes = self.architecture().class_prefixes();
         if let Some(architectures) = &self.architectures
             && let Some(other) = architectures
                 .iter()
@@ -258,7 +299,7 @@ impl BertConfig {
         {
             return Err(ConfigProblem::unsupported(format!(
                 "architectures [\"{other}\"] with model_type \"{}\"",
-                self.model_type.as_deref().unwrap_or(BERT_MODEL_TYPE)
+                self.model_type()
             )));
         }
         Ok(())
@@ -278,23 +319,6 @@ impl BertConfig {
             return Err(ConfigProblem::key(
                 key,
                 format!("must be positive, got {value}"),
-            ));
-        }
-        let token_types = self.family().spec().token_types;
-        if token_types && self.type_vocab_size <= 0 {
-            return Err(ConfigProblem::key(
-                "type_vocab_size",
-                format!("must be positive, got {}", self.type_vocab_size),
-            ));
-        }
-        if self.max_sequence_length() <= 0 {
-            return Err(ConfigProblem::key(
-                "max_position_embeddings",
-                format!(
-                    "{} leaves no position for a token after the {} rows before pad_token_id + 1",
-                    self.max_position_embeddings,
-                    self.family().position_offset(self.pad_token_id)
-                ),
             ));
         }
         if self.hidden_size % self.num_attention_heads != 0 {
@@ -361,52 +385,6 @@ impl BertConfig {
         Ok(())
     }
 
-    /// BERT variants transformers can build but this port does not: refuse them instead of
-    /// silently computing something else.
-    fn validate_unsupported_variants(&self) -> Result<(), ConfigProblem> {
-        match self.extra.get("position_embedding_type") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(kind)) if kind == "absolute" => {}
-            Some(other) => {
-                return Err(ConfigProblem::key(
-                    "position_embedding_type",
-                    format!("{other} is not supported (only \"absolute\")"),
-                ));
-            }
-        }
-        for key in ["is_decoder", "add_cross_attention"] {
-            if self.extra.get(key) == Some(&Value::Bool(true)) {
-                return Err(ConfigProblem::key(
-                    key,
-                    "is true: only the bidirectional encoder (masked LM) is supported".to_owned(),
-                ));
-            }
-        }
-        if self.extra.get("tie_word_embeddings") == Some(&Value::Bool(false)) {
-            return Err(ConfigProblem::key(
-                "tie_word_embeddings",
-                "is false: the MLM decoder is always tied to the word embeddings here".to_owned(),
-            ));
-        }
-        if self.extra.get("sinusoidal_pos_embds") == Some(&Value::Bool(true)) {
-            return Err(ConfigProblem::key(
-                "sinusoidal_pos_embds",
-                "is true: only learned position embeddings are supported".to_owned(),
-            ));
-        }
-        if let Some(size) = self.extra.get("embedding_size")
-            && size.as_i64() != Some(self.hidden_size)
-        {
-            return Err(ConfigProblem::key(
-                "embedding_size",
-                format!(
-                    "{size} differs from hidden_size (factorised embeddings are not supported)"
-                ),
-            ));
-        }
-        Ok(())
-    }
-
     /// A copy set up for export as the family's masked-LM class (`BertForMaskedLM`,
     /// `RobertaForMaskedLM`, `XLMRobertaForMaskedLM`, ...: what `AutoModelForMaskedLM` and
     /// `pipeline("fill-mask")` resolve).
@@ -414,8 +392,8 @@ impl BertConfig {
         let mut config = self.clone();
         let model_type = config
             .model_type
-            .get_or_insert_with(|| BERT_MODEL_TYPE.to_owned());
-        let class = Family::masked_lm_class(model_type).unwrap_or("BertForMaskedLM");
+            .get_or_insert_with(|| DEFAULT_MODEL_TYPE.to_owned());
+        let class = masked_lm_class(model_type).unwrap_or("BertForMaskedLM");
         config.architectures = Some(vec![class.to_owned()]);
         config
     }
@@ -431,7 +409,7 @@ pub struct ConfigProblem {
 }
 
 impl ConfigProblem {
-    fn key(key: &'static str, message: String) -> Self {
+    pub fn key(key: &'static str, message: String) -> Self {
         Self {
             key,
             message,
@@ -439,7 +417,7 @@ impl ConfigProblem {
         }
     }
 
-    fn unsupported(found: String) -> Self {
+    pub fn unsupported(found: String) -> Self {
         Self {
             key: "model_type",
             message: found,
@@ -454,7 +432,7 @@ impl ConfigProblem {
             ModelError::UnsupportedFamily {
                 path,
                 found: self.message,
-                supported: SUPPORTED_MODEL_TYPES,
+                supported: supported_model_types(),
             }
         } else {
             ModelError::InvalidConfig {
@@ -473,221 +451,4 @@ impl std::fmt::Display for ConfigProblem {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> Result<BertConfig, ModelError> {
-        BertConfig::from_json(text, Path::new("config.json"))
-    }
-
-    const MINILM: &str = r#"{
-      "_name_or_path": "nreimers/MiniLM-L6-H384-uncased",
-      "architectures": ["BertModel"],
-      "attention_probs_dropout_prob": 0.1,
-      "gradient_checkpointing": false,
-      "hidden_act": "gelu",
-      "hidden_dropout_prob": 0.1,
-      "hidden_size": 384,
-      "initializer_range": 0.02,
-      "intermediate_size": 1536,
-      "layer_norm_eps": 1e-12,
-      "max_position_embeddings": 512,
-      "model_type": "bert",
-      "num_attention_heads": 12,
-      "num_hidden_layers": 6,
-      "pad_token_id": 0,
-      "position_embedding_type": "absolute",
-      "transformers_version": "4.8.2",
-      "type_vocab_size": 2,
-      "use_cache": true,
-      "vocab_size": 30522
-    }"#;
-
-    #[test]
-    fn reads_a_real_config_and_keeps_unknown_keys() {
-        let config = parse(MINILM).unwrap();
-        assert_eq!(config.hidden_size, 384);
-        assert_eq!(config.num_hidden_layers, 6);
-        assert_eq!(config.head_dim(), 32);
-        assert_eq!(config.activation(), Activation::Gelu);
-        assert_eq!(config.extra["transformers_version"], "4.8.2");
-        assert_eq!(config.extra["gradient_checkpointing"], false);
-        assert!(
-            !config.extra.contains_key("hidden_size"),
-            "known keys are not duplicated"
-        );
-    }
-
-    #[test]
-    fn round_trips_every_key_through_write_hf() {
-        let dir = std::env::temp_dir().join(format!("mlm-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("config.json");
-        parse(MINILM).unwrap().write_hf(&path).unwrap();
-        let written: Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        let original: Value = serde_json::from_str(MINILM).unwrap();
-        assert_eq!(written, original);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn missing_keys_take_bert_base_defaults() {
-        let config = parse(r#"{"model_type": "bert", "vocab_size": 100}"#).unwrap();
-        assert_eq!(config.vocab_size, 100);
-        assert_eq!(config.hidden_size, 768);
-        assert_eq!(config.layer_norm_eps, 1e-12);
-        assert_eq!(config.pad_token_id, Some(0));
-    }
-
-    #[test]
-    fn refuses_unsupported_families_and_foreign_architectures_by_name() {
-        let error = parse(r#"{"model_type": "gpt2"}"#).unwrap_err();
-        assert!(
-            matches!(error, ModelError::UnsupportedFamily { .. }),
-            "{error}"
-        );
-        assert!(error.to_string().contains("gpt2"), "{error}");
-        assert!(error.to_string().contains("xlm-roberta"), "{error}");
-        let error = parse(r#"{"architectures": ["DistilBertForMaskedLM"]}"#).unwrap_err();
-        assert!(
-            error.to_string().contains("DistilBertForMaskedLM"),
-            "{error}"
-        );
-        assert!(error.to_string().contains("config.json"), "{error}");
-    }
-
-    #[test]
-    fn roberta_configs_read_with_roberta_defaults_and_export_as_their_class() {
-        let config = parse(
-            r#"{"model_type": "xlm-roberta", "architectures": ["XLMRobertaForMaskedLM"],
-                "max_position_embeddings": 514, "type_vocab_size": 1, "vocab_size": 250002}"#,
-        )
-        .unwrap();
-        assert_eq!(config.family(), Family::Roberta);
-        assert_eq!(
-            config.pad_token_id,
-            Some(1),
-            "RobertaConfig's default pad id"
-        );
-        assert_eq!(config.max_sequence_length(), 512, "514 less pad + 1");
-        let exported = config.for_export();
-        assert_eq!(
-            exported.architectures.as_deref(),
-            Some(&["XLMRobertaForMaskedLM".to_owned()][..])
-        );
-        let error = parse(r#"{"model_type": "roberta", "max_position_embeddings": 2}"#);
-        assert!(
-            error
-                .unwrap_err()
-                .to_string()
-                .contains("max_position_embeddings"),
-            "a table with no room past the padding offset"
-        );
-    }
-
-    #[test]
-    fn distilbert_configs_translate_their_keys_both_ways() {
-        let text = r#"{"model_type": "distilbert", "architectures": ["DistilBertForMaskedLM"],
-            "dim": 64, "n_layers": 3, "n_heads": 4, "hidden_dim": 128, "dropout": 0.2,
-            "attention_dropout": 0.05, "activation": "gelu", "vocab_size": 99,
-            "max_position_embeddings": 40, "pad_token_id": 0, "sinusoidal_pos_embds": false,
-            "qa_dropout": 0.1, "seq_classif_dropout": 0.2, "tie_weights_": true,
-            "initializer_range": 0.02}"#;
-        let config = parse(text).unwrap();
-        assert_eq!(config.family(), Family::DistilBert);
-        let sizes = (
-            config.hidden_size,
-            config.num_hidden_layers,
-            config.num_attention_heads,
-        );
-        assert_eq!(sizes, (64, 3, 4));
-        assert_eq!(config.intermediate_size, 128);
-        assert_eq!(config.hidden_dropout_prob, 0.2);
-        assert_eq!(config.attention_probs_dropout_prob, 0.05);
-        assert_eq!(config.layer_norm_eps, 1e-12);
-        let dir = std::env::temp_dir().join(format!("distil-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        config.write_hf(&dir.join("config.json")).unwrap();
-        let written: Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap())
-                .unwrap();
-        let original: Value = serde_json::from_str(text).unwrap();
-        assert_eq!(
-            written, original,
-            "written back in DistilBERT's own keys, nothing added"
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
-        let error = parse(r#"{"model_type": "distilbert", "sinusoidal_pos_embds": true}"#);
-        assert!(
-            error
-                .unwrap_err()
-                .to_string()
-                .contains("sinusoidal_pos_embds")
-        );
-    }
-
-    #[test]
-    fn errors_name_the_key() {
-        let cases = [
-            (
-                r#"{"hidden_size": 100, "num_attention_heads": 3}"#,
-                "num_attention_heads",
-            ),
-            (r#"{"hidden_act": "mish"}"#, "hidden_act"),
-            (r#"{"hidden_dropout_prob": 1.5}"#, "hidden_dropout_prob"),
-            (r#"{"vocab_size": 10, "pad_token_id": 10}"#, "pad_token_id"),
-            (
-                r#"{"position_embedding_type": "relative_key"}"#,
-                "position_embedding_type",
-            ),
-            (r#"{"is_decoder": true}"#, "is_decoder"),
-            (r#"{"tie_word_embeddings": false}"#, "tie_word_embeddings"),
-            (r#"{"num_hidden_layers": 0}"#, "num_hidden_layers"),
-        ];
-        for (text, key) in cases {
-            let error = parse(text).unwrap_err();
-            match &error {
-                ModelError::InvalidConfig { key: found, .. } => assert_eq!(*found, key, "{error}"),
-                other => panic!("{text}: {other}"),
-            }
-        }
-    }
-
-    #[test]
-    fn malformed_json_reports_line_and_file() {
-        let error = parse("{\n  \"vocab_size\": \"many\"\n}").unwrap_err();
-        let source = std::error::Error::source(&error).expect("the JSON error is kept");
-        let text = format!("{error}: {source}");
-        assert!(
-            text.contains("config.json") && text.contains("line 2"),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn null_pad_token_means_no_padding_row() {
-        let config = parse(r#"{"pad_token_id": null}"#).unwrap();
-        assert_eq!(config.padding_idx(), None);
-    }
-
-    #[test]
-    fn export_copy_names_the_masked_lm_class() {
-        let config = parse(MINILM).unwrap().for_export();
-        assert_eq!(
-            config.architectures.as_deref(),
-            Some(&["BertForMaskedLM".to_owned()][..])
-        );
-        assert_eq!(config.model_type.as_deref(), Some("bert"));
-    }
-
-    #[test]
-    fn counts_bert_base_parameters() {
-        let config = BertConfig::default();
-        // embeddings 23,837,184 + 12 layers x 7,087,872 + pooler 590,592 + head 622,650
-        assert_eq!(
-            config.num_parameters(),
-            23_837_184 + 12 * 7_087_872 + 590_592 + 622_650
-        );
-    }
-}
+mod tests;

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use safetensors::tensor::{Dtype, TensorView};
 use tch::{Device, Kind};
 
-use super::config::BertConfig;
+use super::config::EncoderConfig;
 use super::{ModelError, named_variables};
 
 /// What [`export_hf_model_with`] writes.
@@ -45,7 +45,7 @@ impl Default for ExportOptions {
 /// included. See [`export_hf_model_with`].
 pub fn export_hf_model(
     vs: &tch::nn::VarStore,
-    config: &BertConfig,
+    config: &EncoderConfig,
     dir: &Path,
 ) -> Result<(), ModelError> {
     export_hf_model_with(vs, config, dir, ExportOptions::default())
@@ -56,7 +56,7 @@ pub fn export_hf_model(
 /// to a temporary name and renamed, so a reader never sees half a file.
 pub fn export_hf_model_with(
     vs: &tch::nn::VarStore,
-    config: &BertConfig,
+    config: &EncoderConfig,
     dir: &Path,
     options: ExportOptions,
 ) -> Result<(), ModelError> {
@@ -66,8 +66,11 @@ pub fn export_hf_model_with(
         source,
     })?;
 
-    let spec = config.family().spec();
-    let pooler = spec.pooler.map(|name| format!("{}.{name}.", spec.base));
+    let pooler = config
+        .architecture()
+        .keys()
+        .pooler
+        .map(|name| format!("{name}."));
     let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     for (name, tensor) in named_variables(vs) {
         let is_pooler = pooler
@@ -109,41 +112,33 @@ pub fn export_hf_model_with(
     rename(&temporary, &config_path)
 }
 
-/// The variables must be the ones `config` describes, or transformers would refuse the export.
-fn check_matches_config(vs: &tch::nn::VarStore, config: &BertConfig) -> Result<(), ModelError> {
-    let variables = vs.variables();
-    let spec = config.family().spec();
-    let word = &format!("{}.embeddings.word_embeddings.weight", spec.base);
-    let expected = vec![config.vocab_size, config.hidden_size];
-    match variables.get(word) {
-        None => {
+/// The variables must be the ones `config` describes (its family's
+/// [`super::Architecture::variables`]: every name, every shape, nothing else), or
+/// transformers would refuse the export.
+fn check_matches_config(vs: &tch::nn::VarStore, config: &EncoderConfig) -> Result<(), ModelError> {
+    let mut variables = vs.variables();
+    for expected in config.architecture().variables(config) {
+        let Some(tensor) = variables.remove(&expected.name) else {
             return Err(ModelError::MissingVariable {
-                name: word.to_owned(),
+                name: expected.name,
             });
-        }
-        Some(tensor) if tensor.size() != expected => {
+        };
+        if tensor.size() != expected.shape {
             return Err(ModelError::BadInput(format!(
-                "{word} is {:?} but the config says vocab_size {} x hidden_size {}",
+                "{} is {:?} but config.json describes {:?} (vocab_size {}, hidden_size {}, \
+                 num_hidden_layers {})",
+                expected.name,
                 tensor.size(),
+                expected.shape,
                 config.vocab_size,
-                config.hidden_size
+                config.hidden_size,
+                config.num_hidden_layers
             )));
         }
-        Some(_) => {}
     }
-    let ffn_out = |layer: i64| {
-        format!(
-            "{}.{}.{layer}.{}.weight",
-            spec.base, spec.layers, spec.layer.ffn_out
-        )
-    };
-    let (last, extra) = (
-        ffn_out(config.num_hidden_layers - 1),
-        ffn_out(config.num_hidden_layers),
-    );
-    if !variables.contains_key(&last) || variables.contains_key(&extra) {
+    if let Some(extra) = variables.keys().min() {
         return Err(ModelError::BadInput(format!(
-            "the model's layer count differs from num_hidden_layers {}",
+            "the model has {extra}, which config.json does not describe (num_hidden_layers {})",
             config.num_hidden_layers
         )));
     }

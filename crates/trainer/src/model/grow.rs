@@ -13,7 +13,7 @@ use serde::Serialize;
 use tch::nn::VarStore;
 use tch::{Kind, Tensor};
 
-use super::{Family, ModelError};
+use super::{Architecture, ModelError};
 
 /// A row to (re)initialise: its id and the base ids it is the mean of.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,15 +51,6 @@ impl VocabGrowthReport {
     }
 }
 
-/// The vocabulary-indexed variables of a family: word embeddings (the decoder is tied to
-/// them) and the MLM output bias.
-pub fn vocabulary_variables(family: Family) -> [String; 2] {
-    [
-        format!("{}embeddings.word_embeddings.weight", family.base_prefix()),
-        family.spec().head_bias.to_owned(),
-    ]
-}
-
 /// Row i of the result is the mean of `table`'s rows `rows[i].pieces`, in f64 (pure; the
 /// caller casts to the variable's kind).
 pub fn mean_rows(table: &Tensor, rows: &[NewRow]) -> Result<Tensor, ModelError> {
@@ -86,10 +77,13 @@ pub fn mean_rows(table: &Tensor, rows: &[NewRow]) -> Result<Tensor, ModelError> 
 pub fn grow_vocabulary(
     base: &VarStore,
     grown: &VarStore,
-    family: Family,
+    architecture: &dyn Architecture,
     new_rows: &[NewRow],
 ) -> Result<VocabGrowthReport, ModelError> {
-    let vocabulary = vocabulary_variables(family);
+    let vocabulary = architecture
+        .keys()
+        .vocabulary_variables()
+        .map(str::to_owned);
     let base_vars = base.variables();
     let grown_vars = grown.variables();
     let base_rows = base_vars
@@ -181,10 +175,10 @@ mod tests {
     use tch::Device;
 
     use super::*;
-    use crate::model::{BertConfig, MaskedLanguageModel, init_weights_like_hf};
+    use crate::model::{EncoderConfig, MaskedLanguageModel, init_weights_like_hf};
 
-    fn config(model_type: &str, vocab_size: i64) -> BertConfig {
-        BertConfig {
+    fn config(model_type: &str, vocab_size: i64) -> EncoderConfig {
+        EncoderConfig {
             model_type: Some(model_type.to_owned()),
             vocab_size,
             hidden_size: 8,
@@ -193,18 +187,18 @@ mod tests {
             intermediate_size: 16,
             max_position_embeddings: 24,
             pad_token_id: Some(1),
-            ..BertConfig::default()
+            ..EncoderConfig::default()
         }
     }
 
     /// A model in f64 with its variables, initialised from `seed` (the bias too, so that its
     /// means are not all zero).
-    fn model(config: &BertConfig, seed: u64) -> (VarStore, MaskedLanguageModel) {
+    fn model(config: &EncoderConfig, seed: u64) -> (VarStore, MaskedLanguageModel) {
         let mut vs = VarStore::new(Device::Cpu);
         let model = MaskedLanguageModel::new(&vs.root(), config);
         init_weights_like_hf(&vs, config, seed);
         vs.double();
-        let bias = &vs.variables()[config.family().spec().head_bias];
+        let bias = &vs.variables()[config.architecture().keys().decoder_bias];
         let _no_grad = tch::no_grad_guard();
         bias.shallow_clone().copy_(&Tensor::randn(
             [config.vocab_size],
@@ -244,17 +238,17 @@ mod tests {
         let (base, _) = model(&config(model_type, 20), 7);
         let grown_config = config(model_type, 23);
         let (grown, _) = model(&grown_config, 8);
-        let report = grow_vocabulary(&base, &grown, grown_config.family(), &rows()).unwrap();
+        let report = grow_vocabulary(&base, &grown, grown_config.architecture(), &rows()).unwrap();
         assert_eq!((report.base_rows, report.rows), (20, 23));
         assert_eq!((report.appended, report.reinitialised), (3, 1));
         let (b, g) = (base.variables(), grown.variables());
-        let vocabulary = vocabulary_variables(grown_config.family());
+        let vocabulary = grown_config.architecture().keys().vocabulary_variables();
         for (name, tensor) in &g {
-            if !vocabulary.contains(name) {
+            if !vocabulary.contains(&name.as_str()) {
                 assert!(tensor.equal(&b[name]), "{model_type}: {name} copied");
             }
         }
-        for name in &vocabulary {
+        for name in vocabulary {
             let (old, new) = (&b[name], &g[name]);
             let width = if old.dim() == 2 { old.size()[1] } else { 1 };
             let old_rows = as_f64(old);
@@ -300,7 +294,7 @@ mod tests {
     fn rows_without_pieces_or_with_foreign_pieces_are_refused() {
         let (base, _) = model(&config("bert", 20), 7);
         let (grown, _) = model(&config("bert", 23), 8);
-        let family = Family::Bert;
+        let family = crate::model::architecture_for("bert").unwrap();
         let mut missing = rows();
         missing.pop();
         let e = grow_vocabulary(&base, &grown, family, &missing).unwrap_err();

@@ -1,10 +1,8 @@
-//! Hugging Face's weight initialisation (`PreTrainedModel._init_weights` and
-//! `BertPreTrainedModel._init_weights` in transformers 5.24), seeded and device-independent.
-//!
-//! - Linear and Embedding weights: normal(0, `initializer_range`);
-//! - Linear biases and the MLM decoder's bias: 0;
-//! - LayerNorm (`LayerNorm`, `*layer_norm`): weight 1, bias 0;
-//! - the padding row of the word embedding (and of RoBERTa's position embedding): 0.
+//! Hugging Face's weight initialisation (`PreTrainedModel._init_weights` and the families'
+//! overrides in transformers 5.24), seeded and device-independent. Which rule a variable gets
+//! is its family's ([`super::Architecture::init_rule`]: for BERT, normal(0,
+//! `initializer_range`) for Linear and Embedding weights, 0 for biases, 1 and 0 for
+//! LayerNorms, 0 for an embedding's padding row); how the values are drawn is here.
 //!
 //! The random values are drawn on the CPU from a counter-based generator keyed by
 //! (seed, variable name, chunk), not from libtorch's global generator: every variable gets
@@ -16,51 +14,51 @@ use mlm_seeds::splitmix64;
 use rayon::prelude::*;
 use tch::Tensor;
 
-use super::config::BertConfig;
-use super::family::Positions;
+use super::arch::InitRule;
+use super::config::EncoderConfig;
 
 /// Elements per independent random stream: the unit of parallel work.
 const CHUNK: usize = 1 << 16;
 
 /// Re-initialises every variable of `vs` as transformers' `_init_weights` does, from `seed`.
-pub fn init_weights_like_hf(vs: &tch::nn::VarStore, config: &BertConfig, seed: u64) {
+pub fn init_weights_like_hf(vs: &tch::nn::VarStore, config: &EncoderConfig, seed: u64) {
     for (name, tensor) in vs.variables() {
         init_variable_like_hf(&name, &tensor, config, seed);
     }
 }
 
-/// Initialises one variable by its Hugging Face name. Returns false (and leaves the variable
-/// untouched) for a name that is none of weight / bias / LayerNorm.
-pub fn init_variable_like_hf(name: &str, tensor: &Tensor, config: &BertConfig, seed: u64) -> bool {
+/// Initialises one variable by its Hugging Face name, by its family's rule. Returns false
+/// (and leaves the variable untouched) for a name the family has no rule for.
+pub fn init_variable_like_hf(
+    name: &str,
+    tensor: &Tensor,
+    config: &EncoderConfig,
+    seed: u64,
+) -> bool {
+    let Some(rule) = config.architecture().init_rule(name, config) else {
+        return false;
+    };
     let mut target = tensor.shallow_clone();
     let _no_grad = tch::no_grad_guard();
-    if name.ends_with("LayerNorm.weight") || name.ends_with("layer_norm.weight") {
-        let _ = target.fill_(1.0);
-    } else if name.ends_with(".bias") {
-        let _ = target.zero_();
-    } else if name.ends_with(".weight") {
-        let shape = tensor.size();
-        let values = normal_values(seed, name, tensor.numel(), config.init_std());
-        let values = Tensor::from_slice(&values).view(shape.as_slice());
-        target.copy_(&values);
-        if has_padding_row(name, config)
-            && let Some(pad) = config.padding_idx()
-            && shape.first().is_some_and(|rows| pad < *rows)
-        {
-            let _ = target.get(pad).zero_();
+    match rule {
+        InitRule::Ones => {
+            let _ = target.fill_(1.0);
         }
-    } else {
-        return false;
+        InitRule::Zeros => {
+            let _ = target.zero_();
+        }
+        InitRule::Normal { std, zero_row } => {
+            let shape = tensor.size();
+            let values = normal_values(seed, name, tensor.numel(), std);
+            target.copy_(&Tensor::from_slice(&values).view(shape.as_slice()));
+            if let Some(row) = zero_row
+                && shape.first().is_some_and(|rows| row < *rows)
+            {
+                let _ = target.get(row).zero_();
+            }
+        }
     }
     true
-}
-
-/// `nn.Embedding(padding_idx=pad_token_id)` tables, whose padding row `_init_weights` zeroes:
-/// the word embeddings, and RoBERTa's position embeddings.
-fn has_padding_row(name: &str, config: &BertConfig) -> bool {
-    name.ends_with("word_embeddings.weight")
-        || (config.family().spec().positions == Positions::AfterPadding
-            && name.ends_with("position_embeddings.weight"))
 }
 
 /// `count` draws of normal(0, std) for variable `name`, as f32.
@@ -117,19 +115,19 @@ mod tests {
 
     use crate::model::MaskedLanguageModel;
 
-    fn tiny() -> BertConfig {
-        BertConfig {
+    fn tiny() -> EncoderConfig {
+        EncoderConfig {
             vocab_size: 97,
             hidden_size: 36,
             num_hidden_layers: 2,
             num_attention_heads: 3,
             intermediate_size: 50,
             max_position_embeddings: 40,
-            ..BertConfig::default()
+            ..EncoderConfig::default()
         }
     }
 
-    fn model(config: &BertConfig, seed: u64) -> VarStore {
+    fn model(config: &EncoderConfig, seed: u64) -> VarStore {
         let vs = VarStore::new(Device::Cpu);
         let _model = MaskedLanguageModel::new(&vs.root(), config);
         init_weights_like_hf(&vs, config, seed);
@@ -219,7 +217,7 @@ mod tests {
 
     #[test]
     fn initialisation_uses_initializer_range() {
-        let config = BertConfig {
+        let config = EncoderConfig {
             initializer_range: 0.5,
             ..tiny()
         };

@@ -23,9 +23,10 @@ use mlm_torch_pickle::{Dtype as PickleDtype, StateDict, StoredTensor};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use tch::{Kind, Tensor};
 
-use super::config::BertConfig;
+use super::arch::StateKeys;
+use super::config::EncoderConfig;
 use super::init::init_variable_like_hf;
-use super::{Family, MaskedLanguageModel, ModelError};
+use super::{MaskedLanguageModel, ModelError};
 
 /// What a load did, name by name (all lists sorted).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -79,7 +80,7 @@ pub struct LoadOptions<'a> {
     pub init_seed: u64,
     /// `initializer_range` and `pad_token_id` for missing variables; default: the directory's
     /// `config.json` (BERT defaults when there is none).
-    pub config: Option<&'a BertConfig>,
+    pub config: Option<&'a EncoderConfig>,
 }
 
 /// Loads `dir` into `vs` with seed 0 for missing variables. See [`load_hf_dir_with`].
@@ -129,14 +130,14 @@ pub fn load_hf_dir_with(
 pub struct LoadedModel {
     pub vs: tch::nn::VarStore,
     pub model: MaskedLanguageModel,
-    pub config: BertConfig,
+    pub config: EncoderConfig,
     pub report: LoadReport,
 }
 
 /// Loads a checkpoint (`checkpoint-N/`) or a Hugging Face model directory: `config.json` and
 /// its weights, on `device` (what `eval`, `export` and `fill-mask` start from).
 pub fn load_model_dir(dir: &Path, device: tch::Device) -> Result<LoadedModel, ModelError> {
-    let config = BertConfig::from_file(&dir.join("config.json"))?;
+    let config = EncoderConfig::from_file(&dir.join("config.json"))?;
     let mut vs = tch::nn::VarStore::new(device);
     let model = MaskedLanguageModel::new(&vs.root(), &config);
     let report = load_hf_dir_with(
@@ -159,14 +160,10 @@ pub fn load_model_dir(dir: &Path, device: tch::Device) -> Result<LoadedModel, Mo
 /// be loaded into a BERT).
 fn check_family(
     dir: &Path,
-    config: &BertConfig,
+    config: &EncoderConfig,
     variables: &HashMap<String, Tensor>,
 ) -> Result<(), ModelError> {
-    let word = format!(
-        "{}embeddings.word_embeddings.weight",
-        config.family().base_prefix()
-    );
-    if variables.contains_key(&word) {
+    if variables.contains_key(config.architecture().keys().word_embeddings) {
         return Ok(());
     }
     Err(ModelError::WrongFamily {
@@ -180,12 +177,12 @@ fn check_family(
 
 /// The directory's `config.json`, or BERT's defaults when it has none (for `initializer_range`
 /// and `pad_token_id` of variables the checkpoint lacks).
-fn config_or_default(dir: &Path) -> Result<BertConfig, ModelError> {
+fn config_or_default(dir: &Path) -> Result<EncoderConfig, ModelError> {
     let path = dir.join("config.json");
     if path.exists() {
-        BertConfig::from_file(&path)
+        EncoderConfig::from_file(&path)
     } else {
-        Ok(BertConfig::default())
+        Ok(EncoderConfig::default())
     }
 }
 
@@ -385,16 +382,16 @@ enum Target {
 }
 
 /// Maps a checkpoint key to a model variable (HF's key fixing + base-model prefix).
-fn resolve(key: &str, variables: &HashMap<String, Tensor>, family: Family) -> Target {
+fn resolve(key: &str, variables: &HashMap<String, Tensor>, keys: &StateKeys) -> Target {
     let fixed = legacy_fixed(key);
-    let prefix = family.base_prefix();
+    let prefix = keys.base_prefix();
     for candidate in [fixed.clone(), format!("{prefix}{fixed}")] {
         if variables.contains_key(&candidate) {
             return Target::Variable(candidate);
         }
     }
     let unprefixed = fixed.strip_prefix(&prefix).unwrap_or(&fixed);
-    if family.ignored_key(&fixed) || family.ignored_key(unprefixed) {
+    if keys.ignored(&fixed) || keys.ignored(unprefixed) {
         Target::Ignored
     } else {
         Target::Unexpected
@@ -422,11 +419,11 @@ type CopyPlan = BTreeMap<String, (String, usize)>;
 fn apply(
     entries: &[Keyed<'_>],
     variables: &HashMap<String, Tensor>,
-    config: &BertConfig,
+    config: &EncoderConfig,
     seed: u64,
     report: &mut LoadReport,
 ) -> Result<(), ModelError> {
-    let plan = plan_copies(entries, variables, config.family(), report)?;
+    let plan = plan_copies(entries, variables, config.architecture().keys(), report)?;
     check_something_matches(&plan, entries, config)?;
     check_plan(&plan, entries, variables, report)?;
     copy_planned(&plan, entries, variables, report)?;
@@ -441,13 +438,13 @@ fn apply(
 fn plan_copies(
     entries: &[Keyed<'_>],
     variables: &HashMap<String, Tensor>,
-    family: Family,
+    keys: &StateKeys,
     report: &mut LoadReport,
 ) -> Result<CopyPlan, ModelError> {
     let mut plan = CopyPlan::new();
     let mut ignored: HashMap<String, usize> = HashMap::new();
     for (index, (key, _, path)) in entries.iter().enumerate() {
-        match resolve(key, variables, family) {
+        match resolve(key, variables, keys) {
             Target::Variable(name) => {
                 if let Some((other, _)) = plan.insert(name.clone(), (key.clone(), index)) {
                     return Err(ModelError::BadCheckpoint {
@@ -464,7 +461,7 @@ fn plan_copies(
     }
     // A checkpoint may carry a tied weight only under its tied name (e.g. the MLM bias only as
     // `cls.predictions.decoder.bias`): use it for the parameter it duplicates.
-    for (tied, target) in family.spec().tied {
+    for (tied, target) in keys.tied {
         if !plan.contains_key(*target)
             && variables.contains_key(*target)
             && let Some(index) = ignored.remove(*tied)
@@ -481,7 +478,7 @@ fn plan_copies(
 fn check_something_matches(
     plan: &CopyPlan,
     entries: &[Keyed<'_>],
-    config: &BertConfig,
+    config: &EncoderConfig,
 ) -> Result<(), ModelError> {
     let Some((key, _, path)) = entries.first() else {
         return Ok(());
@@ -563,7 +560,7 @@ fn copy_planned(
 fn initialise_missing(
     plan: &CopyPlan,
     variables: &HashMap<String, Tensor>,
-    config: &BertConfig,
+    config: &EncoderConfig,
     seed: u64,
     report: &mut LoadReport,
 ) {

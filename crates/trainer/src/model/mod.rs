@@ -2,10 +2,14 @@
 //! modelling in tch, with Hugging Face's parameter names, import from and export to Hugging
 //! Face directories, initialisation and the MLM loss.
 //!
-//! - [`BertConfig`]: `config.json` of any supported family (unknown keys kept);
-//! - [`Family`]: what differs between the families, as data (`family/`, one module each);
-//! - [`MaskedLanguageModel`]: the network every family builds (`network.rs` from the shared
-//!   blocks of `layers.rs`; ports of transformers' `*ForMaskedLM`);
+//! - [`Architecture`]: the family seam (`arch.rs`); each family is one module of
+//!   `families/` implementing it, registered in [`ARCHITECTURES`];
+//! - [`EncoderConfig`]: `config.json` of any supported family (unknown keys kept), read and
+//!   written through its family;
+//! - [`MaskedLanguageModel`]: the model the trainer sees (`network.rs`), holding the network
+//!   its family built (BERT, RoBERTa and DistilBERT share `families/postln`, ports of
+//!   transformers' `*ForMaskedLM`, from the blocks of `layers.rs`);
+//! - [`Cost`]: parameters, FLOPs and activation memory, from the family's variables;
 //! - [`init_weights_like_hf`]: seeded `_init_weights`;
 //! - [`load_hf_dir`] / [`load_model_dir`] / [`export_hf_model`]: Hugging Face directories in
 //!   and out;
@@ -14,9 +18,11 @@
 //! Variables live in a `tch::nn::VarStore` whose names are the Hugging Face state-dict keys,
 //! so checkpoints, optimizer state and exports all speak the same names.
 
+mod arch;
 mod config;
+mod cost;
 mod export;
-mod family;
+mod families;
 mod grow;
 mod init;
 mod layers;
@@ -29,19 +35,21 @@ use std::path::PathBuf;
 
 use tch::Tensor;
 
-pub use config::{Activation, BERT_MODEL_TYPE, BertConfig, ConfigProblem};
-pub use export::{ExportOptions, export_hf_model, export_hf_model_with};
-pub use family::{
-    Family, FamilySpec, HeadActivation, LayerNames, Positions, SUPPORTED_MODEL_TYPES,
+pub use arch::{
+    ARCHITECTURES, Architecture, InitRule, ModelType, ScratchShape, SpecialIds, StateKeys,
+    VariableShape, architecture_for, masked_lm_class, supported_model_types,
 };
-pub use grow::{NewRow, VocabGrowthReport, grow_vocabulary, mean_rows, vocabulary_variables};
+pub use config::{Activation, ConfigProblem, DEFAULT_MODEL_TYPE, EncoderConfig, RawConfig};
+pub use cost::{Cost, ModelFlops};
+pub use export::{ExportOptions, export_hf_model, export_hf_model_with};
+pub use grow::{NewRow, VocabGrowthReport, grow_vocabulary, mean_rows};
 pub use init::{init_variable_like_hf, init_weights_like_hf};
 pub use load::{
     LoadOptions, LoadReport, LoadedModel, WeightFiles, find_weights, load_hf_dir, load_hf_dir_with,
     load_model_dir,
 };
 pub use loss::masked_lm_loss_sum;
-pub use network::MaskedLanguageModel;
+pub use network::{MaskedLanguageModel, MaskedLmNetwork};
 pub use unpad::{
     TokenLayout, UnpaddedAttention, cumulative_lengths, index_tensor, real_positions, rows_among,
 };
@@ -69,7 +77,7 @@ pub enum ModelError {
     UnsupportedFamily {
         path: PathBuf,
         found: String,
-        supported: &'static str,
+        supported: String,
     },
     #[error(
         "{}: the checkpoint is a {model_type} model, but the model it is loaded into was built \

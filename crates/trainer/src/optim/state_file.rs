@@ -64,7 +64,8 @@ fn shape_of(tensor: &Tensor) -> Vec<usize> {
     tensor.size().iter().map(|&d| d as usize).collect()
 }
 
-/// Writes the state of `slots` to `path` and syncs it to disk.
+/// Writes the state of `slots` to `path` durably (a synced temporary file renamed into
+/// place, the directory synced).
 pub(super) fn write(
     path: &Path,
     config: &AdamWConfig,
@@ -116,14 +117,19 @@ pub(super) fn write(
         ),
         ("decay".to_string(), json(serde_json::to_string(&decay))?),
     ]);
-    safetensors::serialize_to_file(views, Some(metadata), path).map_err(|source| {
-        TrainError::SafeTensors {
+    // Streamed into `<path>.tmp` (safetensors writes one tensor at a time to a file it
+    // creates, so not through `write_file_atomically`'s handle), then published durably.
+    let temp = mlm_durable::temp_path(path);
+    let written = safetensors::serialize_to_file(views, Some(metadata), &temp)
+        .map_err(|source| TrainError::SafeTensors {
             path: path.to_path_buf(),
             source,
-        }
-    })?;
-    let file = std::fs::File::open(path).map_err(|e| TrainError::io("open", path, e))?;
-    file.sync_all().map_err(|e| TrainError::io("sync", path, e))
+        })
+        .and_then(|()| mlm_durable::publish_file(&temp, path).map_err(TrainError::durable));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written
 }
 
 /// Reads `path`, checks it against `slots`, then copies the moments into them. Returns the

@@ -6,9 +6,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::plan::checked_schedule_for;
 use crate::error::{TrainError, check};
-use crate::model::{Family, SUPPORTED_MODEL_TYPES};
+use crate::model::{architecture_for, supported_model_types};
 use crate::optim::{AdamWConfig, AdamWKeys};
 use crate::schedule::ScheduleKind;
 
@@ -91,7 +90,30 @@ impl ModelSection {
 
     /// The family of a model from scratch (BERT unless `model_type` says otherwise).
     pub fn scratch_model_type(&self) -> &str {
-        self.model_type.as_deref().unwrap_or("bert")
+        self.model_type
+            .as_deref()
+            .unwrap_or(crate::model::DEFAULT_MODEL_TYPE)
+    }
+
+    /// The sizes of a model from scratch for a corpus of `vocab_size` tokens and sequences of
+    /// up to `max_seq_len` (the real run's plan and the dry run's estimate share this).
+    pub fn scratch_shape(
+        &self,
+        vocab_size: u64,
+        max_seq_len: usize,
+        special_ids: Option<crate::model::SpecialIds>,
+    ) -> crate::model::ScratchShape {
+        crate::model::ScratchShape {
+            vocab_size,
+            hidden_size: self.hidden_size,
+            num_hidden_layers: self.num_hidden_layers,
+            num_attention_heads: self.num_attention_heads,
+            intermediate_size: self.intermediate_size,
+            dropout: self.dropout,
+            max_seq_len,
+            max_position_embeddings: self.max_position_embeddings,
+            special_ids,
+        }
     }
 
     /// `model_type` names a supported family, and only for a model from scratch: a
@@ -104,8 +126,8 @@ impl ModelSection {
         check::require(
             "model.model_type",
             &value,
-            Family::from_model_type(model_type).is_some(),
-            || format!("is not a supported family ({SUPPORTED_MODEL_TYPES})"),
+            architecture_for(model_type).is_some(),
+            || format!("is not a supported family ({})", supported_model_types()),
         )?;
         check::require(
             "model.model_type",
@@ -459,6 +481,10 @@ impl CheckpointConfig {
         }
     }
 }
+
+mod schedule;
+
+pub(super) use schedule::checked_schedule_for;
 
 #[cfg(test)]
 mod tests;

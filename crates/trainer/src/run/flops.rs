@@ -1,54 +1,10 @@
-//! Model FLOPs utilisation (MFU): the training FLOPs a step's tokens need by the model's
-//! shape, over the device's dense peak. The FLOP count follows the PaLM paper's appendix B
-//! (Chowdhery et al. 2022) and nanoGPT's `estimate_mfu`: a forward is 2 FLOPs per
-//! multiply-accumulate of every matmul weight plus the attention scores and weighted sum
-//! (2 x 2 x layers x attended length x hidden per token); backward is twice the forward.
-//! Embedding lookups are gathers, not FLOPs. The MLM head (transform + decoder, d^2 + d V) runs
-//! only at masked positions, as ours does (Hugging Face's `BertForMaskedLM` runs it at every
-//! position; that extra work is not counted for it either, so MFU ratios are tokens/s ratios).
+//! Model FLOPs utilisation (MFU): the training FLOPs a step's tokens need (the model's
+//! [`ModelFlops`], counted by its family: model/cost.rs) over the device's dense peak.
 //!
 //! Peaks are the vendors' dense (no sparsity) figures; see [`gpu_peak_tflops`] and
 //! [`cpu_peak_tflops`], documented in docs/benchmarks.md. `[logging] peak_tflops` overrides.
 
-use crate::model::BertConfig;
-
-/// Training FLOPs per token of a model shape: `per_token` for every non-padding token (the
-/// encoder), `per_masked_token` added for each masked one (the MLM head).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ModelFlops {
-    pub per_token: f64,
-    pub per_masked_token: f64,
-}
-
-impl ModelFlops {
-    /// The FLOPs of `config` trained on sequences of `seq_len` tokens (the attended length).
-    pub fn of(config: &BertConfig, seq_len: usize) -> Self {
-        let d = config.hidden_size as f64;
-        let layers = config.num_hidden_layers as f64;
-        let ffn = config.intermediate_size as f64;
-        let vocab = config.vocab_size as f64;
-        // Q, K, V and the output projection (4 d^2) and the feed-forward (2 d ffn) per layer.
-        let layer_weights = 4.0 * d * d + 2.0 * d * ffn;
-        let attention = 2.0 * seq_len as f64 * d;
-        // x 2 (multiply-add) x 3 (forward + backward).
-        let per_token = 6.0 * layers * (layer_weights + attention);
-        let per_masked_token = 6.0 * (d * d + d * vocab);
-        Self {
-            per_token,
-            per_masked_token,
-        }
-    }
-
-    /// The FLOPs of training on `tokens` non-padding tokens of which `masked` are masked.
-    pub fn training_flops(&self, tokens: u64, masked: u64) -> f64 {
-        tokens as f64 * self.per_token + masked as f64 * self.per_masked_token
-    }
-
-    /// FLOPs per token at a masked share of `masked_share` (0.15 for BERT's recipe).
-    pub fn per_token_at(&self, masked_share: f64) -> f64 {
-        self.per_token + masked_share * self.per_masked_token
-    }
-}
+pub use crate::model::ModelFlops;
 
 /// The number format the step's matmuls run in, for the peak to compare against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,21 +168,22 @@ pub fn mfu(flops: f64, seconds: f64, peak_tflops: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::EncoderConfig;
 
-    fn bert_base() -> BertConfig {
-        BertConfig {
+    fn bert_base() -> EncoderConfig {
+        EncoderConfig {
             vocab_size: 30522,
             hidden_size: 768,
             num_hidden_layers: 12,
             num_attention_heads: 12,
             intermediate_size: 3072,
-            ..BertConfig::default()
+            ..EncoderConfig::default()
         }
     }
 
     #[test]
     fn bert_base_costs_six_times_its_encoder_weights_plus_attention_per_token() {
-        let flops = ModelFlops::of(&bert_base(), 128);
+        let flops = bert_base().cost(128).flops;
         // 12 layers x (4 x 768^2 + 2 x 768 x 3072) = 84.9 M encoder matmul weights.
         let encoder_weights = 12.0 * (4.0 * 768.0 * 768.0 + 2.0 * 768.0 * 3072.0);
         assert_eq!(encoder_weights, 84_934_656.0);
@@ -248,8 +205,8 @@ mod tests {
 
     #[test]
     fn longer_sequences_cost_more_attention() {
-        let short = ModelFlops::of(&bert_base(), 128).per_token;
-        let long = ModelFlops::of(&bert_base(), 512).per_token;
+        let short = bert_base().cost(128).flops.per_token;
+        let long = bert_base().cost(512).flops.per_token;
         assert_eq!(long - short, 6.0 * 12.0 * 2.0 * 384.0 * 768.0);
     }
 

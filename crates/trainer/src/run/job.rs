@@ -38,7 +38,7 @@ pub struct TrainJob {
 pub struct ResumePolicy {
     /// `None`: the latest complete checkpoint in `training.output_dir`, if any.
     pub from: Option<PathBuf>,
-    /// Resume even though the trajectory key changed since the checkpoint was written.
+    /// Resume even though the resume key changed since the checkpoint was written.
     pub allow_config_change: bool,
 }
 

@@ -2,7 +2,7 @@
 //! save until the step budget is spent. The loop ([`run_training`], in `train`) reads top to
 //! bottom; the data stream (`data`), the forward/backward of a step (`step`), the forward's
 //! precision (`precision`), evaluation (`eval`), the log / eval / save cadence (`cadence`),
-//! the resume guard (`trajectory`) and the metrics log (`metrics`, with its TensorBoard sink,
+//! the resume guard (`resume_key`) and the metrics log (`metrics`, with its TensorBoard sink,
 //! `logging` / `tensorboard`) are separate so each can
 //! change (data parallelism, new architectures) without touching the others. Presentation
 //! goes through [`TrainObserver`].
@@ -15,6 +15,7 @@
 mod cadence;
 mod config;
 mod data;
+mod estimate;
 mod eval;
 mod flops;
 mod graphed;
@@ -26,10 +27,10 @@ mod open;
 mod parallel;
 mod plan;
 mod precision;
+mod resume_key;
 mod step;
 mod tensorboard;
 mod train;
-mod trajectory;
 mod word_eval;
 
 use std::path::PathBuf;
@@ -37,6 +38,7 @@ use std::path::PathBuf;
 pub use config::{
     CheckpointConfig, EvalConfig, LastBatch, ModelSection, Precision, TrainingConfig,
 };
+pub use estimate::{CorpusEstimate, estimated_plan};
 pub use eval::{CheckpointEval, EvalMetrics, evaluate_checkpoint, evaluate_checkpoint_with};
 pub use job::{
     ResumePolicy, StepLog, TrainJob, TrainObserver, TrainOutcome, TrainPlan, WeightsReport,
@@ -118,7 +120,7 @@ pub enum RunError {
     )]
     TooFewSequences { sequences: u64, batch: u64 },
     #[error(
-        "the config changed since checkpoint {checkpoint} was written (trajectory key {saved} -> \
+        "the config changed since checkpoint {checkpoint} was written (resume key {saved} -> \
          {current}: the corpus, the model or a [masking] / [training] value differs); resume \
          anyway with --allow-config-change, or use a new training.output_dir"
     )]

@@ -12,15 +12,15 @@ use tch::nn::VarStore;
 use super::RunError;
 use super::config::ModelSection;
 use crate::model::{
-    BertConfig, Family, LoadOptions, LoadReport, MaskedLanguageModel, NewRow, grow_vocabulary,
-    load_hf_dir_with,
+    EncoderConfig, LoadOptions, LoadReport, MaskedLanguageModel, NewRow, SpecialIds,
+    grow_vocabulary, load_hf_dir_with,
 };
 
 /// A model ready to train, with where its weights came from.
 pub struct BuiltModel {
     pub vs: VarStore,
     pub model: MaskedLanguageModel,
-    pub config: BertConfig,
+    pub config: EncoderConfig,
     /// `None` for a model from scratch.
     pub load_report: Option<LoadReport>,
 }
@@ -32,14 +32,19 @@ pub fn resolve_config(
     section: &ModelSection,
     manifest: &Manifest,
     growth: Option<&VocabExtension>,
-) -> Result<BertConfig, RunError> {
-    let mut config = if let Some(dir) = &section.init_from {
-        BertConfig::from_file(&dir.join("config.json"))?
-    } else if let Some(path) = &section.config {
-        BertConfig::from_file(path)?
-    } else {
-        scratch_config(section, manifest)?
+) -> Result<EncoderConfig, RunError> {
+    let special = &manifest.special_ids;
+    let special_ids = SpecialIds {
+        pad: special.pad,
+        cls: special.cls,
+        sep: special.sep,
     };
+    let mut config = planned_config(
+        section,
+        u64::from(manifest.vocab_size),
+        manifest.max_seq_len,
+        Some(special_ids),
+    )?;
     if let Some(extension) = growth
         && config.vocab_size == i64::from(extension.base_vocab_size)
     {
@@ -62,48 +67,30 @@ pub fn resolve_config(
     Ok(config)
 }
 
-/// The config of a model from scratch sized by `[model]`, in `model.model_type`'s family, with
-/// the corpus's vocabulary and special ids, and the family's defaults as its transformers
-/// config class has them (RoBERTa: one token type, `layer_norm_eps` 1e-5, a position table
-/// `pad_token_id + 1` rows longer than the longest sequence, as roberta-base's 514).
-fn scratch_config(section: &ModelSection, manifest: &Manifest) -> Result<BertConfig, RunError> {
-    let model_type = section.scratch_model_type();
-    let family = Family::from_model_type(model_type).unwrap_or(Family::Bert);
-    let special = &manifest.special_ids;
-    let offset = family.position_offset(Some(i64::from(special.pad))) as usize;
-    let positions = section
-        .max_position_embeddings
-        .unwrap_or_else(|| manifest.max_seq_len.max(512) + offset);
-    let (type_vocab_size, layer_norm_eps) = match family {
-        Family::Bert => (2, 1e-12),
-        Family::Roberta => (1, 1e-5),
-        Family::DistilBert => (0, 1e-12),
-    };
-    let json = serde_json::json!({
-        "architectures": [Family::masked_lm_class(model_type)],
-        "model_type": model_type,
-        "vocab_size": manifest.vocab_size,
-        "hidden_size": section.hidden_size,
-        "num_hidden_layers": section.num_hidden_layers,
-        "num_attention_heads": section.num_attention_heads,
-        "intermediate_size": section.intermediate_size,
-        "hidden_act": "gelu",
-        "hidden_dropout_prob": section.dropout,
-        "attention_probs_dropout_prob": section.dropout,
-        "max_position_embeddings": positions,
-        "type_vocab_size": type_vocab_size,
-        "initializer_range": 0.02,
-        "layer_norm_eps": layer_norm_eps,
-        "pad_token_id": special.pad,
-        "bos_token_id": special.cls,
-        "eos_token_id": special.sep,
-    });
-    let config: BertConfig = serde_json::from_value(json)
-        .map_err(|e| RunError::InvalidConfig(format!("building the [model] config: {e}")))?;
-    config
-        .validate()
-        .map_err(|problem| problem.at(Path::new("[model] section")))?;
-    Ok(config)
+/// The config `[model]` names: `init_from`'s or `config`'s `config.json`, else a model from
+/// scratch in `model.model_type`'s family sized by `[model]`, with the corpus's vocabulary and
+/// special ids (when known) and the family's defaults as its transformers config class has
+/// them (RoBERTa: one token type, `layer_norm_eps` 1e-5, a position table `pad_token_id + 1`
+/// rows longer than the longest sequence, as roberta-base's 514). The run and the dry run's
+/// estimate both come here.
+pub fn planned_config(
+    section: &ModelSection,
+    vocab_size: u64,
+    max_seq_len: usize,
+    special_ids: Option<SpecialIds>,
+) -> Result<EncoderConfig, RunError> {
+    if let Some(dir) = &section.init_from {
+        return Ok(EncoderConfig::from_file(&dir.join("config.json"))?);
+    }
+    if let Some(path) = &section.config {
+        return Ok(EncoderConfig::from_file(path)?);
+    }
+    let shape = section.scratch_shape(vocab_size, max_seq_len, special_ids);
+    Ok(EncoderConfig::scratch(
+        section.scratch_model_type(),
+        &shape,
+        Path::new("[model] section"),
+    )?)
 }
 
 /// When adapting a checkpoint, its tokenizer must be the one the corpus was prepared with,
@@ -121,7 +108,7 @@ pub fn check_init_tokenizer(
     let extension = manifest.vocab_extension.as_ref();
     if DomainTokenizer::file_in(dir).is_none() {
         // No tokenizer to compare: the checkpoint's vocabulary size decides.
-        let config = BertConfig::from_file(&dir.join("config.json"))?;
+        let config = EncoderConfig::from_file(&dir.join("config.json"))?;
         return Ok(extension
             .filter(|e| config.vocab_size == i64::from(e.base_vocab_size))
             .filter(|_| config.vocab_size != i64::from(manifest.vocab_size))
@@ -186,7 +173,7 @@ fn check_prefix(
 /// as Hugging Face does from `seed`.
 pub fn build_model(
     section: &ModelSection,
-    config: &BertConfig,
+    config: &EncoderConfig,
     device: Device,
     seed: u64,
     growth: Option<&VocabExtension>,
@@ -221,7 +208,7 @@ pub fn build_model(
 /// The checkpoint loaded at its base vocabulary size, then grown to `config`'s (model/grow.rs).
 fn build_grown(
     dir: &Path,
-    config: &BertConfig,
+    config: &EncoderConfig,
     device: Device,
     seed: u64,
     extension: &VocabExtension,
@@ -245,7 +232,12 @@ fn build_grown(
             pieces: t.base_ids.iter().map(|&id| i64::from(id)).collect(),
         })
         .collect();
-    load_report.vocabulary = Some(grow_vocabulary(&base_vs, &vs, config.family(), &rows)?);
+    load_report.vocabulary = Some(grow_vocabulary(
+        &base_vs,
+        &vs,
+        config.architecture(),
+        &rows,
+    )?);
     Ok(BuiltModel {
         vs,
         model,

@@ -10,6 +10,7 @@ use mlm_corpus::{Manifest, PreparedCorpus, Split, SplitReader};
 use mlm_masking::{Masker, padded_len};
 
 use super::RunError;
+use super::config::checked_schedule_for;
 use super::config::{LastBatch, TrainingConfig};
 use super::data::{BatchPlan, MaskPlan, masker_for};
 use super::eval::{EvalSet, EvalSetSpec};
@@ -18,11 +19,11 @@ use super::graphed::{GraphedStep, StaticShape, WARMUP_STEPS};
 use super::job::{ResumeCheck, TrainJob, TrainPlan, WeightsReport};
 use super::model_setup::{BuiltModel, build_model, check_init_tokenizer, resolve_config};
 use super::parallel::DataParallel;
-use super::plan::{checked_schedule_for, estimate_memory};
+use super::plan::estimate_memory;
 use super::precision::ForwardPrecision;
-use super::trajectory::trajectory_key;
+use super::resume_key::resume_key;
 use crate::checkpoint::{CheckpointManager, TrainerState, verify_checkpoint};
-use crate::model::{BertConfig, UnpaddedAttention};
+use crate::model::{EncoderConfig, UnpaddedAttention};
 use crate::optim::{AdamW, GradScaler};
 use crate::runtime::device_label;
 use crate::schedule::Schedule;
@@ -97,7 +98,7 @@ impl<'a> Run<'a> {
             model.vs.double();
         }
         let mut optimizer = optimizer_for(&model, &job.training);
-        let fresh = fresh_state(trajectory_key(job, &manifest, &model_config)?, &schedule);
+        let fresh = fresh_state(resume_key(job, &manifest, &model_config)?, &schedule);
         let checkpoints =
             CheckpointManager::new(&job.training.output_dir, job.checkpoint.keep_last);
         let (state, resumed_from, resume_check) =
@@ -131,7 +132,7 @@ impl<'a> Run<'a> {
             resume_check,
             tokenizer_files: manifest.tokenizer_files.clone(),
             scaler,
-            flops: ModelFlops::of(&model_config, manifest.max_seq_len),
+            flops: model_config.cost(manifest.max_seq_len).flops,
             peak: peak_for(job, precision),
             graphed,
             unpad: job
@@ -152,7 +153,7 @@ impl<'a> Run<'a> {
 /// `training.unpad`'s attention: FlashAttention's varlen kernel where it runs (CUDA sm80+,
 /// bf16/fp16, a head size that is a multiple of 8 up to 256), else SDPA on the rows scattered
 /// back into the padded batch.
-fn unpadded_attention(config: &BertConfig, precision: ForwardPrecision) -> UnpaddedAttention {
+fn unpadded_attention(config: &EncoderConfig, precision: ForwardPrecision) -> UnpaddedAttention {
     let head_dim = config.hidden_size / config.num_attention_heads;
     if precision.has_flash_attention() && head_dim % 8 == 0 && head_dim <= 256 {
         UnpaddedAttention::Varlen
@@ -180,7 +181,7 @@ fn graphed_step(
 
 /// This rank's share of each global batch: `gradient_accumulation_steps` micro-batches of
 /// `batch_size` sequences, so the global batch is their product times the world size.
-fn batch_plan(
+pub(super) fn batch_plan(
     training: &TrainingConfig,
     parallel: Option<&DataParallel>,
 ) -> Result<BatchPlan, RunError> {
@@ -204,7 +205,7 @@ fn batch_plan(
 }
 
 /// (steps per epoch, total steps): `max_steps`, else `epochs` passes over the train split.
-fn step_budget(
+pub(super) fn step_budget(
     training: &TrainingConfig,
     batches: &BatchPlan,
     sequences: u64,
@@ -228,9 +229,9 @@ fn optimizer_for(model: &BuiltModel, training: &TrainingConfig) -> AdamW {
     optimizer
 }
 
-fn fresh_state(trajectory_key: String, schedule: &Schedule) -> TrainerState {
+fn fresh_state(resume_key: String, schedule: &Schedule) -> TrainerState {
     TrainerState {
-        config_hash: trajectory_key,
+        config_hash: resume_key,
         schedule: serde_json::to_value(schedule).unwrap_or_default(),
         ..TrainerState::default()
     }
@@ -238,7 +239,7 @@ fn fresh_state(trajectory_key: String, schedule: &Schedule) -> TrainerState {
 
 /// The state to start from: `fresh`, or the checkpoint's (`--resume DIR`, else the newest
 /// intact one in the run directory) with its weights and optimizer state loaded, once its
-/// trajectory key matches (or `--allow-config-change`). Every byte of the checkpoint is
+/// resume key matches (or `--allow-config-change`). Every byte of the checkpoint is
 /// checked against its `integrity.json` first: a damaged `--resume DIR` is an error, a
 /// damaged latest checkpoint is passed over for the one before (reported in the plan).
 fn resume(
@@ -364,7 +365,7 @@ impl RunParts {
             estimated_memory_bytes: estimate_memory(
                 config,
                 &self.batches,
-                manifest,
+                manifest.max_seq_len,
                 self.precision,
             ),
             flops_per_token: self.flops.per_token_at(masked_share),

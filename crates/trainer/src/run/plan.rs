@@ -1,74 +1,19 @@
-//! Pure functions that turn a config into a plan: the schedule and the memory estimate
-//! `--dry-run` prints.
+//! The memory estimate the plan prints (the run's and `--dry-run`'s).
 
-use super::config::TrainingConfig;
 use super::data::BatchPlan;
 use super::precision::ForwardPrecision;
-use crate::error::TrainError;
-use crate::schedule::{Schedule, ScheduleSource, Setting};
-
-/// The learning-rate schedule of `[training]` over `total_steps`.
-pub fn schedule_for(training: &TrainingConfig, total_steps: u64) -> Schedule {
-    let warmup_steps = training
-        .warmup_steps
-        .unwrap_or_else(|| (training.warmup_ratio * total_steps as f64).ceil() as u64);
-    Schedule {
-        kind: training.lr_schedule,
-        peak_lr: training.learning_rate,
-        warmup_steps,
-        total_steps,
-        decay_steps: (training.decay_ratio * total_steps as f64).round() as u64,
-        min_lr_ratio: training.min_lr_ratio,
-    }
-}
-
-/// [`schedule_for`], checked: errors name the `[training]` key each number came from
-/// (`training.warmup_ratio` when the warmup was derived from it, `training.epochs` when the
-/// step count was).
-pub fn checked_schedule_for(
-    training: &TrainingConfig,
-    total_steps: u64,
-) -> Result<Schedule, TrainError> {
-    let schedule = schedule_for(training, total_steps);
-    schedule.validate_from(&schedule_source(training))?;
-    Ok(schedule)
-}
-
-/// The `[training]` keys a schedule of [`schedule_for`] is made of.
-fn schedule_source(training: &TrainingConfig) -> ScheduleSource {
-    let warmup = match training.warmup_steps {
-        Some(steps) => Setting::new("training.warmup_steps", steps),
-        None => Setting::new("training.warmup_ratio", training.warmup_ratio),
-    };
-    let total = match training.max_steps {
-        Some(steps) => Setting::new("training.max_steps", steps),
-        None => Setting::new("training.epochs", training.epochs),
-    };
-    ScheduleSource {
-        peak_lr: "training.learning_rate",
-        min_lr_ratio: "training.min_lr_ratio",
-        warmup,
-        total,
-        decay: Setting::new("training.decay_ratio", training.decay_ratio),
-    }
-}
 
 /// A rough peak-memory estimate for the plan: weights, gradients and two AdamW moments
-/// (16 bytes per parameter in fp32, 32 in fp64), plus activations per layer after Korthikanti
-/// et al. 2022 (s*b*h*(34 + 5*a*s/h) bytes at 16-bit, doubled at fp32), plus the MLM head's
-/// logits.
+/// (16 bytes per parameter in fp32, 32 in fp64), plus the activations the family's cost
+/// counts per sequence (16-bit; doubled at fp32), plus the MLM head's logits.
 pub(super) fn estimate_memory(
-    config: &crate::model::BertConfig,
+    config: &crate::model::EncoderConfig,
     plan: &BatchPlan,
-    manifest: &mlm_corpus::Manifest,
+    max_seq_len: usize,
     precision: ForwardPrecision,
 ) -> u64 {
-    let h = config.hidden_size as f64;
-    let layers = config.num_hidden_layers as f64;
-    let heads = config.num_attention_heads as f64;
-    let vocab = config.vocab_size as f64;
-    let params = config.num_parameters() as f64;
-    let s = manifest.max_seq_len as f64;
+    let cost = config.cost(max_seq_len);
+    let s = max_seq_len as f64;
     let b = plan.micro_batch as f64;
     let weight_bytes = precision.weight_kind().elt_size_in_bytes() as f64;
     // Activations are 16-bit in bf16/fp16 (the estimate's unit), else the weights' width.
@@ -77,63 +22,7 @@ pub(super) fn estimate_memory(
     } else {
         weight_bytes / 2.0
     };
-    let activations = layers * s * b * h * (34.0 + 5.0 * heads * s / h) * activation_factor;
-    let head = 0.2 * s * b * vocab * weight_bytes * 2.0;
-    (4.0 * weight_bytes * params + activations + head) as u64
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::schedule::ScheduleKind;
-
-    #[test]
-    fn warmup_steps_win_over_the_ratio_and_the_ratio_rounds_up() {
-        let mut training = TrainingConfig {
-            warmup_ratio: 0.06,
-            learning_rate: 2e-4,
-            lr_schedule: ScheduleKind::Cosine,
-            ..TrainingConfig::default()
-        };
-        let schedule = schedule_for(&training, 1000);
-        assert_eq!(schedule.warmup_steps, 60);
-        assert_eq!(schedule.total_steps, 1000);
-        assert_eq!(schedule.kind, ScheduleKind::Cosine);
-        assert_eq!(schedule.peak_lr, 2e-4);
-        assert_eq!(schedule_for(&training, 10).warmup_steps, 1);
-        training.warmup_steps = Some(7);
-        assert_eq!(schedule_for(&training, 1000).warmup_steps, 7);
-        assert_eq!(schedule_for(&training, 1000).decay_steps, 100);
-    }
-
-    #[test]
-    fn checked_schedules_blame_the_key_the_user_set() {
-        let mut training = TrainingConfig {
-            lr_schedule: ScheduleKind::WarmupStableDecay,
-            warmup_ratio: 0.5,
-            decay_ratio: 0.6,
-            ..TrainingConfig::default()
-        };
-        let message = checked_schedule_for(&training, 10).unwrap_err().to_string();
-        assert!(
-            message.starts_with("training.decay_ratio = 0.6 makes the decay (6 steps)"),
-            "{message}"
-        );
-        assert!(
-            message.contains("(5 steps, training.warmup_ratio = 0.5)"),
-            "{message}"
-        );
-        assert!(message.contains("training.epochs = 3"), "{message}");
-
-        training.lr_schedule = ScheduleKind::Linear;
-        training.warmup_steps = Some(20);
-        training.max_steps = Some(10);
-        let message = checked_schedule_for(&training, 10).unwrap_err().to_string();
-        assert!(
-            message.starts_with("training.warmup_steps = 20 makes the warmup (20 steps) longer"),
-            "{message}"
-        );
-        assert!(message.contains("training.max_steps = 10"), "{message}");
-        assert!(checked_schedule_for(&training, 20).is_ok());
-    }
+    let activations = b * cost.activation_bytes_per_sequence * activation_factor;
+    let head = 0.2 * s * b * config.vocab_size as f64 * weight_bytes * 2.0;
+    (4.0 * weight_bytes * cost.parameters as f64 + activations + head) as u64
 }

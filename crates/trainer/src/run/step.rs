@@ -198,14 +198,14 @@ pub fn forward_backward(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{BertConfig, trainable_named_variables};
+    use crate::model::{EncoderConfig, trainable_named_variables};
     use crate::optim::{AdamW, AdamWConfig};
     use crate::run::config::Precision;
     use mlm_masking::{MaskKey, Masker, MaskingConfig, SpecialTokens, collate};
     use tch::nn::VarStore;
 
-    fn tiny_config() -> BertConfig {
-        BertConfig {
+    fn tiny_config() -> EncoderConfig {
+        EncoderConfig {
             vocab_size: 50,
             hidden_size: 16,
             num_hidden_layers: 2,
@@ -214,7 +214,7 @@ mod tests {
             max_position_embeddings: 32,
             hidden_dropout_prob: 0.0,
             attention_probs_dropout_prob: 0.0,
-            ..BertConfig::default()
+            ..EncoderConfig::default()
         }
     }
 

@@ -24,7 +24,7 @@ use super::open::{Run, RunParts};
 use super::parallel::{DataParallel, sum_over_ranks};
 use crate::TrainError;
 use crate::checkpoint::{CheckpointExtras, TrainerState};
-use crate::model::BertConfig;
+use crate::model::EncoderConfig;
 use crate::model::{named_variables, trainable_named_variables};
 use crate::optim::GradScaler;
 use mlm_torch_ext::dist::Reducer;
@@ -223,7 +223,7 @@ impl<'a> Training<'a> {
             start: batches.start,
         });
         if !self.job.training.fused_optimizer {
-            self.settle()?;
+            self.read_back_pending_steps()?;
         }
         Ok(())
     }
@@ -257,7 +257,7 @@ impl<'a> Training<'a> {
     /// Reads the pending steps back from the device (one wait) and stops the run at the first
     /// whose loss, or (outside fp16, where overflow is the loss scaler's business) gradient
     /// norm, is not finite; that step's update was skipped.
-    fn settle(&mut self) -> Result<(), RunError> {
+    fn read_back_pending_steps(&mut self) -> Result<(), RunError> {
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -301,7 +301,7 @@ impl<'a> Training<'a> {
     /// Logs the latest step: its loss summed over ranks, gradient norm, learning rate,
     /// throughput and MFU over the window since the last log.
     fn log(&mut self, observer: &mut dyn TrainObserver) -> Result<(), RunError> {
-        self.settle()?;
+        self.read_back_pending_steps()?;
         let Some(report) = &self.latest else {
             return Ok(());
         };
@@ -383,7 +383,7 @@ impl<'a> Training<'a> {
     /// the best checkpoint.
     fn save(&mut self, observer: &mut dyn TrainObserver) -> Result<(), RunError> {
         // Never save past a step that went non-finite.
-        self.settle()?;
+        self.read_back_pending_steps()?;
         let step = self.parts.state.global_step;
         let metric = self
             .last_eval
@@ -423,7 +423,7 @@ impl<'a> Training<'a> {
         observer: &mut dyn TrainObserver,
         interrupted: bool,
     ) -> Result<TrainOutcome, RunError> {
-        self.settle()?;
+        self.read_back_pending_steps()?;
         let step = self.parts.state.global_step;
         if !interrupted && self.last_eval.is_none_or(|(at, _)| at != step) {
             self.evaluate(observer)?;
@@ -521,7 +521,7 @@ const UNLISTED_TOKENIZER_CONFIGS: [&str; 2] = ["tokenizer_config.json", "special
 fn write_model_files(
     dir: &Path,
     vs: &tch::nn::VarStore,
-    config: &BertConfig,
+    config: &EncoderConfig,
     corpus: &CorpusTokenizer<'_>,
 ) -> Result<(), TrainError> {
     vs.save(dir.join("model.safetensors"))

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use mlm_trainer::model::{BertConfig, LoadReport};
+use mlm_trainer::model::{EncoderConfig, LoadReport};
 use tch::Tensor;
 
 use super::{LOGITS_TOLERANCE, load, max_abs_diff};
@@ -36,7 +36,7 @@ fn reference(name: &str) -> Tensor {
 /// the load did.
 fn assert_logits_match_transformers(case: &str) -> LoadReport {
     let dir = generated().join(case);
-    let config = BertConfig::from_file(&dir.join("config.json")).unwrap();
+    let config = EncoderConfig::from_file(&dir.join("config.json")).unwrap();
     let (_vs, model, report) = load(&dir, &config);
     let logits =
         tch::no_grad(|| model.logits(&reference("input_ids"), &reference("attention_mask"), false));

@@ -9,8 +9,8 @@ use super::*;
 use crate::model::export::cpu_bytes;
 use crate::model::{MaskedLanguageModel, export_hf_model, init_weights_like_hf, named_variables};
 
-fn tiny_config() -> BertConfig {
-    BertConfig {
+fn tiny_config() -> EncoderConfig {
+    EncoderConfig {
         vocab_size: 97,
         hidden_size: 36,
         num_hidden_layers: 2,
@@ -18,11 +18,11 @@ fn tiny_config() -> BertConfig {
         intermediate_size: 50,
         max_position_embeddings: 40,
         initializer_range: 0.3,
-        ..BertConfig::default()
+        ..EncoderConfig::default()
     }
 }
 
-fn model(config: &BertConfig, seed: u64) -> (VarStore, MaskedLanguageModel) {
+fn model(config: &EncoderConfig, seed: u64) -> (VarStore, MaskedLanguageModel) {
     let vs = VarStore::new(Device::Cpu);
     let model = MaskedLanguageModel::new(&vs.root(), config);
     init_weights_like_hf(&vs, config, seed);
@@ -205,7 +205,7 @@ fn a_shape_mismatch_names_the_parameter_and_both_shapes_and_changes_nothing() {
     let scratch = Scratch::new("mismatch");
     let config = tiny_config();
     let (bigger, _) = model(
-        &BertConfig {
+        &EncoderConfig {
             intermediate_size: 64,
             ..tiny_config()
         },
@@ -213,7 +213,7 @@ fn a_shape_mismatch_names_the_parameter_and_both_shapes_and_changes_nothing() {
     );
     export_hf_model(
         &bigger,
-        &BertConfig {
+        &EncoderConfig {
             intermediate_size: 64,
             ..tiny_config()
         },

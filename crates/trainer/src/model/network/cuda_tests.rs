@@ -17,8 +17,8 @@ fn cuda() -> Device {
 }
 
 /// head_dim 64: eligible for the fused (memory-efficient) attention kernels on CUDA.
-fn config() -> BertConfig {
-    BertConfig {
+fn config() -> EncoderConfig {
+    EncoderConfig {
         vocab_size: 1009,
         hidden_size: 256,
         num_hidden_layers: 2,
@@ -26,11 +26,11 @@ fn config() -> BertConfig {
         intermediate_size: 1024,
         max_position_embeddings: 128,
         initializer_range: 0.1,
-        ..BertConfig::default()
+        ..EncoderConfig::default()
     }
 }
 
-fn model_on(device: Device, config: &BertConfig) -> (VarStore, MaskedLanguageModel) {
+fn model_on(device: Device, config: &EncoderConfig) -> (VarStore, MaskedLanguageModel) {
     let vs = VarStore::new(device);
     let model = MaskedLanguageModel::new(&vs.root(), config);
     init_weights_like_hf(&vs, config, 17);

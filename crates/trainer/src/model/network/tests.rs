@@ -5,19 +5,19 @@ use super::*;
 use crate::model::{init_weights_like_hf, trainable_named_variables};
 
 /// Odd sizes, as in the parity test, so that transposed or mixed-up dimensions cannot pass.
-pub(crate) fn tiny_config() -> BertConfig {
-    BertConfig {
+pub(crate) fn tiny_config() -> EncoderConfig {
+    EncoderConfig {
         vocab_size: 97,
         hidden_size: 36,
         num_hidden_layers: 2,
         num_attention_heads: 3,
         intermediate_size: 50,
         max_position_embeddings: 40,
-        ..BertConfig::default()
+        ..EncoderConfig::default()
     }
 }
 
-fn tiny_model(config: &BertConfig, seed: u64) -> (VarStore, MaskedLanguageModel) {
+fn tiny_model(config: &EncoderConfig, seed: u64) -> (VarStore, MaskedLanguageModel) {
     let vs = VarStore::new(Device::Cpu);
     let model = MaskedLanguageModel::new(&vs.root(), config);
     init_weights_like_hf(&vs, config, seed);
@@ -174,7 +174,7 @@ fn masked_logits_are_the_full_logits_at_those_positions() {
 
 #[test]
 fn padding_does_not_change_the_real_positions() {
-    let config = BertConfig {
+    let config = EncoderConfig {
         initializer_range: 0.5,
         ..tiny_config()
     };
@@ -219,7 +219,7 @@ fn dropout_only_when_training() {
 
 #[test]
 fn zero_dropout_training_equals_eval() {
-    let config = BertConfig {
+    let config = EncoderConfig {
         hidden_dropout_prob: 0.0,
         attention_probs_dropout_prob: 0.0,
         ..tiny_config()
@@ -236,7 +236,7 @@ fn zero_dropout_training_equals_eval() {
 #[test]
 fn attention_dropout_is_applied() {
     // Only attention-probability dropout on: the output must still vary between calls.
-    let config = BertConfig {
+    let config = EncoderConfig {
         hidden_dropout_prob: 0.0,
         attention_probs_dropout_prob: 0.5,
         ..tiny_config()
@@ -354,7 +354,7 @@ fn bf16_autocast_on_the_cpu_keeps_fully_padded_rows_finite() {
 fn the_unpadded_forward_and_backward_are_the_padded_ones() {
     use crate::model::{TokenLayout, index_tensor, real_positions, rows_among};
     for model_type in ["bert", "roberta"] {
-        let config = BertConfig {
+        let config = EncoderConfig {
             model_type: Some(model_type.to_owned()),
             pad_token_id: Some(1),
             hidden_dropout_prob: 0.0,

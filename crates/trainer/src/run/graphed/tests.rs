@@ -2,7 +2,7 @@
 //! this body, so its equivalence here is what `training.cuda_graphs` rests on.
 
 use super::*;
-use crate::model::{BertConfig, trainable_named_variables};
+use crate::model::{EncoderConfig, trainable_named_variables};
 use crate::optim::AdamWConfig;
 use crate::run::precision::ForwardPrecision;
 use crate::run::step::forward_backward;
@@ -126,7 +126,7 @@ fn laying_out_pads_rows_and_slots_and_reindexes_positions() {
 }
 
 fn tiny_model(dropout: f64) -> (VarStore, MaskedLanguageModel) {
-    let config = BertConfig {
+    let config = EncoderConfig {
         vocab_size: VOCAB,
         hidden_size: 16,
         num_hidden_layers: 2,
@@ -135,7 +135,7 @@ fn tiny_model(dropout: f64) -> (VarStore, MaskedLanguageModel) {
         max_position_embeddings: 40,
         hidden_dropout_prob: dropout,
         attention_probs_dropout_prob: dropout,
-        ..BertConfig::default()
+        ..EncoderConfig::default()
     };
     let mut vs = VarStore::new(Device::Cpu);
     let model = MaskedLanguageModel::initialised(&vs, &config, 7);

@@ -53,10 +53,19 @@ impl TensorBoardLog {
             }
         }
         let path = dir.join(file_name());
-        // Written under a name TensorBoard ignores, then renamed: a reader never sees half.
+        // Written under a name TensorBoard ignores (no `tfevents` in it), synced and renamed:
+        // a reader never sees half, and a crash never leaves a half file.
         let partial = dir.join(".partial-events");
-        std::fs::write(&partial, &contents).map_err(io(&partial))?;
-        std::fs::rename(&partial, &path).map_err(io(&path))?;
+        mlm_durable::write_file_atomically_via(&path, &partial, |file| file.write_all(&contents))
+            .map_err(|error| {
+            let what = format!(
+                "TensorBoard events {} (could not {})",
+                error.path().display(),
+                error.operation()
+            );
+            let (.., source) = error.into_parts();
+            RunError::Io { what, source }
+        })?;
         for file in earlier.iter().filter(|file| **file != path) {
             std::fs::remove_file(file).map_err(io(file))?;
         }

@@ -1,4 +1,4 @@
-//! The trajectory key: a hash of what a run consumes and what shapes its trajectory, saved
+//! The resume key: a hash of what a run consumes and what shapes its trajectory, saved
 //! in every checkpoint so that resuming under a changed config is refused (unless told).
 //!
 //! It hashes contents, never paths: the prepared corpus by its manifest (tokenizer
@@ -13,16 +13,16 @@ use sha2::{Digest, Sha256};
 
 use super::RunError;
 use super::job::TrainJob;
-use crate::model::{BertConfig, find_weights};
+use crate::model::{EncoderConfig, find_weights};
 
 /// `[training]` keys that do not change the numbers a run computes.
 const PRESENTATION_KEYS: [&str; 3] = ["output_dir", "logging_steps", "prefetch"];
 
 /// The first 16 hex digits of the SHA-256 of the job's trajectory description.
-pub fn trajectory_key(
+pub fn resume_key(
     job: &TrainJob,
     manifest: &Manifest,
-    model: &BertConfig,
+    model: &EncoderConfig,
 ) -> Result<String, RunError> {
     let description = json!({
         "corpus": corpus_identity(manifest),
@@ -81,7 +81,7 @@ fn corpus_identity(manifest: &Manifest) -> Value {
 
 /// The model's resolved config, the `[model]` keys other than paths, and the weight files
 /// (names and sizes: hashing gigabytes on every start would cost more than it guards).
-fn model_identity(job: &TrainJob, model: &BertConfig) -> Result<Value, RunError> {
+fn model_identity(job: &TrainJob, model: &EncoderConfig) -> Result<Value, RunError> {
     let weights = match &job.model.init_from {
         Some(dir) => find_weights(dir)?
             .paths()

@@ -7,37 +7,56 @@
 
 use serde_json::{Map, Value};
 
-use super::{FamilySpec, HeadActivation, LayerNames, Positions};
+use super::postln::{Dialect, HeadActivation, LayerNames, Positions, PostLnFamily, PostLnSpec};
+use crate::model::arch::{ModelType, StateKeys};
 
-pub(super) const SPEC: FamilySpec = FamilySpec {
-    base: "distilbert",
-    layers: "transformer.layer",
-    layer: LayerNames {
-        query: "attention.q_lin",
-        key: "attention.k_lin",
-        value: "attention.v_lin",
-        attention_output: "attention.out_lin",
-        attention_norm: "sa_layer_norm",
-        ffn_in: "ffn.lin1",
-        ffn_out: "ffn.lin2",
-        output_norm: "output_layer_norm",
+pub(super) static DISTILBERT: PostLnFamily = PostLnFamily {
+    name: "DistilBERT",
+    model_types: &[ModelType {
+        model_type: "distilbert",
+        masked_lm_class: "DistilBertForMaskedLM",
+    }],
+    class_prefixes: &["DistilBert"],
+    spec: PostLnSpec {
+        keys: StateKeys {
+            base: "distilbert",
+            word_embeddings: "distilbert.embeddings.word_embeddings.weight",
+            decoder_bias: "vocab_projector.bias",
+            tied: &[(
+                "vocab_projector.weight",
+                "distilbert.embeddings.word_embeddings.weight",
+            )],
+            pooler: None,
+            other_heads: &["pre_classifier.", "classifier.", "qa_outputs."],
+        },
+        layers: "transformer.layer",
+        layer: LayerNames {
+            query: "attention.q_lin",
+            key: "attention.k_lin",
+            value: "attention.v_lin",
+            attention_output: "attention.out_lin",
+            attention_norm: "sa_layer_norm",
+            ffn_in: "ffn.lin1",
+            ffn_out: "ffn.lin2",
+            output_norm: "output_layer_norm",
+        },
+        token_types: false,
+        positions: Positions::Absolute,
+        attention_output_dropout: false,
+        head_dense: "vocab_transform",
+        head_norm: "vocab_layer_norm",
+        head_activation: HeadActivation::FromConfig,
     },
-    token_types: false,
-    positions: Positions::Absolute,
-    attention_output_dropout: false,
-    pooler: None,
-    head_dense: "vocab_transform",
-    head_norm: "vocab_layer_norm",
-    head_bias: "vocab_projector.bias",
-    head_activation: HeadActivation::FromConfig,
-    tied: &[(
-        "vocab_projector.weight",
-        "distilbert.embeddings.word_embeddings.weight",
-    )],
-    other_heads: &["pre_classifier.", "classifier.", "qa_outputs."],
+    dialect: Dialect {
+        to_encoder_keys: Some(to_encoder_keys),
+        from_encoder_keys: Some(from_encoder_keys),
+        fill_defaults: None,
+        scratch_type_vocab_size: 0,
+        scratch_layer_norm_eps: LAYER_NORM_EPS,
+    },
 };
 
-/// (DistilBERT key, BERT key, `DistilBertConfig.__init__` default).
+/// (DistilBERT key, BERT key, `DistilEncoderConfig.__init__` default).
 const KEYS: [(&str, &str, f64); 7] = [
     ("dim", "hidden_size", 768.0),
     ("n_layers", "num_hidden_layers", 6.0),
@@ -52,7 +71,7 @@ const KEYS: [(&str, &str, f64); 7] = [
 const LAYER_NORM_EPS: f64 = 1e-12;
 
 /// Renames DistilBERT's keys to BERT's (defaults where absent); no token types.
-pub(super) fn to_bert_keys(config: &mut Map<String, Value>) {
+fn to_encoder_keys(config: &mut Map<String, Value>) {
     for (ours, bert, default) in KEYS {
         let value = config.remove(ours).unwrap_or_else(|| {
             if default.is_nan() {
@@ -70,7 +89,7 @@ pub(super) fn to_bert_keys(config: &mut Map<String, Value>) {
 }
 
 /// Back to DistilBERT's keys for `config.json`.
-pub(super) fn from_bert_keys(config: &mut Map<String, Value>) {
+fn from_encoder_keys(config: &mut Map<String, Value>) {
     for (ours, bert, _) in KEYS {
         if let Some(value) = config.remove(bert) {
             config.insert(ours.to_owned(), value);

@@ -1,0 +1,227 @@
+//! The stages before training, decided once ([`Stages::of`]) and either described (a dry
+//! run) or run ([`run_stages`]): the vocabulary (`[vocab]`: trained, or extended from a base
+//! tokenizer, when its output has no tokenizer yet), then the prepared corpus (`prepare` is
+//! a no-op when the output holds this exact preparation, and finishes an interrupted one). In
+//! a data-parallel job rank 0 alone runs them while the other ranks wait
+//! ([`prepared_on_rank_zero`]). What is shown while they run is the caller's
+//! ([`StageReporter`]).
+
+use std::path::{Path, PathBuf};
+
+use mlm_corpus::{CorpusError, DomainTokenizer, Observer, PrepareReport};
+use mlm_trainer::run::{DataParallel, RunError};
+
+use crate::run_file::{ConfigError, RunConfig};
+
+/// Why the stages before training failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{what}")]
+    Corpus {
+        what: &'static str,
+        #[source]
+        source: CorpusError,
+    },
+    #[error("rank {rank}")]
+    Rank {
+        rank: u32,
+        #[source]
+        source: RunError,
+    },
+}
+
+/// What the vocabulary stage does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VocabStage {
+    /// No `[vocab]`: the corpus's tokenizer is used as it is.
+    NotAsked,
+    /// `[vocab]`'s output has a tokenizer: kept.
+    Present { dir: PathBuf },
+    /// A `vocab_size`-token vocabulary is trained into `dir`.
+    Train {
+        dir: PathBuf,
+        vocab_size: usize,
+        model: String,
+    },
+    /// `extend_from`'s tokenizer is extended by `add` entries into `dir`.
+    Extend {
+        from: PathBuf,
+        add: usize,
+        dir: PathBuf,
+    },
+}
+
+/// What the corpus stage does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CorpusStage {
+    /// The output has a manifest (and the vocabulary is there): `prepare` checks that it is
+    /// this exact preparation (a changed `[corpus]` prepares again).
+    Prepared { output: PathBuf },
+    /// The corpus is prepared into `output` (or an interrupted preparation finished).
+    Prepare { output: PathBuf },
+}
+
+/// The stages of a job, decided from its run file and what is on disk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stages {
+    pub vocab: VocabStage,
+    pub corpus: CorpusStage,
+}
+
+impl Stages {
+    pub fn of(config: &RunConfig) -> Result<Self, StageError> {
+        let corpus = config.corpus()?;
+        let vocab = match &config.vocab {
+            None => VocabStage::NotAsked,
+            Some(vocab) => {
+                let dir = vocab
+                    .output_dir(corpus)
+                    .map_err(|source| corpus_error("the [vocab] output", source))?;
+                match (&vocab.extend_from, DomainTokenizer::file_in(&dir)) {
+                    (_, Some(_)) => VocabStage::Present { dir },
+                    (Some(from), None) => VocabStage::Extend {
+                        from: from.clone(),
+                        add: vocab.add.unwrap_or(0),
+                        dir,
+                    },
+                    (None, None) => VocabStage::Train {
+                        dir,
+                        vocab_size: vocab.vocab_size,
+                        model: vocab.model.as_str().to_owned(),
+                    },
+                }
+            }
+        };
+        let output = config.prepared_dir()?;
+        let vocab_ready = matches!(vocab, VocabStage::NotAsked | VocabStage::Present { .. });
+        let corpus = if vocab_ready && output.join("manifest.json").exists() {
+            CorpusStage::Prepared { output }
+        } else {
+            CorpusStage::Prepare { output }
+        };
+        Ok(Self { vocab, corpus })
+    }
+
+    /// Whether the corpus can be planned from its manifest without running anything.
+    pub fn prepared_dir(&self) -> Option<&Path> {
+        match &self.corpus {
+            CorpusStage::Prepared { output } => Some(output),
+            CorpusStage::Prepare { .. } => None,
+        }
+    }
+}
+
+/// Progress of one long stage, shown by the caller.
+pub trait StageProgress: Observer {
+    /// The stage ended (whichever way): clear a bar, print a last line.
+    fn finish(&self);
+}
+
+/// What the caller shows while the stages run.
+pub trait StageReporter {
+    /// The vocabulary stage starts (never called for `NotAsked` or `Present`).
+    fn vocab_starting(&self, stage: &VocabStage);
+    /// The progress of a long stage (`"vocab"`, `"prepare"`).
+    fn progress(&self, stage: &'static str) -> Box<dyn StageProgress + '_>;
+    /// The corpus is prepared.
+    fn prepared(&self, report: &PrepareReport);
+}
+
+/// Runs the stages of `config` and returns the prepared corpus directory.
+pub fn run_stages(config: &RunConfig, reporter: &dyn StageReporter) -> Result<PathBuf, StageError> {
+    let stages = Stages::of(config)?;
+    let corpus = config.corpus()?;
+    match &stages.vocab {
+        VocabStage::NotAsked | VocabStage::Present { .. } => {}
+        stage @ VocabStage::Extend { .. } => {
+            reporter.vocab_starting(stage);
+            let vocab = config
+                .vocab
+                .as_ref()
+                .expect("an Extend stage comes from [vocab]");
+            mlm_corpus::extend_vocab(corpus, vocab, &mlm_corpus::Quiet).map_err(|source| {
+                corpus_error("extending the vocabulary ([vocab] extend_from)", source)
+            })?;
+        }
+        stage @ VocabStage::Train { .. } => {
+            reporter.vocab_starting(stage);
+            let vocab = config
+                .vocab
+                .as_ref()
+                .expect("a Train stage comes from [vocab]");
+            let progress = reporter.progress("vocab");
+            let trained = mlm_corpus::train_vocab(corpus, vocab, progress.as_ref());
+            progress.finish();
+            trained.map_err(|source| corpus_error("training the vocabulary ([vocab])", source))?;
+        }
+    }
+    let progress = reporter.progress("prepare");
+    let report = mlm_corpus::prepare(
+        corpus,
+        &mlm_corpus::PrepareOptions {
+            observer: progress.as_ref(),
+            stop_after_shards: None,
+        },
+    );
+    progress.finish();
+    let report =
+        report.map_err(|source| corpus_error("preparing the corpus ([corpus])", source))?;
+    reporter.prepared(&report);
+    Ok(report.output)
+}
+
+/// [`run_stages`] by rank 0 alone while the other ranks of `parallel` wait for its outcome;
+/// every rank returns the prepared corpus directory.
+pub fn prepared_on_rank_zero(
+    config: &RunConfig,
+    parallel: Option<&DataParallel>,
+    reporter: &dyn StageReporter,
+) -> Result<PathBuf, StageError> {
+    const STAGE: &str = "preparing the corpus";
+    let rank_error = |group: &DataParallel| {
+        let rank = group.rank();
+        move |source| StageError::Rank { rank, source }
+    };
+    match parallel {
+        None => run_stages(config, reporter),
+        Some(group) if group.is_main() => {
+            let prepared = run_stages(config, reporter);
+            group
+                .announce(STAGE, prepared.is_ok())
+                .map_err(rank_error(group))?;
+            prepared
+        }
+        Some(group) => {
+            group.wait_for_main(STAGE).map_err(rank_error(group))?;
+            Ok(config.prepared_dir()?)
+        }
+    }
+}
+
+/// The device of a rank: a data-parallel rank on CUDA takes the GPU of its `LOCAL_RANK`, as
+/// `torch.cuda.set_device(local_rank)` does; anything else keeps the configured device.
+pub fn rank_device(configured: tch::Device, local_rank: Option<usize>) -> tch::Device {
+    match (configured, local_rank) {
+        (tch::Device::Cuda(_), Some(local_rank)) => tch::Device::Cuda(local_rank),
+        (device, _) => device,
+    }
+}
+
+fn corpus_error(what: &'static str, source: CorpusError) -> StageError {
+    StageError::Corpus { what, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rank_on_cuda_takes_its_local_gpu_and_the_cpu_stays_the_cpu() {
+        let cuda = tch::Device::Cuda(0);
+        assert_eq!(rank_device(cuda, Some(3)), tch::Device::Cuda(3));
+        assert_eq!(rank_device(cuda, None), cuda);
+        assert_eq!(rank_device(tch::Device::Cpu, Some(3)), tch::Device::Cpu);
+    }
+}

@@ -1,0 +1,164 @@
+//! The post-LayerNorm encoder layer BERT, RoBERTa and DistilBERT share: `BertLayer`
+//! (`BertSelfAttention`, `BertSelfOutput`, `BertIntermediate`, `BertOutput`) and DistilBERT's
+//! `TransformerBlock` under other names.
+
+use tch::Tensor;
+use tch::nn::Path;
+
+use crate::model::config::Activation;
+use crate::model::layers::{LayerNorm, Linear, attention_bias, sdpa, split_heads, sub_path};
+use crate::model::unpad::TokenLayout;
+
+/// The state-dict names of one encoder layer's parts, relative to the layer.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerNames<'a> {
+    pub query: &'a str,
+    pub key: &'a str,
+    pub value: &'a str,
+    pub attention_output: &'a str,
+    pub attention_norm: &'a str,
+    pub ffn_in: &'a str,
+    pub ffn_out: &'a str,
+    pub output_norm: &'a str,
+}
+
+/// The sizes and switches of one encoder layer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LayerShape {
+    pub hidden: i64,
+    pub intermediate: i64,
+    pub heads: i64,
+    pub layer_norm_eps: f64,
+    pub activation: Activation,
+    pub hidden_dropout: f64,
+    pub attention_dropout: f64,
+    /// Dropout on the attention output before its residual (BERT yes, DistilBERT no).
+    pub attention_output_dropout: bool,
+}
+
+/// A post-LayerNorm transformer encoder layer: `BertLayer` (`BertSelfAttention`,
+/// `BertSelfOutput`, `BertIntermediate`, `BertOutput`) and DistilBERT's `TransformerBlock`
+/// are this with other names.
+#[derive(Debug)]
+pub(super) struct EncoderLayer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attention_output: Linear,
+    attention_norm: LayerNorm,
+    ffn_in: Linear,
+    ffn_out: Linear,
+    output_norm: LayerNorm,
+    shape: LayerShape,
+}
+
+impl EncoderLayer {
+    pub(super) fn new(p: &Path<'_>, names: &LayerNames<'_>, shape: LayerShape) -> Self {
+        let (h, eps) = (shape.hidden, shape.layer_norm_eps);
+        Self {
+            query: Linear::new(&sub_path(p, names.query), h, h),
+            key: Linear::new(&sub_path(p, names.key), h, h),
+            value: Linear::new(&sub_path(p, names.value), h, h),
+            attention_output: Linear::new(&sub_path(p, names.attention_output), h, h),
+            attention_norm: LayerNorm::new(&sub_path(p, names.attention_norm), h, eps),
+            ffn_in: Linear::new(&sub_path(p, names.ffn_in), h, shape.intermediate),
+            ffn_out: Linear::new(&sub_path(p, names.ffn_out), shape.intermediate, h),
+            output_norm: LayerNorm::new(&sub_path(p, names.output_norm), h, eps),
+            shape,
+        }
+    }
+
+    /// Self-attention through `sdpa_attention_forward` (`[B, T, H]` in and out): heads split as
+    /// `view(B, T, heads, head_dim).transpose(1, 2)`, scale `head_dim ** -0.5`,
+    /// attention-probability dropout inside SDPA when training.
+    fn self_attention(&self, hidden: &Tensor, padding: &Tensor, train: bool) -> Tensor {
+        let heads = self.shape.heads;
+        let query = split_heads(&self.query.forward(hidden), heads);
+        let key = split_heads(&self.key.forward(hidden), heads);
+        let value = split_heads(&self.value.forward(hidden), heads);
+        let bias = attention_bias(padding, query.kind());
+        let dropout = if train {
+            self.shape.attention_dropout
+        } else {
+            0.0
+        };
+        sdpa(&query, &key, &value, &bias, dropout)
+    }
+
+    /// Attention, its output projection (dropout), LayerNorm(x + residual); the feed-forward
+    /// (in, activation, out, dropout), LayerNorm(x + residual). `padding` is `[B, T]`, true
+    /// at padding.
+    pub(super) fn forward(&self, hidden: &Tensor, padding: &Tensor, train: bool) -> Tensor {
+        self.around_attention(hidden, train, |h| self.self_attention(h, padding, train))
+    }
+
+    /// [`Self::forward`] on the real tokens' rows (`[N, H]`, model/unpad.rs): attention runs
+    /// on the rows by FlashAttention's varlen kernel when the layout carries sequence
+    /// lengths, else on the rows scattered back into the padded batch; everything else runs
+    /// on the rows.
+    pub(super) fn forward_unpadded(
+        &self,
+        rows: &Tensor,
+        layout: &TokenLayout,
+        train: bool,
+    ) -> Tensor {
+        self.around_attention(rows, train, |rows| match layout.varlen() {
+            Some((cu_seqlens, max_len)) => self.varlen_attention(rows, cu_seqlens, max_len, train),
+            None => {
+                let attended = self.self_attention(&layout.scatter(rows), layout.padding(), train);
+                layout.gather(&attended)
+            }
+        })
+    }
+
+    /// Self-attention of unpadded rows (`[N, H]`) by FlashAttention's varlen kernel: heads
+    /// split as `view(N, heads, head_dim)`, the same scale and dropout as SDPA's.
+    fn varlen_attention(
+        &self,
+        rows: &Tensor,
+        cu_seqlens: &Tensor,
+        max_len: i64,
+        train: bool,
+    ) -> Tensor {
+        let (tokens, hidden_size) = rows.size2().expect("unpadded rows are [N, H]");
+        let heads = self.shape.heads;
+        let head_dim = hidden_size / heads;
+        let split = |xs: Tensor| xs.view([tokens, heads, head_dim]);
+        let query = split(self.query.forward(rows));
+        let key = split(self.key.forward(rows));
+        let value = split(self.value.forward(rows));
+        let dropout = if train {
+            self.shape.attention_dropout
+        } else {
+            0.0
+        };
+        let scale = (head_dim as f64).powf(-0.5);
+        // The run chose this path only where the kernel exists (CUDA, sm80+, bf16/fp16, head
+        // size); a failure here is a libtorch bug, not a user's input.
+        mlm_torch_ext::attention::flash_varlen(
+            &query, &key, &value, cu_seqlens, max_len, dropout, scale,
+        )
+        .unwrap_or_else(|e| panic!("training.unpad: {e}"))
+        .reshape([tokens, hidden_size])
+    }
+
+    /// The layer with `attention` (hidden states to their attended context, same shape).
+    fn around_attention(
+        &self,
+        hidden: &Tensor,
+        train: bool,
+        attention: impl FnOnce(&Tensor) -> Tensor,
+    ) -> Tensor {
+        let mut attended = self.attention_output.forward(&attention(hidden));
+        if self.shape.attention_output_dropout {
+            attended = attended.dropout(self.shape.hidden_dropout, train);
+        }
+        let attended = self.attention_norm.forward(&(attended + hidden));
+        let inner = self.shape.activation.apply(&self.ffn_in.forward(&attended));
+        let out = self
+            .ffn_out
+            .forward(&inner)
+            .dropout(self.shape.hidden_dropout, train);
+        self.output_norm.forward(&(out + attended))
+    }
+}
