@@ -4,6 +4,9 @@
 //! the behaviour under test. Declared as a `[[test]]` of crates/cli so that it runs against
 //! that package's binary.
 
+// Test helpers say why a test was skipped (`--nocapture` shows it).
+#![allow(clippy::print_stderr)]
+
 mod catalogue;
 mod cli;
 mod config;

@@ -8,6 +8,9 @@
 //!
 //! Needs the project's Python venv (`.venv/bin/python` with transformers): `scripts/setup`.
 
+// The comparison helpers report the statistics they compare (`--nocapture` shows them).
+#![allow(clippy::print_stderr)]
+
 use mlm_masking::{MaskKey, Masker, MaskingConfig, SpecialTokens, collate};
 use serde_json::Value;
 

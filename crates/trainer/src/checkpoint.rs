@@ -4,10 +4,10 @@
 //!
 //! Crash safety: everything is written into a hidden `.tmp-checkpoint-<step>` directory, which
 //! `mlm_durable::replace_dir` publishes: every file and directory in it fsynced, only then
-//! renamed to `checkpoint-<step>`, and the run directory fsynced. A rename within one file system is
-//! atomic, so a `checkpoint-<N>` directory is always complete; a crash or a failed write
-//! leaves at most a hidden temp directory, which [`CheckpointManager::latest`] ignores and
-//! the next save removes. Old checkpoints are deleted only after the new one is in place.
+//! renamed to `checkpoint-<step>`, and the run directory fsynced. A rename within one file
+//! system is atomic, so a `checkpoint-<N>` directory is always complete; a crash or a failed
+//! write leaves at most a hidden temp directory, which [`CheckpointManager::latest`] ignores
+//! and the next save removes. Old checkpoints are deleted only after the new one is in place.
 //! One process writes a run directory (rank 0 under data parallelism).
 //!
 //! Integrity: `integrity.json` (`mlm-integrity`), the size and hash of every file, is the

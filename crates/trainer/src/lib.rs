@@ -1,9 +1,9 @@
-//! mlm-trainer: masked-language-model training on LibTorch through `tch`.
-//!
-//! Today this crate holds the runtime set-up every command shares ([`runtime`]: device choice
-//! and thread pools). The model, optimizer, training loop, checkpoints and evaluation follow
-//! the data contract in DESIGN.md and land here next; the seams they need are kept: one place
-//! that knows about devices and threads, the libtorch shim behind `mlm-torch-ext`.
+//! mlm-trainer: masked-language-model training of encoders on LibTorch through `tch`,
+//! following the data contract in DESIGN.md: the model behind its family seam ([`model`]:
+//! `Architecture`, one module per family), the optimizer and schedules ([`optim`],
+//! [`schedule`]), checkpoints ([`checkpoint`]), the run with its evaluation ([`run`]), and the
+//! one place that knows about devices and threads ([`runtime`]); the libtorch shim is behind
+//! `mlm-torch-ext`.
 
 pub mod checkpoint;
 pub mod error;

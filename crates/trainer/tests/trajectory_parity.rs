@@ -15,6 +15,9 @@
 //!
 //! Needs the project's Python venv (`scripts/setup`).
 
+// The parity helpers report the differences they compare (`--nocapture` shows them).
+#![allow(clippy::print_stderr)]
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;

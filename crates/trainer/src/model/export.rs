@@ -18,7 +18,7 @@
 //! quiet load report).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use safetensors::tensor::{Dtype, TensorView};
 use tch::{Device, Kind};
@@ -53,7 +53,7 @@ pub fn export_hf_model(
 
 /// Writes `config.json` and `model.safetensors` into `dir`. Tensors keep their dtype (f32
 /// unless the caller converted the `VarStore`) and are copied to the CPU. Each file is written
-/// to a temporary name and renamed, so a reader never sees half a file.
+/// to a temporary name, fsynced and renamed, so a reader never sees half a file.
 pub fn export_hf_model_with(
     vs: &tch::nn::VarStore,
     config: &EncoderConfig,
@@ -97,19 +97,31 @@ pub fn export_hf_model_with(
     let metadata = HashMap::from([("format".to_owned(), "pt".to_owned())]);
 
     let weights = dir.join("model.safetensors");
-    let temporary = temporary_path(&weights);
+    let temporary = mlm_durable::temp_path(&weights);
     safetensors::tensor::serialize_to_file(views, Some(metadata), &temporary).map_err(
         |source| ModelError::Safetensors {
             path: temporary.clone(),
             source,
         },
     )?;
-    rename(&temporary, &weights)?;
+    publish(&temporary, &weights)?;
 
     let config_path = dir.join("config.json");
-    let temporary = temporary_path(&config_path);
+    let temporary = mlm_durable::temp_path(&config_path);
     config.for_export().write_hf(&temporary)?;
-    rename(&temporary, &config_path)
+    publish(&temporary, &config_path)
+}
+
+/// The durable publish of a file written under a temporary name (fsynced, renamed, the
+/// directory fsynced: `mlm_durable::publish_file`).
+fn publish(temporary: &Path, path: &Path) -> Result<(), ModelError> {
+    mlm_durable::publish_file(temporary, path).map_err(|error| {
+        let (_, _, source) = error.into_parts();
+        ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
 }
 
 /// The variables must be the ones `config` describes (its family's
@@ -169,17 +181,4 @@ pub(crate) fn cpu_bytes(name: &str, tensor: &tch::Tensor) -> Result<(Dtype, Vec<
             source,
         })?;
     Ok((dtype, bytes))
-}
-
-fn temporary_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp{}", std::process::id()));
-    path.with_file_name(name)
-}
-
-fn rename(from: &Path, to: &Path) -> Result<(), ModelError> {
-    std::fs::rename(from, to).map_err(|source| ModelError::Io {
-        path: to.to_path_buf(),
-        source,
-    })
 }

@@ -63,15 +63,21 @@ pub(crate) struct PostLnSpec {
     pub head_activation: HeadActivation,
 }
 
+/// A rewrite of `config.json` keys (a family's names to BERT's, or back).
+pub(crate) type KeyRewrite = fn(&mut Map<String, Value>);
+
+/// A config class's defaults for the keys a file lacks (`given`: the file's keys).
+pub(crate) type FillDefaults = fn(&mut EncoderConfig, &Map<String, Value>);
+
 /// The `config.json` dialect of a post-LN family, where it differs from BERT's.
 #[derive(Debug)]
 pub(crate) struct Dialect {
     /// The family's keys renamed to BERT's (with the family's defaults where absent).
-    pub to_encoder_keys: Option<fn(&mut Map<String, Value>)>,
+    pub to_encoder_keys: Option<KeyRewrite>,
     /// And back, for `config.json`.
-    pub from_encoder_keys: Option<fn(&mut Map<String, Value>)>,
+    pub from_encoder_keys: Option<KeyRewrite>,
     /// Its config class's defaults where they differ from BERT's, for keys the file lacks.
-    pub fill_defaults: Option<fn(&mut EncoderConfig, &Map<String, Value>)>,
+    pub fill_defaults: Option<FillDefaults>,
     /// `type_vocab_size` and `layer_norm_eps` of a model from scratch.
     pub scratch_type_vocab_size: i64,
     pub scratch_layer_norm_eps: f64,
