@@ -121,6 +121,7 @@ fn print_estimate(config: &RunConfig, inputs: &[InputFile], device: tch::Device)
     let plan = estimated_plan(
         &config.model,
         &config.training,
+        &config.logging,
         config.masking.mlm_probability,
         device,
         &estimate,

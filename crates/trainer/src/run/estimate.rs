@@ -7,8 +7,9 @@ use tch::Device;
 use super::RunError;
 use super::config::{ModelSection, TrainingConfig};
 use super::job::{ResumeCheck, TrainPlan};
+use super::logging::LoggingConfig;
 use super::model_setup::planned_config;
-use super::open::{batch_plan, step_budget};
+use super::open::{batch_plan, peak_for, step_budget};
 use super::plan::estimate_memory;
 use super::precision::ForwardPrecision;
 use crate::model::SpecialIds;
@@ -26,10 +27,12 @@ pub struct CorpusEstimate {
     pub eval_sequences: u64,
 }
 
-/// The plan of `[model]` and `[training]` over an estimated corpus, on `device`.
+/// The plan of `[model]` and `[training]` over an estimated corpus, on `device` (`[logging]`
+/// for the peak MFU is measured against).
 pub fn estimated_plan(
     model: &ModelSection,
     training: &TrainingConfig,
+    logging: &LoggingConfig,
     mlm_probability: f64,
     device: Device,
     corpus: &CorpusEstimate,
@@ -43,6 +46,7 @@ pub fn estimated_plan(
     let batches = batch_plan(training, None)?;
     let (steps_per_epoch, total_steps) = step_budget(training, &batches, corpus.train_sequences)?;
     let precision = ForwardPrecision::new(training.precision, device);
+    let peak = peak_for(logging, precision);
     let global_batch = batches.global_batch();
     let class = config.for_export().architectures.unwrap_or_default();
     Ok(TrainPlan {
@@ -65,8 +69,8 @@ pub fn estimated_plan(
             .cost(corpus.max_seq_len)
             .flops
             .per_token_at(mlm_probability),
-        peak_tflops: None,
-        peak_source: None,
+        peak_tflops: peak.as_ref().map(|peak| peak.tflops),
+        peak_source: peak.map(|peak| peak.source),
         weights: None,
         cuda_graphs: None,
         unpad: None,

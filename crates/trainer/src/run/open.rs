@@ -17,6 +17,7 @@ use super::eval::{EvalSet, EvalSetSpec};
 use super::flops::{DevicePeak, ModelFlops, device_peak};
 use super::graphed::{GraphedStep, StaticShape, WARMUP_STEPS};
 use super::job::{ResumeCheck, TrainJob, TrainPlan, WeightsReport};
+use super::logging::LoggingConfig;
 use super::model_setup::{BuiltModel, build_model, check_init_tokenizer, resolve_config};
 use super::parallel::DataParallel;
 use super::plan::estimate_memory;
@@ -133,7 +134,7 @@ impl<'a> Run<'a> {
             tokenizer_files: manifest.tokenizer_files.clone(),
             scaler,
             flops: model_config.cost(manifest.max_seq_len).flops,
-            peak: peak_for(job, precision),
+            peak: peak_for(&job.logging, precision),
             graphed,
             unpad: job
                 .training
@@ -317,8 +318,8 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 /// The peak MFU is measured against: `[logging] peak_tflops`, else the device's own.
-fn peak_for(job: &TrainJob, precision: ForwardPrecision) -> Option<DevicePeak> {
-    match job.logging.peak_tflops {
+pub(super) fn peak_for(logging: &LoggingConfig, precision: ForwardPrecision) -> Option<DevicePeak> {
+    match logging.peak_tflops {
         Some(tflops) => Some(DevicePeak {
             tflops,
             source: "logging.peak_tflops".to_owned(),
