@@ -101,6 +101,10 @@ fn quickstart_resolves_to_a_plan(name: &str, class: &str) {
         "vocab    would train",
         "corpus   would prepare",
         "estimate the corpus",
+        // The estimate is printed as a run's plan is: memory, FLOPs and the MFU peak too.
+        "memory   ~",
+        "flops    ",
+        "peak ",
     ] {
         assert!(stderr.contains(text), "{text}: {stderr}");
     }

@@ -217,6 +217,79 @@ fn corpus_error(what: &'static str, source: CorpusError) -> StageError {
 mod tests {
     use super::*;
 
+    /// A run file in a directory of its own (removed on drop) whose `[vocab]` is `vocab`.
+    struct Job {
+        dir: PathBuf,
+    }
+
+    impl Job {
+        fn new(name: &str, vocab: &str) -> (Self, RunConfig) {
+            let dir =
+                std::env::temp_dir().join(format!("mlm-stages-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let text = format!(
+                "[vocab]\n{vocab}\noutput = \"tokenizer\"\n\n[corpus]\n\
+                 inputs = [\"docs.jsonl\"]\nformat = \"jsonl\"\ntokenizer = \"tokenizer\"\n\
+                 output = \"corpus\"\n"
+            );
+            std::fs::write(dir.join("run.toml"), text).unwrap();
+            let config = RunConfig::load_with(&dir.join("run.toml"), &[]).unwrap();
+            (Self { dir }, config)
+        }
+    }
+
+    impl Drop for Job {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    #[test]
+    fn the_stages_follow_what_is_on_disk() {
+        let (job, config) = Job::new("train", "vocab_size = 500");
+        let stages = Stages::of(&config).unwrap();
+        assert!(matches!(
+            &stages.vocab,
+            VocabStage::Train {
+                vocab_size: 500,
+                ..
+            }
+        ));
+        // A manifest without its vocabulary is not a prepared corpus: the vocabulary comes
+        // first, and the corpus is tokenized with it.
+        std::fs::create_dir_all(job.dir.join("corpus")).unwrap();
+        std::fs::write(job.dir.join("corpus/manifest.json"), "{}").unwrap();
+        let stages = Stages::of(&config).unwrap();
+        assert!(matches!(stages.corpus, CorpusStage::Prepare { .. }));
+        assert_eq!(stages.prepared_dir(), None);
+
+        std::fs::create_dir_all(job.dir.join("tokenizer")).unwrap();
+        std::fs::write(job.dir.join("tokenizer/vocab.txt"), "[PAD]\n").unwrap();
+        let stages = Stages::of(&config).unwrap();
+        assert!(matches!(&stages.vocab, VocabStage::Present { dir } if dir.ends_with("tokenizer")));
+        assert_eq!(
+            stages.prepared_dir(),
+            Some(job.dir.join("corpus").as_path())
+        );
+    }
+
+    #[test]
+    fn an_extension_is_planned_as_one_not_as_a_training() {
+        let (job, config) = Job::new("extend", "extend_from = \"base\"\nadd = 64");
+        let stages = Stages::of(&config).unwrap();
+        match &stages.vocab {
+            VocabStage::Extend { from, add, dir } => {
+                assert_eq!(
+                    (from, *add, dir),
+                    (&job.dir.join("base"), 64, &job.dir.join("tokenizer"))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(stages.corpus, CorpusStage::Prepare { .. }));
+    }
+
     #[test]
     fn a_rank_on_cuda_takes_its_local_gpu_and_the_cpu_stays_the_cpu() {
         let cuda = tch::Device::Cuda(0);

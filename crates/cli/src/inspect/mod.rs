@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::HumanBytes;
 use mlm_corpus::{DomainTokenizer, Split};
-use mlm_trainer::model::{EncoderConfig, masked_lm_class};
+use mlm_trainer::model::EncoderConfig;
 
 use crate::config::ConfigSource;
 use crate::paths::shown;
@@ -165,7 +165,7 @@ fn describe_model(dir: &Path) -> Result<String> {
     let _ = writeln!(
         s,
         "model       {} (model_type {model_type}), {:.2} M parameters",
-        masked_lm_class(model_type).unwrap_or("?"),
+        config.masked_lm_class(),
         config.num_parameters() as f64 / 1e6
     );
     let _ = writeln!(

@@ -385,16 +385,20 @@ impl EncoderConfig {
         Ok(())
     }
 
+    /// The masked-LM class transformers builds for this config (`BertForMaskedLM`, ...).
+    pub fn masked_lm_class(&self) -> &'static str {
+        masked_lm_class(self.model_type()).unwrap_or("BertForMaskedLM")
+    }
+
     /// A copy set up for export as the family's masked-LM class (`BertForMaskedLM`,
     /// `RobertaForMaskedLM`, `XLMRobertaForMaskedLM`, ...: what `AutoModelForMaskedLM` and
     /// `pipeline("fill-mask")` resolve).
     pub fn for_export(&self) -> Self {
         let mut config = self.clone();
-        let model_type = config
+        config
             .model_type
             .get_or_insert_with(|| DEFAULT_MODEL_TYPE.to_owned());
-        let class = masked_lm_class(model_type).unwrap_or("BertForMaskedLM");
-        config.architectures = Some(vec![class.to_owned()]);
+        config.architectures = Some(vec![self.masked_lm_class().to_owned()]);
         config
     }
 }

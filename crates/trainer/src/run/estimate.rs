@@ -48,9 +48,8 @@ pub fn estimated_plan(
     let precision = ForwardPrecision::new(training.precision, device);
     let peak = peak_for(logging, precision);
     let global_batch = batches.global_batch();
-    let class = config.for_export().architectures.unwrap_or_default();
     Ok(TrainPlan {
-        model: class.first().cloned().unwrap_or_default(),
+        model: config.masked_lm_class().to_owned(),
         parameters: config.num_trainable_parameters(),
         device: device_label(device),
         precision: precision.label().to_owned(),

@@ -347,9 +347,8 @@ impl RunParts {
     fn plan(&self, manifest: &Manifest, train_sequences: u64, masked_share: f64) -> TrainPlan {
         let config = &self.model.config;
         let global_batch = self.batches.global_batch();
-        let class = config.for_export().architectures.unwrap_or_default();
         TrainPlan {
-            model: class.first().cloned().unwrap_or_default(),
+            model: config.masked_lm_class().to_owned(),
             parameters: config.num_trainable_parameters(),
             device: device_label(self.precision.device()),
             precision: self.precision.label().to_owned(),
