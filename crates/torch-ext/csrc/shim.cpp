@@ -305,14 +305,17 @@ bool mlmx_is_autocast_cache_enabled() { return at::autocast::is_autocast_cache_e
 // at rows cu_seqlens[b]..cu_seqlens[b + 1] (int32, [B + 1], on their device), the longest
 // `max_len` long: the kernel PyTorch's nested-tensor SDPA and flash_attn_varlen_func run,
 // differentiable through libtorch's autograd. `*out` receives the output, [tokens, heads,
-// head_dim], owned by the caller.
+// head_dim], owned by the caller. `window` >= 0: each query attends only the keys at most `window`
+// positions before or after it in its sequence (FlashAttention's window_size_left/right, both
+// inclusive: ModernBERT's local layers); < 0: every key of its sequence.
 int mlmx_flash_attention_varlen(const at::Tensor* query, const at::Tensor* key, const at::Tensor* value,
                                 const at::Tensor* cu_seqlens, int64_t max_len, double dropout, double scale,
-                                at::Tensor** out) {
+                                int64_t window, at::Tensor** out) {
     return guarded([&] {
+        std::optional<int64_t> side = window >= 0 ? std::optional<int64_t>(window) : std::nullopt;
         auto result = at::_flash_attention_forward(*query, *key, *value, *cu_seqlens, *cu_seqlens, max_len,
                                                    max_len, dropout, /*is_causal=*/false,
-                                                   /*return_debug_mask=*/false, scale);
+                                                   /*return_debug_mask=*/false, scale, side, side);
         *out = new at::Tensor(std::get<0>(result));
     });
 }

@@ -18,6 +18,7 @@ mod ffi {
             max_len: i64,
             dropout: f64,
             scale: f64,
+            window: i64,
             out: *mut *mut c_void,
         ) -> c_int;
     }
@@ -28,7 +29,10 @@ mod ffi {
 /// `query`, `key`, `value` are `[tokens, heads, head_dim]` in bf16 or fp16 on a CUDA device of
 /// compute capability 8.0 or newer, sequence b is rows `cu_seqlens[b]..cu_seqlens[b + 1]`
 /// (int32, `[B + 1]`, same device), the longest `max_len` tokens. Returns `[tokens, heads,
-/// head_dim]`, differentiable. Elsewhere libtorch's error comes back.
+/// head_dim]`, differentiable. `window`: `Some(w)` lets each query attend only the keys at
+/// most `w` positions before or after it in its sequence (`window_size_left = right = w`,
+/// inclusive: ModernBERT's local layers, `w = local_attention / 2`); `None` every key of its
+/// sequence. Elsewhere libtorch's error comes back.
 pub fn flash_varlen(
     query: &Tensor,
     key: &Tensor,
@@ -37,6 +41,7 @@ pub fn flash_varlen(
     max_len: i64,
     dropout: f64,
     scale: f64,
+    window: Option<i64>,
 ) -> Result<Tensor> {
     let mut out: *mut c_void = std::ptr::null_mut();
     let pointer = |t: &Tensor| t.as_ptr().cast::<c_void>();
@@ -51,6 +56,7 @@ pub fn flash_varlen(
             max_len,
             dropout,
             scale,
+            window.unwrap_or(-1),
             &raw mut out,
         )
     };
@@ -69,7 +75,7 @@ mod tests {
     fn off_cuda_the_kernel_reports_an_error() {
         let q = Tensor::zeros([5, 2, 8], (Kind::BFloat16, Device::Cpu));
         let cu = Tensor::from_slice(&[0i32, 3, 5]);
-        let error = flash_varlen(&q, &q, &q, &cu, 3, 0.0, 0.35).unwrap_err();
+        let error = flash_varlen(&q, &q, &q, &cu, 3, 0.0, 0.35, None).unwrap_err();
         assert!(
             error.to_string().contains("varlen flash attention"),
             "{error}"

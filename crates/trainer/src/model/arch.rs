@@ -55,12 +55,13 @@ impl StateKeys {
     }
 
     /// Checkpoint keys known to be safe to ignore: tied copies, other tasks' heads, and the
-    /// position / token-type id buffers older transformers saved.
+    /// position / token-type id and rotary-frequency buffers older transformers saved.
     pub fn ignored(&self, key: &str) -> bool {
         self.tied.iter().any(|(tied, _)| *tied == key)
             || self.other_heads.iter().any(|head| key.starts_with(head))
             || key.ends_with("position_ids")
             || key.ends_with("token_type_ids")
+            || key.ends_with("inv_freq")
     }
 }
 
@@ -102,6 +103,12 @@ pub enum InitRule {
         std: f64,
         zero_row: Option<i64>,
     },
+    /// normal(0, std) truncated to [-cutoff * std, cutoff * std] (`init.trunc_normal_` with
+    /// `a = -cutoff * std`, `b = cutoff * std`: ModernBERT's `init_weight`).
+    TruncatedNormal {
+        std: f64,
+        cutoff: f64,
+    },
 }
 
 /// The sizes of a model from scratch (`[model]` with the corpus's vocabulary).
@@ -112,7 +119,8 @@ pub struct ScratchShape {
     pub num_hidden_layers: usize,
     pub num_attention_heads: usize,
     pub intermediate_size: usize,
-    pub dropout: f64,
+    /// `None`: the family's default.
+    pub dropout: Option<f64>,
     /// The longest sequence the corpus holds.
     pub max_seq_len: usize,
     /// `[model] max_position_embeddings`; `None`: the family's choice for `max_seq_len`.

@@ -57,6 +57,10 @@ pub fn init_variable_like_hf(
                 let _ = target.get(row).zero_();
             }
         }
+        InitRule::TruncatedNormal { std, cutoff } => {
+            let values = truncated_normal_values(seed, name, tensor.numel(), std, cutoff);
+            target.copy_(&Tensor::from_slice(&values).view(tensor.size().as_slice()));
+        }
     }
     true
 }
@@ -72,21 +76,68 @@ fn normal_values(seed: u64, name: &str, count: usize, std: f64) -> Vec<f32> {
     values
 }
 
+/// `count` draws of normal(0, std) truncated to `[-cutoff * std, cutoff * std]`, as f32: the
+/// distribution of `torch.nn.init.trunc_normal_`, drawn by rejection (a draw outside the
+/// bounds is replaced by the stream's next), so that it stays a pure function of the key.
+fn truncated_normal_values(seed: u64, name: &str, count: usize, std: f64, cutoff: f64) -> Vec<f32> {
+    let key = splitmix64(seed ^ fnv1a(name.as_bytes()));
+    let bound = cutoff * std;
+    let mut values = vec![0f32; count];
+    values
+        .par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(index, chunk)| {
+            let mut draws = NormalStream::new(key.wrapping_add(index as u64), std);
+            for value in chunk {
+                *value = loop {
+                    let draw = draws.next_value();
+                    // `bound` 0 (std 0) keeps the only value inside: 0.
+                    if draw.abs() <= bound || bound <= 0.0 {
+                        break if bound <= 0.0 { 0.0 } else { draw as f32 };
+                    }
+                };
+            }
+        });
+    values
+}
+
+/// Normal(0, std) draws of one stream, one at a time (Box-Muller pairs, as [`fill_normal`]).
+struct NormalStream {
+    state: u64,
+    std: f64,
+    spare: Option<f64>,
+}
+
+impl NormalStream {
+    fn new(key: u64, std: f64) -> Self {
+        Self {
+            state: splitmix64(key),
+            std,
+            spare: None,
+        }
+    }
+
+    fn uniform(&mut self) -> f64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        ((splitmix64(self.state) >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
+    }
+
+    fn next_value(&mut self) -> f64 {
+        if let Some(spare) = self.spare.take() {
+            return spare;
+        }
+        let radius = (-2.0 * self.uniform().ln()).sqrt() * self.std;
+        let angle = std::f64::consts::TAU * self.uniform();
+        self.spare = Some(radius * angle.sin());
+        radius * angle.cos()
+    }
+}
+
 /// Fills `out` with normal(0, std) draws from stream `key` (Box-Muller on splitmix64).
 fn fill_normal(out: &mut [f32], key: u64, std: f64) {
-    let mut state = splitmix64(key);
-    let mut next_uniform = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        // 53 random bits, shifted into the open interval (0, 1) so that ln() is finite.
-        ((splitmix64(state) >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
-    };
-    for pair in out.chunks_mut(2) {
-        let radius = (-2.0 * next_uniform().ln()).sqrt() * std;
-        let angle = std::f64::consts::TAU * next_uniform();
-        pair[0] = (radius * angle.cos()) as f32;
-        if let Some(second) = pair.get_mut(1) {
-            *second = (radius * angle.sin()) as f32;
-        }
+    let mut draws = NormalStream::new(key, std);
+    for value in out {
+        *value = draws.next_value() as f32;
     }
 }
 
@@ -148,6 +199,19 @@ mod tests {
         assert!(mean.abs() < 2e-4, "mean {mean}");
         assert!((std - 0.02).abs() < 2e-4, "std {std}");
         assert!(values.iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn truncated_draws_stay_within_the_cutoff_with_the_truncated_moments() {
+        let values = truncated_normal_values(5, "w", 200_000, 0.02, 2.0);
+        assert!(values.iter().all(|v| v.abs() <= 0.04));
+        let tensor = Tensor::from_slice(&values);
+        let (mean, std) = mean_std(&tensor);
+        // The standard deviation of N(0, 1) truncated at +-2 is 0.8796.
+        assert!(mean.abs() < 2e-4, "{mean}");
+        assert!((std / 0.02 - 0.8796).abs() < 0.005, "{std}");
+        assert_eq!(values, truncated_normal_values(5, "w", 200_000, 0.02, 2.0));
+        assert_ne!(values, truncated_normal_values(5, "v", 200_000, 0.02, 2.0));
     }
 
     #[test]

@@ -60,6 +60,12 @@ impl TokenLayout {
         &self.padding
     }
 
+    /// Each row's position in its sequence (`[N]`, Int64): `t` of its flat index `b * T + t`,
+    /// the `position_ids` (`arange(T)`) a padded forward gives the token (rotary embeddings).
+    pub(crate) fn positions(&self) -> Tensor {
+        self.tokens.remainder(self.seq_len)
+    }
+
     /// The real tokens' rows of `padded` (`[B, T, H]`): `[N, H]`.
     pub(super) fn gather(&self, padded: &Tensor) -> Tensor {
         let hidden = *padded
@@ -142,6 +148,10 @@ mod tests {
         assert!(back.equal(&kept));
         assert!(layout.padding().equal(&attention_mask.eq(0)));
         assert!(layout.varlen().is_none());
+        assert_eq!(
+            Vec::<i64>::try_from(layout.positions()).unwrap(),
+            vec![0, 1, 2, 0, 1]
+        );
         assert_eq!(cumulative_lengths(&mask, 4), (vec![0, 3, 5], 3));
         assert_eq!(
             cumulative_lengths(&[1, 0, 1, 1, 1, 1], 3),

@@ -44,9 +44,11 @@ pub struct ModelSection {
     pub num_attention_heads: usize,
     /// `intermediate_size = 3072` (4 x hidden, as BERT).
     pub intermediate_size: usize,
-    /// Dropout on hidden states and attention probabilities (BERT: 0.1).
+    /// Dropout of a model from scratch: on hidden states and attention probabilities (BERT,
+    /// RoBERTa, DistilBERT), or ModernBERT's embedding, attention and MLP dropouts. Default:
+    /// the family's config class's (0.1 for the post-LN families, 0.0 for ModernBERT).
     /// `dropout = 0.1`
-    pub dropout: f64,
+    pub dropout: Option<f64>,
     /// Longest sequence the position table holds; defaults to the corpus's `max_seq_len`
     /// rounded up to 512 when left out (BERT's table size).
     /// `max_position_embeddings = 512`
@@ -63,7 +65,7 @@ impl Default for ModelSection {
             num_hidden_layers: 12,
             num_attention_heads: 12,
             intermediate_size: 3072,
-            dropout: 0.1,
+            dropout: None,
             max_position_embeddings: None,
         }
     }
@@ -81,7 +83,9 @@ impl ModelSection {
         check::at_least("model.num_attention_heads", self.num_attention_heads, 1)?;
         check::at_least("model.intermediate_size", self.intermediate_size, 1)?;
         self.check_heads_divide_hidden()?;
-        check::below_one("model.dropout", self.dropout)?;
+        if let Some(dropout) = self.dropout {
+            check::below_one("model.dropout", dropout)?;
+        }
         if let Some(positions) = self.max_position_embeddings {
             check::at_least("model.max_position_embeddings", positions, 1)?;
         }

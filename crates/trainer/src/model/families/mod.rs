@@ -4,14 +4,19 @@
 
 mod bert;
 mod distilbert;
+mod modernbert;
 pub(crate) mod postln;
 mod roberta;
 
 use super::arch::Architecture;
 
 /// The registered families, looked up by `model_type` (`super::arch::architecture_for`).
-pub static ARCHITECTURES: [&dyn Architecture; 3] =
-    [&bert::BERT, &roberta::ROBERTA, &distilbert::DISTILBERT];
+pub static ARCHITECTURES: [&dyn Architecture; 4] = [
+    &bert::BERT,
+    &roberta::ROBERTA,
+    &distilbert::DISTILBERT,
+    &modernbert::MODERNBERT,
+];
 
 #[cfg(test)]
 mod tests;

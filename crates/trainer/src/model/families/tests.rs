@@ -18,7 +18,7 @@ fn tiny(model_type: &str) -> EncoderConfig {
         num_hidden_layers: 3,
         num_attention_heads: 3,
         intermediate_size: 50,
-        dropout: 0.1,
+        dropout: Some(0.1),
         max_seq_len: 24,
         max_position_embeddings: Some(40),
         special_ids: Some(SpecialIds {

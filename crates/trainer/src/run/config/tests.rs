@@ -128,7 +128,7 @@ fn model_errors_name_the_full_key() {
         "model.num_attention_heads = 0 must be >= 1"
     );
     assert_eq!(
-        model(|m| m.dropout = 1.5),
+        model(|m| m.dropout = Some(1.5)),
         "model.dropout = 1.5 must be in [0, 1)"
     );
     assert_eq!(

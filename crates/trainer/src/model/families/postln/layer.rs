@@ -136,7 +136,7 @@ impl EncoderLayer {
         // The run chose this path only where the kernel exists (CUDA, sm80+, bf16/fp16, head
         // size); a failure here is a libtorch bug, not a user's input.
         mlm_torch_ext::attention::flash_varlen(
-            &query, &key, &value, cu_seqlens, max_len, dropout, scale,
+            &query, &key, &value, cu_seqlens, max_len, dropout, scale, None,
         )
         .unwrap_or_else(|e| panic!("training.unpad: {e}"))
         .reshape([tokens, hidden_size])

@@ -63,6 +63,10 @@ pub(crate) struct PostLnSpec {
     pub head_activation: HeadActivation,
 }
 
+/// `BertConfig`'s `hidden_dropout_prob` and `attention_probs_dropout_prob` (RoBERTa's and
+/// DistilBERT's are the same): a model from scratch's unless `[model] dropout` says otherwise.
+const DROPOUT: f64 = 0.1;
+
 /// A rewrite of `config.json` keys (a family's names to BERT's, or back).
 pub(crate) type KeyRewrite = fn(&mut Map<String, Value>);
 
@@ -188,8 +192,8 @@ impl Architecture for PostLnFamily {
             "num_attention_heads": shape.num_attention_heads,
             "intermediate_size": shape.intermediate_size,
             "hidden_act": "gelu",
-            "hidden_dropout_prob": shape.dropout,
-            "attention_probs_dropout_prob": shape.dropout,
+            "hidden_dropout_prob": shape.dropout.unwrap_or(DROPOUT),
+            "attention_probs_dropout_prob": shape.dropout.unwrap_or(DROPOUT),
             "max_position_embeddings": positions,
             "type_vocab_size": self.dialect.scratch_type_vocab_size,
             "initializer_range": 0.02,

@@ -1,0 +1,262 @@
+//! One ModernBERT layer (`ModernBertEncoderLayer`, modeling_modernbert.py 5.24): pre-norm
+//! attention with a fused `Wqkv` and rotary embeddings on q and k, global or within a window,
+//! then a pre-norm GeGLU MLP, each added to the residual stream.
+
+use std::cell::RefCell;
+
+use tch::nn::Path;
+use tch::{Kind, Tensor};
+
+use super::config::LayerType;
+use super::rope::RotaryTable;
+use crate::model::config::Activation;
+use crate::model::layers::{LayerNorm, Linear, most_negative, sdpa, sub_path};
+use crate::model::unpad::TokenLayout;
+
+/// The sizes and switches every layer shares.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LayerShape {
+    pub hidden: i64,
+    pub intermediate: i64,
+    pub heads: i64,
+    pub norm_eps: f64,
+    pub norm_bias: bool,
+    pub attention_bias: bool,
+    pub mlp_bias: bool,
+    pub activation: Activation,
+    pub attention_dropout: f64,
+    pub mlp_dropout: f64,
+    /// `local_attention // 2`.
+    pub half_window: i64,
+}
+
+/// The attention biases of one forward, `[B, 1, 1 | T, T]`, one per layer type, made on
+/// first use in the attention's kind (the query's, which autocast decides) and shared by the
+/// layers: a forward whose attention takes the window itself (varlen) makes none.
+#[derive(Debug)]
+pub(super) struct AttentionMasks {
+    /// `[B, T]`, true at padding.
+    padding: Tensor,
+    half_window: i64,
+    biases: RefCell<Vec<(LayerType, Kind, Tensor)>>,
+}
+
+impl AttentionMasks {
+    /// `padding` `[B, T]`, true at padding; a local layer's keys are within `half_window` of
+    /// the query (`|q - k| <= half_window`, transformers' `sliding_window_bidirectional_overlay`).
+    pub(super) fn new(padding: &Tensor, half_window: i64) -> Self {
+        Self {
+            padding: padding.shallow_clone(),
+            half_window,
+            biases: RefCell::default(),
+        }
+    }
+
+    /// The additive bias of `layer_type` in `kind`: 0 where attended, `finfo(kind).min`
+    /// where blocked (finite, so that a query whose keys are all blocked stays finite).
+    fn bias(&self, layer_type: LayerType, kind: Kind) -> Tensor {
+        let mut biases = self.biases.borrow_mut();
+        let cached = biases
+            .iter()
+            .find(|(t, k, _)| *t == layer_type && *k == kind);
+        if let Some((_, _, bias)) = cached {
+            return bias.shallow_clone();
+        }
+        let blocked = self.blocked(layer_type);
+        let bias = Tensor::zeros(blocked.size(), (kind, blocked.device()))
+            .masked_fill(&blocked, most_negative(kind));
+        biases.push((layer_type, kind, bias.shallow_clone()));
+        bias
+    }
+
+    /// True where a key must not be attended: padding (global), padding or outside the
+    /// window (local).
+    fn blocked(&self, layer_type: LayerType) -> Tensor {
+        let (batch, seq_len) = self.padding.size2().expect("padding mask is [B, T]");
+        let padding = self.padding.view([batch, 1, 1, seq_len]);
+        if layer_type == LayerType::Global {
+            return padding;
+        }
+        let positions = Tensor::arange(seq_len, (Kind::Int64, padding.device()));
+        let distance = (positions.unsqueeze(1) - positions.unsqueeze(0)).abs();
+        let outside = distance.gt(self.half_window).view([1, 1, seq_len, seq_len]);
+        padding.logical_or(&outside)
+    }
+}
+
+/// A ModernBERT encoder layer.
+#[derive(Debug)]
+pub(super) struct ModernBertLayer {
+    /// `None` in layer 0 (`nn.Identity`: the embeddings end with a norm).
+    attn_norm: Option<LayerNorm>,
+    wqkv: Linear,
+    attn_out: Linear,
+    mlp_norm: LayerNorm,
+    wi: Linear,
+    mlp_out: Linear,
+    layer_type: LayerType,
+    shape: LayerShape,
+}
+
+impl ModernBertLayer {
+    pub(super) fn new(p: &Path<'_>, index: i64, layer_type: LayerType, shape: LayerShape) -> Self {
+        let (h, inner) = (shape.hidden, shape.intermediate);
+        let norm =
+            |name: &str| LayerNorm::with_bias(&(p / name), h, shape.norm_eps, shape.norm_bias);
+        Self {
+            attn_norm: (index > 0).then(|| norm("attn_norm")),
+            wqkv: Linear::with_bias(&sub_path(p, "attn.Wqkv"), h, 3 * h, shape.attention_bias),
+            attn_out: Linear::with_bias(&sub_path(p, "attn.Wo"), h, h, shape.attention_bias),
+            mlp_norm: norm("mlp_norm"),
+            wi: Linear::with_bias(&sub_path(p, "mlp.Wi"), h, 2 * inner, shape.mlp_bias),
+            mlp_out: Linear::with_bias(&sub_path(p, "mlp.Wo"), inner, h, shape.mlp_bias),
+            layer_type,
+            shape,
+        }
+    }
+
+    pub(super) fn layer_type(&self) -> LayerType {
+        self.layer_type
+    }
+
+    /// The layer on padded hidden states `[B, T, H]`; `rotary` holds cos and sin for
+    /// positions `0..T` of this layer's type.
+    pub(super) fn forward(
+        &self,
+        hidden: &Tensor,
+        rotary: &RotaryTable,
+        masks: &AttentionMasks,
+        train: bool,
+    ) -> Tensor {
+        self.around_attention(hidden, train, |normed| {
+            self.padded_attention(normed, rotary, masks, train)
+        })
+    }
+
+    /// The layer on the real tokens' rows `[N, H]` (model/unpad.rs): attention by
+    /// FlashAttention's varlen kernel (with the window in the kernel for local layers) when
+    /// the layout carries sequence lengths, else on the rows scattered back into the padded
+    /// batch; `rotary` holds cos and sin per row.
+    pub(super) fn forward_unpadded(
+        &self,
+        rows: &Tensor,
+        layout: &TokenLayout,
+        rotary: &RotaryTable,
+        padded_rotary: &RotaryTable,
+        masks: &AttentionMasks,
+        train: bool,
+    ) -> Tensor {
+        self.around_attention(rows, train, |normed| match layout.varlen() {
+            Some((cu_seqlens, max_len)) => {
+                self.varlen_attention(normed, rotary, cu_seqlens, max_len, train)
+            }
+            None => layout.gather(&self.padded_attention(
+                &layout.scatter(normed),
+                padded_rotary,
+                masks,
+                train,
+            )),
+        })
+    }
+
+    /// `hidden + attn(attn_norm(hidden))`, then `+ mlp(mlp_norm(.))`; `attention` maps the
+    /// normed states to their attended context (same shape, before `Wo`).
+    fn around_attention(
+        &self,
+        hidden: &Tensor,
+        train: bool,
+        attention: impl FnOnce(&Tensor) -> Tensor,
+    ) -> Tensor {
+        let normed = match &self.attn_norm {
+            Some(norm) => norm.forward(hidden),
+            None => hidden.shallow_clone(),
+        };
+        let attended = self
+            .attn_out
+            .forward(&attention(&normed))
+            .dropout(self.shape.attention_dropout, train);
+        let hidden = hidden + attended;
+        let mlp = self.mlp(&self.mlp_norm.forward(&hidden), train);
+        hidden + mlp
+    }
+
+    /// `ModernBertMLP`: `Wi` to 2 x intermediate, chunked into input and gate,
+    /// `Wo(drop(act(input) * gate))`.
+    fn mlp(&self, hidden: &Tensor, train: bool) -> Tensor {
+        let projected = self.wi.forward(hidden);
+        let halves = projected.chunk(2, -1);
+        let gated = self.shape.activation.apply(&halves[0]) * &halves[1];
+        self.mlp_out
+            .forward(&gated.dropout(self.shape.mlp_dropout, train))
+    }
+
+    /// q, k, v of `[..., H]` states as `[..., heads, head_dim]` each (`Wqkv`, then
+    /// `view(..., 3, heads, head_dim).unbind(-3)`), q and k rotated.
+    fn rotated_qkv(&self, hidden: &Tensor, rotary: &RotaryTable) -> [Tensor; 3] {
+        let heads = self.shape.heads;
+        let head_dim = self.shape.hidden / heads;
+        let mut shape = hidden.size();
+        shape.pop();
+        shape.extend([3, heads, head_dim]);
+        let qkv = self.wqkv.forward(hidden).view(shape.as_slice());
+        let parts = qkv.unbind(-3);
+        let [query, key, value]: [Tensor; 3] = parts.try_into().expect("three parts");
+        [rotary.rotate(&query), rotary.rotate(&key), value]
+    }
+
+    /// Attention of padded states `[B, T, H]` by SDPA with this layer type's bias.
+    fn padded_attention(
+        &self,
+        hidden: &Tensor,
+        rotary: &RotaryTable,
+        masks: &AttentionMasks,
+        train: bool,
+    ) -> Tensor {
+        let [query, key, value] = self.rotated_qkv(hidden, rotary);
+        let heads_first = |xs: Tensor| xs.transpose(1, 2);
+        let (query, key, value) = (heads_first(query), heads_first(key), heads_first(value));
+        let bias = masks.bias(self.layer_type, query.kind());
+        let dropout = if train {
+            self.shape.attention_dropout
+        } else {
+            0.0
+        };
+        sdpa(&query, &key, &value, &bias, dropout)
+    }
+
+    /// Attention of unpadded rows `[N, H]` by FlashAttention's varlen kernel; a local layer
+    /// passes its half window as `window_size_left` and `window_size_right` (transformers
+    /// gives `flash_attn_varlen_func` `sliding_window - 1 = local_attention // 2` each side).
+    fn varlen_attention(
+        &self,
+        rows: &Tensor,
+        rotary: &RotaryTable,
+        cu_seqlens: &Tensor,
+        max_len: i64,
+        train: bool,
+    ) -> Tensor {
+        let (tokens, hidden_size) = rows.size2().expect("unpadded rows are [N, H]");
+        let [query, key, value] = self.rotated_qkv(rows, rotary);
+        let head_dim = hidden_size / self.shape.heads;
+        let dropout = if train {
+            self.shape.attention_dropout
+        } else {
+            0.0
+        };
+        let window = (self.layer_type == LayerType::Local).then_some(self.shape.half_window);
+        // The run chose this path only where the kernel exists (CUDA, sm80+, bf16/fp16, head
+        // size); a failure here is a libtorch bug, not a user's input.
+        mlm_torch_ext::attention::flash_varlen(
+            &query,
+            &key,
+            &value,
+            cu_seqlens,
+            max_len,
+            dropout,
+            (head_dim as f64).powf(-0.5),
+            window,
+        )
+        .unwrap_or_else(|e| panic!("training.unpad: {e}"))
+        .reshape([tokens, hidden_size])
+    }
+}
