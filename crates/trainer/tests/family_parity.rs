@@ -9,14 +9,22 @@
 use std::path::{Path, PathBuf};
 
 use mlm_trainer::model::{
-    ARCHITECTURES, export_hf_model, load_model_dir, masked_lm_class, masked_lm_loss_sum,
+    ARCHITECTURES, LoadedModel, export_hf_model, load_model_dir, masked_lm_class,
+    masked_lm_loss_sum,
 };
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
 /// The `model_type`s with a parity test below (a registered family without one fails
 /// `every_registered_model_type_has_a_parity_test`).
-const FAMILIES: &[&str] = &["bert", "roberta", "xlm-roberta", "camembert", "distilbert"];
+const FAMILIES: &[&str] = &[
+    "bert",
+    "roberta",
+    "xlm-roberta",
+    "camembert",
+    "distilbert",
+    "modernbert",
+];
 
 /// fp32 CPU tolerance for logits (O(1..10)); the loss is compared within 1e-5.
 const LOGITS_TOLERANCE: f64 = 1e-4;
@@ -47,8 +55,10 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
 }
 
-/// One family: load, logits, loss, export, reload.
+/// One family: load, logits, loss, export, reload. `family` is the fixture
+/// (tests/python/family_parity.py's FAMILY), `model_type` what its config says.
 fn check_family(family: &str) {
+    let model_type = family.strip_suffix("-2024").unwrap_or(family);
     let dir = scratch(family);
     let out = dir.display().to_string();
     python(&["make", family, &out]);
@@ -61,6 +71,7 @@ fn check_family(family: &str) {
     let report = &loaded.report;
     // Only the pooler (which the MLM classes lack; ours keeps one frozen for export) is new.
     let initialised_beyond_pooler = report.initialised.iter().any(|k| !k.contains(".pooler."));
+    assert_eq!(loaded.config.model_type(), model_type);
     assert!(
         report.unexpected.is_empty() && !initialised_beyond_pooler,
         "{family}: a full MLM checkpoint loads with nothing unexpected or missing: {}",
@@ -70,6 +81,14 @@ fn check_family(family: &str) {
     let ours = tch::no_grad(|| loaded.model.logits(&ids, &mask, false));
     let diff = max_abs_diff(&ours, &logits);
     assert!(diff < LOGITS_TOLERANCE, "{family}: logits differ by {diff}");
+
+    check_fp64(
+        family,
+        &loaded,
+        &ids,
+        &mask,
+        &tensor(&reference, "logits64"),
+    );
 
     let positions = labels.view([-1]).ne(-100).nonzero().view([-1]);
     let targets = labels.view([-1]).index_select(0, &positions);
@@ -88,7 +107,7 @@ fn check_family(family: &str) {
         serde_json::from_str(&std::fs::read_to_string(dir.join("reload.json")).unwrap()).unwrap();
     assert_eq!(
         reload["class"],
-        masked_lm_class(family).expect("a registered model_type"),
+        masked_lm_class(model_type).expect("a registered model_type"),
         "{family}: exported class"
     );
     assert_eq!(
@@ -109,6 +128,18 @@ fn check_family(family: &str) {
         diff < LOGITS_TOLERANCE,
         "{family}: exported logits differ by {diff}"
     );
+}
+
+/// The same checkpoint in fp64 against transformers' `model.double()`: within 1e-10.
+fn check_fp64(family: &str, loaded: &LoadedModel, ids: &Tensor, mask: &Tensor, expected: &Tensor) {
+    let dir = scratch(&format!("{family}-fp64"));
+    export_hf_model(&loaded.vs, &loaded.config, &dir).unwrap();
+    let mut double = load_model_dir(&dir, Device::Cpu).unwrap();
+    double.vs.double();
+    let ours = tch::no_grad(|| double.model.logits(ids, mask, false));
+    assert_eq!(ours.kind(), Kind::Double);
+    let diff = max_abs_diff(&ours, expected);
+    assert!(diff < 1e-10, "{family}: fp64 logits differ by {diff}");
 }
 
 #[test]
@@ -145,4 +176,51 @@ fn camembert_matches_transformers_and_exports_as_its_own_class() {
 #[test]
 fn distilbert_matches_transformers_and_exports_as_its_own_class() {
     check_family(FAMILIES[4]);
+}
+
+#[test]
+fn modernbert_matches_transformers_and_exports_as_its_own_class() {
+    check_family(FAMILIES[5]);
+}
+
+#[test]
+fn modernbert_in_the_2024_hub_form_with_every_bias_matches_transformers() {
+    check_family("modernbert-2024");
+}
+
+/// The negative control of the ModernBERT rows: the same checkpoint with its window widened
+/// past the sequence (local layers attending globally) or its rotary bases swapped gives other
+/// logits, so the parity above depends on both.
+#[test]
+fn modernbert_parity_depends_on_the_window_and_the_rotary_bases() {
+    let dir = scratch("modernbert-controls");
+    let out = dir.display().to_string();
+    python(&["make", "modernbert", &out]);
+    let reference = dir.join("reference.safetensors");
+    let [ids, mask, logits] =
+        ["input_ids", "attention_mask", "logits"].map(|name| tensor(&reference, name));
+    let config_path = dir.join("model").join("config.json");
+    let original = std::fs::read_to_string(&config_path).unwrap();
+    let variants: [(&str, fn(&mut Value)); 2] = [
+        ("window ignored", |c| c["local_attention"] = 1000.into()),
+        ("rotary bases swapped", |c| {
+            let rope = &mut c["rope_parameters"];
+            let global = rope["full_attention"]["rope_theta"].take();
+            rope["full_attention"]["rope_theta"] = rope["sliding_attention"]["rope_theta"].take();
+            rope["sliding_attention"]["rope_theta"] = global;
+        }),
+    ];
+    for (what, change) in variants {
+        let mut config: Value = serde_json::from_str(&original).unwrap();
+        change(&mut config);
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        let loaded = load_model_dir(&dir.join("model"), Device::Cpu).unwrap();
+        let ours = tch::no_grad(|| loaded.model.logits(&ids, &mask, false));
+        let real = mask.unsqueeze(-1).to_kind(Kind::Float);
+        let diff = max_abs_diff(&(&ours * &real), &(&logits * &real));
+        assert!(
+            diff > 100.0 * LOGITS_TOLERANCE,
+            "{what}: logits moved only by {diff}"
+        );
+    }
 }

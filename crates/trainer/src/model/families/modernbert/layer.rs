@@ -39,6 +39,7 @@ pub(super) struct AttentionMasks {
     padding: Tensor,
     half_window: i64,
     biases: RefCell<Vec<(LayerType, Kind, Tensor)>>,
+    keyless: RefCell<Option<Tensor>>,
 }
 
 impl AttentionMasks {
@@ -49,6 +50,7 @@ impl AttentionMasks {
             padding: padding.shallow_clone(),
             half_window,
             biases: RefCell::default(),
+            keyless: RefCell::default(),
         }
     }
 
@@ -67,6 +69,20 @@ impl AttentionMasks {
             .masked_fill(&blocked, most_negative(kind));
         biases.push((layer_type, kind, bias.shallow_clone()));
         bias
+    }
+
+    /// `[B, T, 1]`, true at the queries of a local layer whose every key is blocked (padding
+    /// more than half a window past the last real token): their attention output is zero, as
+    /// SDPA's safe softmax gives transformers for a row its boolean mask blocks entirely.
+    fn keyless_queries(&self) -> Tensor {
+        let mut keyless = self.keyless.borrow_mut();
+        let queries = keyless.get_or_insert_with(|| {
+            let (batch, seq_len) = self.padding.size2().expect("padding mask is [B, T]");
+            self.blocked(LayerType::Local)
+                .all_dim(-1, false)
+                .view([batch, seq_len, 1])
+        });
+        queries.shallow_clone()
     }
 
     /// True where a key must not be attended: padding (global), padding or outside the
@@ -221,7 +237,11 @@ impl ModernBertLayer {
         } else {
             0.0
         };
-        sdpa(&query, &key, &value, &bias, dropout)
+        let attended = sdpa(&query, &key, &value, &bias, dropout);
+        match self.layer_type {
+            LayerType::Global => attended,
+            LayerType::Local => attended.masked_fill(&masks.keyless_queries(), 0.0),
+        }
     }
 
     /// Attention of unpadded rows `[N, H]` by FlashAttention's varlen kernel; a local layer
