@@ -41,12 +41,24 @@ def families():
         "bert": (t.BertConfig, t.BertModel, t.BertForMaskedLM, "cls."),
         "roberta": (t.RobertaConfig, t.RobertaModel, t.RobertaForMaskedLM, "lm_head."),
         "distilbert": (t.DistilBertConfig, t.DistilBertModel, t.DistilBertForMaskedLM, "vocab_"),
+        "modernbert": (t.ModernBertConfig, t.ModernBertModel, t.ModernBertForMaskedLM,
+                       ("head.", "decoder.")),
     }
 
 
 def tiny_config(family, vocab_size, pad_id):
     """Odd enough sizes to catch transposes: 4 heads of 8, FFN 72, dropout on."""
     config_class = families()[family][0]
+    if family == "modernbert":
+        # Layers global, local, global; a window (4 each side) shorter than the corpus's
+        # 32-token sequences; every dropout on.
+        return config_class(
+            vocab_size=vocab_size, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+            intermediate_size=72, max_position_embeddings=64, global_attn_every_n_layers=2,
+            local_attention=8, embedding_dropout=0.1, attention_dropout=0.1, mlp_dropout=0.1,
+            pad_token_id=pad_id, bos_token_id=None, eos_token_id=None, cls_token_id=None,
+            sep_token_id=None,
+        )
     if family == "distilbert":
         return config_class(
             vocab_size=vocab_size, dim=32, n_layers=2, n_heads=4, hidden_dim=72,
@@ -74,7 +86,7 @@ def init(family, vocab_size, pad_id, out_dir):
     # LayerNorms away from (1, 0), so that loading them is tested too.
     with torch.no_grad():
         for name, param in encoder.named_parameters():
-            if "LayerNorm" in name or "layer_norm" in name:
+            if "norm" in name.lower():
                 param.add_(0.1 * torch.randn_like(param))
     encoder.save_pretrained(out_dir)
     torch.manual_seed(1)

@@ -35,7 +35,7 @@ use serde_json::{Value, json};
 use tch::{Device, Kind, Tensor};
 
 /// The model families the trainer supports, as tests/python/trajectory_parity.py names them.
-const FAMILIES: &[&str] = &["bert", "roberta", "distilbert"];
+const FAMILIES: &[&str] = &["bert", "roberta", "distilbert", "modernbert"];
 
 /// Relative agreement in float64 over the whole run (the bar).
 const FP64_TOLERANCE: f64 = 1e-10;
@@ -82,7 +82,12 @@ impl Arm {
 }
 
 const STEPS: u64 = 32;
-const MAX_GRAD_NORM: f64 = 1.6;
+/// `max_grad_norm`, set within each family's range of gradient norms on this corpus so that
+/// clipping is active on some steps but not all (ModernBERT's pre-norm layers give it larger
+/// norms at the start).
+fn max_grad_norm(family: &str) -> f64 {
+    if family == "modernbert" { 2.1 } else { 1.6 }
+}
 
 /// The corpus, the encoder checkpoint transformers wrote and our step-0 checkpoint of it,
 /// made once per family for all tests of this binary.
@@ -192,7 +197,7 @@ impl Runs {
             learning_rate: 1e-3,
             weight_decay: 0.01,
             warmup_ratio: 0.1,
-            max_grad_norm: MAX_GRAD_NORM,
+            max_grad_norm: max_grad_norm(self.family),
             logging_steps: 1,
             precision: arm.precision,
             fused_optimizer: arm.fused,
@@ -363,7 +368,7 @@ fn check_trajectory(fixture: &Fixture, arm: &Arm) {
     let clipped = recorder
         .steps
         .iter()
-        .filter(|s| s.grad_norm > MAX_GRAD_NORM)
+        .filter(|s| s.grad_norm > max_grad_norm(family))
         .count();
     assert!(
         clipped > 0 && clipped < STEPS as usize,
@@ -470,13 +475,8 @@ fn the_fresh_head_is_initialised_as_transformers_does_and_the_encoder_loaded_exa
         let hf_head = read_tensors(&fixture.runs.init.join("hf_head.safetensors"));
         let encoder = read_tensors(&fixture.runs.init.join("model.safetensors"));
         let weights = fixture.start_plan.weights.as_ref().expect("a load report");
-        let tied: HashMap<&str, &str> = architecture_for(family)
-            .expect("a supported family")
-            .keys()
-            .tied
-            .iter()
-            .copied()
-            .collect();
+        let keys = architecture_for(family).expect("a supported family").keys();
+        let tied: HashMap<&str, &str> = keys.tied.iter().copied().collect();
         let mut initialised = weights.initialised.clone();
         initialised.sort();
         let mut expected: Vec<String> = hf_head
@@ -503,7 +503,7 @@ fn the_fresh_head_is_initialised_as_transformers_does_and_the_encoder_loaded_exa
         for (name, theirs) in &encoder {
             let mine = ours
                 .get(name)
-                .or_else(|| ours.get(&format!("{family}.{name}")))
+                .or_else(|| ours.get(&format!("{}{name}", keys.base_prefix())))
                 .unwrap_or_else(|| panic!("{family}: our checkpoint lacks {name}"));
             assert!(
                 mine.equal(theirs),

@@ -49,10 +49,12 @@ impl RotaryTable {
 
     /// `x` (`[..., positions, heads, head_dim]`) rotated.
     pub(super) fn rotate(&self, xs: &Tensor) -> Tensor {
-        let kind = xs.kind();
-        let xs = xs.to_kind(Kind::Float);
-        let rotated = (&xs * &self.cos) + (rotate_half(&xs) * &self.sin);
-        rotated.to_kind(kind)
+        // Two casts, as `q.float()` is written twice there: in fp64 each use's gradient is
+        // rounded to fp32 on its own and the two are summed in fp64; one shared cast would
+        // sum them in fp32 first.
+        let rotated = (xs.to_kind(Kind::Float) * &self.cos)
+            + (rotate_half(&xs.to_kind(Kind::Float)) * &self.sin);
+        rotated.to_kind(xs.kind())
     }
 }
 
