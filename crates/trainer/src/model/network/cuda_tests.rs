@@ -194,3 +194,76 @@ fn cuda_model_exports_and_loads_into_a_cpu_model() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A ModernBERT of head size 64 whose window (32 tokens each side) is shorter than the rows.
+fn modernbert_config() -> EncoderConfig {
+    let mut extra = serde_json::Map::new();
+    extra.insert("local_attention".into(), 64.into());
+    extra.insert("global_attn_every_n_layers".into(), 3.into());
+    EncoderConfig {
+        model_type: Some("modernbert".to_owned()),
+        intermediate_size: 384,
+        num_hidden_layers: 3,
+        hidden_dropout_prob: 0.0,
+        attention_probs_dropout_prob: 0.0,
+        pad_token_id: Some(0),
+        extra,
+        ..config()
+    }
+}
+
+/// ModernBERT unpadded on CUDA in bf16: FlashAttention's varlen kernel with the window in it
+/// (`window_size_left = right = 32`) gives the masked logits of the padded forward (SDPA with
+/// the window as a mask) and of the fp32 model, within bf16's rounding; and a global-only
+/// model on the same weights gives other logits, so the
+/// window matters on these rows.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn cuda_modernbert_varlen_with_the_window_matches_the_padded_attention() {
+    use crate::model::{TokenLayout, cumulative_lengths, index_tensor, real_positions, rows_among};
+    let device = cuda();
+    let config = modernbert_config();
+    let (_vs, model) = model_on(device, &config);
+    let (ids, mask, masked, _) = batch();
+    let mask_values = Vec::<i64>::try_from(mask.reshape([-1])).unwrap();
+    let real = real_positions(&mask_values);
+    let rows = rows_among(&real, &Vec::<i64>::try_from(&masked).unwrap()).unwrap();
+    let (cumulative, longest) = cumulative_lengths(&mask_values, 128);
+    let layout = |mask: &Tensor| {
+        TokenLayout::new(index_tensor(&real).to(device), mask)
+            .with_varlen(Tensor::from_slice(&cumulative).to(device), longest)
+    };
+    let (ids, mask, masked) = (ids.to(device), mask.to(device), masked.to(device));
+    let rows = index_tensor(&rows).to(device);
+    let fp32 = tch::no_grad(|| model.masked_logits(&ids, &mask, &masked, false));
+    let (padded, varlen) = {
+        let _autocast =
+            mlm_torch_ext::Autocast::new(mlm_torch_ext::AutocastDevice::Cuda, Kind::BFloat16)
+                .unwrap();
+        tch::no_grad(|| {
+            (
+                model.masked_logits(&ids, &mask, &masked, false),
+                model.masked_logits_unpadded(&ids, &layout(&mask), &rows, false),
+            )
+        })
+    };
+    let scale = fp32.abs().max().double_value(&[]);
+    let (to_padded, to_fp32) = (max_abs_diff(&varlen, &padded), max_abs_diff(&varlen, &fp32));
+    eprintln!(
+        "modernbert varlen vs padded bf16: {to_padded:e}, vs fp32: {to_fp32:e} (max |logit| {scale:.3})"
+    );
+    assert!(to_padded < 0.05 * scale && to_fp32 < 0.05 * scale);
+
+    let mut global_only = config.clone();
+    global_only
+        .extra
+        .insert("global_attn_every_n_layers".into(), 1.into());
+    let (_wide_vs, wide) = model_on(device, &global_only);
+    let unwindowed = tch::no_grad(|| wide.masked_logits(&ids, &mask, &masked, false));
+    // Both fp32, the same weights (seeded by name): only the window differs.
+    let moved = max_abs_diff(&unwindowed, &fp32);
+    assert!(
+        moved > 1e-3 * scale,
+        "the window changes the logits: {moved}"
+    );
+}

@@ -349,18 +349,28 @@ fn bf16_autocast_on_the_cpu_keeps_fully_padded_rows_finite() {
 }
 
 /// `training.unpad`: the encoder on the real tokens only gives the padded forward's masked
-/// logits, and its gradients, up to f64 rounding; for RoBERTa's positions after padding too.
+/// logits, and its gradients, up to f64 rounding; for RoBERTa's positions after padding and
+/// ModernBERT's rotary positions and window (3 tokens in all, shorter than the rows) too.
 #[test]
 fn the_unpadded_forward_and_backward_are_the_padded_ones() {
     use crate::model::{TokenLayout, index_tensor, real_positions, rows_among};
-    for model_type in ["bert", "roberta"] {
+    for model_type in ["bert", "roberta", "modernbert"] {
+        let mut extra = serde_json::Map::new();
+        extra.insert("local_attention".into(), 3.into());
+        extra.insert("global_attn_every_n_layers".into(), 2.into());
         let config = EncoderConfig {
             model_type: Some(model_type.to_owned()),
             pad_token_id: Some(1),
             hidden_dropout_prob: 0.0,
             attention_probs_dropout_prob: 0.0,
+            extra: if model_type == "modernbert" {
+                extra
+            } else {
+                Default::default()
+            },
             ..tiny_config()
         };
+        config.validate().unwrap();
         let (mut vs, model) = tiny_model(&config, 4);
         vs.double();
         let ids = [
