@@ -187,6 +187,11 @@ pub trait Architecture: Sync + fmt::Debug {
 
     /// Parameters, training FLOPs per token and activation memory at `seq_len`.
     fn cost(&self, config: &EncoderConfig, seq_len: usize) -> Cost;
+
+    /// For a family whose local layers attend only to keys at most this many positions away
+    /// (ModernBERT's `local_attention / 2`): the varlen kernel then takes the window itself
+    /// and every batch runs unpadded. `None`: every layer attends globally.
+    fn attention_window(&self, config: &EncoderConfig) -> Option<i64>;
 }
 
 /// Every family the trainer builds.

@@ -17,6 +17,17 @@ pub enum UnpaddedAttention {
     /// FlashAttention over the rows packed back to back (`flash_attn_varlen_func`): CUDA,
     /// compute capability 8.0 or newer, bf16/fp16, head size a multiple of 8 up to 256.
     Varlen,
+    /// [`Self::Varlen`] for a family whose local layers attend within a window
+    /// ([`super::Architecture::attention_window`]), which the kernel takes itself: batches
+    /// without padding run unpadded too, so that no dense `[T, T]` window mask is ever made.
+    WindowedVarlen,
+}
+
+impl UnpaddedAttention {
+    /// Whether attention runs in FlashAttention's varlen kernel.
+    pub fn is_varlen(self) -> bool {
+        matches!(self, Self::Varlen | Self::WindowedVarlen)
+    }
 }
 
 /// Where the real tokens of a `[B, T]` batch are.

@@ -49,7 +49,12 @@ pub fn estimated_plan(
     let peak = peak_for(logging, precision);
     let global_batch = batches.global_batch();
     Ok(TrainPlan {
-        model: config.masked_lm_class().to_owned(),
+        model: super::open::model_line(
+            &config,
+            training
+                .unpad
+                .then(|| super::open::unpadded_attention(&config, precision)),
+        ),
         parameters: config.num_trainable_parameters(),
         device: device_label(device),
         precision: precision.label().to_owned(),

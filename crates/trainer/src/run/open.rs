@@ -154,13 +154,34 @@ impl<'a> Run<'a> {
 /// `training.unpad`'s attention: FlashAttention's varlen kernel where it runs (CUDA sm80+,
 /// bf16/fp16, a head size that is a multiple of 8 up to 256), else SDPA on the rows scattered
 /// back into the padded batch.
-fn unpadded_attention(config: &EncoderConfig, precision: ForwardPrecision) -> UnpaddedAttention {
+pub(crate) fn unpadded_attention(
+    config: &EncoderConfig,
+    precision: ForwardPrecision,
+) -> UnpaddedAttention {
     let head_dim = config.hidden_size / config.num_attention_heads;
-    if precision.has_flash_attention() && head_dim % 8 == 0 && head_dim <= 256 {
+    let eligible = precision.has_flash_attention() && head_dim % 8 == 0 && head_dim <= 256;
+    if eligible && config.architecture().attention_window(config).is_some() {
+        UnpaddedAttention::WindowedVarlen
+    } else if eligible {
         UnpaddedAttention::Varlen
     } else {
         UnpaddedAttention::Padded
     }
+}
+
+/// The plan's model: its masked-LM class, and for a family with local attention, its window
+/// and which attention computes it (`unpad`: the run's unpadded attention, if any).
+pub(crate) fn model_line(config: &EncoderConfig, unpad: Option<UnpaddedAttention>) -> String {
+    let class = config.masked_lm_class();
+    let Some(half_window) = config.architecture().attention_window(config) else {
+        return class.to_owned();
+    };
+    let how = if unpad.is_some_and(UnpaddedAttention::is_varlen) {
+        "the window in FlashAttention's varlen kernel"
+    } else {
+        "SDPA with the window as a mask"
+    };
+    format!("{class}, local layers attend {half_window} tokens either side ({how})")
 }
 
 /// `training.cuda_graphs`: micro-batches of `batch_size` sequences padded to the corpus's
@@ -348,7 +369,7 @@ impl RunParts {
         let config = &self.model.config;
         let global_batch = self.batches.global_batch();
         TrainPlan {
-            model: config.masked_lm_class().to_owned(),
+            model: model_line(config, self.unpad),
             parameters: config.num_trainable_parameters(),
             device: device_label(self.precision.device()),
             precision: self.precision.label().to_owned(),
@@ -374,6 +395,10 @@ impl RunParts {
             unpad: self.unpad.map(|attention| {
                 match attention {
                     UnpaddedAttention::Varlen => "attention by FlashAttention's varlen kernel",
+                    UnpaddedAttention::WindowedVarlen => {
+                        "attention by FlashAttention's varlen kernel, the local layers' window \
+                         in the kernel (batches without padding too)"
+                    }
                     UnpaddedAttention::Padded => "attention on the padded batch (SDPA)",
                 }
                 .to_owned()

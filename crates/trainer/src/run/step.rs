@@ -29,7 +29,8 @@ pub struct BatchTensors {
 }
 
 /// [`batch_tensors`] for the unpadded forward (`training.unpad`) with `attention`: a batch
-/// without padding (`concat` packing) has nothing to skip and runs padded.
+/// without padding (`concat` packing) has nothing to skip and runs padded, unless the kernel
+/// takes a window the padded attention would need as a dense mask.
 pub fn unpadded_batch_tensors(
     batch: &Batch,
     device: Device,
@@ -37,7 +38,7 @@ pub fn unpadded_batch_tensors(
 ) -> BatchTensors {
     let mut tensors = batch_tensors(batch, device);
     let real = real_positions(&batch.attention_mask);
-    if real.len() == batch.attention_mask.len() {
+    if real.len() == batch.attention_mask.len() && attention != UnpaddedAttention::WindowedVarlen {
         return tensors;
     }
     // The collator masks real tokens only; anything else runs padded.
@@ -45,7 +46,7 @@ pub fn unpadded_batch_tensors(
         return tensors;
     };
     let mut layout = TokenLayout::new(upload(index_tensor(&real), device), &tensors.attention_mask);
-    if attention == UnpaddedAttention::Varlen {
+    if attention.is_varlen() {
         let (cumulative, longest) = cumulative_lengths(&batch.attention_mask, batch.seq_len);
         layout = layout.with_varlen(upload(Tensor::from_slice(&cumulative), device), longest);
     }

@@ -111,6 +111,12 @@ impl Architecture for ModernBertFamily {
         &KEYS
     }
 
+    fn attention_window(&self, config: &EncoderConfig) -> Option<i64> {
+        let layout = ModernBertLayout::of(config).ok()?;
+        let has_local = layout.layer_types.contains(&LayerType::Local);
+        has_local.then_some(layout.half_window)
+    }
+
     fn cost(&self, config: &EncoderConfig, seq_len: usize) -> Cost {
         let layout = ModernBertLayout::of(config).expect("a validated ModernBERT config");
         let variables = variables(config);

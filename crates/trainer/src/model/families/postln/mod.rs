@@ -231,6 +231,10 @@ impl Architecture for PostLnFamily {
         &self.spec.keys
     }
 
+    fn attention_window(&self, _config: &EncoderConfig) -> Option<i64> {
+        None
+    }
+
     fn cost(&self, config: &EncoderConfig, seq_len: usize) -> Cost {
         let variables = variables(self, config);
         let (hidden, layers) = (config.hidden_size, config.num_hidden_layers);
