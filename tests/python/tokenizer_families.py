@@ -1,6 +1,7 @@
-"""Reference tokenizers of the RoBERTa / XLM-R / CamemBERT families, for the parity tests of
-crates/corpus/tests/families.rs: it builds small tokenizers with Hugging Face `tokenizers`
-and `transformers` (trained here, nothing downloaded), and encodes texts with them.
+"""Reference tokenizers of the RoBERTa / XLM-R / CamemBERT / ModernBERT families, for the
+parity tests of crates/corpus/tests/families.rs and vocab_extend.rs: it builds small
+tokenizers with Hugging Face `tokenizers` and `transformers` (trained here, nothing
+downloaded), and encodes texts with them.
 
 Subcommands:
 
@@ -21,14 +22,28 @@ Subcommands:
       - spm-unigram: `SentencePieceUnigramTokenizer` (Nmt + NFKC + collapsed spaces,
         Metaspace) with the same specials, tokenizer.json only (loaded as
         `PreTrainedTokenizerFast`).
+      - modernbert: answerdotai/ModernBERT-base's layout at small scale: a byte-level BPE
+        (OLMo's set-up: no normaliser, ByteLevel without prefix space, regex split, no unk)
+        with `|||IP_ADDRESS|||` (id 0, not special) and `<|padding|>` (id 1) first,
+        `<|endoftext|>` after the merges, then `[UNK]`, `[CLS]`, `[SEP]`, `[PAD]`, `[MASK]`
+        (lstrip) as special added tokens, `[unusedN]` fillers up to a multiple of 64 and
+        TemplateProcessing `[CLS] $A [SEP]` (`[CLS] $A [SEP] $B [SEP]`). tokenizer.json is
+        `PreTrainedTokenizerFast.save_pretrained`'s; tokenizer_config.json and
+        special_tokens_map.json are the hub's (transformers 4: `PreTrainedTokenizerFast`,
+        `added_tokens_decoder`, model_max_length 8192). `--vocab-size` counts the BPE
+        entries; the specials and fillers come on top. Checked on the way out with
+        `AutoTokenizer`: framing, the special ids, `[MASK]`'s lstrip, `len` % 64.
+      - modernbert-nfc: the same with GPT-NeoX's NFC normaliser, as some ModernBERT files have.
 
   encode DIR TEXTS.json
       Prints one JSON object: `AutoTokenizer.from_pretrained(DIR)`'s class, `len()`, special
-      ids and `("a b")` with special tokens, and for every text of TEXTS.json (a JSON list of
-      strings) the ids with `add_special_tokens=False` and the word starts from `word_ids()`
-      (a token starts a word when it is the first, has no word id, or its word id differs
-      from the previous token's). When DIR has a tokenizer.json, the raw `tokenizers` library
-      must give the same ids and word ids as transformers (else exit status 1).
+      ids (the named ones, `all_special_ids`, and the ids of every added token flagged
+      special), `model_input_names`, `("a b")` and `("a", "b")` with special tokens, and for
+      every text of TEXTS.json (a JSON list of strings) the ids with
+      `add_special_tokens=False` and the word starts from `word_ids()` (a token starts a word
+      when it is the first, has no word id, or its word id differs from the previous
+      token's). When DIR has a tokenizer.json, the raw `tokenizers` library must give the
+      same ids and word ids as transformers (else exit status 1).
 
   jsonl FILE.jsonl ... --out TEXTS.json
       Writes the documents of the JSONL files (`title` + " " + `abstract`) as TEXTS.json.
@@ -157,6 +172,93 @@ def make_spm_unigram(out, texts, vocab_size):
     tk.save(str(out / "tokenizer.json"))
 
 
+MODERNBERT_SPECIALS = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
+
+
+def added_token_entry(token):
+    return {"content": token.content, "lstrip": token.lstrip, "normalized": token.normalized,
+            "rstrip": token.rstrip, "single_word": token.single_word, "special": token.special}
+
+
+def make_modernbert(out, texts, vocab_size, nfc=False):
+    """ModernBERT-base's tokenizer files (see the module docstring); `vocab_size` BPE entries."""
+    from tokenizers import (
+        AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers,
+    )
+    from tokenizers.models import BPE
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(BPE())
+    if nfc:
+        tk.normalizer = normalizers.NFC()
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(
+        add_prefix_space=False, trim_offsets=True, use_regex=True)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=1,
+        special_tokens=["|||IP_ADDRESS|||", "<|padding|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tk.train_from_iterator(texts, trainer)
+    assert tk.get_vocab_size() == vocab_size, "the training text is too small for the vocabulary"
+    # GPT-NeoX / OLMo: |||IP_ADDRESS||| is an ordinary (normalised, not special) added token.
+    raw = json.loads(tk.to_str())
+    raw["added_tokens"][0].update(special=False, normalized=True)
+    tk = Tokenizer.from_str(json.dumps(raw))
+    tk.add_special_tokens([AddedToken("<|endoftext|>", special=True, normalized=False)])
+    tk.add_special_tokens([
+        AddedToken(t, special=True, normalized=False, lstrip=t == "[MASK]")
+        for t in MODERNBERT_SPECIALS
+    ])
+    # Fillers so that the embedding has a multiple of 64 rows (ModernBERT: 50,368).
+    tk.add_tokens([f"[unused{i}]" for i in range(-tk.get_vocab_size() % 64)])
+    cls, sep = tk.token_to_id("[CLS]"), tk.token_to_id("[SEP]")
+    tk.post_processor = processors.TemplateProcessing(
+        single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
+    )
+    names = {"cls_token": "[CLS]", "mask_token": "[MASK]", "pad_token": "[PAD]",
+             "sep_token": "[SEP]", "unk_token": "[UNK]"}
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tk, model_max_length=8192, clean_up_tokenization_spaces=True,
+        model_input_names=["input_ids", "attention_mask"], **names,
+    )
+    fast.save_pretrained(str(out))
+    added = sorted(tk.get_added_tokens_decoder().items())
+    decoder = {str(i): added_token_entry(t) for i, t in added}
+    config = dict(names, added_tokens_decoder=decoder, clean_up_tokenization_spaces=True,
+                  model_input_names=["input_ids", "attention_mask"], model_max_length=8192,
+                  tokenizer_class="PreTrainedTokenizerFast")
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    names["mask_token"] = dict(MASK_LSTRIP, content="[MASK]")
+    (out / "special_tokens_map.json").write_text(json.dumps(names, indent=2), encoding="utf-8")
+    check_modernbert(out)
+
+
+def check_modernbert(out):
+    """What the real ModernBERT-base gives, at this scale: `[CLS] ... [SEP]`, the five specials
+    last but the fillers, a space before `[MASK]` belonging to it, `len` a multiple of 64."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(out))
+    ids = [tok.convert_tokens_to_ids(t) for t in MODERNBERT_SPECIALS]
+    first = ids[0]
+    assert ids == list(range(first, first + 5)), ids
+    assert (tok.unk_token_id, tok.cls_token_id, tok.sep_token_id, tok.pad_token_id,
+            tok.mask_token_id) == tuple(ids), ids
+    last = tok.convert_ids_to_tokens(len(tok) - 1)
+    assert len(tok) % 64 == 0 and (last.startswith("[unused") or last == "[MASK]"), last
+    a = tok("a", add_special_tokens=False)["input_ids"]
+    assert tok("a")["input_ids"] == [tok.cls_token_id, *a, tok.sep_token_id]
+    b = tok("b", add_special_tokens=False)["input_ids"]
+    assert tok("a", "b")["input_ids"] == [tok.cls_token_id, *a, tok.sep_token_id, *b,
+                                          tok.sep_token_id]
+    hello = tok("hello", add_special_tokens=False)["input_ids"]
+    masked = tok("hello [MASK]", add_special_tokens=False)["input_ids"]
+    assert masked == [*hello, tok.mask_token_id], masked  # lstrip: " [MASK]" is one token
+    assert tok("|||IP_ADDRESS|||", add_special_tokens=False)["input_ids"] == [0]
+
+
 def make(args):
     out = Path(args.dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -170,6 +272,8 @@ def make(args):
         make_xlmr(out, texts, args.vocab_size)
     elif kind == "spm-unigram":
         make_spm_unigram(out, texts, args.vocab_size)
+    elif kind in ("modernbert", "modernbert-nfc"):
+        make_modernbert(out, texts, args.vocab_size, nfc=kind == "modernbert-nfc")
     else:
         sys.exit(f"unknown kind {kind}")
 
@@ -207,7 +311,12 @@ def encode(args):
         "len": len(tok),
         "special": special,
         "all_special_ids": sorted(tok.all_special_ids),
+        # Added tokens flagged special beyond the named ones (ModernBERT's <|endoftext|>):
+        # transformers leaves them out of all_special_ids, our SpecialIds.all has them.
+        "special_added": sorted(i for i, t in tok.added_tokens_decoder.items() if t.special),
+        "model_input_names": tok.model_input_names,
         "with_special": tok("a b")["input_ids"],
+        "pair": tok("a", "b")["input_ids"],
         "rows": rows,
     }))
     if failures:

@@ -32,7 +32,8 @@ pub mod vocab_extend;
 mod testutil;
 
 pub use config::{
-    BadRecordPolicy, CorpusConfig, InputFormat, Packing, TextMode, VocabConfig, VocabModel,
+    BadRecordPolicy, CorpusConfig, InputFormat, Packing, TextMode, VocabConfig, VocabLayout,
+    VocabModel,
 };
 pub use error::{BadRecordKind, CorpusError};
 pub use fsutil::resolve_path;

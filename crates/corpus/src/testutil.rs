@@ -105,3 +105,17 @@ pub fn tiny_bpe() -> crate::tokenizer::DomainTokenizer {
 pub fn write_tiny_bpe(dir: &Path) {
     tiny_bpe().write_hf_files(dir, 512).unwrap();
 }
+
+/// [`tiny_bpe`] with ModernBERT-base's layout: the BPE entries, then `[UNK]` 295, `[CLS]`,
+/// `[SEP]`, `[PAD]`, `[MASK]` 299; `[CLS] ... [SEP]`.
+pub fn write_tiny_modernbert(dir: &Path) {
+    let config = crate::config::VocabConfig {
+        model: crate::config::VocabModel::Bpe,
+        layout: Some(crate::config::VocabLayout::ModernBert),
+        vocab_size: 300,
+        min_frequency: 1,
+        ..Default::default()
+    };
+    let tok = crate::tokenizer::train::train(&config, fixture_texts().into_iter()).unwrap();
+    tok.write_hf_files(dir, 8192).unwrap();
+}

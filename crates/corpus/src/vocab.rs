@@ -1,4 +1,4 @@
-//! `vocab train`: a WordPiece or byte-level BPE vocabulary (`[vocab] model`) from the
+//! `vocab train`: a WordPiece or byte-level BPE vocabulary (`[vocab] model`, `layout`) from the
 //! training split of the configured corpus
 //! (held-out documents are left out, so the vocabulary does not see the evaluation text).
 
@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
-use crate::config::{CorpusConfig, VocabConfig};
+use crate::config::{CorpusConfig, VocabConfig, VocabLayout};
 use crate::error::CorpusError;
 use crate::input::ByteCounter;
 use crate::progress::{Observer, Progress};
@@ -28,8 +28,15 @@ pub struct VocabReport {
 }
 
 /// `model_max_length` written into the trained tokenizer's `tokenizer_config.json`
-/// (bert-base's position table).
+/// (bert-base's position table; `layout = "modernbert"`: ModernBERT-base's 8,192).
 pub const TRAINED_MODEL_MAX_LENGTH: usize = 512;
+
+fn trained_model_max_length(vocab: &VocabConfig) -> usize {
+    match vocab.effective_layout() {
+        Some(VocabLayout::ModernBert) => crate::tokenizer::train::MODERNBERT_MODEL_MAX_LENGTH,
+        _ => TRAINED_MODEL_MAX_LENGTH,
+    }
+}
 
 /// Writes the tokenizer files into a hidden directory beside `output`, then publishes it as
 /// `output` (synced, renamed, the parent synced: `mlm_durable::publish_dir`) when that is
@@ -37,13 +44,17 @@ pub const TRAINED_MODEL_MAX_LENGTH: usize = 512;
 /// (`mlm-train` trains a vocabulary only when `output` holds no tokenizer file, and would
 /// otherwise take half a tokenizer for a trained one). Into a directory that holds other
 /// files they are moved one by one, `tokenizer.json` last.
-fn write_whole(tokenizer: &DomainTokenizer, output: &Path) -> Result<(), CorpusError> {
+fn write_whole(
+    tokenizer: &DomainTokenizer,
+    output: &Path,
+    model_max_length: usize,
+) -> Result<(), CorpusError> {
     let name = output.file_name().unwrap_or_default().to_string_lossy();
     let temp = output.with_file_name(format!(".{name}.tmp-vocab"));
     if temp.exists() {
         std::fs::remove_dir_all(&temp).map_err(|e| CorpusError::io("cannot remove", &temp, e))?;
     }
-    let written = tokenizer.write_hf_files(&temp, TRAINED_MODEL_MAX_LENGTH)?;
+    let written = tokenizer.write_hf_files(&temp, model_max_length)?;
     mlm_faults::fault_point("vocab.after-tokenizer-write");
     let empty = std::fs::read_dir(output).map_or(true, |mut entries| entries.next().is_none());
     if empty {
@@ -66,7 +77,8 @@ fn write_whole(tokenizer: &DomainTokenizer, output: &Path) -> Result<(), CorpusE
 
 /// Trains the vocabulary and writes its Hugging Face files into `[vocab] output` (default:
 /// `[corpus] tokenizer`): `tokenizer.json`, `vocab.txt` (WordPiece) or `vocab.json` +
-/// `merges.txt` (BPE), `tokenizer_config.json` and `special_tokens_map.json`.
+/// `merges.txt` (RoBERTa-layout BPE; the ModernBERT layout has `tokenizer.json` only),
+/// `tokenizer_config.json` and `special_tokens_map.json`.
 pub fn train_vocab(
     corpus: &CorpusConfig,
     vocab: &VocabConfig,
@@ -136,7 +148,7 @@ pub fn train_vocab(
         });
     }
     mlm_faults::fault_point("vocab.before-tokenizer-write");
-    write_whole(&tokenizer, &output)?;
+    write_whole(&tokenizer, &output, trained_model_max_length(vocab))?;
     // Reload from disk: the report then describes exactly what was written.
     let tokenizer = DomainTokenizer::load(&output, None)?;
     Ok(VocabReport {

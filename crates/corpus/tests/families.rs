@@ -1,20 +1,23 @@
-//! The RoBERTa / XLM-R / CamemBERT tokenizer families against Hugging Face: tokenizers that
-//! tests/python/tokenizer_families.py trains with `tokenizers` and saves with `transformers`
-//! (byte-level BPE as roberta-base's slow files or tokenizer.json, Unigram as XLM-R and as
-//! `SentencePieceUnigramTokenizer`), and the byte-level BPE `vocab train` makes. For each:
-//! our ids and word starts equal `AutoTokenizer(..., add_special_tokens=False)` and its
-//! `word_ids()` on adversarial text, the special ids and vocabulary size agree, and the files
-//! we write load in `AutoTokenizer` with the same ids (and back in ours with the same
-//! fingerprint).
+//! The RoBERTa / XLM-R / CamemBERT / ModernBERT tokenizer families against Hugging Face:
+//! tokenizers that tests/python/tokenizer_families.py trains with `tokenizers` and saves with
+//! `transformers` (byte-level BPE as roberta-base's slow files or tokenizer.json, Unigram as
+//! XLM-R and as `SentencePieceUnigramTokenizer`, ModernBERT-base's byte-level BPE with
+//! `[CLS]`/`[SEP]` specials at the end, with and without NFC), and the byte-level BPEs `vocab train` makes (both
+//! layouts). For each: our ids and word starts equal `AutoTokenizer(...,
+//! add_special_tokens=False)` and its `word_ids()` on adversarial text, the special ids,
+//! vocabulary size and framing agree, and the files we write load in `AutoTokenizer` with
+//! the same ids (and back in ours with the same fingerprint). `prepare` with the ModernBERT
+//! replica packs exactly transformers' `[CLS] ... [SEP]` encodings.
 //!
 //! Needs the project's Python venv (`scripts/setup`).
 
 use std::path::{Path, PathBuf};
 
 use mlm_corpus::{
-    CorpusConfig, DomainTokenizer, Quiet, TokenizerModel, VocabConfig, VocabModel, train_vocab,
+    CorpusConfig, DomainTokenizer, HfClass, Packing, PrepareOptions, PreparedCorpus, Quiet, Split,
+    TokenizerModel, VocabConfig, VocabLayout, VocabModel, prepare, train_vocab,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// Text that stresses normalisers and pre-tokenizers: accents and combining marks, CJK,
 /// emoji, control characters, many kinds of whitespace, very long words, special tokens
@@ -39,6 +42,9 @@ const ADVERSARIAL: &[&str] = &[
     "<mask> first, last <mask>",
     "a<mask>b  <mask>   <mask>",
     "<s> tags </s> in <pad> text <unk>",
+    "[CLS] tags [SEP] in [PAD] text [UNK] and [MASK]",
+    "Hello [MASK] world, a[MASK]b  [MASK]   [MASK] [MASK]",
+    "|||IP_ADDRESS||| <|endoftext|><|padding|> [unused0] [unused1000] [unused",
     "https://example.org/path?q=1&r=2#frag user@example.com",
     "!!!!!!!!!!!!????????........-----",
     "pneumonoultramicroscopicsilicovolcanoconiosispneumonoultramicroscopicsilicovolcanoconiosispneumonoultramicroscopicsilicovolcanoconiosis",
@@ -137,7 +143,9 @@ fn assert_same_encodings(tok: &DomainTokenizer, reference: &Value, texts: &[Stri
     }
 }
 
-/// The special ids, vocabulary size and special-token encoding agree with transformers'.
+/// The special ids, vocabulary size and special-token encodings (one text, a pair) agree
+/// with transformers'. Our `all` also holds the added tokens flagged special that no role
+/// names (ModernBERT's `<|endoftext|>`), which transformers' `all_special_ids` leaves out.
 fn assert_same_specials(tok: &DomainTokenizer, reference: &Value, what: &str) {
     let s = tok.special_ids();
     let r = &reference["special"];
@@ -150,7 +158,11 @@ fn assert_same_specials(tok: &DomainTokenizer, reference: &Value, what: &str) {
     ] {
         assert_eq!(r[role].as_u64(), Some(u64::from(id)), "{what}: {role}");
     }
-    assert_eq!(ids(&reference["all_special_ids"]), s.all, "{what}");
+    let mut all = ids(&reference["all_special_ids"]);
+    all.extend(ids(&reference["special_added"]));
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all, s.all, "{what}");
     assert_eq!(
         reference["len"].as_u64(),
         Some(u64::from(tok.vocab_size())),
@@ -161,10 +173,24 @@ fn assert_same_specials(tok: &DomainTokenizer, reference: &Value, what: &str) {
         ids(&reference["with_special"]),
         "{what}: with special tokens"
     );
+    let pair = tok.inner().encode(("a", "b"), true).unwrap();
+    assert_eq!(pair.get_ids(), ids(&reference["pair"]), "{what}: a pair");
 }
 
-/// One family: the Python-made tokenizer in ours, then our files in transformers.
+/// [`check_named_family`] for a family with RoBERTa's `<s>` and `<mask>`.
 fn check_family(kind: &str, class: &str, model: TokenizerModel) {
+    check_named_family(kind, class, model, ["<s>", "<mask>"]);
+}
+
+/// One family: the Python-made tokenizer in ours (its cls and mask named `[cls, mask]`),
+/// then our files in transformers. Returns the scratch directory (the source is
+/// `source` in it), our tokenizer and transformers' view of the source.
+fn check_named_family(
+    kind: &str,
+    class: &str,
+    model: TokenizerModel,
+    [cls, mask]: [&str; 2],
+) -> (Scratch, DomainTokenizer, Value) {
     let scratch = Scratch::new(kind);
     let source = scratch.join("source");
     make(kind, &source, &[]);
@@ -175,8 +201,8 @@ fn check_family(kind: &str, class: &str, model: TokenizerModel) {
         !tok.has_fast_path(),
         "{kind}: the fast path is WordPiece's only"
     );
-    assert_eq!(tok.special_tokens().cls, "<s>", "{kind}");
-    assert_eq!(tok.special_tokens().mask, "<mask>", "{kind}");
+    assert_eq!(tok.special_tokens().cls, cls, "{kind}");
+    assert_eq!(tok.special_tokens().mask, mask, "{kind}");
     let source_ref = reference(&source, &texts, &scratch);
     assert_same_encodings(&tok, &source_ref, &texts, kind);
     if source_ref["special"]["cls"].is_u64() {
@@ -187,9 +213,9 @@ fn check_family(kind: &str, class: &str, model: TokenizerModel) {
     let written = scratch.join("written");
     let files = tok.write_hf_files(&written, 512).unwrap();
     assert_eq!(tok.hf_class().name(), class, "{kind}");
-    if model == TokenizerModel::Bpe {
-        assert!(files.iter().any(|f| f == "vocab.json") && files.iter().any(|f| f == "merges.txt"));
-    }
+    // The slow files of a RobertaTokenizer; a PreTrainedTokenizerFast is its tokenizer.json.
+    let slow = files.iter().any(|f| f == "vocab.json") && files.iter().any(|f| f == "merges.txt");
+    assert_eq!(slow, class == "RobertaTokenizer", "{kind}: {files:?}");
     assert!(!files.iter().any(|f| f == "vocab.txt"), "{kind}: {files:?}");
     let written_ref = reference(&written, &texts, &scratch);
     let loaded_as = if class == "PreTrainedTokenizerFast" {
@@ -198,11 +224,16 @@ fn check_family(kind: &str, class: &str, model: TokenizerModel) {
         class
     };
     assert_eq!(written_ref["class"], loaded_as, "{kind}");
+    assert_eq!(
+        written_ref["model_input_names"], source_ref["model_input_names"],
+        "{kind}"
+    );
     assert_same_encodings(&tok, &written_ref, &texts, &format!("{kind} written"));
     assert_same_specials(&tok, &written_ref, &format!("{kind} written"));
     let again = DomainTokenizer::load(&written, None).unwrap();
     assert_eq!(again.fingerprint(), tok.fingerprint(), "{kind}");
     assert_eq!(again.special_ids(), tok.special_ids(), "{kind}");
+    (scratch, tok, source_ref)
 }
 
 #[test]
@@ -234,17 +265,238 @@ fn sentencepiece_unigram_matches_transformers() {
     );
 }
 
+/// ModernBERT-base's layout as our tokenizer sees it: `[UNK]` .. `[MASK]` consecutive after
+/// the BPE entries and `<|endoftext|>`, `[unusedN]` fillers up to a multiple of 64 after
+/// them, `[CLS] ... [SEP]` framing, `[MASK]` owning the space before it.
+fn assert_modernbert_layout(tok: &DomainTokenizer, fillers: bool, what: &str) {
+    let s = tok.special_ids();
+    let u = s.unk;
+    assert_eq!(
+        (s.cls, s.sep, s.pad, s.mask),
+        (u + 1, u + 2, u + 3, u + 4),
+        "{what}"
+    );
+    assert_eq!(tok.hf_class(), HfClass::Generic, "{what}");
+    if fillers {
+        assert_eq!(tok.vocab_size() % 64, 0, "{what}");
+        let last = tok.id_to_token(tok.vocab_size() - 1).unwrap();
+        assert!(last.starts_with("[unused"), "{what}: {last}");
+        assert_eq!(tok.id_to_token(u - 1).as_deref(), Some("<|endoftext|>"));
+    } else {
+        assert_eq!(s.mask, tok.vocab_size() - 1, "{what}");
+    }
+    let a = tok.encode("a").unwrap();
+    assert_eq!(
+        tok.encode_with_special("a").unwrap(),
+        [&[s.cls][..], &a, &[s.sep]].concat(),
+        "{what}"
+    );
+    let hello = tok.encode("hello").unwrap();
+    assert_eq!(
+        tok.encode("hello [MASK]").unwrap(),
+        [&hello[..], &[s.mask]].concat(),
+        "{what}: [MASK] takes the space before it"
+    );
+}
+
 #[test]
-fn vocab_train_bpe_writes_a_roberta_tokenizer_that_transformers_loads() {
-    let scratch = Scratch::new("vocab-bpe");
-    let output = scratch.join("tok");
-    let corpus = CorpusConfig {
+fn modernbert_matches_transformers() {
+    for kind in ["modernbert", "modernbert-nfc"] {
+        let (_scratch, tok, r) = check_named_family(
+            kind,
+            "PreTrainedTokenizerFast",
+            TokenizerModel::Bpe,
+            ["[CLS]", "[MASK]"],
+        );
+        assert_modernbert_layout(&tok, true, kind);
+        let inputs = ["input_ids", "attention_mask"];
+        assert_eq!(r["model_input_names"], json!(inputs), "{kind}");
+        assert_eq!(tok.model_input_names().unwrap(), inputs, "{kind}");
+        let names = tok.special_tokens();
+        assert_eq!(
+            [&names.unk, &names.sep, &names.pad],
+            ["[UNK]", "[SEP]", "[PAD]"]
+        );
+        // Our `all`: the five, <|padding|> and <|endoftext|> (special added tokens).
+        let s = tok.special_ids();
+        let mut all = vec![1, s.unk - 1, s.unk, s.cls, s.sep, s.pad, s.mask];
+        all.sort_unstable();
+        assert_eq!(s.all, all, "{kind}");
+        // NFC composes "e" + U+0301 into "é" before the byte-level split.
+        let composed = tok.encode("e\u{301}").unwrap() == tok.encode("\u{e9}").unwrap();
+        assert_eq!(composed, kind == "modernbert-nfc");
+    }
+}
+
+/// The fixture abstracts as a corpus (10% held out).
+fn fixture_corpus() -> CorpusConfig {
+    CorpusConfig {
         inputs: vec![fixture("abstracts.jsonl").display().to_string()],
         text_fields: vec!["title".into(), "abstract".into()],
         id_field: Some("pmid".into()),
         validation_fraction: Some(0.1),
         ..CorpusConfig::default()
+    }
+}
+
+/// The fixture's documents as the corpus reads them: title and abstract joined by a space.
+fn fixture_docs() -> Vec<String> {
+    std::fs::read_to_string(fixture("abstracts.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let v: Value = serde_json::from_str(line).unwrap();
+            let fields = [
+                v["title"].as_str().unwrap(),
+                v["abstract"].as_str().unwrap(),
+            ];
+            let present: Vec<&str> = fields
+                .into_iter()
+                .filter(|t| !t.trim().is_empty())
+                .collect();
+            present.join(" ")
+        })
+        .collect()
+}
+
+#[test]
+fn prepare_packs_transformers_modernbert_encodings() {
+    let scratch = Scratch::new("prepare-modernbert");
+    let source = scratch.join("source");
+    make("modernbert", &source, &[]);
+    let out = scratch.join("prepared");
+    // One sequence per document: each is `[CLS] document [SEP]`, comparable one to one.
+    let corpus = CorpusConfig {
+        tokenizer: Some(source.clone()),
+        output: Some(out.clone()),
+        max_seq_len: 4096,
+        packing: Packing::Document,
+        validation_fraction: Some(0.2),
+        ..fixture_corpus()
     };
+    let options = PrepareOptions {
+        observer: &Quiet,
+        stop_after_shards: None,
+    };
+    let m = prepare(&corpus, &options).unwrap().manifest;
+    let docs = fixture_docs();
+    let r = reference(&source, &docs, &scratch);
+    assert_eq!(m.tokenizer_model, Some(TokenizerModel::Bpe));
+    let (s, names) = (&m.special_ids, &m.special_tokens);
+    assert_eq!(
+        [&names.cls, &names.sep, &names.pad, &names.mask, &names.unk],
+        ["[CLS]", "[SEP]", "[PAD]", "[MASK]", "[UNK]"]
+    );
+    for (role, id) in [
+        ("cls", s.cls),
+        ("sep", s.sep),
+        ("pad", s.pad),
+        ("mask", s.mask),
+        ("unk", s.unk),
+    ] {
+        assert_eq!(r["special"][role].as_u64(), Some(u64::from(id)), "{role}");
+    }
+    assert_eq!(r["len"].as_u64(), Some(u64::from(m.vocab_size)));
+    let prepared = PreparedCorpus::open(&out).unwrap();
+    let mut got = Vec::new();
+    for split in [Split::Train, Split::Validation] {
+        let mut reader = prepared.split(split).unwrap();
+        for i in 0..reader.len() {
+            let q = reader.get(i).unwrap();
+            got.push((q.input_ids, q.word_starts));
+        }
+    }
+    let mut expected: Vec<(Vec<u32>, Vec<bool>)> = r["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            let starts = row["starts"].as_array().unwrap().iter();
+            let starts = starts.map(|b| b.as_bool().unwrap());
+            (
+                [&[s.cls][..], &ids(&row["ids"]), &[s.sep]].concat(),
+                std::iter::once(true).chain(starts).chain([true]).collect(),
+            )
+        })
+        .collect();
+    got.sort();
+    expected.sort();
+    assert_eq!(got.len(), docs.len());
+    assert_eq!(
+        got, expected,
+        "prepared sequences vs transformers' [CLS] doc [SEP]"
+    );
+    // The prepared directory's tokenizer files: the same tokenizer, there and here.
+    let written = reference(&out, &docs, &scratch);
+    assert_eq!(written["class"], "TokenizersBackend");
+    assert_eq!(written["rows"], r["rows"]);
+    assert_eq!(written["model_input_names"], r["model_input_names"]);
+    let again = DomainTokenizer::load(&out, None).unwrap();
+    assert_eq!(again.fingerprint(), m.tokenizer_fingerprint);
+}
+
+#[test]
+fn vocab_train_modernbert_layout_writes_a_tokenizer_that_transformers_loads() {
+    let scratch = Scratch::new("vocab-modernbert");
+    let output = scratch.join("tok");
+    let vocab = VocabConfig {
+        model: VocabModel::Bpe,
+        layout: Some(VocabLayout::ModernBert),
+        vocab_size: 300,
+        min_frequency: 1,
+        output: Some(output.clone()),
+        ..VocabConfig::default()
+    };
+    let tok = train_vocab(&fixture_corpus(), &vocab, &Quiet)
+        .unwrap()
+        .tokenizer;
+    assert_eq!(tok.vocab_size(), 300);
+    assert_eq!(tok.special_ids().unk, 295, "[UNK] first of the last five");
+    assert_modernbert_layout(&tok, false, "vocab train modernbert");
+    for file in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
+        assert!(output.join(file).is_file(), "{file}");
+    }
+    for file in ["vocab.json", "merges.txt", "vocab.txt"] {
+        assert!(!output.join(file).exists(), "{file}");
+    }
+    let read = |name: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(output.join(name)).unwrap()).unwrap()
+    };
+    let config = read("tokenizer_config.json");
+    assert_eq!(config["tokenizer_class"], "PreTrainedTokenizerFast");
+    assert_eq!(config["model_max_length"], 8192);
+    assert_eq!(
+        config["model_input_names"],
+        json!(["input_ids", "attention_mask"])
+    );
+    for (role, name) in tok.special_tokens().roles() {
+        assert_eq!(config[format!("{role}_token")], name, "{role}");
+    }
+    assert_eq!(
+        read("special_tokens_map.json")["mask_token"]["lstrip"],
+        true
+    );
+    let mut texts = adversarial();
+    texts.extend(fixture_docs());
+    let r = reference(&output, &texts, &scratch);
+    assert_eq!(r["class"], "TokenizersBackend");
+    assert_eq!(
+        r["model_input_names"],
+        json!(["input_ids", "attention_mask"])
+    );
+    assert_same_specials(&tok, &r, "vocab train modernbert");
+    assert_same_encodings(&tok, &r, &texts, "vocab train modernbert");
+}
+
+#[test]
+fn vocab_train_bpe_writes_a_roberta_tokenizer_that_transformers_loads() {
+    let scratch = Scratch::new("vocab-bpe");
+    let output = scratch.join("tok");
+    let corpus = fixture_corpus();
     let vocab = VocabConfig {
         model: VocabModel::Bpe,
         vocab_size: 300,
@@ -322,7 +574,13 @@ fn bpe_and_unigram_match_transformers_on_every_pubmed_cdr_abstract() {
         serde_json::from_str(&std::fs::read_to_string(&texts_file).unwrap()).unwrap();
     assert!(texts.len() > 2600, "{}", texts.len());
     let train_arg = train.display().to_string();
-    for kind in ["roberta-json", "roberta-files", "xlmr", "spm-unigram"] {
+    for kind in [
+        "roberta-json",
+        "roberta-files",
+        "xlmr",
+        "spm-unigram",
+        "modernbert",
+    ] {
         let dir = scratch.join(kind);
         make(kind, &dir, &["--train", &train_arg, "--vocab-size", "8000"]);
         let tok = DomainTokenizer::load(&dir, None).unwrap();

@@ -1,6 +1,7 @@
 //! `vocab extend` against Hugging Face: a WordPiece vocabulary (with `[unusedN]` slots to
-//! reuse) and a RoBERTa byte-level BPE one, each trained on the project's sample corpus and
-//! extended from it. For each: no base token changes id, every added word is one token,
+//! reuse), a RoBERTa byte-level BPE one and a ModernBERT-base replica (byte-level BPE with
+//! its special tokens and fillers after the BPE entries, tests/python/tokenizer_families.py),
+//! each trained on the project's sample corpus and extended from it. For each: no base token changes id, every added word is one token,
 //! transformers' `AutoTokenizer` loaded from the written files gives our ids on every sample
 //! abstract, held-out fragmentation goes down, and a second run writes the same bytes. The
 //! ignored test does the same with the real bert-base-uncased vocabulary on PubMed CDR.
@@ -12,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 use mlm_corpus::tokenizer::extend::words::pieces_of;
 use mlm_corpus::{
-    AddedKind, CorpusConfig, DomainTokenizer, ExtendReport, Quiet, VocabConfig, VocabModel,
-    extend_vocab, train_vocab,
+    AddedKind, CorpusConfig, DomainTokenizer, ExtendReport, HfClass, Quiet, VocabConfig,
+    VocabModel, extend_vocab, train_vocab,
 };
 use serde_json::Value;
 
@@ -148,8 +149,9 @@ fn assert_extension_invariants(base: &DomainTokenizer, report: &ExtendReport, ad
     assert!(e.pieces < b.pieces, "{b:?} -> {e:?}");
 }
 
-/// transformers' ids for `texts` from the files in `dir` equal ours.
-fn assert_transformers_agrees(dir: &Path, texts: &[String], scratch: &Scratch) {
+/// transformers' ids for `texts` from the files in `dir` equal ours; returns its view
+/// (tokenizer_families.py `encode`).
+fn assert_transformers_agrees(dir: &Path, texts: &[String], scratch: &Scratch) -> Value {
     let ours = DomainTokenizer::load(dir, None).unwrap();
     let file = scratch.join("texts.json");
     std::fs::write(&file, serde_json::to_string(texts).unwrap()).unwrap();
@@ -172,6 +174,7 @@ fn assert_transformers_agrees(dir: &Path, texts: &[String], scratch: &Scratch) {
             .collect();
         assert_eq!(ours.encode(text).unwrap(), expected, "{text:?}");
     }
+    reference
 }
 
 fn file_bytes(dir: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -260,6 +263,87 @@ fn bpe_extension_appends_merges_and_matches_transformers() {
     std::fs::remove_file(out.join("tokenizer.json")).unwrap();
     let from_slow = DomainTokenizer::load(&out, None).unwrap();
     assert_eq!(from_slow.fingerprint(), report.tokenizer.fingerprint());
+}
+
+/// Extends the ModernBERT replica of tokenizer_families.py `make KIND` (500 BPE entries
+/// trained on the sample corpus) by 60 entries.
+fn check_modernbert_extension(kind: &str) {
+    let scratch = Scratch::new(kind);
+    let base_dir = scratch.join("base");
+    let sample = sample_corpus();
+    mlm_pyref::run(
+        "tokenizer_families.py",
+        [
+            "make".as_ref(),
+            kind.as_ref(),
+            base_dir.as_os_str(),
+            "--train".as_ref(),
+            sample.as_os_str(),
+            "--vocab-size".as_ref(),
+            "500".as_ref(),
+        ],
+    );
+    let base = DomainTokenizer::load(&base_dir, None).unwrap();
+    // [UNK] .. [MASK] after the 500 BPE entries and <|endoftext|>, fillers up to 512.
+    let s = base.special_ids();
+    assert_eq!((s.unk, s.mask, base.vocab_size()), (501, 505, 512));
+    let corpus = corpus_of(std::slice::from_ref(&sample));
+    let out = scratch.join("extended");
+    let report = extend_twice(&corpus, &base_dir, 60, &out);
+    assert_extension_invariants(&base, &report, 60);
+    let sidecar = report.tokenizer.extension().unwrap();
+    let ids: Vec<u32> = sidecar.tokens.iter().map(|t| t.id).collect();
+    let expected: Vec<u32> = (512..512 + 60).collect();
+    assert_eq!(ids, expected, "after the last filler, in order");
+    assert!(report.words > 0 && report.words + report.merge_steps == 60);
+    let ext = &report.tokenizer;
+    assert_eq!(ext.hf_class(), HfClass::Generic);
+    assert_eq!(
+        ext.model_input_names().unwrap(),
+        ["input_ids", "attention_mask"]
+    );
+    for file in ["vocab.json", "merges.txt", "vocab.txt"] {
+        assert!(!out.join(file).exists(), "{file}");
+    }
+    let a = ext.encode("a").unwrap();
+    assert_eq!(
+        ext.encode_with_special("a").unwrap(),
+        [&[s.cls][..], &a, &[s.sep]].concat()
+    );
+    let reference = assert_transformers_agrees(&out, &texts_of(&[sample]), &scratch);
+    for (role, id) in [
+        ("cls", s.cls),
+        ("sep", s.sep),
+        ("pad", s.pad),
+        ("mask", s.mask),
+    ] {
+        assert_eq!(
+            reference["special"][role].as_u64(),
+            Some(u64::from(id)),
+            "{role}"
+        );
+    }
+    let a_b: Vec<u32> = reference["with_special"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    assert_eq!(
+        ext.encode_with_special("a b").unwrap(),
+        a_b,
+        "[CLS] a b [SEP]"
+    );
+}
+
+#[test]
+fn modernbert_extension_appends_after_the_fillers_and_matches_transformers() {
+    check_modernbert_extension("modernbert");
+}
+
+#[test]
+fn modernbert_with_nfc_extension_matches_transformers() {
+    check_modernbert_extension("modernbert-nfc");
 }
 
 #[test]

@@ -11,7 +11,7 @@ use crate::fsutil::resolve_path;
 
 mod vocab;
 
-pub use vocab::{VocabConfig, VocabModel};
+pub use vocab::{VocabConfig, VocabLayout, VocabModel};
 
 /// How the input files are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

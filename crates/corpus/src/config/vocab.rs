@@ -16,9 +16,10 @@ pub enum VocabModel {
     /// `BertWordPieceTokenizer`); written as a `BertTokenizer`.
     #[default]
     WordPiece,
-    /// RoBERTa byte-level BPE: no normaliser, ByteLevel pre-tokenizer, the 256 bytes as the
-    /// initial alphabet (tokenizers' `ByteLevelBPETokenizer`); written as a
-    /// `RobertaTokenizer` (`vocab.json`, `merges.txt`, `tokenizer.json`).
+    /// Byte-level BPE: no normaliser, ByteLevel pre-tokenizer, the 256 bytes as the initial
+    /// alphabet (tokenizers' `ByteLevelBPETokenizer`); laid out and written as `[vocab]
+    /// layout` says (default RoBERTa's: a `RobertaTokenizer`, `vocab.json`, `merges.txt`,
+    /// `tokenizer.json`).
     Bpe,
 }
 
@@ -40,6 +41,33 @@ impl VocabModel {
     }
 }
 
+/// Where a trained byte-level BPE puts its special tokens, how it frames a sequence, and the
+/// transformers class its files are written for (`[vocab] layout`, `model = "bpe"` only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum VocabLayout {
+    /// roberta-base's: `<s>` 0, `<pad>` 1, `</s>` 2, `<unk>` 3, the BPE entries, `<mask>`
+    /// last (lstrip); RobertaProcessing `<s> A </s>`; a `RobertaTokenizer` (`vocab.json`,
+    /// `merges.txt`, `tokenizer.json`).
+    #[default]
+    Roberta,
+    /// answerdotai/ModernBERT-base's: the BPE entries first, then `[UNK]`, `[CLS]`, `[SEP]`,
+    /// `[PAD]`, `[MASK]` (lstrip) as added special tokens at the end; TemplateProcessing
+    /// `[CLS] A [SEP]` (`[CLS] A [SEP] B [SEP]`); a `PreTrainedTokenizerFast`
+    /// (`tokenizer.json`, with `model_input_names` `["input_ids", "attention_mask"]` and
+    /// `model_max_length` 8192 in `tokenizer_config.json`).
+    ModernBert,
+}
+
+impl VocabLayout {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Roberta => "roberta",
+            Self::ModernBert => "modernbert",
+        }
+    }
+}
+
 /// The `[vocab]` section: `mlm-train vocab train` trains a WordPiece or byte-level BPE
 /// vocabulary on the training split of `[corpus]`'s inputs with Hugging Face tokenizers'
 /// trainers.
@@ -53,8 +81,15 @@ impl VocabModel {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VocabConfig {
-    /// `wordpiece` (BERT, the default) or `bpe` (RoBERTa's byte-level BPE). `model = "bpe"`
+    /// `wordpiece` (BERT, the default) or `bpe` (byte-level BPE, RoBERTa's or ModernBERT's
+    /// by `layout`). `model = "bpe"`
     pub model: VocabModel,
+    /// `bpe` only: `roberta` (the default; roberta-base's ids, `<s> ... </s>`) or
+    /// `modernbert` (ModernBERT-base's: the special tokens `[UNK]`, `[CLS]`, `[SEP]`,
+    /// `[PAD]`, `[MASK]` after the BPE entries, `[CLS] ... [SEP]`, written as a
+    /// `PreTrainedTokenizerFast`); see [`VocabLayout`]. Refused with `wordpiece`, whose
+    /// layout is BERT's. `layout = "modernbert"`
+    pub layout: Option<VocabLayout>,
     /// Vocabulary size, special tokens included. `vocab_size = 30522`
     pub vocab_size: usize,
     /// Lowercase (and, for WordPiece, strip accents) before splitting, as bert-base-uncased.
@@ -67,7 +102,9 @@ pub struct VocabConfig {
     /// Special tokens. `wordpiece`: given the first ids in this order, must include [PAD],
     /// [UNK], [CLS], [SEP] and [MASK] (default in that order). `bpe`: must include `<s>`,
     /// `<pad>`, `</s>`, `<unk>` and `<mask>` (default in that order); all but `<mask>` get
-    /// the first ids in this order and `<mask>` the last id, roberta-base's layout.
+    /// the first ids in this order and `<mask>` the last id, roberta-base's layout. `bpe`
+    /// with `layout = "modernbert"`: must include [UNK], [CLS], [SEP], [PAD] and [MASK]
+    /// (default in that order), given the last ids in this order.
     /// `special_tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]`
     pub special_tokens: Option<Vec<String>>,
     /// Most distinct characters kept in the initial alphabet (tokenizers' default 1000; the
@@ -93,6 +130,7 @@ impl Default for VocabConfig {
     fn default() -> Self {
         Self {
             model: VocabModel::WordPiece,
+            layout: None,
             vocab_size: 30_522,
             lowercase: None,
             min_frequency: 2,
@@ -118,11 +156,26 @@ impl VocabConfig {
         }
     }
 
-    /// The special tokens in effect (`special_tokens`, else the model's).
+    /// The layout in effect: `layout`, else `roberta`, for `bpe`; `None` for `wordpiece`.
+    pub fn effective_layout(&self) -> Option<VocabLayout> {
+        (self.model == VocabModel::Bpe).then(|| self.layout.unwrap_or_default())
+    }
+
+    /// The special tokens the model and layout need, in their default order.
+    pub fn default_special_tokens(&self) -> Vec<String> {
+        match self.effective_layout() {
+            Some(VocabLayout::ModernBert) => crate::tokenizer::MODERNBERT_SPECIAL_TOKENS
+                .map(String::from)
+                .to_vec(),
+            _ => self.model.default_special_tokens(),
+        }
+    }
+
+    /// The special tokens in effect (`special_tokens`, else the model's and layout's).
     pub fn effective_special_tokens(&self) -> Vec<String> {
         self.special_tokens
             .clone()
-            .unwrap_or_else(|| self.model.default_special_tokens())
+            .unwrap_or_else(|| self.default_special_tokens())
     }
 
     /// Whether to lowercase (`lowercase`, else the model's default).
@@ -136,12 +189,19 @@ impl VocabConfig {
         let invalid = |key, value: &dyn std::fmt::Display, message: &str| {
             Err(CorpusError::config_value("vocab", key, value, message))
         };
+        if let (VocabModel::WordPiece, Some(layout)) = (self.model, self.layout) {
+            let message = "is not available with model = \"wordpiece\": the layouts (roberta, modernbert) are byte-level BPE's; a WordPiece vocabulary has BERT's";
+            return invalid("layout", &format!("\"{}\"", layout.as_str()), message);
+        }
         let specials = self.effective_special_tokens();
-        let required = self.model.default_special_tokens();
+        let required = self.default_special_tokens();
         if let Some(missing) = required.iter().find(|r| !specials.contains(r)) {
             let tokens = format!("{specials:?}");
+            let layout = self
+                .effective_layout()
+                .map_or(String::new(), |l| format!(", layout = \"{}\"", l.as_str()));
             let message = format!(
-                "must include {missing} (model = \"{}\")",
+                "must include {missing} (model = \"{}\"{layout})",
                 self.model.as_str()
             );
             return invalid("special_tokens", &tokens, &message);
@@ -150,7 +210,7 @@ impl VocabConfig {
             return invalid(
                 "lowercase",
                 &true,
-                "is not available with model = \"bpe\": RoBERTa's byte-level BPE has no normaliser, so transformers' RobertaTokenizer would not lowercase",
+                "is not available with model = \"bpe\": a byte-level BPE (RoBERTa's, ModernBERT's) has no normaliser, so transformers would not lowercase",
             );
         }
         let count = specials.len();
@@ -352,9 +412,82 @@ mod tests {
                 "</s>".into(),
                 "<unk>".into()
             ])),
-            r#"vocab.special_tokens = ["<s>", "<pad>", "</s>", "<unk>"] must include <mask> (model = "bpe")"#
+            r#"vocab.special_tokens = ["<s>", "<pad>", "</s>", "<unk>"] must include <mask> (model = "bpe", layout = "roberta")"#
         );
         let e = toml::from_str::<VocabConfig>("model = \"unigram\"").unwrap_err();
         assert!(e.to_string().contains("unknown variant `unigram`"), "{e}");
+    }
+
+    #[test]
+    fn modernbert_layout_has_its_specials_and_is_bpe_only() {
+        let v: VocabConfig =
+            toml::from_str("model = \"bpe\"\nlayout = \"modernbert\"\nvocab_size = 300").unwrap();
+        v.validate().unwrap();
+        assert_eq!(v.effective_layout(), Some(VocabLayout::ModernBert));
+        assert_eq!(
+            v.effective_special_tokens(),
+            ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
+        );
+        let bpe: VocabConfig = toml::from_str("model = \"bpe\"").unwrap();
+        assert_eq!(bpe.effective_layout(), Some(VocabLayout::Roberta));
+        assert_eq!(VocabConfig::default().effective_layout(), None);
+        let modernbert = |edit: fn(&mut VocabConfig)| {
+            vocab_error(|v| {
+                v.model = VocabModel::Bpe;
+                v.layout = Some(VocabLayout::ModernBert);
+                edit(v);
+            })
+        };
+        // RoBERTa's names are not ModernBERT's.
+        assert_eq!(
+            modernbert(|v| v.special_tokens = Some(
+                ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+                    .map(String::from)
+                    .to_vec()
+            )),
+            r#"vocab.special_tokens = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"] must include [UNK] (model = "bpe", layout = "modernbert")"#
+        );
+        assert_eq!(
+            modernbert(|v| v.special_tokens = Some(
+                ["[UNK]", "[CLS]", "[SEP]", "[PAD]"]
+                    .map(String::from)
+                    .to_vec()
+            )),
+            r#"vocab.special_tokens = ["[UNK]", "[CLS]", "[SEP]", "[PAD]"] must include [MASK] (model = "bpe", layout = "modernbert")"#
+        );
+        let extra = VocabConfig {
+            model: VocabModel::Bpe,
+            layout: Some(VocabLayout::ModernBert),
+            special_tokens: Some(
+                [
+                    "[PAD]",
+                    "[UNK]",
+                    "[CLS]",
+                    "[SEP]",
+                    "[MASK]",
+                    "<|endoftext|>",
+                ]
+                .map(String::from)
+                .to_vec(),
+            ),
+            vocab_size: 300,
+            ..VocabConfig::default()
+        };
+        extra.validate().unwrap();
+        assert!(
+            modernbert(|v| v.lowercase = Some(true))
+                .starts_with("vocab.lowercase = true is not available with model = \"bpe\"")
+        );
+        assert_eq!(
+            vocab_error(|v| v.layout = Some(VocabLayout::ModernBert)),
+            "vocab.layout = \"modernbert\" is not available with model = \"wordpiece\": the layouts (roberta, modernbert) are byte-level BPE's; a WordPiece vocabulary has BERT's"
+        );
+        assert!(
+            vocab_error(|v| v.layout = Some(VocabLayout::Roberta)).starts_with(
+                "vocab.layout = \"roberta\" is not available with model = \"wordpiece\""
+            )
+        );
+        let e = toml::from_str::<VocabConfig>("layout = \"gpt2\"").unwrap_err();
+        assert!(e.to_string().contains("unknown variant `gpt2`"), "{e}");
     }
 }

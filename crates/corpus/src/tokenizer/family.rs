@@ -8,6 +8,12 @@
 //! models/roberta/tokenization_roberta.py). Writing such a class into `tokenizer_config.json`
 //! is only right when the tokenizer is exactly what that class rebuilds; anything else is
 //! written as `PreTrainedTokenizerFast`, which loads `tokenizer.json` unchanged.
+//!
+//! ModernBERT's tokenizer (answerdotai/ModernBERT-base, OLMo's byte-level BPE) has RoBERTa's
+//! normaliser, pre-tokenizer and model but `[CLS]`/`[SEP]` in a TemplateProcessing
+//! (`[CLS] A [SEP] B [SEP]` for a pair, where RobertaProcessing makes `<s> A </s></s> B </s>`)
+//! and ships as `PreTrainedTokenizerFast`: `RobertaTokenizer` is only written for the
+//! RobertaProcessing it rebuilds (models/roberta/tokenization_roberta.py, `__init__`).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -85,22 +91,52 @@ impl HfClass {
 
     /// The class that rebuilds `tokenizer` exactly (see the module comment).
     pub fn of(tokenizer: &Tokenizer, names: &SpecialTokens) -> Self {
-        let json = |v: Option<Value>| v.unwrap_or(Value::Null);
-        let normalizer = json(
-            tokenizer
-                .get_normalizer()
-                .and_then(|n| serde_json::to_value(n).ok()),
-        );
-        let pre = json(
-            tokenizer
-                .get_pre_tokenizer()
-                .and_then(|p| serde_json::to_value(p).ok()),
-        );
-        let model = json(serde_json::to_value(tokenizer.get_model()).ok());
-        bert(&normalizer, &pre, &model)
-            .or_else(|| roberta(&normalizer, &pre, &model))
-            .or_else(|| xlm_roberta(&normalizer, &pre, &model, names))
+        let p = Pipeline::of(tokenizer);
+        bert(&p.normalizer, &p.pre, &p.model)
+            .or_else(|| roberta(&p))
+            .or_else(|| xlm_roberta(&p.normalizer, &p.pre, &p.model, names))
             .unwrap_or(Self::Generic)
+    }
+}
+
+/// Whether `tokenizer` is a byte-level BPE as GPT-2, RoBERTa and ModernBERT have it
+/// (ByteLevel with its regex split, BPE without affixes, dropout or unknown token), whatever
+/// its normaliser (GPT-NeoX's and some ModernBERT files have NFC) and post-processor:
+/// `vocab extend` can append merges to it.
+pub fn is_byte_level_bpe(tokenizer: &Tokenizer) -> bool {
+    let p = Pipeline::of(tokenizer);
+    byte_level_bpe(&p.pre, &p.model)
+}
+
+/// A tokenizer's steps as `tokenizer.json` writes them (`null` when absent).
+struct Pipeline {
+    normalizer: Value,
+    pre: Value,
+    model: Value,
+    post: Value,
+}
+
+impl Pipeline {
+    fn of(tokenizer: &Tokenizer) -> Self {
+        let json = |v: Option<Value>| v.unwrap_or(Value::Null);
+        Self {
+            normalizer: json(
+                tokenizer
+                    .get_normalizer()
+                    .and_then(|n| serde_json::to_value(n).ok()),
+            ),
+            pre: json(
+                tokenizer
+                    .get_pre_tokenizer()
+                    .and_then(|p| serde_json::to_value(p).ok()),
+            ),
+            model: json(serde_json::to_value(tokenizer.get_model()).ok()),
+            post: json(
+                tokenizer
+                    .get_post_processor()
+                    .and_then(|p| serde_json::to_value(p).ok()),
+            ),
+        }
     }
 }
 
@@ -138,17 +174,25 @@ fn bert(normalizer: &Value, pre: &Value, model: &Value) -> Option<HfClass> {
     })
 }
 
-fn roberta(normalizer: &Value, pre: &Value, model: &Value) -> Option<HfClass> {
-    let shape = normalizer.is_null()
-        && str_of(pre, "type")? == "ByteLevel"
+fn byte_level_bpe(pre: &Value, model: &Value) -> bool {
+    str_of(pre, "type") == Some("ByteLevel")
         && flag(pre, "use_regex") == Some(true)
-        && str_of(model, "type")? == "BPE"
+        && str_of(model, "type") == Some("BPE")
         && empty(model, "continuing_subword_prefix")
         && empty(model, "end_of_word_suffix")
         && model.get("dropout").is_none_or(Value::is_null)
         && model.get("unk_token").is_none_or(Value::is_null)
         && flag(model, "byte_fallback") != Some(true)
-        && flag(model, "ignore_merges") != Some(true);
+        && flag(model, "ignore_merges") != Some(true)
+}
+
+/// A byte-level BPE without normaliser and with RobertaProcessing (see the module comment
+/// for ModernBERT's).
+fn roberta(p: &Pipeline) -> Option<HfClass> {
+    let (pre, post) = (&p.pre, &p.post);
+    let shape = p.normalizer.is_null()
+        && byte_level_bpe(pre, &p.model)
+        && str_of(post, "type") == Some("RobertaProcessing");
     shape.then(|| HfClass::Roberta {
         add_prefix_space: flag(pre, "add_prefix_space") == Some(true),
         trim_offsets: flag(pre, "trim_offsets") != Some(false),

@@ -63,6 +63,11 @@ pub struct HfTokenizerConfig {
     /// ByteLevel / Metaspace: a space before the first word (RoBERTa: false, XLM-R: true).
     pub add_prefix_space: Option<bool>,
     pub trim_offsets: Option<bool>,
+    /// What the tokenizer returns (ModernBERT-base: `["input_ids", "attention_mask"]`, its
+    /// model takes no `token_type_ids`); kept so the files written again say the same.
+    pub model_input_names: Option<Vec<String>>,
+    /// Whether `decode` removes the space before punctuation (ModernBERT-base: true).
+    pub clean_up_tokenization_spaces: Option<bool>,
     /// `cls_token`, `sep_token`, `pad_token`, `mask_token`, `unk_token`, `bos_token`,
     /// `eos_token` by role (`cls`, `sep`...).
     pub tokens: BTreeMap<&'static str, TokenSpec>,
@@ -117,6 +122,18 @@ impl HfTokenizerConfig {
         self.do_lower_case = boolean("do_lower_case")?;
         self.add_prefix_space = boolean("add_prefix_space")?;
         self.trim_offsets = boolean("trim_offsets")?;
+        self.clean_up_tokenization_spaces = boolean("clean_up_tokenization_spaces")?;
+        self.model_input_names = match keys.get("model_input_names") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(names)) => Some(
+                names
+                    .iter()
+                    .map(|n| n.as_str().map(str::to_string))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| wrong_type(path, "model_input_names", "a list of strings"))?,
+            ),
+            Some(_) => return Err(wrong_type(path, "model_input_names", "a list of strings")),
+        };
         self.model_max_length = match keys.get("model_max_length") {
             None | Some(Value::Null) => None,
             Some(v) => Some(
@@ -174,6 +191,8 @@ mod tests {
         dir.write(
             "tokenizer_config.json",
             r#"{"do_lower_case": false, "model_max_length": 514, "add_prefix_space": true,
+                "model_input_names": ["input_ids", "attention_mask"],
+                "clean_up_tokenization_spaces": true,
                 "cls_token": "<s>", "mask_token": {"content": "<m>", "lstrip": true},
                 "added_tokens_decoder": {"7": {"content": "<mask>", "lstrip": true, "special": true}}}"#,
         );
@@ -185,6 +204,11 @@ mod tests {
         assert_eq!(c.do_lower_case, Some(false));
         assert_eq!(c.model_max_length, Some(514.0));
         assert_eq!(c.add_prefix_space, Some(true));
+        assert_eq!(
+            c.model_input_names.as_deref(),
+            Some(&["input_ids".to_string(), "attention_mask".to_string()][..])
+        );
+        assert_eq!(c.clean_up_tokenization_spaces, Some(true));
         assert_eq!(c.token("cls"), Some(&TokenSpec::plain("<s>")));
         let mask = c.token("mask").unwrap();
         assert_eq!((mask.content.as_str(), mask.lstrip), ("<mask>", true));
@@ -196,6 +220,15 @@ mod tests {
         assert!(
             e.contains("tokenizer_config.json")
                 && e.contains("`add_prefix_space` is not true or false"),
+            "{e}"
+        );
+        dir.write(
+            "tokenizer_config.json",
+            r#"{"model_input_names": ["input_ids", 3]}"#,
+        );
+        let e = HfTokenizerConfig::read(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("`model_input_names` is not a list of strings"),
             "{e}"
         );
     }

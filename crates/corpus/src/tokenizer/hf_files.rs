@@ -191,6 +191,14 @@ pub fn write(
         added_tokens_decoder(tokenizer),
     );
     class_keys(&class, &mut config);
+    // Kept from the source: ModernBERT's model takes no `token_type_ids`, which
+    // `PreTrainedTokenizerFast` would return by default.
+    if let Some(names) = tokenizer.model_input_names() {
+        config.insert("model_input_names".into(), json!(names));
+    }
+    if let Some(clean_up) = tokenizer.clean_up_tokenization_spaces() {
+        config.insert("clean_up_tokenization_spaces".into(), json!(clean_up));
+    }
     if !config.contains_key("do_lower_case") {
         config.insert("do_lower_case".into(), json!(tokenizer.do_lower_case()));
     }

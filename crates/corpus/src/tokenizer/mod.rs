@@ -25,9 +25,12 @@ use crate::error::CorpusError;
 
 pub use bert::bert_wordpiece_tokenizer;
 pub use extension::{AddedKind, EXTENSION_FILE, NewToken, VocabExtension};
-pub use family::{HfClass, TokenizerModel};
+pub use family::{HfClass, TokenizerModel, is_byte_level_bpe};
 pub use roberta::roberta_bpe_tokenizer;
-pub use specials::{BERT_SPECIAL_TOKENS, ROBERTA_SPECIAL_TOKENS, SpecialIds, SpecialTokens};
+pub use specials::{
+    BERT_SPECIAL_TOKENS, MODERNBERT_SPECIAL_TOKENS, ROBERTA_SPECIAL_TOKENS, SpecialIds,
+    SpecialTokens,
+};
 
 use hf_config::HfTokenizerConfig;
 use load::TokenizerFiles;
@@ -43,6 +46,10 @@ pub struct DomainTokenizer {
     vocab_size: u32,
     lowercase: bool,
     model_max_length: Option<usize>,
+    /// `model_input_names` and `clean_up_tokenization_spaces` of the source's
+    /// `tokenizer_config.json`, written back by [`DomainTokenizer::write_hf_files`].
+    model_input_names: Option<Vec<String>>,
+    clean_up_tokenization_spaces: Option<bool>,
     fingerprint: String,
     /// The exact fast path of BERT WordPiece set-ups (None: always the full tokenizer).
     fast: Option<fast_bert::FastBert>,
@@ -110,6 +117,8 @@ impl DomainTokenizer {
         }
         Ok(Self {
             model_max_length,
+            model_input_names: config.model_input_names,
+            clean_up_tokenization_spaces: config.clean_up_tokenization_spaces,
             extension,
             ..tokenizer
         })
@@ -201,6 +210,8 @@ impl DomainTokenizer {
             vocab_size,
             lowercase,
             model_max_length: None,
+            model_input_names: None,
+            clean_up_tokenization_spaces: None,
             fingerprint,
             fast: None,
             extension: None,
@@ -257,6 +268,30 @@ impl DomainTokenizer {
     /// `model_max_length` of the tokenizer's `tokenizer_config.json`, when it gives one.
     pub fn model_max_length(&self) -> Option<usize> {
         self.model_max_length
+    }
+
+    /// `model_input_names` of the tokenizer's `tokenizer_config.json`, when it gives them.
+    pub fn model_input_names(&self) -> Option<&[String]> {
+        self.model_input_names.as_deref()
+    }
+
+    /// `clean_up_tokenization_spaces` of the tokenizer's `tokenizer_config.json`, if given.
+    pub fn clean_up_tokenization_spaces(&self) -> Option<bool> {
+        self.clean_up_tokenization_spaces
+    }
+
+    /// This tokenizer with the `tokenizer_config.json` keys a family's layout sets (`vocab
+    /// train`'s ModernBERT layout: `["input_ids", "attention_mask"]`, true).
+    pub(crate) fn with_hf_keys(
+        self,
+        model_input_names: Option<Vec<String>>,
+        clean_up_tokenization_spaces: Option<bool>,
+    ) -> Self {
+        Self {
+            model_input_names,
+            clean_up_tokenization_spaces,
+            ..self
+        }
     }
 
     /// Where it was loaded from.

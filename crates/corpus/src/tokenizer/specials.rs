@@ -1,6 +1,6 @@
 //! The special tokens of a tokenizer: which token plays `cls`, `sep`, `pad`, `mask` and `unk`,
 //! and their ids. Packing wraps sequences in the tokenizer's own cls / sep (`[CLS]`/`[SEP]`
-//! for BERT, `<s>`/`</s>` for RoBERTa, XLM-R and CamemBERT), the trainer pads with its pad id
+//! for BERT and ModernBERT, `<s>`/`</s>` for RoBERTa, XLM-R and CamemBERT), the trainer pads with its pad id
 //! (RoBERTa's position ids also start after it) and masks with its mask id.
 
 use std::path::Path;
@@ -18,6 +18,11 @@ pub const BERT_SPECIAL_TOKENS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", 
 /// The RoBERTa special tokens, in roberta-base's id order (`<s>` 0, `<pad>` 1, `</s>` 2,
 /// `<unk>` 3; `<mask>` is the last id). XLM-R and CamemBERT use the same names.
 pub const ROBERTA_SPECIAL_TOKENS: [&str; 5] = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"];
+
+/// ModernBERT's special tokens (BERT's names), in answerdotai/ModernBERT-base's id order:
+/// `[UNK]` 50280, `[CLS]` 50281, `[SEP]` 50282, `[PAD]` 50283, `[MASK]` 50284, after its BPE
+/// entries (`vocab train`'s `layout = "modernbert"` appends them in this order).
+pub const MODERNBERT_SPECIAL_TOKENS: [&str; 5] = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"];
 
 /// Ids of the special tokens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -283,6 +283,77 @@ fn trained_bpe_has_roberta_layout_and_byte_level_words() {
 }
 
 #[test]
+fn trained_modernbert_bpe_puts_specials_last_and_round_trips() {
+    use crate::config::{VocabLayout, VocabModel};
+    let config = |special_tokens: Option<&[&str]>| VocabConfig {
+        model: VocabModel::Bpe,
+        layout: Some(VocabLayout::ModernBert),
+        vocab_size: 300,
+        min_frequency: 1,
+        special_tokens: special_tokens.map(|t| t.iter().map(|s| s.to_string()).collect()),
+        ..Default::default()
+    };
+    let texts = crate::testutil::fixture_texts();
+    let t = train::train(&config(None), texts.clone().into_iter()).unwrap();
+    let s = t.special_ids();
+    // ModernBERT-base's order after the BPE entries: [UNK] [CLS] [SEP] [PAD] [MASK].
+    assert_eq!(
+        (s.unk, s.cls, s.sep, s.pad, s.mask),
+        (295, 296, 297, 298, 299)
+    );
+    assert_eq!(s.all, [295, 296, 297, 298, 299]);
+    assert_eq!(t.special_tokens(), &SpecialTokens::bert());
+    assert_eq!(t.hf_class(), HfClass::Generic);
+    assert_eq!(
+        t.inner().get_vocab(false).len(),
+        295,
+        "specials are added tokens"
+    );
+    let cats = t.encode("cats").unwrap();
+    let with = t.encode_with_special("cats").unwrap();
+    assert_eq!(with, [&[296][..], &cats, &[297]].concat());
+    let pair = t.inner().encode(("a", "b"), true).unwrap();
+    let (a, b) = (t.encode("a").unwrap(), t.encode("b").unwrap());
+    assert_eq!(
+        pair.get_ids(),
+        [&[296][..], &a, &[297], &b, &[297]].concat()
+    );
+    assert_eq!(
+        t.encode("Liver [MASK] kinase").unwrap(),
+        [
+            t.encode("Liver").unwrap(),
+            vec![299],
+            t.encode(" kinase").unwrap()
+        ]
+        .concat(),
+        "[MASK] takes the space before it"
+    );
+    // Written and loaded again: the same tokenizer, the keys ModernBERT's config has.
+    let dir = TempDir::new("tok-modernbert");
+    let files = t.write_hf_files(dir.path(), 8192).unwrap();
+    assert!(!files.iter().any(|f| f == "vocab.json"), "{files:?}");
+    let again = DomainTokenizer::load(dir.path(), None).unwrap();
+    assert_eq!(again.fingerprint(), t.fingerprint());
+    assert_eq!(again.special_ids(), t.special_ids());
+    assert_eq!(
+        again.model_input_names().unwrap(),
+        ["input_ids", "attention_mask"]
+    );
+    assert_eq!(again.clean_up_tokenization_spaces(), Some(true));
+    assert_eq!(again.model_max_length(), Some(8192));
+    // special_tokens sets the order of the last ids.
+    let order = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+    let t = train::train(&config(Some(&order)), texts.into_iter()).unwrap();
+    let s = t.special_ids();
+    assert_eq!(
+        (s.pad, s.unk, s.cls, s.sep, s.mask),
+        (295, 296, 297, 298, 299)
+    );
+    let e = train::train(&config(Some(&order[..4])), std::iter::empty()).unwrap_err();
+    assert!(e.to_string().contains("must include [MASK]"), "{e}");
+}
+
+#[test]
 fn vocab_json_and_merges_txt_build_the_roberta_tokenizer() {
     let t = crate::testutil::tiny_bpe();
     let dir = TempDir::new("tok-vocab-json");

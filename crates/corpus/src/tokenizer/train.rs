@@ -11,6 +11,12 @@
 //!   roberta-base (tokenizer/roberta.rs): `<s>`=0, `<pad>`=1, `</s>`=2, `<unk>`=3 first,
 //!   `<mask>` the last id (in the model vocabulary too, as in roberta-base's `vocab.json`)
 //!   with `lstrip = true`, RobertaProcessing.
+//! - `bpe` with `layout = "modernbert"`: the same trainer, shaped as answerdotai/ModernBERT-base's
+//!   `tokenizer.json` (OLMo's byte-level BPE): the trained entries first, then the special
+//!   tokens (`[UNK]`, `[CLS]`, `[SEP]`, `[PAD]`, `[MASK]` by default) as added special tokens
+//!   in that order, `[MASK]` with `lstrip = true`, TemplateProcessing `[CLS]:0 $A:0 [SEP]:0`
+//!   (pair `... $B:1 [SEP]:1`), ByteLevel decoder; written as a `PreTrainedTokenizerFast`
+//!   that takes no `token_type_ids` (the hub's `tokenizer_config.json`).
 //!
 //! The manifest records the ids prepare finds.
 
@@ -27,23 +33,32 @@ use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::processors::bert::BertProcessing;
 use tokenizers::processors::roberta::RobertaProcessing;
+use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, Tokenizer};
 
 use super::DomainTokenizer;
-use crate::config::{VocabConfig, VocabModel};
+use crate::config::{VocabConfig, VocabLayout};
 use crate::error::CorpusError;
 
 /// The trained vocabulary's `<mask>`: it gets the last id (roberta-base's layout).
 const BPE_MASK: &str = "<mask>";
 
-/// Trains the `[vocab] model` on `texts` (consumed in parallel by the trainer).
+/// ModernBERT's mask, the one special token with `lstrip` (a space before it is part of it).
+const MODERNBERT_MASK: &str = "[MASK]";
+
+/// `model_max_length` of ModernBERT-base's `tokenizer_config.json` (its 8,192 positions).
+pub const MODERNBERT_MODEL_MAX_LENGTH: usize = 8192;
+
+/// Trains the `[vocab] model` (and `layout`) on `texts` (consumed in parallel by the
+/// trainer).
 pub fn train<I>(config: &VocabConfig, texts: I) -> Result<DomainTokenizer, CorpusError>
 where
     I: Iterator<Item = String> + Send,
 {
-    match config.model {
-        VocabModel::WordPiece => train_wordpiece(config, texts),
-        VocabModel::Bpe => train_bpe(config, texts),
+    match config.effective_layout() {
+        None => train_wordpiece(config, texts),
+        Some(VocabLayout::Roberta) => train_bpe(config, texts),
+        Some(VocabLayout::ModernBert) => train_modernbert_bpe(config, texts),
     }
 }
 
@@ -93,21 +108,21 @@ where
     DomainTokenizer::from_tokenizer(tokenizer, Path::new("(trained)"))
 }
 
-/// Trains a RoBERTa byte-level BPE tokenizer on `texts` (see the module comment).
-pub fn train_bpe<I>(config: &VocabConfig, texts: I) -> Result<DomainTokenizer, CorpusError>
+/// A byte-level BPE of at most `vocab_size` entries (`first` included, given the first ids)
+/// trained as tokenizers' `ByteLevelBPETokenizer` trains one: no normaliser, ByteLevel
+/// without a prefix space, the 256 bytes as the initial alphabet, ByteLevel decoder.
+fn train_byte_level<I>(
+    config: &VocabConfig,
+    vocab_size: usize,
+    first: Vec<AddedToken>,
+    texts: I,
+) -> Result<Tokenizer, CorpusError>
 where
     I: Iterator<Item = String> + Send,
 {
-    config.validate()?;
-    let first: Vec<AddedToken> = config
-        .effective_special_tokens()
-        .into_iter()
-        .filter(|t| t != BPE_MASK)
-        .map(|t| AddedToken::from(t, true))
-        .collect();
     // `limit_alphabet` does not apply: the alphabet is the 256 bytes, all of them kept.
     let trainer = BpeTrainer::builder()
-        .vocab_size(config.vocab_size - 1) // `<mask>` comes after
+        .vocab_size(vocab_size)
         .min_frequency(config.min_frequency)
         .special_tokens(first)
         .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
@@ -120,6 +135,23 @@ where
     tokenizer
         .train(&mut trainer, texts)
         .map_err(|e| failed("BPE training failed", e))?;
+    Ok(tokenizer)
+}
+
+/// Trains a RoBERTa byte-level BPE tokenizer on `texts` (see the module comment).
+pub fn train_bpe<I>(config: &VocabConfig, texts: I) -> Result<DomainTokenizer, CorpusError>
+where
+    I: Iterator<Item = String> + Send,
+{
+    config.validate()?;
+    let first: Vec<AddedToken> = config
+        .effective_special_tokens()
+        .into_iter()
+        .filter(|t| t != BPE_MASK)
+        .map(|t| AddedToken::from(t, true))
+        .collect();
+    // `<mask>` comes after the trained entries.
+    let mut tokenizer = train_byte_level(config, config.vocab_size - 1, first, texts)?;
     let model = roberta_model(tokenizer.get_model())?;
     tokenizer.with_model(model);
     tokenizer.add_special_tokens(&[AddedToken::from(BPE_MASK, true).lstrip(true)]);
@@ -131,6 +163,41 @@ where
             .add_prefix_space(false),
     ));
     DomainTokenizer::from_tokenizer(tokenizer, Path::new("(trained)"))
+}
+
+/// Trains a byte-level BPE with ModernBERT-base's layout on `texts` (see the module
+/// comment): the special tokens are added after training, so they take the last ids in the
+/// configured order, as `[UNK]` 50280 .. `[MASK]` 50284 follow ModernBERT-base's BPE entries.
+pub fn train_modernbert_bpe<I>(
+    config: &VocabConfig,
+    texts: I,
+) -> Result<DomainTokenizer, CorpusError>
+where
+    I: Iterator<Item = String> + Send,
+{
+    config.validate()?;
+    let specials = config.effective_special_tokens();
+    let size = config.vocab_size - specials.len();
+    let mut tokenizer = train_byte_level(config, size, Vec::new(), texts)?;
+    let added: Vec<AddedToken> = specials
+        .iter()
+        .map(|t| AddedToken::from(t.clone(), true).lstrip(t == MODERNBERT_MASK))
+        .collect();
+    tokenizer.add_special_tokens(&added);
+    let id = |t: &str| tokenizer.token_to_id(t).ok_or_else(|| lacks(t));
+    let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
+    let post = TemplateProcessing::builder()
+        .try_single("[CLS]:0 $A:0 [SEP]:0")
+        .and_then(|b| b.try_pair("[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1"))
+        .map_err(|e| CorpusError::tokenizer(None, format!("bad template: {e}"), None))?
+        .special_tokens(vec![("[CLS]", cls), ("[SEP]", sep)])
+        .build()
+        .map_err(|e| failed("cannot build the template", Box::new(e)))?;
+    tokenizer.with_post_processor(Some(post));
+    let tokenizer = DomainTokenizer::from_tokenizer(tokenizer, Path::new("(trained)"))?;
+    // ModernBERT-base's tokenizer_config.json: its model takes no token_type_ids.
+    let names = ["input_ids", "attention_mask"].map(String::from).to_vec();
+    Ok(tokenizer.with_hf_keys(Some(names), Some(true)))
 }
 
 /// The trained model as roberta-base's: `<mask>` appended to the vocabulary, and the empty

@@ -128,6 +128,9 @@ pub struct ScratchShape {
     /// The tokenizer's special ids, when known (a dry run before the vocabulary is trained
     /// does not know them: the family's defaults stand in).
     pub special_ids: Option<SpecialIds>,
+    /// `config.json` keys (the family's names) over the family's scratch config
+    /// (`[model] family_config`).
+    pub family_config: serde_json::Map<String, Value>,
 }
 
 /// The special ids a config records.

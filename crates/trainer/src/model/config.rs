@@ -186,7 +186,8 @@ impl EncoderConfig {
         let architecture = architecture_for(model_type).ok_or_else(|| {
             ConfigProblem::unsupported(format!("model_type \"{model_type}\"")).at(origin)
         })?;
-        let keys = architecture.scratch_config(model_type, shape);
+        let mut keys = architecture.scratch_config(model_type, shape);
+        keys.extend(shape.family_config.clone());
         Self::from_json(&Value::Object(keys).to_string(), origin)
     }
 

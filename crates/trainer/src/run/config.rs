@@ -50,9 +50,16 @@ pub struct ModelSection {
     /// `dropout = 0.1`
     pub dropout: Option<f64>,
     /// Longest sequence the position table holds; defaults to the corpus's `max_seq_len`
-    /// rounded up to 512 when left out (BERT's table size).
+    /// rounded up to 512 when left out (BERT's table size; ModernBERT: 8192, as rotary
+    /// embeddings have no table).
     /// `max_position_embeddings = 512`
     pub max_position_embeddings: Option<usize>,
+    /// More `config.json` keys of a model from scratch, in the family's own names, over its
+    /// config class's defaults (checked as a `config.json` would be; errors name the key).
+    /// ModernBERT's window and layer pattern, for instance:
+    /// `family_config = { local_attention = 64, global_attn_every_n_layers = 2 }`
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub family_config: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Default for ModelSection {
@@ -67,6 +74,7 @@ impl Default for ModelSection {
             intermediate_size: 3072,
             dropout: None,
             max_position_embeddings: None,
+            family_config: serde_json::Map::new(),
         }
     }
 }
@@ -117,6 +125,7 @@ impl ModelSection {
             max_seq_len,
             max_position_embeddings: self.max_position_embeddings,
             special_ids,
+            family_config: self.family_config.clone(),
         }
     }
 
@@ -145,16 +154,26 @@ impl ModelSection {
         )
     }
 
-    /// `init_from` brings its own `config.json`; a second one could only disagree with it.
+    /// `init_from` brings its own `config.json`; a second one could only disagree with it,
+    /// and so could `family_config`.
     fn check_one_source(&self) -> Result<(), TrainError> {
-        match (&self.init_from, &self.config) {
-            (Some(_), Some(config)) => Err(TrainError::invalid_config(
+        if let (Some(_), Some(config)) = (&self.init_from, &self.config) {
+            return Err(TrainError::invalid_config(
                 "model.config",
                 format!("{:?}", config.display().to_string()),
                 "cannot be given together with model.init_from (which has its own config.json)",
-            )),
-            _ => Ok(()),
+            ));
         }
+        let has_file = self.init_from.is_some() || self.config.is_some();
+        if has_file && !self.family_config.is_empty() {
+            return Err(TrainError::invalid_config(
+                "model.family_config",
+                serde_json::Value::Object(self.family_config.clone()).to_string(),
+                "applies to a model from scratch only: edit the config.json of model.init_from \
+                 or model.config instead",
+            ));
+        }
+        Ok(())
     }
 
     /// Each attention head gets `hidden_size / num_attention_heads` dimensions.

@@ -1,10 +1,11 @@
 //! `prepare` with a RoBERTa byte-level BPE tokenizer: sequences are `<s> ... </s>`, documents
 //! are joined with `</s>` (run_mlm's RoBERTa set-up), the manifest records the family, the
 //! prepared directory holds RoBERTa's files, and a resume is byte-identical at every shard.
+//! With ModernBERT's layout (`[CLS]`/`[SEP]` after the BPE entries): `[CLS] ... [SEP]`.
 
 use super::resume::assert_resumes_identically;
 use super::*;
-use crate::testutil::write_tiny_bpe;
+use crate::testutil::{write_tiny_bpe, write_tiny_modernbert};
 use crate::tokenizer::TokenizerModel;
 
 fn bpe_config(dir: &TempDir) -> CorpusConfig {
@@ -102,6 +103,42 @@ fn bpe_sequences_are_s_wrapped_and_documents_joined_with_eos() {
             assert_eq!(separators, docs.len() - 1);
         }
     }
+}
+
+#[test]
+fn modernbert_sequences_are_cls_sep_wrapped_and_documents_joined_with_sep() {
+    let dir = TempDir::new("prep-modernbert");
+    let mut cfg = config_with(&dir, &[fixture("abstracts.jsonl")], write_tiny_modernbert);
+    train_only(&mut cfg);
+    let m = run(&cfg).unwrap().manifest;
+    let out = cfg.output.clone().unwrap();
+    let s = &m.special_ids;
+    assert_eq!(
+        (s.unk, s.cls, s.sep, s.pad, s.mask),
+        (295, 296, 297, 298, 299)
+    );
+    assert_eq!(m.special_tokens, crate::tokenizer::SpecialTokens::bert());
+    assert_eq!(m.tokenizer_model, Some(TokenizerModel::Bpe));
+    assert!(!out.join("vocab.json").exists() && !out.join("vocab.txt").exists());
+    let tok = DomainTokenizer::load(&out, None).unwrap();
+    assert_eq!(tok.fingerprint(), m.tokenizer_fingerprint);
+    assert_eq!(
+        tok.model_input_names().unwrap(),
+        ["input_ids", "attention_mask"]
+    );
+    let docs: Vec<String> = jsonl_docs(&fixture("abstracts.jsonl"))
+        .into_iter()
+        .map(|(_, text)| text)
+        .collect();
+    let got: Vec<(Vec<u32>, Vec<bool>)> = read_split(&out, Split::Train)
+        .into_iter()
+        .map(|q| (q.input_ids, q.word_starts))
+        .collect();
+    assert_eq!(got, expected(&tok, &docs, cfg.max_seq_len, cfg.packing));
+    assert!(
+        got.iter()
+            .all(|(ids, _)| ids[0] == 296 && ids.last() == Some(&297))
+    );
 }
 
 #[test]

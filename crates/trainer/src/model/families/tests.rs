@@ -26,6 +26,7 @@ fn tiny(model_type: &str) -> EncoderConfig {
             cls: 0,
             sep: 2,
         }),
+        family_config: Default::default(),
     };
     EncoderConfig::scratch(model_type, &shape, Path::new("test")).unwrap()
 }
