@@ -312,6 +312,30 @@ fn ranks_unpadded_train_as_one_process() {
     assert_same_trajectory(&scratch, "one", "two", 1e-10);
 }
 
+/// ModernBERT (a window of 8 tokens in all, shorter than the sequences; every dropout on):
+/// two ranks, unpadded, equal one process in fp64.
+#[test]
+fn modernbert_ranks_train_as_one_process() {
+    let scratch = Scratch::new("dp-modernbert");
+    let config = config(&scratch, 4, "");
+    let modernbert = [
+        "--set=model.model_type=\"modernbert\"",
+        "--set=vocab.model=\"bpe\"",
+        "--set=vocab.layout=\"modernbert\"",
+        "--set=model.family_config={local_attention=8, global_attn_every_n_layers=2}",
+        "--set=corpus.packing=\"document\"",
+        "--set=training.unpad=true",
+    ];
+    single(&config, "one", 4, &modernbert);
+    let stderr = nproc(&config, 2, "two", 2, &modernbert);
+    assert!(stderr.contains("ModernBertForMaskedLM"), "{stderr}");
+    assert!(
+        stderr.contains("all 2 ended with identical weights"),
+        "{stderr}"
+    );
+    assert_same_trajectory(&scratch, "one", "two", 1e-10);
+}
+
 #[test]
 fn cuda_graphs_refuse_a_data_parallel_job_naming_the_key() {
     let scratch = Scratch::new("dp-graphs-refused");

@@ -1,5 +1,5 @@
-//! `mlm-train vocab extend` end to end, for a BERT with a WordPiece vocabulary and a RoBERTa
-//! with a byte-level BPE one: a tiny base model is trained and exported; its vocabulary is
+//! `mlm-train vocab extend` end to end, for a BERT with a WordPiece vocabulary, and a RoBERTa
+//! and a ModernBERT with byte-level BPE ones: a tiny base model is trained and exported; its vocabulary is
 //! extended on the corpus; the corpus is prepared again (the tokenizer's fingerprint
 //! changed); the base checkpoint is adapted on it, grown to the new vocabulary (its rows
 //! checked against the base in Python: base rows unchanged, new rows the mean of their
@@ -83,9 +83,14 @@ fn refused(command: &mut std::process::Command, code: i32, message: &str) {
 }
 
 /// Trains and exports the base model (`base-hf`); returns the base corpus fingerprint.
+/// `vocab_model` is `[vocab] model`, with `layout = "..."` after a `/` (`bpe/modernbert`).
 fn base_model(scratch: &Scratch, model_type: &str, vocab_model: &str) -> String {
+    let (vocab_model, layout) = match vocab_model.split_once('/') {
+        Some((model, layout)) => (model, format!("\nlayout = \"{layout}\"")),
+        None => (vocab_model, String::new()),
+    };
     let vocab = format!(
-        "model = \"{vocab_model}\"\nvocab_size = 400\nmin_frequency = 2\noutput = \"tokenizer\""
+        "model = \"{vocab_model}\"{layout}\nvocab_size = 400\nmin_frequency = 2\noutput = \"tokenizer\""
     );
     let model = format!(
         "model_type = \"{model_type}\"\nhidden_size = 32\nnum_hidden_layers = 2\n\
@@ -225,6 +230,13 @@ fn a_bert_grows_to_an_extended_wordpiece_vocabulary_and_exports() {
 #[test]
 fn a_roberta_grows_to_an_extended_bpe_vocabulary_and_exports() {
     extends_grows_and_exports("roberta", "bpe", "<mask>", false);
+}
+
+/// ModernBERT: the tied token embeddings and `decoder.bias` grow; its `[CLS] ... [SEP]`
+/// byte-level BPE (specials after the trained entries) keeps every id.
+#[test]
+fn a_modernbert_grows_to_an_extended_bpe_vocabulary_and_exports() {
+    extends_grows_and_exports("modernbert", "bpe/modernbert", "[MASK]", false);
 }
 
 #[test]

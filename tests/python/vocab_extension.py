@@ -14,12 +14,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-BIASES = ("cls.predictions.bias", "lm_head.bias", "vocab_projector.bias")
+BIASES = ("cls.predictions.bias", "lm_head.bias", "vocab_projector.bias", "decoder.bias")
+EMBEDDINGS = ("embeddings.word_embeddings.weight", "embeddings.tok_embeddings.weight")
 
 
 def vocabulary_tensors(directory):
     weights = load_file(str(Path(directory) / "model.safetensors"))
-    embeddings = next(v for k, v in weights.items() if k.endswith("embeddings.word_embeddings.weight"))
+    embeddings = next(v for k, v in weights.items() if k.endswith(EMBEDDINGS))
     bias = next(weights[k] for k in BIASES if k in weights)
     return {"embeddings": embeddings, "bias": bias}
 
