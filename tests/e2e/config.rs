@@ -36,6 +36,11 @@ fn quickstart_config_resolves_to_a_plan() {
 }
 
 #[test]
+fn the_modernbert_quickstart_resolves_to_a_plan() {
+    quickstart_resolves_to_a_plan("quickstart-modernbert", "ModernBertForMaskedLM");
+}
+
+#[test]
 fn the_roberta_and_distilbert_quickstarts_resolve_to_plans() {
     quickstart_resolves_to_a_plan("quickstart-roberta", "RobertaForMaskedLM");
     quickstart_resolves_to_a_plan("quickstart-distilbert", "DistilBertForMaskedLM");
@@ -487,7 +492,7 @@ fn every_out_of_range_value_is_refused_at_load_naming_its_full_key() {
             File,
             &["model.model_type = \"gpt2\""],
             "model.model_type = \"gpt2\" is not a supported family (bert, roberta, xlm-roberta, \
-             camembert, distilbert)",
+             camembert, distilbert, modernbert)",
         ),
         (
             File,

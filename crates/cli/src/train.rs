@@ -403,6 +403,9 @@ pub(crate) fn print_plan(plan: &TrainPlan) {
     if let Some(unpad) = &plan.unpad {
         eprintln!("unpad    encoder on the real tokens only; {unpad}");
     }
+    if let Some(attention) = &plan.attention {
+        eprintln!("attend   {attention}");
+    }
     print_resume(plan);
 }
 

@@ -49,7 +49,8 @@ pub fn estimated_plan(
     let peak = peak_for(logging, precision);
     let global_batch = batches.global_batch();
     Ok(TrainPlan {
-        model: super::open::model_line(
+        model: config.masked_lm_class().to_owned(),
+        attention: super::open::attention_line(
             &config,
             training
                 .unpad

@@ -74,6 +74,8 @@ pub struct TrainPlan {
     pub cuda_graphs: Option<String>,
     /// `training.unpad`: how attention sees the unpadded rows.
     pub unpad: Option<String>,
+    /// For a family with local attention: the window and what computes it.
+    pub attention: Option<String>,
 }
 
 /// The integrity check before a resume (every byte of the checkpoint hashed).

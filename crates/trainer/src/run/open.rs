@@ -169,19 +169,21 @@ pub(crate) fn unpadded_attention(
     }
 }
 
-/// The plan's model: its masked-LM class, and for a family with local attention, its window
-/// and which attention computes it (`unpad`: the run's unpadded attention, if any).
-pub(crate) fn model_line(config: &EncoderConfig, unpad: Option<UnpaddedAttention>) -> String {
-    let class = config.masked_lm_class();
-    let Some(half_window) = config.architecture().attention_window(config) else {
-        return class.to_owned();
-    };
+/// The plan's attention line for a family with local attention: the window and which
+/// attention computes it (`unpad`: the run's unpadded attention, if any).
+pub(crate) fn attention_line(
+    config: &EncoderConfig,
+    unpad: Option<UnpaddedAttention>,
+) -> Option<String> {
+    let half_window = config.architecture().attention_window(config)?;
     let how = if unpad.is_some_and(UnpaddedAttention::is_varlen) {
         "the window in FlashAttention's varlen kernel"
     } else {
         "SDPA with the window as a mask"
     };
-    format!("{class}, local layers attend {half_window} tokens either side ({how})")
+    Some(format!(
+        "local layers attend {half_window} tokens either side ({how})"
+    ))
 }
 
 /// `training.cuda_graphs`: micro-batches of `batch_size` sequences padded to the corpus's
@@ -369,7 +371,8 @@ impl RunParts {
         let config = &self.model.config;
         let global_batch = self.batches.global_batch();
         TrainPlan {
-            model: model_line(config, self.unpad),
+            model: config.masked_lm_class().to_owned(),
+            attention: attention_line(config, self.unpad),
             parameters: config.num_trainable_parameters(),
             device: device_label(self.precision.device()),
             precision: self.precision.label().to_owned(),
