@@ -2,7 +2,8 @@
 """Training throughput of the Python peers of `mlm-train`, on the same prepared corpus
 (its train shards and tokenizer), model shape, batch, sequence length and precision:
 
-  trainer   Hugging Face Trainer set up as run_mlm.py does it: BertForMaskedLM (SDPA),
+  trainer   Hugging Face Trainer set up as run_mlm.py does it: BertForMaskedLM (SDPA;
+            --family modernbert: ModernBertForMaskedLM, SDPA with its sliding-window mask),
             DataCollatorForLanguageModeling(mlm_probability=0.15), TrainingArguments with
             their defaults (optim: adamw_torch_fused on torch >= 2.8, max_grad_norm 1.0),
             bf16=True for bf16; --compile adds torch_compile=True.
@@ -22,8 +23,8 @@ import time
 import pyarrow.parquet as pq
 import torch
 from transformers import (AutoTokenizer, BertConfig, BertForMaskedLM,
-                          DataCollatorForLanguageModeling, Trainer, TrainerCallback,
-                          TrainingArguments)
+                          DataCollatorForLanguageModeling, ModernBertConfig,
+                          ModernBertForMaskedLM, Trainer, TrainerCallback, TrainingArguments)
 
 
 def parse_args() -> argparse.Namespace:
@@ -33,6 +34,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
     parser.add_argument("--compile", action="store_true", help="Trainer's torch_compile=True")
+    parser.add_argument("--family", default="bert", choices=["bert", "modernbert"])
+    parser.add_argument("--intermediate", type=int, default=None,
+                        help="default: 4 x hidden (BERT), 1.5 x hidden (ModernBERT-base's ratio)")
+    parser.add_argument("--local-attention", type=int, default=128,
+                        help="ModernBERT's window, tokens in all")
+    parser.add_argument("--mlm-probability", type=float, default=0.15)
     parser.add_argument("--hidden", type=int, default=768)
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--heads", type=int, default=12)
@@ -56,10 +63,21 @@ def load_sequences(corpus: str, needed: int) -> list:
     return [rows[i % len(rows)] for i in range(needed)]
 
 
-def build_model(args, tokenizer, seq_len: int) -> BertForMaskedLM:
+def build_model(args, tokenizer, seq_len: int):
+    if args.family == "modernbert":
+        config = ModernBertConfig(
+            vocab_size=len(tokenizer), hidden_size=args.hidden, num_hidden_layers=args.layers,
+            num_attention_heads=args.heads,
+            intermediate_size=args.intermediate or args.hidden * 3 // 2,
+            max_position_embeddings=max(8192, seq_len), local_attention=args.local_attention,
+            pad_token_id=tokenizer.pad_token_id, cls_token_id=tokenizer.cls_token_id,
+            bos_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id,
+            eos_token_id=tokenizer.sep_token_id, attn_implementation="sdpa")
+        return ModernBertForMaskedLM(config)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=args.hidden,
                         num_hidden_layers=args.layers, num_attention_heads=args.heads,
-                        intermediate_size=4 * args.hidden, max_position_embeddings=max(512, seq_len),
+                        intermediate_size=args.intermediate or 4 * args.hidden,
+                        max_position_embeddings=max(512, seq_len),
                         pad_token_id=tokenizer.pad_token_id, attn_implementation="sdpa")
     return BertForMaskedLM(config)
 
@@ -88,7 +106,7 @@ class Stopwatch(TrainerCallback):
 
 def run_trainer(args, tokenizer, sequences, seq_len: int) -> dict:
     model = build_model(args, tokenizer, seq_len)
-    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=args.mlm_probability)
     with tempfile.TemporaryDirectory() as out:
         training_args = TrainingArguments(
             output_dir=out, per_device_train_batch_size=args.batch,
@@ -108,7 +126,7 @@ def run_loop(args, tokenizer, sequences, seq_len: int) -> dict:
     device = torch.device(args.device)
     model = build_model(args, tokenizer, seq_len).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=True)
-    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=args.mlm_probability)
     loader = torch.utils.data.DataLoader(sequences, batch_size=args.batch, collate_fn=collator,
                                          pin_memory=args.device == "cuda")
     autocast = torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.precision == "bf16")
@@ -144,7 +162,7 @@ def main() -> None:
         "peer": args.peer + ("+compile" if args.compile else ""), "device": args.device,
         "precision": args.precision, "tokens_per_second": tokens / result["seconds"],
         "optim": result["optim"], "batch": args.batch, "seq_len": seq_len,
-        "shape": f"{args.layers}x{args.hidden}", "vocab": len(tokenizer),
+        "shape": f"{args.layers}x{args.hidden}", "vocab": len(tokenizer), "family": args.family,
     }))
 
 
