@@ -40,6 +40,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--local-attention", type=int, default=128,
                         help="ModernBERT's window, tokens in all")
     parser.add_argument("--mlm-probability", type=float, default=0.15)
+    parser.add_argument("--attn", default="sdpa", choices=["sdpa", "flash_attention_2"],
+                        help="attn_implementation (flash_attention_2 needs the flash_attn package)")
     parser.add_argument("--hidden", type=int, default=768)
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--heads", type=int, default=12)
@@ -72,8 +74,11 @@ def build_model(args, tokenizer, seq_len: int):
             max_position_embeddings=max(8192, seq_len), local_attention=args.local_attention,
             pad_token_id=tokenizer.pad_token_id, cls_token_id=tokenizer.cls_token_id,
             bos_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id,
-            eos_token_id=tokenizer.sep_token_id, attn_implementation="sdpa")
-        return ModernBertForMaskedLM(config)
+            eos_token_id=tokenizer.sep_token_id, attn_implementation=args.attn)
+        model = ModernBertForMaskedLM(config)
+        # FlashAttention 2 runs in bf16/fp16 only: the weights stay fp32 under Trainer's
+        # autocast, as for SDPA.
+        return model
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=args.hidden,
                         num_hidden_layers=args.layers, num_attention_heads=args.heads,
                         intermediate_size=args.intermediate or 4 * args.hidden,
@@ -163,6 +168,7 @@ def main() -> None:
         "precision": args.precision, "tokens_per_second": tokens / result["seconds"],
         "optim": result["optim"], "batch": args.batch, "seq_len": seq_len,
         "shape": f"{args.layers}x{args.hidden}", "vocab": len(tokenizer), "family": args.family,
+        "attn": args.attn,
     }))
 
 
