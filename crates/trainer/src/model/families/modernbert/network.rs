@@ -12,7 +12,7 @@ use tch::{Kind, Tensor};
 
 use super::config::{LayerType, ModernBertLayout};
 use super::layer::{AttentionMasks, LayerShape, ModernBertLayer};
-use super::rope::RotaryTable;
+use super::rope::{RotaryTable, inverse_frequencies};
 use crate::model::config::{Activation, EncoderConfig};
 use crate::model::layers::{LayerNorm, Linear, PLACEHOLDER, sub_path};
 use crate::model::network::MaskedLmNetwork;
@@ -112,8 +112,10 @@ impl ModernBertMaskedLm {
     /// cos and sin of positions `0..T` for each layer type, in `kind` (the hidden states').
     fn rotary_tables(&self, seq_len: i64, kind: Kind, device: tch::Device) -> [RotaryTable; 2] {
         let positions = Tensor::arange(seq_len, (Kind::Int64, device));
-        [self.layout.global_rope_theta, self.layout.local_rope_theta]
-            .map(|theta| RotaryTable::new(&positions, theta, self.head_dim, kind))
+        [self.layout.global_rope_theta, self.layout.local_rope_theta].map(|theta| {
+            let inv_freq = inverse_frequencies(theta, self.head_dim, device);
+            RotaryTable::new(&positions, &inv_freq, kind)
+        })
     }
 }
 

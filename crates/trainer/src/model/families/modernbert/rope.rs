@@ -9,7 +9,7 @@
 //!   (`rotate_half(x) = cat(-x2, x1)` of x's halves). In fp64 the product is taken in fp64 of
 //!   q rounded to fp32, as there.
 
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// cos and sin of some positions for one layer type, shaped to broadcast against q and k laid
 /// out as `[..., positions, heads, head_dim]`.
@@ -20,16 +20,10 @@ pub(super) struct RotaryTable {
 }
 
 impl RotaryTable {
-    /// The table for `positions` (Int64, any shape `P`) with base `theta` and head size
-    /// `head_dim`, in `kind` (the hidden states' dtype): cos and sin are `[P..., 1, head_dim]`.
-    pub(super) fn new(positions: &Tensor, theta: f64, head_dim: i64, kind: Kind) -> Self {
-        let device = positions.device();
-        let exponents = Tensor::arange_start_step(0, head_dim, 2, (Kind::Int64, device))
-            .to_kind(Kind::Float)
-            / head_dim as f64;
-        let inv_freq = (Tensor::from(theta).to_kind(Kind::Float).to_device(device))
-            .pow(&exponents)
-            .reciprocal();
+    /// The table for `positions` (Int64, any shape `P`) with the frequencies `inv_freq` (of
+    /// [`inverse_frequencies`], on the positions' device), in `kind` (the hidden states'
+    /// dtype): cos and sin are `[P..., 1, head_dim]`.
+    pub(super) fn new(positions: &Tensor, inv_freq: &Tensor, kind: Kind) -> Self {
         let freqs = positions.to_kind(Kind::Float).unsqueeze(-1) * inv_freq;
         let emb = Tensor::cat(&[&freqs, &freqs], -1).unsqueeze(-2);
         Self {
@@ -56,6 +50,17 @@ impl RotaryTable {
             + (rotate_half(&xs.to_kind(Kind::Float)) * &self.sin);
         rotated.to_kind(xs.kind())
     }
+}
+
+/// `1 / theta ** (arange(0, head_dim, 2) / head_dim)` in fp32 on `device`, made on the device
+/// itself (no host copy, so that a forward under CUDA graph capture may make it too).
+pub(super) fn inverse_frequencies(theta: f64, head_dim: i64, device: Device) -> Tensor {
+    let exponents = Tensor::arange_start_step(0, head_dim, 2, (Kind::Int64, device))
+        .to_kind(Kind::Float)
+        / head_dim as f64;
+    Tensor::full([], theta, (Kind::Float, device))
+        .pow(&exponents)
+        .reciprocal()
 }
 
 /// `cat(-x2, x1)` of the last dimension's halves.
