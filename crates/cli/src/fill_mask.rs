@@ -23,8 +23,8 @@ pub struct FillMaskArgs {
     /// Predictions per mask.
     #[arg(long, default_value_t = 5)]
     pub top_k: usize,
-    /// Texts with at least one mask token: the model's own (`[MASK]` for BERT and DistilBERT,
-    /// `<mask>` for the RoBERTa family).
+    /// Texts with at least one mask token: the model's own (`[MASK]` for BERT, DistilBERT and
+    /// ModernBERT, `<mask>` for the RoBERTa family).
     #[arg(required = true, value_name = "TEXT")]
     pub texts: Vec<String>,
     #[command(flatten)]
