@@ -152,56 +152,31 @@ impl ModernBertLayout {
             initializer_cutoff_factor: cutoff(extra)?,
         })
     }
+}
 
-    /// The keys with which `of` reads `self` back (the transformers 5 form), for a model from
-    /// scratch.
-    pub(crate) fn to_keys(&self) -> Map<String, Value> {
-        let types: Vec<Value> = self
-            .layer_types
-            .iter()
-            .map(|kind| Value::from(layer_type_name(*kind)))
-            .collect();
-        let rope = |theta: f64| serde_json::json!({"rope_type": "default", "rope_theta": theta});
-        let json = serde_json::json!({
-            "layer_types": types,
-            "rope_parameters": {
-                "full_attention": rope(self.global_rope_theta),
-                "sliding_attention": rope(self.local_rope_theta),
-            },
-            "local_attention": self.half_window * 2,
-            "norm_bias": self.norm_bias,
-            "attention_bias": self.attention_bias,
-            "mlp_bias": self.mlp_bias,
-            "classifier_bias": self.classifier_bias,
-            "decoder_bias": self.decoder_bias,
-            "embedding_dropout": self.embedding_dropout,
-            "classifier_activation": "gelu",
-            "initializer_cutoff_factor": self.initializer_cutoff_factor,
-        });
-        let Value::Object(keys) = json else {
-            unreachable!("json! of an object literal is an object");
-        };
-        keys
-    }
-
-    /// The layout of a model from scratch with `layers` layers: ModernBERT-base's pattern
-    /// (every third layer global, from layer 0) and defaults, `dropout` on the embeddings.
-    pub(crate) fn scratch(layers: i64, dropout: f64) -> Self {
-        Self {
-            layer_types: (0..layers).map(|i| every_nth(i, GLOBAL_EVERY)).collect(),
-            global_rope_theta: GLOBAL_ROPE_THETA,
-            local_rope_theta: LOCAL_ROPE_THETA,
-            half_window: LOCAL_ATTENTION / 2,
-            norm_bias: false,
-            attention_bias: false,
-            mlp_bias: false,
-            classifier_bias: false,
-            decoder_bias: true,
-            embedding_dropout: dropout,
-            classifier_activation: Activation::Gelu,
-            initializer_cutoff_factor: 2.0,
-        }
-    }
+/// The family keys of a ModernBERT from scratch: `ModernBertConfig`'s defaults, with
+/// `dropout` on the embeddings. Its layer pattern and rotary bases are written as the 2024
+/// keys (which transformers 5 reads too), so that `[model] family_config` may override them
+/// with either form: `layer_types` and `rope_parameters` take precedence over them, as there.
+pub(super) fn scratch_keys(dropout: f64) -> Map<String, Value> {
+    let json = serde_json::json!({
+        "global_attn_every_n_layers": GLOBAL_EVERY,
+        "global_rope_theta": GLOBAL_ROPE_THETA,
+        "local_rope_theta": LOCAL_ROPE_THETA,
+        "local_attention": LOCAL_ATTENTION,
+        "norm_bias": false,
+        "attention_bias": false,
+        "mlp_bias": false,
+        "classifier_bias": false,
+        "decoder_bias": true,
+        "embedding_dropout": dropout,
+        "classifier_activation": "gelu",
+        "initializer_cutoff_factor": 2.0,
+    });
+    let Value::Object(keys) = json else {
+        unreachable!("json! of an object literal is an object");
+    };
+    keys
 }
 
 fn every_nth(index: i64, every: i64) -> LayerType {
@@ -209,13 +184,6 @@ fn every_nth(index: i64, every: i64) -> LayerType {
         LayerType::Global
     } else {
         LayerType::Local
-    }
-}
-
-fn layer_type_name(kind: LayerType) -> &'static str {
-    match kind {
-        LayerType::Global => "full_attention",
-        LayerType::Local => "sliding_attention",
     }
 }
 

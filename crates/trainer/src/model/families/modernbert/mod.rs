@@ -151,7 +151,6 @@ impl Architecture for ModernBertFamily {
 /// sequences: rotary embeddings cost nothing per position).
 fn scratch_config(shape: &ScratchShape) -> Map<String, Value> {
     let dropout = shape.dropout.unwrap_or(0.0);
-    let layout = ModernBertLayout::scratch(shape.num_hidden_layers as i64, dropout);
     let positions = shape
         .max_position_embeddings
         .unwrap_or_else(|| shape.max_seq_len.max(8192));
@@ -174,7 +173,7 @@ fn scratch_config(shape: &ScratchShape) -> Map<String, Value> {
     let Value::Object(mut keys) = json else {
         unreachable!("json! of an object literal is an object");
     };
-    keys.extend(layout.to_keys());
+    keys.extend(config::scratch_keys(dropout));
     // Before the vocabulary exists (a dry run) there is no padding id to name.
     let ids = shape.special_ids;
     let id = |pick: fn(&crate::model::arch::SpecialIds) -> u32| {

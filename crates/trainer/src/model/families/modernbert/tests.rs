@@ -149,3 +149,44 @@ fn what_is_not_built_is_refused_by_key() {
         assert!(error.contains(expect), "{key}: {error}");
     }
 }
+
+/// A model from scratch takes `[model] family_config` in either form over its defaults.
+#[test]
+fn family_config_sets_the_pattern_of_a_model_from_scratch_in_either_form() {
+    use crate::model::ScratchShape;
+    let scratch = |family_config: Value| {
+        let shape = ScratchShape {
+            vocab_size: 97,
+            hidden_size: 36,
+            num_hidden_layers: 4,
+            num_attention_heads: 3,
+            intermediate_size: 50,
+            dropout: None,
+            max_seq_len: 24,
+            max_position_embeddings: None,
+            special_ids: None,
+            family_config: family_config.as_object().unwrap().clone(),
+        };
+        let config = EncoderConfig::scratch("modernbert", &shape, Path::new("[model]")).unwrap();
+        ModernBertLayout::of(&config).unwrap()
+    };
+    use LayerType::{Global, Local};
+    assert_eq!(
+        scratch(json!({})).layer_types,
+        [Global, Local, Local, Global]
+    );
+    assert_eq!(
+        scratch(json!({"global_attn_every_n_layers": 1})).layer_types,
+        [Global; 4]
+    );
+    let given = json!({"layer_types": ["sliding_attention", "full_attention",
+                                        "sliding_attention", "full_attention"]});
+    assert_eq!(scratch(given).layer_types, [Local, Global, Local, Global]);
+    let rope = json!({"rope_parameters": {"sliding_attention": {"rope_theta": 55.0}}});
+    let layout = scratch(rope);
+    assert_eq!(
+        (layout.global_rope_theta, layout.local_rope_theta),
+        (160_000.0, 55.0)
+    );
+    assert_eq!(scratch(json!({"local_attention": 8})).half_window, 4);
+}
