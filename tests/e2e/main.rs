@@ -17,6 +17,7 @@ mod doctor;
 mod guide;
 mod inspect;
 mod logging;
+mod modernbert;
 mod prepare;
 mod speed;
 mod train;

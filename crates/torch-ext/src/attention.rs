@@ -24,6 +24,22 @@ mod ffi {
     }
 }
 
+/// How [`flash_varlen`] attends: where the sequences are, dropout, scale and window.
+#[derive(Debug, Clone, Copy)]
+pub struct Varlen<'a> {
+    /// Int32 `[B + 1]` on the tensors' device: sequence b is rows
+    /// `cu_seqlens[b]..cu_seqlens[b + 1]`.
+    pub cu_seqlens: &'a Tensor,
+    /// The longest sequence.
+    pub max_len: i64,
+    /// Attention-probability dropout (0 when not training).
+    pub dropout: f64,
+    /// The scores' scale (`head_dim ** -0.5`).
+    pub scale: f64,
+    /// `Some(w)`: keys at most `w` positions either side of the query only.
+    pub window: Option<i64>,
+}
+
 /// Bidirectional self-attention over sequences packed back to back without padding
 /// (`flash_attn_varlen_func`; libtorch's `_flash_attention_forward` with cumulative lengths):
 /// `query`, `key`, `value` are `[tokens, heads, head_dim]` in bf16 or fp16 on a CUDA device of
@@ -37,12 +53,15 @@ pub fn flash_varlen(
     query: &Tensor,
     key: &Tensor,
     value: &Tensor,
-    cu_seqlens: &Tensor,
-    max_len: i64,
-    dropout: f64,
-    scale: f64,
-    window: Option<i64>,
+    varlen: &Varlen<'_>,
 ) -> Result<Tensor> {
+    let Varlen {
+        cu_seqlens,
+        max_len,
+        dropout,
+        scale,
+        window,
+    } = *varlen;
     let mut out: *mut c_void = std::ptr::null_mut();
     let pointer = |t: &Tensor| t.as_ptr().cast::<c_void>();
     // SAFETY: the four tensors are live `at::Tensor*` borrowed for the call; on success the
@@ -75,7 +94,14 @@ mod tests {
     fn off_cuda_the_kernel_reports_an_error() {
         let q = Tensor::zeros([5, 2, 8], (Kind::BFloat16, Device::Cpu));
         let cu = Tensor::from_slice(&[0i32, 3, 5]);
-        let error = flash_varlen(&q, &q, &q, &cu, 3, 0.0, 0.35, None).unwrap_err();
+        let varlen = Varlen {
+            cu_seqlens: &cu,
+            max_len: 3,
+            dropout: 0.0,
+            scale: 0.35,
+            window: None,
+        };
+        let error = flash_varlen(&q, &q, &q, &varlen).unwrap_err();
         assert!(
             error.to_string().contains("varlen flash attention"),
             "{error}"

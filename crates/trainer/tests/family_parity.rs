@@ -188,6 +188,9 @@ fn modernbert_in_the_2024_hub_form_with_every_bias_matches_transformers() {
     check_family("modernbert-2024");
 }
 
+/// An edit of a checkpoint's `config.json`.
+type ConfigChange = fn(&mut Value);
+
 /// The negative control of the ModernBERT rows: the same checkpoint with its window widened
 /// past the sequence (local layers attending globally) or its rotary bases swapped gives other
 /// logits, so the parity above depends on both.
@@ -201,7 +204,7 @@ fn modernbert_parity_depends_on_the_window_and_the_rotary_bases() {
         ["input_ids", "attention_mask", "logits"].map(|name| tensor(&reference, name));
     let config_path = dir.join("model").join("config.json");
     let original = std::fs::read_to_string(&config_path).unwrap();
-    let variants: [(&str, fn(&mut Value)); 2] = [
+    let variants: [(&str, ConfigChange); 2] = [
         ("window ignored", |c| c["local_attention"] = 1000.into()),
         ("rotary bases swapped", |c| {
             let rope = &mut c["rope_parameters"];

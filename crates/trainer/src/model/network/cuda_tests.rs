@@ -254,7 +254,7 @@ fn cuda_modernbert_varlen_with_the_window_matches_the_padded_attention() {
     );
     assert!(to_padded < 0.05 * scale && to_fp32 < 0.05 * scale);
 
-    let mut global_only = config.clone();
+    let mut global_only = config;
     global_only
         .extra
         .insert("global_attn_every_n_layers".into(), 1.into());

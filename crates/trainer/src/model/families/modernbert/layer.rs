@@ -266,17 +266,15 @@ impl ModernBertLayer {
         let window = (self.layer_type == LayerType::Local).then_some(self.shape.half_window);
         // The run chose this path only where the kernel exists (CUDA, sm80+, bf16/fp16, head
         // size); a failure here is a libtorch bug, not a user's input.
-        mlm_torch_ext::attention::flash_varlen(
-            &query,
-            &key,
-            &value,
+        let varlen = mlm_torch_ext::attention::Varlen {
             cu_seqlens,
             max_len,
             dropout,
-            (head_dim as f64).powf(-0.5),
+            scale: (head_dim as f64).powf(-0.5),
             window,
-        )
-        .unwrap_or_else(|e| panic!("training.unpad: {e}"))
-        .reshape([tokens, hidden_size])
+        };
+        mlm_torch_ext::attention::flash_varlen(&query, &key, &value, &varlen)
+            .unwrap_or_else(|e| panic!("training.unpad: {e}"))
+            .reshape([tokens, hidden_size])
     }
 }

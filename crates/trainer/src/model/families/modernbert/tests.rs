@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::config::{LayerType, ModernBertLayout};
 use crate::model::{EncoderConfig, ModelError};
 
-fn read(keys: Value) -> Result<EncoderConfig, ModelError> {
+fn read(keys: &Value) -> Result<EncoderConfig, ModelError> {
     EncoderConfig::from_json(&keys.to_string(), Path::new("config.json"))
 }
 
@@ -44,7 +44,7 @@ fn form_5() -> Value {
 
 #[test]
 fn both_hub_forms_describe_the_same_model() {
-    let [old, new] = [form_2024(), form_5()].map(|keys| read(keys).unwrap());
+    let [old, new] = [form_2024(), form_5()].map(|keys| read(&keys).unwrap());
     let [old_layout, new_layout] = [&old, &new].map(|c| ModernBertLayout::of(c).unwrap());
     assert_eq!(old_layout, new_layout);
     use LayerType::{Global, Local};
@@ -67,7 +67,7 @@ fn both_hub_forms_describe_the_same_model() {
 
 #[test]
 fn defaults_are_modernbert_base() {
-    let config = read(json!({"model_type": "modernbert"})).unwrap();
+    let config = read(&json!({"model_type": "modernbert"})).unwrap();
     assert_eq!(
         (
             config.vocab_size,
@@ -91,7 +91,7 @@ fn defaults_are_modernbert_base() {
 #[test]
 fn a_config_is_written_back_in_the_form_it_was_read_in() {
     for form in [form_2024(), form_5()] {
-        let config = read(form.clone()).unwrap();
+        let config = read(&form).unwrap();
         let written = config.to_hf_keys();
         for (key, value) in form.as_object().unwrap() {
             assert_eq!(&written[key], value, "{key}");
@@ -112,7 +112,7 @@ fn what_is_not_built_is_refused_by_key() {
     let with = |key: &str, value: Value| {
         let mut keys = form_5();
         keys[key] = value;
-        read(keys).unwrap_err().to_string()
+        read(&keys).unwrap_err().to_string()
     };
     let scaled = json!({"full_attention": {"rope_type": "yarn", "rope_theta": 1.0, "factor": 4.0}});
     for (key, value, expect) in [

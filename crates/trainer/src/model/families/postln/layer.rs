@@ -135,11 +135,16 @@ impl EncoderLayer {
         let scale = (head_dim as f64).powf(-0.5);
         // The run chose this path only where the kernel exists (CUDA, sm80+, bf16/fp16, head
         // size); a failure here is a libtorch bug, not a user's input.
-        mlm_torch_ext::attention::flash_varlen(
-            &query, &key, &value, cu_seqlens, max_len, dropout, scale, None,
-        )
-        .unwrap_or_else(|e| panic!("training.unpad: {e}"))
-        .reshape([tokens, hidden_size])
+        let varlen = mlm_torch_ext::attention::Varlen {
+            cu_seqlens,
+            max_len,
+            dropout,
+            scale,
+            window: None,
+        };
+        mlm_torch_ext::attention::flash_varlen(&query, &key, &value, &varlen)
+            .unwrap_or_else(|e| panic!("training.unpad: {e}"))
+            .reshape([tokens, hidden_size])
     }
 
     /// The layer with `attention` (hidden states to their attended context, same shape).
