@@ -4,7 +4,7 @@
 //! checkpoint in the hub's layout made by transformers. Vocabulary growth and data parallel
 //! have their ModernBERT rows in vocab_extend.rs and distributed.rs.
 
-use crate::train::{tiny_config, train, trains_resumes_and_exports_with};
+use crate::train::{metrics, tiny_config, train, trains_resumes_and_exports_with};
 use crate::{Scratch, mlm_train, run};
 
 /// A ModernBERT from scratch with a ModernBERT-layout BPE (`[CLS] ... [SEP]`, `[MASK]`), a
@@ -27,7 +27,8 @@ fn a_modernbert_with_a_modernbert_layout_bpe_learns_resumes_exports_and_fills_ma
 }
 
 /// A ModernBERT through the loop's options: whole-word masking, unpadded batches grouped by
-/// length, fp64, then the fixed-shape step (`cuda_graphs`, eager on the CPU); `eval --words`
+/// length, fp64, then the fixed-shape step (`cuda_graphs`, eager on the CPU), then bf16
+/// autocast; `eval --words`
 /// and `inspect` read its checkpoint; the plan names the window and how it is computed.
 #[test]
 fn a_modernbert_trains_with_the_loops_options_and_is_inspected() {
@@ -84,6 +85,23 @@ fn a_modernbert_trains_with_the_loops_options_and_is_inspected() {
     ]);
     let (output, _, stderr) = train(&config, &graphed);
     assert!(output.status.success(), "{stderr}");
+
+    // bf16 autocast (the CPU's, where GPUs run it): the rotary tables stay fp32, the
+    // attention bias follows the query's kind.
+    let mut bf16 = family.to_vec();
+    bf16.extend([
+        "--set=training.precision=\"bf16\"",
+        "--set=training.output_dir=\"bf16\"",
+    ]);
+    let (output, _, stderr) = train(&config, &bf16);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("bf16 on cpu"), "{stderr}");
+    let losses: Vec<f64> = metrics(&scratch.path().join("bf16"))
+        .into_iter()
+        .filter(|r| r["split"] == "train")
+        .map(|r| r["loss"].as_f64().unwrap())
+        .collect();
+    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
 }
 
 /// A ModernBERT checkpoint as the hub has them (tokenizer.json of the released layout:
