@@ -4,7 +4,9 @@
 //! checkpoint in the hub's layout made by transformers. Vocabulary growth and data parallel
 //! have their ModernBERT rows in vocab_extend.rs and distributed.rs.
 
-use crate::train::{metrics, tiny_config, train, trains_resumes_and_exports_with};
+use crate::train::{
+    fills_masks_as_the_pipeline_does, metrics, tiny_config, train, trains_resumes_and_exports_with,
+};
 use crate::{Scratch, mlm_train, run};
 
 /// A ModernBERT from scratch with a ModernBERT-layout BPE (`[CLS] ... [SEP]`, `[MASK]`), a
@@ -118,20 +120,6 @@ fn a_hub_layout_modernbert_fills_masks_as_the_pipeline_does() {
         "Patients with [MASK] were treated.",
         "Patients with[MASK] were treated.",
     ] {
-        let (output, stdout, stderr) = run(mlm_train()
-            .args(["fill-mask", "--top-k", "5", "--model"])
-            .arg(&model)
-            .arg(text));
-        assert!(output.status.success(), "{stderr}");
-        let ours = scratch.write("fill-mask.json", &stdout);
-        mlm_pyref::run(
-            "fill_mask_parity.py",
-            [
-                model.as_os_str(),
-                ours.as_os_str(),
-                text.as_ref(),
-                "5".as_ref(),
-            ],
-        );
+        fills_masks_as_the_pipeline_does(&scratch, &model, text);
     }
 }

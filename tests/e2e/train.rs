@@ -511,18 +511,24 @@ pub(crate) fn trains_resumes_and_exports_with(
     let positions = if model_type == "roberta" { 62 } else { 64 };
     assert_eq!(tokenizer["model_max_length"], positions, "{model_type}");
 
+    fills_masks_as_the_pipeline_does(&scratch, &exported, masked_text);
+}
+
+/// `mlm-train fill-mask --top-k 5` on `model` agrees with transformers' `pipeline("fill-mask")`
+/// on `text` (tests/python/fill_mask_parity.py: tokens, strings, scores within 1e-5).
+pub(crate) fn fills_masks_as_the_pipeline_does(scratch: &Scratch, model: &Path, text: &str) {
     let (output, stdout, stderr) = run(mlm_train()
         .args(["fill-mask", "--top-k", "5", "--model"])
-        .arg(&exported)
-        .arg(masked_text));
+        .arg(model)
+        .arg(text));
     assert!(output.status.success(), "{stderr}");
     let ours = scratch.write("fill-mask.json", &stdout);
     mlm_pyref::run(
         "fill_mask_parity.py",
         [
-            exported.as_os_str(),
+            model.as_os_str(),
             ours.as_os_str(),
-            masked_text.as_ref(),
+            text.as_ref(),
             "5".as_ref(),
         ],
     );
@@ -560,22 +566,7 @@ fn an_xlm_roberta_with_a_sentencepiece_tokenizer_fills_masks_as_the_pipeline_doe
         ["make", "xlmr", &dir, "--vocab-size", "300"],
     );
     mlm_pyref::run("family_parity.py", ["model-for", "xlm-roberta", &dir]);
-    let text = "Patients with <mask> were treated.";
-    let (output, stdout, stderr) = run(mlm_train()
-        .args(["fill-mask", "--top-k", "5", "--model"])
-        .arg(&model)
-        .arg(text));
-    assert!(output.status.success(), "{stderr}");
-    let ours = scratch.write("fill-mask.json", &stdout);
-    mlm_pyref::run(
-        "fill_mask_parity.py",
-        [
-            model.as_os_str(),
-            ours.as_os_str(),
-            text.as_ref(),
-            "5".as_ref(),
-        ],
-    );
+    fills_masks_as_the_pipeline_does(&scratch, &model, "Patients with <mask> were treated.");
 
     // The other family's mask token is named in the error.
     let (output, _, stderr) = run(mlm_train()

@@ -206,6 +206,15 @@ impl ModernBertLayer {
             .forward(&gated.dropout(self.shape.mlp_dropout, train))
     }
 
+    /// Attention-probability dropout: the config's when training.
+    fn attention_dropout(&self, train: bool) -> f64 {
+        if train {
+            self.shape.attention_dropout
+        } else {
+            0.0
+        }
+    }
+
     /// q, k, v of `[..., H]` states as `[..., heads, head_dim]` each (`Wqkv`, then
     /// `view(..., 3, heads, head_dim).unbind(-3)`), q and k rotated.
     fn rotated_qkv(&self, hidden: &Tensor, rotary: &RotaryTable) -> [Tensor; 3] {
@@ -232,11 +241,7 @@ impl ModernBertLayer {
         let heads_first = |xs: Tensor| xs.transpose(1, 2);
         let (query, key, value) = (heads_first(query), heads_first(key), heads_first(value));
         let bias = masks.bias(self.layer_type, query.kind());
-        let dropout = if train {
-            self.shape.attention_dropout
-        } else {
-            0.0
-        };
+        let dropout = self.attention_dropout(train);
         let attended = sdpa(&query, &key, &value, &bias, dropout);
         match self.layer_type {
             LayerType::Global => attended,
@@ -258,11 +263,7 @@ impl ModernBertLayer {
         let (tokens, hidden_size) = rows.size2().expect("unpadded rows are [N, H]");
         let [query, key, value] = self.rotated_qkv(rows, rotary);
         let head_dim = hidden_size / self.shape.heads;
-        let dropout = if train {
-            self.shape.attention_dropout
-        } else {
-            0.0
-        };
+        let dropout = self.attention_dropout(train);
         let window = (self.layer_type == LayerType::Local).then_some(self.shape.half_window);
         // The run chose this path only where the kernel exists (CUDA, sm80+, bf16/fp16, head
         // size); a failure here is a libtorch bug, not a user's input.
