@@ -51,6 +51,28 @@ fn expected(
     out
 }
 
+/// Sequences as ids and word starts.
+type Sequences = Vec<(Vec<u32>, Vec<bool>)>;
+
+/// The prepared train split of `out` and what `tok` gives the fixture abstracts packed the
+/// same way.
+fn train_split_and_expected(
+    out: &std::path::Path,
+    tok: &DomainTokenizer,
+    max_seq_len: usize,
+    packing: Packing,
+) -> (Sequences, Sequences) {
+    let docs: Vec<String> = jsonl_docs(&fixture("abstracts.jsonl"))
+        .into_iter()
+        .map(|(_, text)| text)
+        .collect();
+    let got = read_split(out, Split::Train)
+        .into_iter()
+        .map(|q| (q.input_ids, q.word_starts))
+        .collect();
+    (got, expected(tok, &docs, max_seq_len, packing))
+}
+
 #[test]
 fn bpe_sequences_are_s_wrapped_and_documents_joined_with_eos() {
     for packing in [Packing::Concat, Packing::Document] {
@@ -75,19 +97,8 @@ fn bpe_sequences_are_s_wrapped_and_documents_joined_with_eos() {
         assert!(!out.join("vocab.txt").exists());
         let tok = DomainTokenizer::load(&out, None).unwrap();
         assert_eq!(tok.fingerprint(), m.tokenizer_fingerprint);
-        let docs: Vec<String> = jsonl_docs(&fixture("abstracts.jsonl"))
-            .into_iter()
-            .map(|(_, text)| text)
-            .collect();
-        let got: Vec<(Vec<u32>, Vec<bool>)> = read_split(&out, Split::Train)
-            .into_iter()
-            .map(|q| (q.input_ids, q.word_starts))
-            .collect();
-        assert_eq!(
-            got,
-            expected(&tok, &docs, cfg.max_seq_len, packing),
-            "{packing:?}"
-        );
+        let (got, wanted) = train_split_and_expected(&out, &tok, cfg.max_seq_len, packing);
+        assert_eq!(got, wanted, "{packing:?}");
         // The tiny vocabulary splits words: continuations are tested.
         assert!(got.iter().any(|(_, starts)| starts.contains(&false)));
         if packing == Packing::Concat {
@@ -100,7 +111,10 @@ fn bpe_sequences_are_s_wrapped_and_documents_joined_with_eos() {
                         .count()
                 })
                 .sum();
-            assert_eq!(separators, docs.len() - 1);
+            assert_eq!(
+                separators,
+                jsonl_docs(&fixture("abstracts.jsonl")).len() - 1
+            );
         }
     }
 }
@@ -126,15 +140,8 @@ fn modernbert_sequences_are_cls_sep_wrapped_and_documents_joined_with_sep() {
         tok.model_input_names().unwrap(),
         ["input_ids", "attention_mask"]
     );
-    let docs: Vec<String> = jsonl_docs(&fixture("abstracts.jsonl"))
-        .into_iter()
-        .map(|(_, text)| text)
-        .collect();
-    let got: Vec<(Vec<u32>, Vec<bool>)> = read_split(&out, Split::Train)
-        .into_iter()
-        .map(|q| (q.input_ids, q.word_starts))
-        .collect();
-    assert_eq!(got, expected(&tok, &docs, cfg.max_seq_len, cfg.packing));
+    let (got, wanted) = train_split_and_expected(&out, &tok, cfg.max_seq_len, cfg.packing);
+    assert_eq!(got, wanted);
     assert!(
         got.iter()
             .all(|(ids, _)| ids[0] == 296 && ids.last() == Some(&297))
