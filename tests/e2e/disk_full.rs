@@ -1,6 +1,9 @@
-//! Disk full and unwritable output, on small tmpfs mounts (the suite runs as root here and in
-//! CI; where mounting is impossible the test says why and returns): a clear error naming the
-//! path and "No space left on device", the last good checkpoint intact and chosen on rerun.
+//! Disk full and unwritable output, on small tmpfs mounts: a clear error naming the path and
+//! "No space left on device", the last good checkpoint intact and chosen on rerun.
+//!
+//! Mounting needs root, so the tests that mount are `#[ignore]`d: the runner counts them as
+//! skipped, and `.ci/run` (root) runs them with `--ignored`. Once run, a mount that fails is a
+//! failure, never a silent pass.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,28 +16,21 @@ use crate::{Scratch, mlm_train, run};
 struct Mount(PathBuf);
 
 impl Mount {
-    /// `None` (with the reason printed) when this process may not mount.
-    fn tmpfs(at: &Path, options: &str) -> Option<Self> {
+    /// Panics (the test fails) when this process may not mount: run as root.
+    fn tmpfs(at: &Path, options: &str) -> Self {
         std::fs::create_dir_all(at).unwrap();
         let output = Command::new("mount")
             .args(["-t", "tmpfs", "-o", options, "tmpfs"])
             .arg(at)
-            .output();
-        match output {
-            Ok(output) if output.status.success() => Some(Self(at.to_path_buf())),
-            Ok(output) => {
-                let reason = String::from_utf8_lossy(&output.stderr);
-                eprintln!(
-                    "skipped: cannot mount a tmpfs on {}: {reason}",
-                    at.display()
-                );
-                None
-            }
-            Err(error) => {
-                eprintln!("skipped: cannot run mount: {error}");
-                None
-            }
-        }
+            .output()
+            .expect("mount runs (the tmpfs tests need root)");
+        let reason = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "cannot mount a tmpfs on {} (the tmpfs tests need root): {reason}",
+            at.display()
+        );
+        Self(at.to_path_buf())
     }
 
     fn remount(&self, options: &str) {
@@ -64,6 +60,7 @@ fn checkpoints(run_dir: &Path) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "mounts a tmpfs (root): .ci/run runs it with --ignored"]
 fn a_full_disk_stops_the_run_naming_the_path_and_the_last_checkpoint_survives() {
     let scratch = Scratch::new("disk-full");
     let config = tiny_config(
@@ -72,9 +69,7 @@ fn a_full_disk_stops_the_run_naming_the_path_and_the_last_checkpoint_survives() 
         "[checkpoint]\nsave_steps = 4\nkeep_last = 1",
     );
     // Room for one checkpoint (about 450 kB) and the logs, not for a second beside it.
-    let Some(mount) = Mount::tmpfs(&scratch.path().join("small"), "size=700k") else {
-        return;
-    };
+    let mount = Mount::tmpfs(&scratch.path().join("small"), "size=700k");
     let run_dir = mount.0.join("run");
     let output_dir = format!("training.output_dir={}", run_dir.display());
     let (output, _, stderr) = train(&config, &["--set", &output_dir]);
@@ -99,12 +94,11 @@ fn a_full_disk_stops_the_run_naming_the_path_and_the_last_checkpoint_survives() 
 }
 
 #[test]
+#[ignore = "mounts a tmpfs (root): .ci/run runs it with --ignored"]
 fn a_full_disk_during_prepare_is_named_and_the_rerun_finishes() {
     let scratch = Scratch::new("disk-full-prepare");
     let config = tiny_config(&scratch, "max_steps = 2", "");
-    let Some(mount) = Mount::tmpfs(&scratch.path().join("small"), "size=8k") else {
-        return;
-    };
+    let mount = Mount::tmpfs(&scratch.path().join("small"), "size=8k");
     let corpus = mount.0.join("corpus");
     let output = format!("corpus.output={}", corpus.display());
     let (result, _, stderr) = train(&config, &["--set", &output]);
@@ -124,7 +118,7 @@ fn a_full_disk_during_prepare_is_named_and_the_rerun_finishes() {
 }
 
 #[test]
-fn unwritable_outputs_are_named() {
+fn a_file_in_place_of_the_output_directory_is_named() {
     let scratch = Scratch::new("unwritable");
     let config = tiny_config(&scratch, "max_steps = 2", "");
     // A file where the run directory should be (root ignores permission bits, not this).
@@ -135,10 +129,14 @@ fn unwritable_outputs_are_named() {
     );
     assert_clean_failure(&output, 1, &stderr);
     assert!(stderr.contains(&file.display().to_string()), "{stderr}");
+}
 
-    let Some(mount) = Mount::tmpfs(&scratch.path().join("read-only"), "ro,size=1m") else {
-        return;
-    };
+#[test]
+#[ignore = "mounts a tmpfs (root): .ci/run runs it with --ignored"]
+fn a_read_only_output_is_named() {
+    let scratch = Scratch::new("read-only");
+    let config = tiny_config(&scratch, "max_steps = 2", "");
+    let mount = Mount::tmpfs(&scratch.path().join("read-only"), "ro,size=1m");
     let run_dir = mount.0.join("run");
     let (output, _, stderr) = train(
         &config,

@@ -18,6 +18,7 @@ mod guide;
 mod inspect;
 mod logging;
 mod modernbert;
+mod ownership;
 mod prepare;
 mod speed;
 mod train;

@@ -208,7 +208,7 @@ fn run(cli: Cli) -> Result<train::JobEnd> {
             no_config(&cli.config, &cli.overrides, command.name());
             doctor::run(*json, threads)
         }
-        Command::Prepare(_) => prepare::run(&source(), threads),
+        Command::Prepare(args) => prepare::run(args, &source(), threads),
         Command::Vocab(vocab) => vocab::run(vocab, &source(), threads),
         Command::Eval(args) => eval::run(args, &source(), threads),
         Command::Config(args) if args.reference => config_cmd::print_reference(),

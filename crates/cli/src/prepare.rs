@@ -10,18 +10,30 @@ use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressStyle};
 use mlm_corpus::{Manifest, Observer, Outcome, PrepareOptions, PrepareReport, Progress};
+use mlm_job::locks;
 
 use crate::config::ConfigSource;
 
 /// Arguments of `mlm-train prepare` (`--config FILE`, whose `[corpus]` section says what to
 /// read and where to write, and `--set` are global flags).
 #[derive(Debug, Args)]
-pub struct PrepareArgs {}
+pub struct PrepareArgs {
+    /// When another job is writing the same corpus output, wait for it to end instead of
+    /// refusing at once.
+    #[arg(long)]
+    pub wait_for_lock: bool,
+}
 
-pub fn run(source: &ConfigSource, threads: Option<usize>) -> Result<()> {
+pub fn run(args: &PrepareArgs, source: &ConfigSource, threads: Option<usize>) -> Result<()> {
     let config = source.load()?;
     let corpus = config.corpus()?.clone();
     mlm_trainer::runtime::configure_threads(threads.or(config.runtime.cpu_threads))?;
+    let output = config.prepared_dir()?;
+    let when_held = locks::when_held(args.wait_for_lock);
+    let _lock = locks::lock_dir(&output, locks::PREPARE_LOCK, when_held, &|m| {
+        eprintln!("{m}")
+    })
+    .with_context(|| format!("locking the corpus output {}", output.display()))?;
     let view = ProgressView::new("prepare");
     let report = mlm_corpus::prepare(
         &corpus,

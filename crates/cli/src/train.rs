@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use mlm_job::{StageProgress, StageReporter, VocabStage, prepared_on_rank_zero, rank_device};
+use mlm_job::{
+    StageProgress, StageReporter, VocabStage, locks, prepared_on_rank_zero, rank_device,
+};
 use mlm_torch_ext::launch::{self, LaunchEnv};
 use mlm_trainer::run::{
     DataParallel, EvalMetrics, ResumePolicy, StepLog, TrainJob, TrainObserver, TrainOutcome,
@@ -44,6 +46,10 @@ pub struct JobFlags {
     /// (a checkpoint is always hashed in full before a resume).
     #[arg(long)]
     pub verify: bool,
+    /// When another job holds `output_dir` (or the corpus output), wait for it to end
+    /// instead of refusing at once (a requeued job whose predecessor is still stopping).
+    #[arg(long)]
+    pub wait_for_lock: bool,
 }
 
 impl JobFlags {
@@ -55,6 +61,7 @@ impl JobFlags {
             (self.allow_config_change, "--allow-config-change"),
             (self.stop_after_step.is_some(), "--stop-after-step"),
             (self.verify, "--verify"),
+            (self.wait_for_lock, "--wait-for-lock"),
         ]
         .into_iter()
         .find_map(|(given, flag)| given.then_some(flag))
@@ -80,6 +87,17 @@ pub fn run_job(
     let launch = launch::from_env().context("reading the launcher's environment")?;
     let is_main = launch.as_ref().is_none_or(|env| env.rank == 0);
     let device = set_up_runtime(&config, threads_flag, launch.as_ref(), is_main)?;
+    let when_held = locks::when_held(flags.wait_for_lock);
+    // Rank 0 holds the run directory for the whole job; a dry run writes nothing.
+    let _run_lock = if is_main && !flags.dry_run {
+        let output_dir = &config.training.output_dir;
+        locks::lock_dir(output_dir, locks::RUN_LOCK, when_held, &|m| {
+            eprintln!("{m}")
+        })
+        .with_context(|| format!("locking training.output_dir {}", output_dir.display()))?
+    } else {
+        None
+    };
     // A dry run does no work, so it does not join the other ranks either.
     let parallel = match launch {
         Some(env) if !flags.dry_run => Some(Arc::new(join_job(env, &config, device)?)),
@@ -94,7 +112,7 @@ pub fn run_job(
             }
         }
     } else {
-        prepared_on_rank_zero(&config, parallel.as_deref(), &ConsoleStages)?
+        prepared_on_rank_zero(&config, parallel.as_deref(), &ConsoleStages, when_held)?
     };
     if flags.verify {
         mlm_corpus::PreparedCorpus::open(&corpus_dir)
@@ -283,6 +301,10 @@ impl StageReporter for ConsoleStages {
 
     fn progress(&self, stage: &'static str) -> Box<dyn StageProgress + '_> {
         Box::new(ProgressView::new(stage))
+    }
+
+    fn note(&self, message: &str) {
+        eprintln!("{message}");
     }
 
     fn prepared(&self, report: &mlm_corpus::PrepareReport) {

@@ -15,6 +15,10 @@
 //! `io::Error` as its source. Callers map it into their own error type. Unix semantics (a
 //! directory is opened and fsynced like a file); the project runs on Linux.
 
+mod lock;
+
+pub use lock::{DirLock, LockError, WhenHeld};
+
 use std::fmt;
 use std::fs::{self, File};
 use std::io;

@@ -29,6 +29,10 @@ pub use error::IntegrityError;
 /// The manifest's file name inside the directory it describes.
 pub const INTEGRITY_FILE: &str = "integrity.json";
 const FORMAT: u32 = 1;
+/// [`Integrity::kind`] of a training checkpoint.
+pub const KIND_CHECKPOINT: &str = "checkpoint";
+/// [`Integrity::kind`] of an exported Hugging Face model directory.
+pub const KIND_EXPORT: &str = "export";
 /// Files up to this size are hashed even by a fast check (configs, states, tokenizers).
 const FAST_HASH_LIMIT: u64 = 4 << 20;
 
@@ -36,6 +40,11 @@ const FAST_HASH_LIMIT: u64 = 4 << 20;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Integrity {
     pub format: u32,
+    /// What wrote the directory ([`KIND_CHECKPOINT`], [`KIND_EXPORT`]); absent in
+    /// manifests written before it was recorded, and in a prepared corpus's. A command that
+    /// replaces a directory asks it to prove it wrote what it would remove.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     pub files: Vec<FileEntry>,
     /// XXH3 of `files` serialised as compact JSON.
     pub checksum: String,
@@ -128,9 +137,23 @@ impl Integrity {
         let checksum = checksum_of(&files);
         Self {
             format: FORMAT,
+            kind: None,
             files,
             checksum,
         }
+    }
+
+    /// The manifest with what wrote the directory recorded.
+    pub fn of_kind(self, kind: &str) -> Self {
+        Self {
+            kind: Some(kind.to_owned()),
+            ..self
+        }
+    }
+
+    /// Whether `name` (relative, `/`-separated) is one of the listed files, or the manifest.
+    pub fn lists(&self, name: &str) -> bool {
+        name == INTEGRITY_FILE || self.files.iter().any(|f| f.name == name)
     }
 
     /// Writes `dir/integrity.json` durably (`mlm_durable`: a synced temporary file, a rename,
@@ -169,18 +192,25 @@ impl Integrity {
 }
 
 /// Writes the manifest of every regular file under `dir` (recursively, `integrity.json`
-/// itself excluded). For directories written whole by one writer: a checkpoint, an export.
-pub fn write_for_dir(dir: &Path) -> Result<Integrity, IntegrityError> {
-    let mut names = Vec::new();
-    list_files(dir, "", &mut names)?;
-    names.sort();
-    let files = names
+/// itself excluded), recording `kind` as what wrote it. For directories written whole by one
+/// writer: a checkpoint, an export.
+pub fn write_for_dir(dir: &Path, kind: &str) -> Result<Integrity, IntegrityError> {
+    let files = files_under(dir)?
         .iter()
         .map(|name| FileEntry::of_file(dir, name, &[]))
         .collect::<Result<Vec<_>, _>>()?;
-    let manifest = Integrity::new(files);
+    let manifest = Integrity::new(files).of_kind(kind);
     manifest.write(dir)?;
     Ok(manifest)
+}
+
+/// The regular files under `dir`, relative and `/`-separated, sorted (`integrity.json` and
+/// its temporary left out).
+pub fn files_under(dir: &Path) -> Result<Vec<String>, IntegrityError> {
+    let mut names = Vec::new();
+    list_files(dir, "", &mut names)?;
+    names.sort();
+    Ok(names)
 }
 
 fn list_files(dir: &Path, prefix: &str, names: &mut Vec<String>) -> Result<(), IntegrityError> {

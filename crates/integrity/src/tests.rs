@@ -34,7 +34,7 @@ fn sample(name: &str) -> Dir {
     std::fs::write(dir.0.join("model.safetensors"), safetensors_bytes(64)).unwrap();
     std::fs::write(dir.0.join("state.json"), b"{\"step\": 4}\n").unwrap();
     std::fs::write(dir.0.join("sub/notes.txt"), b"hello").unwrap();
-    write_for_dir(&dir.0).unwrap();
+    write_for_dir(&dir.0, KIND_EXPORT).unwrap();
     dir
 }
 
@@ -169,7 +169,7 @@ fn parquet_magic_is_checked() {
     bytes.extend(4u32.to_le_bytes());
     bytes.extend(b"PAR1");
     std::fs::write(dir.0.join("train-00000.parquet"), &bytes).unwrap();
-    write_for_dir(&dir.0).unwrap();
+    write_for_dir(&dir.0, KIND_EXPORT).unwrap();
     verify(&dir.0, Level::Fast).unwrap();
     let cut = bytes.len() - 1;
     bytes[cut] = b'X';

@@ -2,7 +2,9 @@
 //! conversion (`AutoModelForMaskedLM`, `pipeline("fill-mask")`, fine-tuning), published whole
 //! or not at all: written into a hidden directory beside the destination, with its
 //! `integrity.json`, then renamed onto it (`mlm_durable::replace_dir`: synced, a previous
-//! export moved aside, renamed, the parent synced, the previous one removed).
+//! export moved aside, renamed, the parent synced, the previous one removed). Only a free
+//! name, an empty directory or (`--overwrite`) an earlier export holding nothing else is
+//! written over ([`check_destination`]).
 
 use std::path::{Path, PathBuf};
 
@@ -38,6 +40,16 @@ pub enum ExportError {
     },
     #[error("--out {} names no directory", out.display())]
     NoDirectoryName { out: PathBuf },
+    #[error("--out {} exists and is not a directory", out.display())]
+    NotADirectory { out: PathBuf },
+    #[error("--out {} holds an earlier export; pass --overwrite to replace it", out.display())]
+    EarlierExport { out: PathBuf },
+    #[error(
+        "--out {} is not empty and {reason}; an export never removes what it did not write: \
+         choose a new or empty directory",
+        out.display()
+    )]
+    NotOurs { out: PathBuf, reason: String },
     #[error("writing the model to {}", dir.display())]
     WriteModel {
         dir: PathBuf,
@@ -99,12 +111,83 @@ pub fn load_with_tokenizer(dir: &Path) -> Result<ModelWithTokenizer, ExportError
     Ok(ModelWithTokenizer { model, tokenizer })
 }
 
-/// Exports `loaded` to `out`, whole or not at all.
+/// Whether an export may be written at `out`: a free name, an empty directory, or (with
+/// `overwrite`) an earlier export that holds nothing but what it listed in its
+/// `integrity.json`. Anything else is refused, so that no file the tool did not write is
+/// ever removed (transformers' `save_pretrained` deletes nothing either).
+pub fn check_destination(out: &Path, overwrite: bool) -> Result<(), ExportError> {
+    let io = |source| ExportError::Io {
+        what: "reading",
+        path: out.to_path_buf(),
+        source,
+    };
+    let metadata = match std::fs::symlink_metadata(out) {
+        Ok(metadata) => metadata,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(e)),
+    };
+    if !metadata.is_dir() {
+        return Err(ExportError::NotADirectory {
+            out: out.to_path_buf(),
+        });
+    }
+    if std::fs::read_dir(out).map_err(io)?.next().is_none() {
+        return Ok(());
+    }
+    let not_ours = |reason: String| ExportError::NotOurs {
+        out: out.to_path_buf(),
+        reason,
+    };
+    let manifest = match mlm_integrity::Integrity::read(out) {
+        Ok(Some(manifest)) => manifest,
+        Ok(None) => return Err(not_ours("holds no integrity.json of an export".into())),
+        Err(e) => return Err(not_ours(format!("its integrity.json is unreadable ({e})"))),
+    };
+    match manifest.kind.as_deref() {
+        Some(mlm_integrity::KIND_EXPORT) => {}
+        Some(kind) => return Err(not_ours(format!("is a {kind} directory, not an export"))),
+        None => {
+            return Err(not_ours(
+                "does not say it is an export (integrity.json)".into(),
+            ));
+        }
+    }
+    let present = mlm_integrity::files_under(out).map_err(|e| not_ours(e.to_string()))?;
+    let foreign: Vec<&String> = present.iter().filter(|n| !manifest.lists(n)).collect();
+    if !foreign.is_empty() {
+        return Err(not_ours(format!(
+            "holds files the export did not write: {}",
+            listed(&foreign)
+        )));
+    }
+    if overwrite {
+        Ok(())
+    } else {
+        Err(ExportError::EarlierExport {
+            out: out.to_path_buf(),
+        })
+    }
+}
+
+/// The first few names, and how many more.
+fn listed(names: &[&String]) -> String {
+    const SHOWN: usize = 3;
+    let shown: Vec<&str> = names.iter().take(SHOWN).map(|n| n.as_str()).collect();
+    match names.len().saturating_sub(SHOWN) {
+        0 => shown.join(", "),
+        more => format!("{} and {more} more", shown.join(", ")),
+    }
+}
+
+/// Exports `loaded` to `out`, whole or not at all; `out` is checked first
+/// ([`check_destination`]).
 pub fn export_checkpoint(
     loaded: &ModelWithTokenizer,
     out: &Path,
     options: ExportOptions,
+    overwrite: bool,
 ) -> Result<(), ExportError> {
+    check_destination(out, overwrite)?;
     let staging = Staging::beside(out)?;
     let model = &loaded.model;
     export_hf_model_with(&model.vs, &model.config, &staging.temp, options).map_err(|source| {
@@ -169,9 +252,11 @@ impl Staging {
 
     /// Writes `integrity.json`, then publishes the export durably over `--out`.
     fn commit(self) -> Result<(), ExportError> {
-        mlm_integrity::write_for_dir(&self.temp).map_err(|source| ExportError::Integrity {
-            out: self.out.clone(),
-            source,
+        mlm_integrity::write_for_dir(&self.temp, mlm_integrity::KIND_EXPORT).map_err(|source| {
+            ExportError::Integrity {
+                out: self.out.clone(),
+                source,
+            }
         })?;
         mlm_faults::fault_point("export.before-rename");
         mlm_durable::replace_dir(&self.temp, &self.out, &self.aside).map_err(|source| {

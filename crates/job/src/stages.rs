@@ -9,8 +9,10 @@
 use std::path::{Path, PathBuf};
 
 use mlm_corpus::{CorpusError, DomainTokenizer, Observer, PrepareReport};
+use mlm_durable::WhenHeld;
 use mlm_trainer::run::{DataParallel, RunError};
 
+use crate::locks;
 use crate::run_file::{ConfigError, RunConfig};
 
 /// Why the stages before training failed.
@@ -24,6 +26,8 @@ pub enum StageError {
         #[source]
         source: CorpusError,
     },
+    #[error("locking the prepared corpus directory")]
+    Lock(#[source] mlm_durable::LockError),
     #[error("rank {rank}")]
     Rank {
         rank: u32,
@@ -127,12 +131,27 @@ pub trait StageReporter {
     fn progress(&self, stage: &'static str) -> Box<dyn StageProgress + '_>;
     /// The corpus is prepared.
     fn prepared(&self, report: &PrepareReport);
+    /// A line to show as it is (waiting for a directory another job holds).
+    fn note(&self, message: &str);
 }
 
-/// Runs the stages of `config` and returns the prepared corpus directory.
-pub fn run_stages(config: &RunConfig, reporter: &dyn StageReporter) -> Result<PathBuf, StageError> {
+/// Runs the stages of `config` and returns the prepared corpus directory. The corpus
+/// output is locked for the stages' duration (`when_held`: refuse or wait when another job
+/// holds it).
+pub fn run_stages(
+    config: &RunConfig,
+    reporter: &dyn StageReporter,
+    when_held: WhenHeld,
+) -> Result<PathBuf, StageError> {
     let stages = Stages::of(config)?;
     let corpus = config.corpus()?;
+    let _lock = locks::lock_dir(
+        &config.prepared_dir()?,
+        locks::PREPARE_LOCK,
+        when_held,
+        &|message| reporter.note(message),
+    )
+    .map_err(StageError::Lock)?;
     match &stages.vocab {
         VocabStage::NotAsked | VocabStage::Present { .. } => {}
         stage @ VocabStage::Extend { .. } => {
@@ -178,6 +197,7 @@ pub fn prepared_on_rank_zero(
     config: &RunConfig,
     parallel: Option<&DataParallel>,
     reporter: &dyn StageReporter,
+    when_held: WhenHeld,
 ) -> Result<PathBuf, StageError> {
     const STAGE: &str = "preparing the corpus";
     let rank_error = |group: &DataParallel| {
@@ -185,9 +205,9 @@ pub fn prepared_on_rank_zero(
         move |source| StageError::Rank { rank, source }
     };
     match parallel {
-        None => run_stages(config, reporter),
+        None => run_stages(config, reporter, when_held),
         Some(group) if group.is_main() => {
-            let prepared = run_stages(config, reporter);
+            let prepared = run_stages(config, reporter, when_held);
             group
                 .announce(STAGE, prepared.is_ok())
                 .map_err(rank_error(group))?;

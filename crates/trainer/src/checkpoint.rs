@@ -199,10 +199,12 @@ impl CheckpointManager {
             }
             state.write(&temp.join(STATE_FILE))?;
             fault_point("checkpoint.after-state-file");
-            mlm_integrity::write_for_dir(&temp).map_err(|source| TrainError::Integrity {
-                dir: temp.clone(),
-                source,
-            })?;
+            mlm_integrity::write_for_dir(&temp, mlm_integrity::KIND_CHECKPOINT).map_err(
+                |source| TrainError::Integrity {
+                    dir: temp.clone(),
+                    source,
+                },
+            )?;
             Ok(())
         })();
         if let Err(error) = filled {
@@ -214,6 +216,15 @@ impl CheckpointManager {
         // of the same step moves it aside first (hidden, so a crash in between leaves the
         // previous checkpoint as the latest complete one).
         let aside = self.run_dir.join(format!("{OLD_PREFIX}{step}"));
+        if final_dir.exists()
+            && let Err(reason) = written_by_us(final_dir)
+        {
+            let _ = fs::remove_dir_all(&temp);
+            return Err(TrainError::ForeignCheckpoint {
+                dir: final_dir.to_path_buf(),
+                reason,
+            });
+        }
         if let Err(error) = mlm_durable::replace_dir(&temp, final_dir, &aside) {
             let _ = fs::remove_dir_all(&temp);
             return Err(TrainError::durable(error));
@@ -257,7 +268,8 @@ impl CheckpointManager {
         );
         for dir in doomed {
             let is_best = best.is_some_and(|b| dir.file_name().is_some_and(|n| n == b));
-            if !is_best {
+            // A checkpoint-like directory this run cannot prove it wrote is left alone.
+            if !is_best && written_by_us(dir).is_ok() {
                 self.remove_checkpoint(dir)?;
                 fault_point("checkpoint.mid-rotation");
             }
@@ -346,6 +358,27 @@ pub fn verify_checkpoint(dir: &Path, level: Level) -> Result<Verified, TrainErro
         dir: dir.to_path_buf(),
         source,
     })
+}
+
+/// Whether `dir` is a checkpoint this tool wrote, which rotation and a re-save of the same
+/// step may remove: its `integrity.json` says so (or, written before kinds were recorded,
+/// exists) and lists every file in it. `Err` says why not.
+fn written_by_us(dir: &Path) -> Result<(), String> {
+    let manifest = match mlm_integrity::Integrity::read(dir) {
+        Ok(Some(manifest)) => manifest,
+        Ok(None) => return Err("it has no integrity.json".into()),
+        Err(e) => return Err(format!("its integrity.json is unreadable: {e}")),
+    };
+    if let Some(kind) = manifest.kind.as_deref()
+        && kind != mlm_integrity::KIND_CHECKPOINT
+    {
+        return Err(format!("its integrity.json says it is an {kind}"));
+    }
+    let present = mlm_integrity::files_under(dir).map_err(|e| e.to_string())?;
+    match present.iter().find(|name| !manifest.lists(name)) {
+        Some(name) => Err(format!("it holds {name}, which it does not list")),
+        None => Ok(()),
+    }
 }
 
 /// Writes `bytes` to `path` durably (synced, renamed into place, the directory synced).

@@ -36,6 +36,14 @@ pub enum TrainError {
         #[source]
         source: mlm_integrity::IntegrityError,
     },
+    /// A checkpoint name in `output_dir` holds a directory this run cannot prove it wrote
+    /// (no `integrity.json` of a checkpoint, or files it does not list): never replaced.
+    #[error(
+        "{} is in the way of a checkpoint but was not written by mlm-train ({reason}); move it \
+         out of training.output_dir",
+        dir.display()
+    )]
+    ForeignCheckpoint { dir: PathBuf, reason: String },
     /// A libtorch operation failed.
     #[error("libtorch failed while {context}")]
     Torch {

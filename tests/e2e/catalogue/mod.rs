@@ -9,6 +9,7 @@ mod cli_args;
 mod configs;
 mod corpora;
 mod models;
+mod ownership;
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};

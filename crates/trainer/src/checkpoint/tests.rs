@@ -295,3 +295,42 @@ fn every_checkpoint_lists_its_files_and_a_damaged_newest_is_passed_over() {
     let search = manager.latest_intact().unwrap();
     assert_eq!(search.found, Some((newest, Verified::NoManifest)));
 }
+
+#[test]
+fn rotation_and_resaves_never_remove_a_directory_they_cannot_prove_they_wrote() {
+    let scratch = Scratch::new("foreign");
+    let manager = CheckpointManager::new(&scratch.0, 1);
+    // A Hugging Face Trainer checkpoint copied into the run directory (no integrity.json).
+    let theirs = scratch.0.join("checkpoint-1");
+    fs::create_dir_all(&theirs).unwrap();
+    fs::write(theirs.join(STATE_FILE), "{}").unwrap();
+    fs::write(theirs.join("pytorch_model.bin"), "theirs").unwrap();
+    let mut s = state(2);
+    manager.save(2, weights("w2"), &mut s, None).unwrap();
+    manager.save(3, weights("w3"), &mut s, None).unwrap();
+    assert!(
+        theirs.join("pytorch_model.bin").exists(),
+        "rotation left it"
+    );
+    assert!(
+        !scratch.0.join("checkpoint-2").exists(),
+        "ours rotated away"
+    );
+
+    // A file added to one of ours makes it not provably ours: kept by rotation too.
+    fs::write(scratch.0.join("checkpoint-3/notes.txt"), "mine").unwrap();
+    manager.save(4, weights("w4"), &mut s, None).unwrap();
+    assert!(scratch.0.join("checkpoint-3/notes.txt").exists());
+
+    // Re-saving the foreign step is refused rather than replacing it.
+    let error = manager.save(1, weights("w1"), &mut s, None).unwrap_err();
+    assert!(error.to_string().contains("checkpoint-1"), "{error}");
+    assert!(
+        format!("{:?}", error).contains("ForeignCheckpoint"),
+        "{error:?}"
+    );
+    assert_eq!(
+        fs::read(theirs.join("pytorch_model.bin")).unwrap(),
+        b"theirs"
+    );
+}

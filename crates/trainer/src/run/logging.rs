@@ -20,8 +20,9 @@ pub struct LoggingConfig {
     /// every train and eval metric, and the resolved config as text. `tensorboard = true`
     pub tensorboard: bool,
     /// Where the event files go; defaults to `<training.output_dir>/runs`. The directory
-    /// belongs to the run (a fresh run removes the event files in it); point `tensorboard
-    /// --logdir` at a parent to compare runs. `tensorboard_dir = "runs/pubmed/runs"`
+    /// belongs to the run (a fresh run removes the `*.mlm-train` event files in it; other
+    /// writers' files are left alone); point `tensorboard --logdir` at a parent to compare
+    /// runs. `tensorboard_dir = "runs/pubmed/runs"`
     pub tensorboard_dir: Option<PathBuf>,
     /// PNG charts of the metrics (`mlm-train plot`) in `<training.output_dir>/plots` at the
     /// end of the run. `plots = true`

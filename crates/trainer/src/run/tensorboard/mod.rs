@@ -31,9 +31,10 @@ pub struct TensorBoardLog {
 }
 
 impl TensorBoardLog {
-    /// Opens a new event file in `dir`: the earlier files are removed for a fresh run, and
-    /// for a resume their events up to `resume_step` are carried into the new file (the
-    /// config text at `resume_step` excepted: the resumed run writes its own).
+    /// Opens a new event file in `dir`: this tool's earlier files are removed for a fresh run
+    /// (other writers' are left alone), and for a resume their events up to `resume_step`
+    /// are carried into the new file (the config text at `resume_step` excepted: the
+    /// resumed run writes its own).
     pub fn open(dir: &Path, resume_step: Option<u64>) -> Result<Self, RunError> {
         let io = |what: &Path| {
             let what = format!("TensorBoard events {}", what.display());
@@ -128,15 +129,21 @@ fn kept_on_resume(record: &[u8], step: u64) -> bool {
     }
 }
 
-/// The event files in `dir` (TensorBoard reads every file whose name holds `tfevents`),
-/// sorted by name, which TensorBoard also reads them in.
+/// The end of the event files this tool writes (TensorBoard reads any name containing
+/// `tfevents`), which tells them apart from other writers' in the same directory.
+const OUR_SUFFIX: &str = ".mlm-train";
+
+/// This tool's event files in `dir`, sorted by name, which TensorBoard also reads them in.
 fn event_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        let is_events = path
-            .file_name()
-            .is_some_and(|name| name.to_string_lossy().contains("tfevents"));
+        // Only our own event files: another writer's in a shared directory are not ours to
+        // remove or carry.
+        let is_events = path.file_name().is_some_and(|name| {
+            let name = name.to_string_lossy();
+            name.contains("tfevents") && name.ends_with(OUR_SUFFIX)
+        });
         if is_events && path.is_file() {
             files.push(path);
         }
@@ -157,7 +164,7 @@ fn file_name() -> String {
         .filter(|name| !name.is_empty() && !name.contains('/'))
         .unwrap_or_else(|| "localhost".to_string());
     format!(
-        "events.out.tfevents.{}.{host}.{}.{}",
+        "events.out.tfevents.{}.{host}.{}.{}{OUR_SUFFIX}",
         now.as_secs(),
         std::process::id(),
         now.subsec_nanos()
@@ -216,6 +223,21 @@ mod tests {
         );
         TensorBoardLog::open(&dir, None).unwrap();
         assert!(events_in(&dir).is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_fresh_run_leaves_other_writers_event_files_alone() {
+        let dir = std::env::temp_dir().join(format!("mlm-tb-shared-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // As torch.utils.tensorboard.SummaryWriter names its files.
+        let theirs = dir.join("events.out.tfevents.1796610611.host.4242.0");
+        std::fs::write(&theirs, b"their events").unwrap();
+        TensorBoardLog::open(&dir, None).unwrap();
+        TensorBoardLog::open(&dir, None).unwrap();
+        assert_eq!(std::fs::read(&theirs).unwrap(), b"their events");
+        assert_eq!(event_files(&dir).unwrap().len(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
