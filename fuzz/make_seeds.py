@@ -129,6 +129,46 @@ def corpus_seeds():
         write("parquet", f"{name}.parquet", buffer.getvalue())
 
 
+def shard_seeds():
+    """Prepared shards as `prepare` writes them (crates/corpus/src/shard.rs: `input_ids`
+    list<uint16> or list<uint32>, `word_start` list<bool>, non-null items named `item`, zstd,
+    small row groups), and two of another column type, which the reader refuses."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ids = [[2, 40, 41, 3], [2, 7, 3], [2, 9, 10, 11, 3]]
+    starts = [[True, True, False, True], [True, True, True], [True, True, False, False, True]]
+
+    def lists(rows, item):
+        return pa.array(rows, pa.list_(pa.field("item", item, nullable=False)))
+
+    def shard(name, input_ids, word_start):
+        schema = pa.schema(
+            [
+                pa.field("input_ids", input_ids.type, nullable=False),
+                pa.field("word_start", word_start.type, nullable=False),
+            ]
+        )
+        table = pa.Table.from_arrays([input_ids, word_start], schema=schema)
+        buffer = io.BytesIO()
+        pq.write_table(
+            table,
+            buffer,
+            compression="zstd",
+            row_group_size=2,
+            use_dictionary=False,
+            use_compliant_nested_type=False,  # list items named `item`, as arrow-rs names them
+        )
+        write("shard", f"{name}.parquet", buffer.getvalue())
+
+    shard("uint16", lists(ids, pa.uint16()), lists(starts, pa.bool_()))
+    shard("uint32", lists(ids, pa.uint32()), lists(starts, pa.bool_()))
+    as_ints = [[int(s) for s in row] for row in starts]
+    shard("word-start-int32", lists(ids, pa.uint16()), lists(as_ints, pa.int32()))
+    as_text = [[str(i) for i in row] for row in ids]
+    shard("input-ids-string", lists(as_text, pa.string()), lists(starts, pa.bool_()))
+
+
 def tokenizer_seeds():
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
@@ -183,6 +223,7 @@ def trainer_state_seeds():
 if __name__ == "__main__":
     config_seeds()
     corpus_seeds()
+    shard_seeds()
     tokenizer_seeds()
     model_seeds()
     trainer_state_seeds()

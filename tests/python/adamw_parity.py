@@ -120,7 +120,13 @@ def schedule_lrs(entry):
         scheduler = hf_opt.get_constant_schedule_with_warmup(optimizer, w)
     elif kind == "warmup_stable_decay":
         scheduler = hf_opt.get_wsd_schedule(
-            optimizer, w, entry["decay_steps"], num_training_steps=t, min_lr_ratio=ratio
+            optimizer,
+            w,
+            entry["decay_steps"],
+            num_training_steps=t,
+            min_lr_ratio=ratio,
+            warmup_type=entry["warmup_type"],
+            decay_type=entry["decay_type"],
         )
     else:
         raise ValueError(f"unknown schedule kind {kind}")

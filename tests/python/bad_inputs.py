@@ -26,8 +26,11 @@ save_pretrained, safetensors, torch.save(model.state_dict()), pyarrow.
     no_tokenizer    tokenizer.json removed
     no_mask_token   a tokenizer.json without [MASK]
   and OUT/corpus/: missing_column.parquet (no `abstract` column), truncated.parquet (a valid
-  file cut at half), int_text.parquet (`abstract` of integers), snappy.parquet (a good file
-  in pyarrow's default compression).
+  file cut at half), int_text.parquet, binary_text.parquet and list_text.parquet (`abstract`
+  of int64, binary and list<string>), snappy.parquet (a good file in pyarrow's default
+  compression), large_dictionary.parquet (the good text, `title` a large_string and
+  `abstract` dictionary-encoded, as pandas categoricals are written) and string_view.parquet
+  (both string_view).
 
 Usage: .venv/bin/python tests/python/bad_inputs.py make OUT
 """
@@ -158,9 +161,25 @@ def corpus_cases(out):
     good = pa.table(dict(rows, abstract=["Aspirin inhibits platelet aggregation. " * 40] * 3))
     pq.write_table(good, folder / "truncated.parquet")
     cut(folder / "truncated.parquet")
-    pq.write_table(pa.table(dict(rows, abstract=[1, 2, 3])), folder / "int_text.parquet")
+    # Text columns of other types than strings: refused, naming the column and its type.
+    wrong_types = {
+        "int_text": pa.array([1, 2, 3]),
+        "binary_text": pa.array([b"Aspirin.", b"Renal.", b"Dose."]),
+        "list_text": pa.array([["Aspirin.", "Renal."], ["Dose."], []]),
+    }
+    for name, abstract in wrong_types.items():
+        pq.write_table(pa.table(dict(rows, abstract=abstract)), folder / f"{name}.parquet")
     # pyarrow's default compression (Snappy): a good file, to be read.
     pq.write_table(good, folder / "snappy.parquet")
+    # The good text in the other string layouts: read as text.
+    title, abstract = good["title"].combine_chunks(), good["abstract"].combine_chunks()
+    layouts = {
+        "large_dictionary": (title.cast(pa.large_string()), abstract.dictionary_encode()),
+        "string_view": (title.cast(pa.string_view()), abstract.cast(pa.string_view())),
+    }
+    for name, (title, abstract) in layouts.items():
+        table = pa.table({"pmid": rows["pmid"], "title": title, "abstract": abstract})
+        pq.write_table(table, folder / f"{name}.parquet")
 
 
 if __name__ == "__main__":

@@ -189,6 +189,12 @@ fn set_up_runtime(
         .apply_runtime(threads_flag)
         .context("resolving [runtime]")?;
     let device = rank_device(device, launch.map(|env| env.local_rank as usize));
+    // As torch.cuda.set_device: before any CUDA work (streams, graph capture, NCCL), so that
+    // everything this process queues lands on its own GPU, not on cuda:0.
+    if let tch::Device::Cuda(index) = device {
+        mlm_torch_ext::set_current_cuda_device(index)
+            .with_context(|| format!("making cuda:{index} this process's device"))?;
+    }
     if is_main {
         eprintln!("config   {}", config.path.display());
         eprintln!(

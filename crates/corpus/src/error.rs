@@ -115,6 +115,21 @@ pub enum CorpusError {
     /// A prepared corpus directory is missing, incomplete or inconsistent.
     #[error("prepared corpus {dir}: {message}")]
     Prepared { dir: PathBuf, message: String },
+    /// A shard of a prepared corpus lacks a column `prepare` writes, or holds it with another
+    /// type (a file not written by `prepare`, or rewritten since).
+    #[error(
+        "prepared shard {path}: column `{column}` is {found}, expected {expected}: not a shard \
+         `mlm-train prepare` wrote (rerun it)",
+        found = found.as_deref().unwrap_or("missing")
+    )]
+    ShardSchema {
+        path: PathBuf,
+        column: &'static str,
+        /// The Arrow type `prepare` writes, as Arrow prints it (`List(non-null Boolean)`).
+        expected: String,
+        /// The column's type in the shard; None when the column is missing.
+        found: Option<String>,
+    },
     /// The model's tokenizer is not the one the corpus was tokenized with.
     #[error(
         "tokenizer fingerprint {found} does not match the prepared corpus {dir} ({expected}): \

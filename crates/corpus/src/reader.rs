@@ -15,7 +15,7 @@ use parquet::arrow::arrow_reader::{
 
 use crate::error::CorpusError;
 use crate::manifest::Manifest;
-use crate::shard::{INPUT_IDS, WORD_START, check_column_chunks};
+use crate::shard::{INPUT_IDS, TokenDtype, WORD_START, check_column_chunks, check_shard_schema};
 use crate::split::Split;
 use crate::tokenizer::DomainTokenizer;
 use crate::untrusted::guarded;
@@ -113,23 +113,32 @@ impl PreparedCorpus {
     pub fn split(&self, split: Split) -> Result<SplitReader, CorpusError> {
         let m = self.manifest.split(split);
         let mut shards = Vec::with_capacity(m.shards.len());
-        let mut first = 0;
+        let mut first = 0u64;
         for s in &m.shards {
             shards.push(ShardEntry {
                 path: self.dir.join(&s.file),
                 first,
                 rows: s.rows,
             });
-            first += s.rows;
+            first = first.saturating_add(s.rows);
         }
-        Ok(SplitReader {
+        // Sequence i is looked up among the shards' rows: a count they do not add up to
+        // would send a lookup past the last shard.
+        if first != m.sequences {
+            return Err(CorpusError::prepared(
+                &self.dir,
+                format!(
+                    "the manifest's {} shards hold {first} rows, it says {} sequences",
+                    split.as_str(),
+                    m.sequences
+                ),
+            ));
+        }
+        Ok(SplitReader::new(
             shards,
-            len: m.sequences,
-            tokens: m.tokens,
-            footers: VecDeque::new(),
-            groups: VecDeque::new(),
-            cache_groups: DEFAULT_CACHED_ROW_GROUPS,
-        })
+            m.tokens,
+            self.manifest.token_dtype,
+        ))
     }
 }
 
@@ -153,6 +162,38 @@ struct Footer {
     metadata: ArrowReaderMetadata,
     /// First row of each row group within the shard, and the end.
     group_starts: Vec<u64>,
+}
+
+impl Footer {
+    /// Opens the shard at `path` and reads its footer: refused unless its column chunks lie
+    /// inside the file and its columns are those `prepare` writes for `dtype`, so that no
+    /// page of a shard of another layout is ever decoded.
+    fn load(shard: usize, path: &Path, dtype: TokenDtype) -> Result<Self, CorpusError> {
+        let file = File::open(path).map_err(|e| CorpusError::io("cannot open", path, e))?;
+        // Footers are decoded under `guarded` too, as the input reader's are.
+        let metadata = guarded(|| ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()))
+            .map_err(|panic| bad_shard(path, &format!("the footer decoder failed: {panic}")))?
+            .map_err(pq_err(path))?;
+        let file_bytes = file.metadata().map_or(0, |m| m.len());
+        check_column_chunks(metadata.metadata(), file_bytes).map_err(|e| bad_shard(path, &e))?;
+        check_shard_schema(path, metadata.schema(), dtype)?;
+        let mut group_starts = vec![0u64];
+        for rg in metadata.metadata().row_groups() {
+            let end = group_starts[group_starts.len() - 1];
+            group_starts.push(end.saturating_add(rg.num_rows().max(0) as u64));
+        }
+        Ok(Self {
+            shard,
+            file,
+            metadata,
+            group_starts,
+        })
+    }
+
+    /// Rows of the shard, as its footer counts them.
+    fn rows(&self) -> u64 {
+        self.group_starts[self.group_starts.len() - 1]
+    }
 }
 
 struct DecodedGroup {
@@ -179,6 +220,8 @@ pub struct SplitReader {
     shards: Vec<ShardEntry>,
     len: u64,
     tokens: u64,
+    /// The element type of `input_ids` the manifest declares: every shard must hold it.
+    dtype: TokenDtype,
     footers: VecDeque<Footer>,
     groups: VecDeque<DecodedGroup>,
     cache_groups: usize,
@@ -198,6 +241,36 @@ fn pq_err(path: &Path) -> impl Fn(parquet::errors::ParquetError) -> CorpusError 
 }
 
 impl SplitReader {
+    fn new(shards: Vec<ShardEntry>, tokens: u64, dtype: TokenDtype) -> Self {
+        let len = shards.last().map_or(0, |s| s.first.saturating_add(s.rows));
+        Self {
+            shards,
+            len,
+            tokens,
+            dtype,
+            footers: VecDeque::new(),
+            groups: VecDeque::new(),
+            cache_groups: DEFAULT_CACHED_ROW_GROUPS,
+        }
+    }
+
+    /// A reader of one shard file on its own, with no manifest: its rows are the ones its
+    /// footer lists, its `input_ids` must be of `dtype`, and its token count is not known
+    /// (0). For the `shard` fuzz target, which feeds it untrusted files: any content gives
+    /// sequences or an error.
+    pub fn single_shard(path: &Path, dtype: TokenDtype) -> Result<Self, CorpusError> {
+        let footer = Footer::load(0, path, dtype)?;
+        let rows = footer.rows();
+        let entry = ShardEntry {
+            path: path.to_path_buf(),
+            first: 0,
+            rows,
+        };
+        let mut reader = Self::new(vec![entry], 0, dtype);
+        reader.footers.push_front(footer);
+        Ok(reader)
+    }
+
     /// Number of sequences.
     pub fn len(&self) -> u64 {
         self.len
@@ -267,23 +340,14 @@ impl SplitReader {
             return Ok(&self.footers[p]);
         }
         let path = &self.shards[shard].path;
-        let file = File::open(path).map_err(|e| CorpusError::io("cannot open", path, e))?;
-        let metadata =
-            ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(pq_err(path))?;
-        let file_bytes = file.metadata().map_or(0, |m| m.len());
-        check_column_chunks(metadata.metadata(), file_bytes).map_err(|e| bad_shard(path, &e))?;
-        let mut group_starts = vec![0];
-        for rg in metadata.metadata().row_groups() {
-            group_starts
-                .push(group_starts.last().copied().unwrap_or(0) + rg.num_rows().max(0) as u64);
-        }
-        if group_starts.last() != Some(&self.shards[shard].rows) {
+        let footer = Footer::load(shard, path, self.dtype)?;
+        if footer.rows() != self.shards[shard].rows {
             return Err(CorpusError::prepared(
                 path.parent().unwrap_or(Path::new(".")),
                 format!(
                     "{} holds {} rows, the manifest says {}",
                     path.display(),
-                    group_starts.last().unwrap_or(&0),
+                    footer.rows(),
                     self.shards[shard].rows
                 ),
             ));
@@ -291,12 +355,7 @@ impl SplitReader {
         if self.footers.len() >= CACHED_FOOTERS {
             self.footers.pop_back();
         }
-        self.footers.push_front(Footer {
-            shard,
-            file,
-            metadata,
-            group_starts,
-        });
+        self.footers.push_front(footer);
         Ok(&self.footers[0])
     }
 
@@ -314,15 +373,13 @@ impl SplitReader {
         let reader = read_row_group(footer, &path, group, rows)
             .map_err(|e| bad_shard(&path, &format!("row group {group}: {e}")))?;
         // A corrupt page can panic inside the decoder (untrusted.rs): an error naming the
-        // shard and row group, like any other corrupt shard.
-        let batches = guarded(|| reader.collect::<Vec<_>>()).map_err(|panic| {
-            bad_shard(
-                &path,
-                &format!("row group {group}: the decoder failed: {panic}"),
-            )
-        })?;
+        // shard and row group, like any other corrupt shard. Collecting stops at the first
+        // error: after one, the batch reader returns the same error again and again.
+        let batches = guarded(|| reader.collect::<Result<Vec<_>, _>>())
+            .map_err(|panic| format!("the decoder failed: {panic}"))
+            .and_then(|batches| batches.map_err(|e| e.to_string()))
+            .map_err(|what| bad_shard(&path, &format!("row group {group}: {what}")))?;
         for batch in batches {
-            let batch = batch.map_err(|e| bad_shard(&path, &format!("row group {group}: {e}")))?;
             decoded
                 .append(&batch)
                 .map_err(|what| bad_shard(&path, &what))?;
@@ -385,18 +442,26 @@ impl DecodedGroup {
     fn append(&mut self, batch: &RecordBatch) -> Result<(), String> {
         let ids = list_column(batch, INPUT_IDS)?;
         let starts = list_column(batch, WORD_START)?;
-        let base = self.ids.len();
         let id_offsets = ids.value_offsets();
+        let s_offsets = starts.value_offsets();
+        // Each row's word starts go with its ids: equal totals are not enough.
+        let row_len = |offsets: &[i32], row: usize| offsets[row + 1] - offsets[row];
+        if let Some(row) = (0..ids.len()).find(|&r| row_len(id_offsets, r) != row_len(s_offsets, r))
+        {
+            return Err(format!(
+                "row {row}: word_start and input_ids differ in length"
+            ));
+        }
+        let start_values = starts
+            .values()
+            .as_boolean_opt()
+            .ok_or_else(|| format!("{WORD_START} of type {}", starts.value_type()))?;
+        let base = self.ids.len();
         let first = id_offsets[0] as usize;
         self.append_ids(ids.values(), first..id_offsets[ids.len()] as usize)?;
-        let start_values = starts.values().as_boolean();
-        let s_offsets = starts.value_offsets();
         let start_range = s_offsets[0] as usize..s_offsets[starts.len()] as usize;
         self.starts
             .extend(start_range.map(|i| start_values.value(i)));
-        if self.starts.len() != self.ids.len() {
-            return Err("word_start and input_ids differ in length".into());
-        }
         self.offsets
             .extend(id_offsets[1..].iter().map(|&o| base + o as usize - first));
         Ok(())
@@ -420,12 +485,4 @@ impl DecodedGroup {
 }
 
 #[cfg(test)]
-mod tests {
-    /// A data loader moves readers to its worker threads.
-    #[test]
-    fn readers_are_send() {
-        fn send<T: Send>() {}
-        send::<super::SplitReader>();
-        send::<super::PreparedCorpus>();
-    }
-}
+mod tests;

@@ -50,20 +50,49 @@ impl TokenDtype {
     }
 }
 
+/// `list<item>` with non-null items, the type of both shard columns.
+fn list_of(item: DataType) -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(item, false)))
+}
+
+/// The columns of a shard and their types.
+fn shard_columns(dtype: TokenDtype) -> [(&'static str, DataType); 2] {
+    [
+        (INPUT_IDS, list_of(dtype.arrow())),
+        (WORD_START, list_of(DataType::Boolean)),
+    ]
+}
+
 /// The Arrow schema of a shard.
 pub fn shard_schema(dtype: TokenDtype) -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new(
-            INPUT_IDS,
-            DataType::List(Arc::new(Field::new_list_field(dtype.arrow(), false))),
-            false,
-        ),
-        Field::new(
-            WORD_START,
-            DataType::List(Arc::new(Field::new_list_field(DataType::Boolean, false))),
-            false,
-        ),
-    ]))
+    let fields: Vec<Field> = shard_columns(dtype)
+        .into_iter()
+        .map(|(name, data_type)| Field::new(name, data_type, false))
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+/// Checks that a shard's schema, as read from its footer, has the columns `prepare` writes
+/// with exactly the types it writes for `dtype`: the reader decodes them as those types, and
+/// a shard of any other layout (another dtype, nullable items, another column type) is not
+/// one of ours. Other columns are left alone: the reader never decodes them.
+pub fn check_shard_schema(
+    path: &Path,
+    schema: &Schema,
+    dtype: TokenDtype,
+) -> Result<(), CorpusError> {
+    for (column, expected) in shard_columns(dtype) {
+        let found = schema.field_with_name(column).ok().map(Field::data_type);
+        if found != Some(&expected) {
+            return Err(CorpusError::ShardSchema {
+                path: path.to_path_buf(),
+                column,
+                expected: expected.to_string(),
+                found: found.map(DataType::to_string),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A finished shard, as the manifest lists it.
@@ -245,6 +274,22 @@ mod tests {
     use parquet::file::reader::{FileReader, SerializedFileReader};
 
     use super::*;
+
+    /// The writer's own schema passes; a shard without a column is refused naming it.
+    #[test]
+    fn shard_schemas_are_checked_column_by_column() {
+        let path = Path::new("/c/train-00000.parquet");
+        for dtype in [TokenDtype::Uint16, TokenDtype::Uint32] {
+            assert!(check_shard_schema(path, &shard_schema(dtype), dtype).is_ok());
+        }
+        let ids_only = Schema::new(vec![shard_schema(TokenDtype::Uint16).field(0).clone()]);
+        let error = check_shard_schema(path, &ids_only, TokenDtype::Uint16).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "prepared shard /c/train-00000.parquet: column `word_start` is missing, expected \
+             List(non-null Boolean): not a shard `mlm-train prepare` wrote (rerun it)"
+        );
+    }
 
     #[test]
     fn column_chunks_are_checked_against_the_file_size() {

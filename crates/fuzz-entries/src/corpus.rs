@@ -1,13 +1,14 @@
-//! Corpus inputs: the four readers of `prepare` and the tokenizer loader.
+//! Corpus inputs: the four readers of `prepare`, the prepared-shard reader of training and
+//! the tokenizer loader.
 
 use std::io::Cursor;
 
-use mlm_corpus::DomainTokenizer;
 use mlm_corpus::config::TextMode;
 use mlm_corpus::input::{
     ByteCounter, ReaderSettings, RecordReader, jsonl::JsonlReader, medline::MedlineReader,
     parquet_in::ParquetReader, text::TextReader,
 };
+use mlm_corpus::{DomainTokenizer, SplitReader, TokenDtype};
 
 use super::{with_scratch, write};
 
@@ -65,6 +66,27 @@ pub fn parquet(data: &[u8]) {
         match ParquetReader::open(&path, &settings(TextMode::Line), &ByteCounter::default()) {
             Ok(reader) => drain(reader),
             Err(_bad_record) => {}
+        }
+    });
+}
+
+/// A prepared shard (`train-00000.parquet` of a `prepare` output), read sequence by sequence
+/// as training reads it, once as a shard of `uint16` ids and once of `uint32` ids. The
+/// reader refuses a shard of another schema when it opens it; a corrupt page is an error
+/// naming the shard (its decoder panics are contained, as the `parquet` target's are).
+pub fn shard(data: &[u8]) {
+    with_scratch(|dir| {
+        let path = write(dir, "train-00000.parquet", data);
+        for dtype in [TokenDtype::Uint16, TokenDtype::Uint32] {
+            let Ok(mut reader) = SplitReader::single_shard(&path, dtype) else {
+                continue;
+            };
+            // A footer may claim any number of rows; the first error ends the shard.
+            for index in 0..reader.len().min(MAX_RECORDS as u64) {
+                if reader.get(index).is_err() {
+                    break;
+                }
+            }
         }
     });
 }

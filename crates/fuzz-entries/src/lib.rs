@@ -1,7 +1,7 @@
 //! mlm-fuzz-entries: one function per fuzz target of `fuzz/`, each feeding arbitrary bytes to
-//! a parser the way `mlm-train` does (a config file, a corpus file of each format, a
-//! `tokenizer.json`, a model directory's weights, a `pytorch_model.bin`, a
-//! `trainer_state.json`). A parser may refuse the bytes with its typed error; it must never
+//! a parser the way `mlm-train` does (a config file, a corpus file of each format, a shard of
+//! a prepared corpus, a `tokenizer.json`, a model directory's weights, a `pytorch_model.bin`,
+//! a `trainer_state.json`). A parser may refuse the bytes with its typed error; it must never
 //! panic. The fuzzers (`scripts/fuzz TARGET MINUTES`, nightly) and the regression test below
 //! (stable, in `scripts/test`) call the same functions, so every input a fuzzer once found
 //! stays checked in CI.
@@ -15,7 +15,7 @@ mod model;
 
 use std::path::{Path, PathBuf};
 
-pub use corpus::{jsonl, medline, parquet, text, tokenizer};
+pub use corpus::{jsonl, medline, parquet, shard, text, tokenizer};
 pub use model::{safetensors, torch_pickle, trainer_state};
 
 /// A fuzz target: its name (a file of `fuzz/fuzz_targets/`, a folder of `fuzz/regressions/`)
@@ -46,6 +46,10 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "parquet",
         run: parquet,
+    },
+    Target {
+        name: "shard",
+        run: shard,
     },
     Target {
         name: "tokenizer",

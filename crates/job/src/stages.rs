@@ -221,7 +221,8 @@ pub fn prepared_on_rank_zero(
 }
 
 /// The device of a rank: a data-parallel rank on CUDA takes the GPU of its `LOCAL_RANK`, as
-/// `torch.cuda.set_device(local_rank)` does; anything else keeps the configured device.
+/// `torch.cuda.set_device(local_rank)` does; anything else keeps the configured device. The
+/// caller makes it the current device (`mlm_torch_ext::set_current_cuda_device`).
 pub fn rank_device(configured: tch::Device, local_rank: Option<usize>) -> tch::Device {
     match (configured, local_rank) {
         (tch::Device::Cuda(_), Some(local_rank)) => tch::Device::Cuda(local_rank),

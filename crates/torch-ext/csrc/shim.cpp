@@ -8,6 +8,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <torch/headeronly/version.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <memory>
 #include <optional>
 
@@ -317,6 +318,30 @@ int mlmx_flash_attention_varlen(const at::Tensor* query, const at::Tensor* key, 
                                                    max_len, dropout, /*is_causal=*/false,
                                                    /*return_debug_mask=*/false, scale, side, side);
         *out = new at::Tensor(std::get<0>(result));
+    });
+}
+
+// Pinned (page-locked) host memory for an asynchronous upload: `self.pin_memory()` with no
+// device argument. tch's binding passes one, which libtorch 2.11 answers with a deprecation
+// warning on every call (native/Memory.cpp): once per uploaded batch, a flooded log.
+int mlmx_pin_memory(const at::Tensor* self, at::Tensor** out) {
+    return guarded([&] { *out = new at::Tensor(self->pin_memory()); });
+}
+
+// torch.cuda.set_device / current_device through the device guard libtorch registers for
+// the device type (`c10::DeviceType` value), so this file needs no CUDA header: makes
+// `index` the calling thread's current device (streams, graph capture and NCCL then use it).
+int mlmx_set_current_device(int device_type, int index) {
+    return guarded([&] {
+        auto type = static_cast<c10::DeviceType>(device_type);
+        c10::impl::getDeviceGuardImpl(type)->setDevice(c10::Device(type, static_cast<c10::DeviceIndex>(index)));
+    });
+}
+
+int mlmx_current_device(int device_type, int* index) {
+    return guarded([&] {
+        auto type = static_cast<c10::DeviceType>(device_type);
+        *index = c10::impl::getDeviceGuardImpl(type)->getDevice().index();
     });
 }
 

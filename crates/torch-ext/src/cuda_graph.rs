@@ -89,6 +89,56 @@ impl Drop for SideStreamGuard<'_> {
     }
 }
 
+/// Why [`CudaGraph::capture`] failed.
+#[derive(Debug)]
+pub enum CaptureFailure<E> {
+    /// The captured body failed: its own error.
+    Body(E),
+    /// Beginning or ending the capture failed (the body succeeded or never ran).
+    Capture(TorchExtError),
+}
+
+/// `begin`, then `body` with autocast's weight cache off, then `end`, which runs whenever
+/// `begin` succeeded (ending is needed even after a failed body, or the stream stays in
+/// capture mode). The body's error wins over the end's.
+fn bracketed<T, E>(
+    begin: impl FnOnce() -> Result<()>,
+    body: impl FnOnce() -> std::result::Result<T, E>,
+    end: impl FnOnce() -> Result<()>,
+) -> std::result::Result<T, CaptureFailure<E>> {
+    begin().map_err(CaptureFailure::Capture)?;
+    let outcome = {
+        let _cache_off = AutocastCacheOff::new();
+        body()
+    };
+    let ended = end();
+    let value = outcome.map_err(CaptureFailure::Body)?;
+    ended.map_err(CaptureFailure::Capture)?;
+    Ok(value)
+}
+
+/// Autocast's weight cache off until dropped, then as it was (also when the body panics).
+struct AutocastCacheOff {
+    was: bool,
+}
+
+impl AutocastCacheOff {
+    fn new() -> Self {
+        // SAFETY: a plain flag of libtorch's thread-local autocast state.
+        let was = unsafe { ffi::mlmx_is_autocast_cache_enabled() };
+        // SAFETY: as above; the call cannot fail.
+        let _ = unsafe { ffi::mlmx_set_autocast_cache_enabled(false) };
+        Self { was }
+    }
+}
+
+impl Drop for AutocastCacheOff {
+    fn drop(&mut self) {
+        // SAFETY: as in `new`.
+        let _ = unsafe { ffi::mlmx_set_autocast_cache_enabled(self.was) };
+    }
+}
+
 /// A captured CUDA graph.
 pub struct CudaGraph(*mut c_void);
 
@@ -96,37 +146,36 @@ impl CudaGraph {
     /// Captures what `body` queues on the current stream, which must be a [`SideStream`]'s
     /// (capture on the default stream is illegal). The device is synchronised first. Autocast's
     /// weight cache is off during capture (torch.cuda.graphs' advice: a cast cached inside
-    /// the graph's memory pool would be freed into it). With `share_pool_with`, the graph
-    /// allocates from that graph's pool; replay them in capture order.
+    /// the graph's memory pool would be freed into it) and restored after, whatever happens.
+    /// With `share_pool_with`, the graph allocates from that graph's pool; replay them in
+    /// capture order.
     ///
     /// `body` must not wait for the device (no reading values back) and must leave the tensors
-    /// it writes alive, since replays write the same memory. Returns the graph with what
-    /// `body` returned; the graph is unusable if `body` failed.
-    pub fn capture<R>(
+    /// it writes alive, since replays write the same memory. A failed `body` is
+    /// [`CaptureFailure::Body`] with its own error, even when ending the (then broken)
+    /// capture fails too: the body's error is the cause a user needs.
+    pub fn capture<T, E>(
         share_pool_with: Option<&CudaGraph>,
-        body: impl FnOnce() -> R,
-    ) -> Result<(Self, R)> {
+        body: impl FnOnce() -> std::result::Result<T, E>,
+    ) -> std::result::Result<(Self, T), CaptureFailure<E>> {
         let mut handle = std::ptr::null_mut();
         // SAFETY: the shim writes a heap-allocated graph handle on success, owned by us.
         let status = unsafe { ffi::mlmx_cuda_graph_new(&raw mut handle) };
-        check(status, "new CUDA graph")?;
+        check(status, "new CUDA graph").map_err(CaptureFailure::Capture)?;
         let graph = Self(handle);
         let share = share_pool_with.map_or(std::ptr::null(), |g| g.0.cast_const());
-        // SAFETY: both handles are live graphs (`share` may be null).
-        let status = unsafe { ffi::mlmx_cuda_graph_capture_begin(graph.0, share) };
-        check(status, "begin CUDA graph capture")?;
-        // SAFETY: a plain flag of libtorch's thread-local autocast state.
-        let cache = unsafe { ffi::mlmx_is_autocast_cache_enabled() };
-        // SAFETY: as above; the call cannot fail.
-        let _ = unsafe { ffi::mlmx_set_autocast_cache_enabled(false) };
-        let result = body();
-        // SAFETY: as above.
-        let _ = unsafe { ffi::mlmx_set_autocast_cache_enabled(cache) };
-        // SAFETY: the graph is capturing (begun above); ending is needed even after a failed
-        // body, or the stream stays in capture mode.
-        let status = unsafe { ffi::mlmx_cuda_graph_capture_end(graph.0) };
-        check(status, "end CUDA graph capture")?;
-        Ok((graph, result))
+        let begin = || {
+            // SAFETY: both handles are live graphs (`share` may be null).
+            let status = unsafe { ffi::mlmx_cuda_graph_capture_begin(graph.0, share) };
+            check(status, "begin CUDA graph capture")
+        };
+        let end = || {
+            // SAFETY: the graph is capturing (begun above).
+            let status = unsafe { ffi::mlmx_cuda_graph_capture_end(graph.0) };
+            check(status, "end CUDA graph capture")
+        };
+        let value = bracketed(begin, body, end)?;
+        Ok((graph, value))
     }
 
     /// Launches the captured work on the current stream. The CUDA generator's seed and offset
@@ -162,10 +211,64 @@ mod tests {
             .expect("no CUDA device")
             .to_string();
         assert!(error.contains("side stream"), "{error}");
-        let error = CudaGraph::capture(None, || ())
-            .err()
-            .expect("no CUDA device")
-            .to_string();
-        assert!(error.contains("CUDA graph"), "{error}");
+        let Err(CaptureFailure::Capture(error)) = CudaGraph::capture(None, || Ok::<_, ()>(()))
+        else {
+            panic!("no CUDA device: the capture itself fails");
+        };
+        assert!(error.to_string().contains("CUDA graph"), "{error}");
+    }
+
+    fn cache_enabled() -> bool {
+        // SAFETY: reads a thread-local flag.
+        unsafe { ffi::mlmx_is_autocast_cache_enabled() }
+    }
+
+    fn torch_error(message: &str) -> TorchExtError {
+        TorchExtError::Torch {
+            operation: "end CUDA graph capture",
+            message: message.to_owned(),
+        }
+    }
+
+    /// A body that fails inside a capture whose end then fails too (as a broken capture
+    /// does): the body's error comes back, and autocast's cache is as it was before.
+    #[test]
+    fn a_failed_body_keeps_its_error_and_the_cache_setting_is_restored() {
+        assert!(cache_enabled(), "libtorch's default");
+        let mut cache_during = None;
+        let outcome = bracketed(
+            || Ok(()),
+            || {
+                cache_during = Some(cache_enabled());
+                Err::<(), _>("the body's error")
+            },
+            || Err(torch_error("operation not permitted when stream is capturing")),
+        );
+        assert!(matches!(outcome, Err(CaptureFailure::Body("the body's error"))));
+        assert_eq!(cache_during, Some(false), "off while capturing");
+        assert!(cache_enabled(), "restored");
+
+        let outcome = bracketed(|| Ok(()), || Ok::<_, ()>(7), || Err(torch_error("end")));
+        assert!(matches!(outcome, Err(CaptureFailure::Capture(_))));
+        let outcome = bracketed(|| Ok(()), || Ok::<_, ()>(7), || Ok(()));
+        assert!(matches!(outcome, Ok(7)));
+        let mut ran = false;
+        let outcome = bracketed(
+            || Err(torch_error("begin")),
+            || {
+                ran = true;
+                Ok::<_, ()>(())
+            },
+            || Ok(()),
+        );
+        assert!(matches!(outcome, Err(CaptureFailure::Capture(_))) && !ran);
+
+        // A panicking body restores it too.
+        let caught = std::panic::catch_unwind(|| {
+            let body = || -> std::result::Result<(), ()> { panic!("a bug in the body") };
+            let _ = bracketed(|| Ok(()), body, || Ok(()));
+        });
+        assert!(caught.is_err());
+        assert!(cache_enabled());
     }
 }

@@ -10,7 +10,7 @@
 //!
 //! Every shim call catches C++ exceptions and reports them as [`TorchExtError::Torch`].
 
-use std::ffi::{CStr, c_char, c_int, c_long};
+use std::ffi::{CStr, c_char, c_int, c_long, c_void};
 use std::path::PathBuf;
 
 use tch::Kind;
@@ -22,7 +22,7 @@ pub mod foreach;
 pub mod launch;
 
 mod ffi {
-    use super::{c_char, c_int, c_long};
+    use super::{c_char, c_int, c_long, c_void};
 
     unsafe extern "C" {
         pub fn mlmx_last_error() -> *const c_char;
@@ -39,6 +39,9 @@ mod ffi {
         pub fn mlmx_float32_matmul_precision() -> c_int;
         pub fn mlmx_cudnn_version() -> c_long;
         pub fn mlmx_cuda_driver_version() -> c_int;
+        pub fn mlmx_pin_memory(tensor: *const c_void, out: *mut *mut c_void) -> c_int;
+        pub fn mlmx_set_current_device(device_type: c_int, index: c_int) -> c_int;
+        pub fn mlmx_current_device(device_type: c_int, index: *mut c_int) -> c_int;
         pub fn mlmx_cuda_device_info(
             index: c_int,
             name: *mut c_char,
@@ -314,10 +317,65 @@ pub fn gpu_info(index: usize) -> Result<GpuInfo> {
     })
 }
 
+/// `c10::DeviceType::CUDA`.
+const CUDA_DEVICE_TYPE: c_int = 1;
+
+/// `tensor.pin_memory()`: a copy in page-locked host memory, for a non-blocking upload. Not
+/// tch's `pin_memory(device)`, whose device argument libtorch 2.11 warns about on every call.
+/// Needs a CUDA device (an error elsewhere).
+pub fn pin_memory(tensor: &tch::Tensor) -> Result<tch::Tensor> {
+    let mut out: *mut c_void = std::ptr::null_mut();
+    // SAFETY: `tensor` is a live `at::Tensor*` borrowed for the call; on success the shim
+    // writes a fresh heap-allocated `at::Tensor*` to `out`; it catches C++ exceptions.
+    let status = unsafe { ffi::mlmx_pin_memory(tensor.as_ptr().cast(), &raw mut out) };
+    check(status, "pin memory")?;
+    // SAFETY: on success `out` is a fresh `at::Tensor*` nothing else owns; tch takes it over.
+    Ok(unsafe { tch::Tensor::from_ptr(out.cast()) })
+}
+
+/// `torch.cuda.set_device(index)`: the calling thread's current CUDA device, which streams
+/// from the pool, graph capture and NCCL use. An error without CUDA.
+pub fn set_current_cuda_device(index: usize) -> Result<()> {
+    let index = c_int::try_from(index).map_err(|_| TorchExtError::Torch {
+        operation: "set the current CUDA device",
+        message: format!("device index {index}"),
+    })?;
+    // SAFETY: plain values; the shim catches C++ exceptions.
+    let status = unsafe { ffi::mlmx_set_current_device(CUDA_DEVICE_TYPE, index) };
+    check(status, "set the current CUDA device")
+}
+
+/// `torch.cuda.current_device()`. An error without CUDA.
+pub fn current_cuda_device() -> Result<usize> {
+    let mut index: c_int = -1;
+    // SAFETY: the shim writes an int on success and catches C++ exceptions.
+    let status = unsafe { ffi::mlmx_current_device(CUDA_DEVICE_TYPE, &raw mut index) };
+    check(status, "read the current CUDA device")?;
+    Ok(usize::try_from(index).unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tch::{Device, Tensor};
+
+    /// Without a GPU (these tests' machines) pinning and device selection are errors, not
+    /// crashes; with one, they work (the CUDA half runs on a lent GPU).
+    #[test]
+    fn pinning_and_the_current_device_are_errors_without_cuda() {
+        let host = Tensor::from_slice(&[1i64, 2, 3]);
+        if tch::Cuda::is_available() {
+            assert!(pin_memory(&host).unwrap().is_pinned(Device::Cuda(0)));
+            set_current_cuda_device(0).unwrap();
+            assert_eq!(current_cuda_device().unwrap(), 0);
+            return;
+        }
+        let error = pin_memory(&host).unwrap_err().to_string();
+        assert!(error.contains("pin memory"), "{error}");
+        let error = set_current_cuda_device(0).unwrap_err().to_string();
+        assert!(error.contains("current CUDA device"), "{error}");
+        assert!(current_cuda_device().is_err());
+    }
 
     #[test]
     fn autocast_dtype_round_trips_through_libtorch() {

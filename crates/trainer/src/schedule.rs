@@ -5,8 +5,9 @@
 //! `_get_linear_schedule_with_warmup_lr_lambda`, `_get_cosine_schedule_with_warmup_lr_lambda`
 //! (the `min_lr_rate` variant behind `get_cosine_with_min_lr_schedule_with_warmup`, which equals
 //! plain `get_cosine_schedule_with_warmup` at a floor of 0),
-//! `_get_constant_schedule_with_warmup_lr_lambda` and `_get_wsd_scheduler_lambda` with
-//! `get_wsd_schedule`'s defaults (linear warmup, cosine decay, `num_cycles = 0.5`).
+//! `_get_constant_schedule_with_warmup_lr_lambda` and `_get_wsd_scheduler_lambda` (its
+//! `warmup_type` and `decay_type`: linear, cosine or 1-sqrt, ModernBERT's decay; by default
+//! linear warmup and cosine decay, `num_cycles = 0.5`, as `get_wsd_schedule`).
 //!
 //! Step semantics follow `torch.optim.lr_scheduler.LambdaLR` as the Hugging Face Trainer drives
 //! it: the optimizer step that takes the model from `s` to `s + 1` completed steps uses
@@ -40,6 +41,58 @@ pub enum ScheduleKind {
     WarmupStableDecay,
 }
 
+/// How WSD's warmup rises and its decay falls (`get_wsd_schedule`'s `warmup_type` and
+/// `decay_type`), over the phase's progress `p` in [0, 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RampShape {
+    /// Warmup `p`, decay `1 - p`.
+    #[serde(rename = "linear")]
+    Linear,
+    /// Warmup `(1 - cos(pi p)) / 2`, decay `(1 + cos(pi p)) / 2`.
+    #[serde(rename = "cosine")]
+    Cosine,
+    /// Warmup `1 - sqrt(1 - p)`, decay `1 - sqrt(p)` (Hägele et al. 2024; ModernBERT's decay).
+    #[serde(rename = "1-sqrt")]
+    OneMinusSqrt,
+}
+
+impl RampShape {
+    /// The warmup's multiplier at progress `p`, before the floor.
+    fn rise(self, p: f64) -> f64 {
+        match self {
+            Self::Linear => p,
+            Self::Cosine => 0.5 * (1.0 - (std::f64::consts::PI * p).cos()),
+            Self::OneMinusSqrt => 1.0 - (1.0 - p).sqrt(),
+        }
+    }
+
+    /// The decay's multiplier at progress `p`, before the floor.
+    fn fall(self, p: f64) -> f64 {
+        match self {
+            Self::Linear => 1.0 - p,
+            Self::Cosine => 0.5 * (1.0 + (std::f64::consts::PI * NUM_CYCLES * 2.0 * p).cos()),
+            Self::OneMinusSqrt => 1.0 - p.sqrt(),
+        }
+    }
+
+    /// The name the config and transformers use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Linear => "linear",
+            Self::Cosine => "cosine",
+            Self::OneMinusSqrt => "1-sqrt",
+        }
+    }
+}
+
+fn linear_ramp() -> RampShape {
+    RampShape::Linear
+}
+
+fn cosine_ramp() -> RampShape {
+    RampShape::Cosine
+}
+
 /// A resolved learning-rate schedule (all counts in optimizer steps). Stored in
 /// `trainer_state.json` so a resumed run can show what it continued with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,6 +114,12 @@ pub struct Schedule {
     /// it). 0 reproduces Hugging Face's default schedules.
     #[serde(default)]
     pub min_lr_ratio: f64,
+    /// WarmupStableDecay only: the warmup's shape (default linear).
+    #[serde(default = "linear_ramp")]
+    pub warmup_type: RampShape,
+    /// WarmupStableDecay only: the decay's shape (default cosine).
+    #[serde(default = "cosine_ramp")]
+    pub decay_type: RampShape,
 }
 
 impl Schedule {
@@ -109,7 +168,7 @@ impl Schedule {
         }
     }
 
-    /// `_get_wsd_scheduler_lambda` with linear warmup and cosine decay. The stable phase is
+    /// `_get_wsd_scheduler_lambda` with `warmup_type` and `decay_type`. The stable phase is
     /// `total - warmup - decay` steps, as `get_wsd_schedule` derives it from
     /// `num_training_steps`; past the decay the floor holds.
     fn wsd_multiplier(&self, s: f64) -> f64 {
@@ -120,15 +179,14 @@ impl Schedule {
         let stable = self.total_steps as f64 - warmup - decay;
         let floor = self.min_lr_ratio;
         if s < warmup {
-            let progress = s / warmup.max(1.0);
-            return (progress * (1.0 - floor) + floor).max(0.0);
+            let factor = self.warmup_type.rise(s / warmup.max(1.0));
+            return (factor * (1.0 - floor) + floor).max(0.0);
         }
         if s < warmup + stable {
             return 1.0;
         }
         if s < warmup + stable + decay {
-            let progress = (s - warmup - stable) / decay.max(1.0);
-            let factor = 0.5 * (1.0 + (std::f64::consts::PI * NUM_CYCLES * 2.0 * progress).cos());
+            let factor = self.decay_type.fall((s - warmup - stable) / decay.max(1.0));
             return (factor * (1.0 - floor) + floor).max(0.0);
         }
         floor
@@ -266,6 +324,8 @@ mod tests {
             total_steps: total,
             decay_steps: 0,
             min_lr_ratio: 0.0,
+            warmup_type: RampShape::Linear,
+            decay_type: RampShape::Cosine,
         }
     }
 

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use mlm_trainer::optim::{AdamW, AdamWConfig, clip_grad_norm};
-use mlm_trainer::schedule::{Schedule, ScheduleKind};
+use mlm_trainer::schedule::{RampShape, Schedule, ScheduleKind};
 use serde_json::{Value, json};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
@@ -65,9 +65,28 @@ fn schedules() -> Vec<Schedule> {
         total_steps,
         decay_steps,
         min_lr_ratio,
+        warmup_type: RampShape::Linear,
+        decay_type: RampShape::Cosine,
     };
+    // WSD with every warmup and decay shape (ModernBERT's recipe: 1-sqrt decay).
+    let shaped = |warmup_type, decay_type| Schedule {
+        warmup_type,
+        decay_type,
+        ..s(ScheduleKind::WarmupStableDecay, 5, 30, 12, 0.02)
+    };
+    use RampShape::{Cosine as CosineRamp, Linear as LinearRamp, OneMinusSqrt};
     use ScheduleKind::*;
-    vec![
+    let mut shapes = Vec::new();
+    for warmup_type in [LinearRamp, CosineRamp, OneMinusSqrt] {
+        for decay_type in [LinearRamp, CosineRamp, OneMinusSqrt] {
+            shapes.push(shaped(warmup_type, decay_type));
+        }
+    }
+    shapes.push(Schedule {
+        decay_type: OneMinusSqrt,
+        ..s(WarmupStableDecay, 0, 9, 9, 0.0)
+    });
+    shapes.into_iter().chain([
         s(Linear, 0, 10, 0, 0.0),
         s(Linear, 3, 17, 0, 0.0),
         s(Linear, 10, 10, 0, 0.0),
@@ -79,7 +98,8 @@ fn schedules() -> Vec<Schedule> {
         s(WarmupStableDecay, 3, 20, 6, 0.0),
         s(WarmupStableDecay, 4, 30, 10, 0.05),
         s(WarmupStableDecay, 0, 9, 9, 0.0),
-    ]
+    ])
+    .collect()
 }
 
 /// Deterministic values in [-1, 1) (xorshift), independent of libtorch's generator.

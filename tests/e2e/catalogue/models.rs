@@ -169,11 +169,36 @@ fn broken_parquet_inputs_are_named() {
         ),
     ];
     check_all(&cases);
-    // Accepted: pyarrow's default compression (Snappy), and integer text cast to strings
-    // (docs/corpus.md: "any string or castable type").
+    // A text column must hold strings, as a JSONL text field must: other types are refused
+    // when the file is opened, naming the column and its type, before any shard is written
+    // (they used to be cast, preparing a corpus of numbers).
+    let wrong_types = [
+        ("parquet_int64_text", "int_text.parquet", "Int64"),
+        ("parquet_binary_text", "binary_text.parquet", "Binary"),
+        ("parquet_list_text", "list_text.parquet", "List(Utf8"),
+    ];
+    let cases: Vec<Case> = wrong_types
+        .into_iter()
+        .map(|(name, file, data_type)| {
+            let refusal = format!("text column `abstract` is not a string but {data_type}");
+            let shard = scratch
+                .path()
+                .join(format!("prepared-{name}/train-00000.parquet"));
+            case(name, file, &[file, "schema: missing_field"])
+                .names(&[refusal.as_str()])
+                .absent(shard)
+        })
+        .collect();
+    check_all(&cases);
+    // Accepted: pyarrow's default compression (Snappy), and the strings of every layout
+    // (large_string, dictionary-encoded as pandas categoricals are, string_view).
     for (name, file) in [
         ("parquet_snappy", "snappy.parquet"),
-        ("parquet_integer_text", "int_text.parquet"),
+        (
+            "parquet_large_and_dictionary_strings",
+            "large_dictionary.parquet",
+        ),
+        ("parquet_string_view", "string_view.parquet"),
     ] {
         let output = format!("\"prepared-{name}\"");
         let config = write_config(

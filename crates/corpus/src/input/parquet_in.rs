@@ -1,11 +1,12 @@
-//! Parquet input: the configured text columns (joined with `field_separator`) and an optional
-//! id column (string or integer), read a record batch at a time.
+//! Parquet input: the configured text columns (strings, joined with `field_separator`) and an
+//! optional id column (string or integer), read a record batch at a time. A text column of
+//! another type is refused when the file is opened, naming the column and its type.
 
 use std::fs::File;
 use std::path::Path;
 
 use arrow::array::{Array, ArrayRef, AsArray};
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, Field, Schema};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
@@ -47,6 +48,59 @@ fn without_panic<T>(location: &str, decode: impl FnOnce() -> T) -> Result<T, Bad
     })
 }
 
+/// The top-level column `name` of `schema`, or a `missing_field` record listing the columns.
+fn find_column<'s>(schema: &'s Schema, name: &str) -> Result<(usize, &'s Field), BadRecord> {
+    schema.column_with_name(name).ok_or_else(|| {
+        let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        BadRecord::new(
+            BadRecordKind::MissingField,
+            "schema",
+            format!("no column `{name}` (columns: {})", columns.join(", ")),
+        )
+        .ending_file()
+    })
+}
+
+/// Whether a column of this type holds text: the string types, plain or dictionary-encoded
+/// (pyarrow's `string`, `large_string`, `string_view`, `dictionary<..., string>`).
+fn is_string(data_type: &DataType) -> bool {
+    match data_type {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Dictionary(_, values) => is_string(values),
+        _ => false,
+    }
+}
+
+/// A text column must hold strings, as a JSONL text field must (`jsonl.rs`): numbers, bytes
+/// or lists read as text would prepare a corpus of `"1 3"`s without a word of warning. A
+/// column of type `null` (pyarrow's type for a column with no value at all) passes: its rows
+/// are null text, refused row by row like nulls in a string column.
+fn check_text_type(name: &str, data_type: &DataType) -> Result<(), BadRecord> {
+    if is_string(data_type) || *data_type == DataType::Null {
+        return Ok(());
+    }
+    Err(BadRecord::new(
+        BadRecordKind::MissingField,
+        "schema",
+        format!("text column `{name}` is not a string but {data_type}"),
+    )
+    .ending_file())
+}
+
+/// An id column is cast to its text (integer ids are common: PMIDs); only nested types,
+/// which have no such text, are refused.
+fn check_id_type(name: &str, data_type: &DataType) -> Result<(), BadRecord> {
+    if !data_type.is_nested() {
+        return Ok(());
+    }
+    Err(BadRecord::new(
+        BadRecordKind::MissingField,
+        "schema",
+        format!("id column `{name}` is not a string or integer but {data_type}"),
+    )
+    .ending_file())
+}
+
 impl ParquetReader {
     pub fn open(
         path: &Path,
@@ -69,35 +123,14 @@ impl ParquetReader {
             .map_err(|e| malformed("footer", e).ending_file())?;
         let schema = builder.schema().clone();
         let mut roots = Vec::new();
-        let wanted = settings.text_fields.iter().chain(settings.id_field.iter());
-        for name in wanted {
-            let Some((index, field)) = schema.column_with_name(name) else {
-                return Err(BadRecord::new(
-                    BadRecordKind::MissingField,
-                    "schema",
-                    format!(
-                        "no column `{name}` (columns: {})",
-                        schema
-                            .fields()
-                            .iter()
-                            .map(|f| f.name().as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                )
-                .ending_file());
-            };
-            if matches!(
-                field.data_type(),
-                DataType::List(_) | DataType::Struct(_) | DataType::Map(_, _)
-            ) {
-                return Err(BadRecord::new(
-                    BadRecordKind::MissingField,
-                    "schema",
-                    format!("column `{name}` is {} , not text", field.data_type()),
-                )
-                .ending_file());
-            }
+        for name in &settings.text_fields {
+            let (index, field) = find_column(&schema, name)?;
+            check_text_type(name, field.data_type())?;
+            roots.push(index);
+        }
+        if let Some(name) = &settings.id_field {
+            let (index, field) = find_column(&schema, name)?;
+            check_id_type(name, field.data_type())?;
             roots.push(index);
         }
         let total_rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
@@ -140,6 +173,8 @@ impl ParquetReader {
                     .ending_file()));
             }
         };
+        // Text columns are strings (checked at open): the cast only turns large, view and
+        // dictionary layouts into plain Utf8. An id column is cast to its text (`123`).
         let to_text = |name: &str| -> Result<ArrayRef, BadRecord> {
             let column = batch.column_by_name(name).ok_or_else(|| {
                 malformed("schema", format!("column `{name}` vanished")).ending_file()
@@ -240,59 +275,213 @@ impl RecordReader for ParquetReader {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
     use std::sync::Arc;
 
-    use arrow::array::{Int64Array, RecordBatch, StringArray};
-    use arrow::datatypes::{Field, Schema};
+    use arrow::array::{
+        BinaryArray, BooleanArray, DictionaryArray, Float64Array, Int64Array, LargeStringArray,
+        ListBuilder, NullArray, RecordBatch, StringArray, StringBuilder, StringViewArray,
+    };
+    use arrow::datatypes::{Int8Type, Int32Type};
     use parquet::arrow::ArrowWriter;
 
     use super::*;
+    use crate::testutil::TempDir;
 
-    #[test]
-    fn reads_text_and_integer_ids_and_flags_nulls() {
-        let dir = std::env::temp_dir().join(format!("mlm-corpus-pq-in-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("in.parquet");
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, true),
-            Field::new("text", DataType::Utf8, true),
-            Field::new("other", DataType::Utf8, true),
-        ]));
-        let batch = RecordBatch::try_new(
-            schema.clone(),
-            vec![
-                Arc::new(Int64Array::from(vec![Some(1), Some(2), Some(3)])),
-                Arc::new(StringArray::from(vec![Some("hello"), None, Some("world")])),
-                Arc::new(StringArray::from(vec![Some("x"), Some("y"), Some("z")])),
-            ],
-        )
-        .unwrap();
+    /// Writes `columns` as a Parquet file the way pyarrow does (the Arrow schema stored in the
+    /// footer, so that large, view and dictionary strings read back as such).
+    fn write_parquet(dir: &TempDir, name: &str, columns: Vec<(&str, ArrayRef)>) -> PathBuf {
+        let path = dir.path().join(name);
+        let fields: Vec<Field> = columns
+            .iter()
+            .map(|(name, array)| Field::new(*name, array.data_type().clone(), true))
+            .collect();
+        let schema = Arc::new(Schema::new(fields));
+        let arrays = columns.into_iter().map(|(_, array)| array).collect();
+        let batch = RecordBatch::try_new(schema.clone(), arrays).unwrap();
         let mut w = ArrowWriter::try_new(File::create(&path).unwrap(), schema, None).unwrap();
         w.write(&batch).unwrap();
         w.close().unwrap();
-        let settings = ReaderSettings {
+        path
+    }
+
+    fn settings(text_fields: &[&str], id_field: Option<&str>) -> ReaderSettings {
+        ReaderSettings {
             text_mode: crate::config::TextMode::Line,
-            text_fields: vec!["text".into()],
+            text_fields: text_fields.iter().map(|f| (*f).to_owned()).collect(),
             field_separator: " ".into(),
-            id_field: Some("id".into()),
-        };
-        let counter = ByteCounter::default();
-        let mut r = ParquetReader::open(&path, &settings, &counter).unwrap();
-        let got: Vec<String> = std::iter::from_fn(|| r.next_record())
+            id_field: id_field.map(str::to_owned),
+        }
+    }
+
+    /// Every record of `path`, as `id=text`, a drop reason or `kind location: message`.
+    fn read_all(path: &Path, settings: &ReaderSettings) -> Result<Vec<String>, BadRecord> {
+        let mut r = ParquetReader::open(path, settings, &ByteCounter::default())?;
+        Ok(std::iter::from_fn(|| r.next_record())
             .map(|x| match x {
                 Ok(Record::Doc(d)) => format!("{}={}", d.id, d.text),
                 Ok(Record::Dropped(r)) => r.as_str().to_string(),
-                Err(b) => format!("{} {}", b.kind.as_str(), b.location),
+                Err(b) => format!("{} {}: {}", b.kind.as_str(), b.location, b.message),
             })
-            .collect();
-        assert_eq!(got, ["1=hello", "missing_field row 2", "3=world"]);
+            .collect())
+    }
+
+    #[test]
+    fn reads_text_and_integer_ids_and_flags_nulls() {
+        let dir = TempDir::new("pq-in");
+        let path = write_parquet(
+            &dir,
+            "in.parquet",
+            vec![
+                ("id", Arc::new(Int64Array::from(vec![1, 2, 3]))),
+                (
+                    "text",
+                    Arc::new(StringArray::from(vec![Some("hello"), None, Some("world")])),
+                ),
+                ("other", Arc::new(StringArray::from(vec!["x", "y", "z"]))),
+            ],
+        );
+        let counter = ByteCounter::default();
+        let settings = settings(&["text"], Some("id"));
+        let mut r = ParquetReader::open(&path, &settings, &counter).unwrap();
+        while r.next_record().is_some() {}
         assert_eq!(counter.get(), std::fs::metadata(&path).unwrap().len());
+        assert_eq!(
+            read_all(&path, &settings).unwrap(),
+            [
+                "1=hello",
+                "missing_field row 2: text column `text` is null",
+                "3=world"
+            ]
+        );
         let bad = ReaderSettings {
             text_fields: vec!["body".into()],
             ..settings
         };
         let err = ParquetReader::open(&path, &bad, &counter).err().unwrap();
         assert!(err.message.contains("no column `body`"), "{}", err.message);
-        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The Arrow type the reader gets for `column` of `path`.
+    fn stored_type(path: &Path, column: &str) -> DataType {
+        let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap();
+        let field = builder.schema().field_with_name(column).unwrap();
+        field.data_type().clone()
+    }
+
+    /// A list<string> column (`[["a", "b"], ...]`), as pyarrow writes a list of keywords.
+    fn string_lists() -> ArrayRef {
+        let mut lists = ListBuilder::new(StringBuilder::new());
+        for _ in 0..2 {
+            lists.values().append_value("a");
+            lists.values().append_value("b");
+            lists.append(true);
+        }
+        Arc::new(lists.finish())
+    }
+
+    /// The same text in every string layout pyarrow writes, each read as text; every other
+    /// type refused when the file is opened, naming the column and its type (as JSONL refuses
+    /// `"abstract": 5`), not read as the text of its values (`1`, `[a, b]`).
+    #[test]
+    fn text_columns_must_hold_strings_of_any_layout() {
+        let dir = TempDir::new("pq-types");
+        let dictionary = |keys: Vec<i32>| -> ArrayRef {
+            let values = StringArray::from(vec!["Aspirin.", "Renal failure."]);
+            Arc::new(DictionaryArray::<Int32Type>::try_new(keys.into(), Arc::new(values)).unwrap())
+        };
+        let large_dictionary: ArrayRef = Arc::new(
+            DictionaryArray::<Int8Type>::try_new(
+                vec![1i8, 0].into(),
+                Arc::new(LargeStringArray::from(vec!["Aspirin.", "Renal failure."])),
+            )
+            .unwrap(),
+        );
+        let texts = ["Aspirin.", "Renal failure."];
+        let read: Vec<(&str, ArrayRef)> = vec![
+            ("string", Arc::new(StringArray::from(texts.to_vec()))),
+            (
+                "large_string",
+                Arc::new(LargeStringArray::from(texts.to_vec())),
+            ),
+            (
+                "string_view",
+                Arc::new(StringViewArray::from(texts.to_vec())),
+            ),
+            ("dictionary", dictionary(vec![0, 1])),
+            ("large_dictionary", large_dictionary),
+        ];
+        for (name, column) in read {
+            let written = column.data_type().clone();
+            let path = write_parquet(
+                &dir,
+                &format!("{name}.parquet"),
+                vec![
+                    ("pmid", Arc::new(Int64Array::from(vec![7, 8]))),
+                    ("abstract", column),
+                ],
+            );
+            assert_eq!(stored_type(&path, "abstract"), written, "{name}");
+            let got = read_all(&path, &settings(&["abstract"], Some("pmid")));
+            let expected = if name == "large_dictionary" {
+                ["7=Renal failure.", "8=Aspirin."]
+            } else {
+                ["7=Aspirin.", "8=Renal failure."]
+            };
+            assert_eq!(got.unwrap(), expected, "{name}");
+        }
+        let refused: Vec<(&str, ArrayRef)> = vec![
+            ("Int64", Arc::new(Int64Array::from(vec![1, 3]))),
+            ("Binary", Arc::new(BinaryArray::from(vec![&b"a"[..], b"b"]))),
+            ("List(Utf8)", string_lists()),
+            ("Float64", Arc::new(Float64Array::from(vec![1.5, 2.0]))),
+            ("Boolean", Arc::new(BooleanArray::from(vec![true, false]))),
+        ];
+        for (type_name, column) in refused {
+            let path = write_parquet(
+                &dir,
+                "refused.parquet",
+                vec![
+                    ("title", Arc::new(StringArray::from(texts.to_vec()))),
+                    ("abstract", column),
+                ],
+            );
+            let bad = read_all(&path, &settings(&["title", "abstract"], None)).unwrap_err();
+            assert_eq!(
+                (bad.kind, bad.location.as_str(), bad.ends_file),
+                (BadRecordKind::MissingField, "schema", true),
+                "{type_name}"
+            );
+            let message = format!("text column `abstract` is not a string but {type_name}");
+            assert_eq!(bad.message, message);
+            let error = bad.into_error(&path).to_string();
+            let shown = format!("{}: schema: missing_field: {message}", path.display());
+            assert_eq!(error, shown);
+        }
+    }
+
+    /// Only text columns must be strings: an integer id column is read as its digits (above),
+    /// and a column of type `null` (pyarrow's type for a column without any value) is null
+    /// text, refused row by row as nulls in a string column are.
+    #[test]
+    fn an_all_null_text_column_is_refused_row_by_row_and_nested_ids_at_open() {
+        let dir = TempDir::new("pq-nulls");
+        let path = write_parquet(
+            &dir,
+            "nulls.parquet",
+            vec![
+                ("pmid", Arc::new(StringArray::from(vec!["a", "b"]))),
+                ("title", Arc::new(NullArray::new(2))),
+                ("keywords", string_lists()),
+            ],
+        );
+        let got = read_all(&path, &settings(&["title"], Some("pmid"))).unwrap();
+        let null = |row| format!("missing_field row {row}: text column `title` is null");
+        assert_eq!(got, [null(1), null(2)]);
+        let bad = read_all(&path, &settings(&["pmid"], Some("keywords"))).unwrap_err();
+        assert_eq!(
+            bad.message,
+            "id column `keywords` is not a string or integer but List(Utf8)"
+        );
     }
 }

@@ -9,6 +9,7 @@
 use std::fmt;
 
 use tch::nn::{Path, VarStore};
+use mlm_torch_ext::TorchExtError;
 use tch::{Kind, Tensor};
 
 use super::ModelError;
@@ -24,8 +25,14 @@ pub trait MaskedLmNetwork: fmt::Debug + Send {
     /// `attention_mask` is 1 for real tokens and 0 for padding (any integer or bool kind).
     fn encode(&self, input_ids: &Tensor, attention_mask: &Tensor, train: bool) -> Tensor;
 
-    /// [`Self::encode`] on the real tokens only: `[N, H]`, the rows `layout` names.
-    fn encode_unpadded(&self, input_ids: &Tensor, layout: &TokenLayout, train: bool) -> Tensor;
+    /// [`Self::encode`] on the real tokens only: `[N, H]`, the rows `layout` names. Fails
+    /// only where FlashAttention's varlen kernel refuses its input (`training.unpad`).
+    fn encode_unpadded(
+        &self,
+        input_ids: &Tensor,
+        layout: &TokenLayout,
+        train: bool,
+    ) -> Result<Tensor, TorchExtError>;
 
     /// The MLM head on hidden states `[..., H]` -> logits `[..., V]`.
     fn head(&self, hidden: &Tensor) -> Tensor;
@@ -165,9 +172,9 @@ impl MaskedLanguageModel {
         layout: &TokenLayout,
         masked_rows: &Tensor,
         train: bool,
-    ) -> Tensor {
-        let rows = self.network.encode_unpadded(input_ids, layout, train);
-        self.head(&rows.index_select(0, masked_rows))
+    ) -> Result<Tensor, TorchExtError> {
+        let rows = self.network.encode_unpadded(input_ids, layout, train)?;
+        Ok(self.head(&rows.index_select(0, masked_rows)))
     }
 }
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{TrainError, check};
 use crate::model::{architecture_for, supported_model_types};
 use crate::optim::{AdamWConfig, AdamWKeys};
-use crate::schedule::ScheduleKind;
+use crate::schedule::{RampShape, ScheduleKind};
 
 /// The `[training]` keys of the AdamW hyper-parameters.
 const ADAMW_KEYS: AdamWKeys = AdamWKeys {
@@ -262,6 +262,12 @@ pub struct TrainingConfig {
     pub decay_ratio: f64,
     /// Floor of the decay, as a fraction of the peak. `min_lr_ratio = 0.0`
     pub min_lr_ratio: f64,
+    /// `warmup_stable_decay`'s warmup: `"linear"` | `"cosine"` | `"1-sqrt"`.
+    /// `warmup_type = "linear"`
+    pub warmup_type: RampShape,
+    /// `warmup_stable_decay`'s decay: `"linear"` | `"cosine"` | `"1-sqrt"` (ModernBERT's).
+    /// `decay_type = "cosine"`
+    pub decay_type: RampShape,
     /// Clip the global gradient norm to this; 0 turns clipping off. `max_grad_norm = 1.0`
     pub max_grad_norm: f64,
     /// Log train loss / lr / throughput every N steps. `logging_steps = 50`
@@ -321,6 +327,8 @@ impl Default for TrainingConfig {
             warmup_ratio: 0.0,
             decay_ratio: 0.1,
             min_lr_ratio: 0.0,
+            warmup_type: RampShape::Linear,
+            decay_type: RampShape::Cosine,
             max_grad_norm: 1.0,
             logging_steps: 500,
             last_batch: LastBatch::Drop,
@@ -410,8 +418,26 @@ impl TrainingConfig {
         check::fraction("training.decay_ratio", self.decay_ratio)?;
         check::fraction("training.min_lr_ratio", self.min_lr_ratio)?;
         self.check_wsd_ratios_fit()?;
+        self.check_wsd_shapes()?;
         if let Some(max_steps) = self.max_steps {
             checked_schedule_for(self, max_steps)?;
+        }
+        Ok(())
+    }
+
+    /// `warmup_type` and `decay_type` shape WSD's phases only: set away from their defaults
+    /// under another schedule they would be silently ignored, so they are refused.
+    fn check_wsd_shapes(&self) -> Result<(), TrainError> {
+        let wsd = self.lr_schedule == ScheduleKind::WarmupStableDecay;
+        let shapes = [
+            ("training.warmup_type", self.warmup_type, RampShape::Linear),
+            ("training.decay_type", self.decay_type, RampShape::Cosine),
+        ];
+        for (key, shape, default) in shapes {
+            let value = format!("\"{}\"", shape.as_str());
+            check::require(key, &value, wsd || shape == default, || {
+                "applies to lr_schedule = \"warmup_stable_decay\" only".to_owned()
+            })?;
         }
         Ok(())
     }

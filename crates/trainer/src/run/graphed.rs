@@ -11,7 +11,8 @@
 //!   `masked_slots` predicted positions (the sparse head gathers that many rows; unused slots
 //!   point at token 0 with label -100, which adds nothing to the loss or the gradients).
 //!   A micro-batch that does not fit (a short last batch, more masked tokens than slots)
-//!   runs the plain step instead; the run counts those.
+//!   runs the plain step instead; the run counts those, and the replays
+//!   ([`GraphCounts`], `metrics.jsonl`'s `graphs`).
 //! - *Inputs in place.* Each micro-batch is copied into the tensors the graph was captured
 //!   with; the loss normaliser and the learning rate are device tensors written before each
 //!   step (the fused AdamW's tensor-`lr` overload), so the schedule moves under replay.
@@ -33,11 +34,12 @@
 
 use mlm_masking::{Batch, IGNORE_INDEX, MaskingConfig, SelectionMode};
 use mlm_torch_ext::TorchExtError;
-use mlm_torch_ext::cuda_graph::{CudaGraph, SideStream};
+use mlm_torch_ext::cuda_graph::{CaptureFailure, CudaGraph, SideStream};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 use super::RunError;
+use super::job::GraphCounts;
 use super::step::{BatchTensors, StepContext, batch_tensors, dropout_seed, masked_logits};
 use crate::model::{MaskedLanguageModel, masked_lm_loss_sum};
 use crate::optim::{AdamW, GradScaler, unscale_and_clip};
@@ -158,9 +160,7 @@ pub struct GraphedStep {
     stream: Option<SideStream>,
     micro_batch: Option<Captured>,
     update: Option<Captured>,
-    steps: u64,
-    /// Steps that did not fit the shape and ran the plain step.
-    pub fallbacks: u64,
+    counts: GraphCounts,
 }
 
 impl GraphedStep {
@@ -200,8 +200,7 @@ impl GraphedStep {
             stream,
             micro_batch: None,
             update: None,
-            steps: 0,
-            fallbacks: 0,
+            counts: GraphCounts::default(),
         })
     }
 
@@ -211,7 +210,12 @@ impl GraphedStep {
 
     /// Steps taken at the fixed shapes (warm-up included).
     pub fn steps(&self) -> u64 {
-        self.steps
+        self.counts.fixed_shape_steps()
+    }
+
+    /// How the steps so far ran: eagerly, replayed, or left to the plain step.
+    pub fn counts(&self) -> GraphCounts {
+        self.counts
     }
 
     /// One optimizer step of `trainee` over `batches` at learning rate `lr`, clipping to
@@ -231,13 +235,14 @@ impl GraphedStep {
             .map(|batch| lay_out(batch, self.shape, self.pad_id))
             .collect();
         let Some(laid_out) = laid_out.filter(|l| !l.is_empty()) else {
-            self.fallbacks += 1;
+            self.count_fallback(batches);
             return Ok(None);
         };
         // Warm-up and capture run on the side stream; replays on the caller's stream.
-        let capture_now = self.stream.is_some() && self.steps == WARMUP_STEPS;
+        let steps = self.steps();
+        let capture_now = self.stream.is_some() && steps == WARMUP_STEPS;
         let stream = self.stream.take();
-        let warming = self.steps <= WARMUP_STEPS;
+        let warming = steps <= WARMUP_STEPS;
         let outputs = match stream.as_ref().filter(|_| warming).map(SideStream::enter) {
             Some(Err(e)) => Err(capture_error("enter the capture stream")(e)),
             entered => {
@@ -246,8 +251,24 @@ impl GraphedStep {
             }
         };
         self.stream = stream;
-        self.steps += 1;
+        // The capturing step replays what it captured: a replay too.
+        match self.micro_batch {
+            Some(_) => self.counts.replayed += 1,
+            None => self.counts.eager += 1,
+        }
         outputs.map(Some)
+    }
+
+    /// Counts a step whose `batches` did not fit the shape: short (a micro-batch with fewer
+    /// rows, or none at all) or full (every micro-batch had the rows; too many masked
+    /// tokens or longer rows).
+    fn count_fallback(&mut self, batches: &[Batch]) {
+        let short = batches.is_empty() || batches.iter().any(|b| b.batch_size < self.shape.rows);
+        if short {
+            self.counts.short_batch_fallbacks += 1;
+        } else {
+            self.counts.full_batch_fallbacks += 1;
+        }
     }
 
     /// The step over micro-batches that fit the shape (see [`GraphedStep::step`]).
@@ -306,10 +327,10 @@ impl GraphedStep {
         let body = || micro_batch_body(trainee, &self.inputs, &self.normaliser, ctx);
         if capture {
             let (graph, sum) = CudaGraph::capture(None, body)
-                .map_err(capture_error("capture the forward and backward"))?;
+                .map_err(captured_error("capture the forward and backward"))?;
             self.micro_batch = Some(Captured {
                 graph,
-                outputs: vec![sum?],
+                outputs: vec![sum],
             });
         }
         match &self.micro_batch {
@@ -335,11 +356,8 @@ impl GraphedStep {
             let pool = self.micro_batch.as_ref().map(|c| &c.graph);
             let (graph, outputs) =
                 CudaGraph::capture(pool, || update_body(trainee, &self.lr, max_norm))
-                    .map_err(capture_error("capture the update"))?;
-            self.update = Some(Captured {
-                graph,
-                outputs: outputs?,
-            });
+                    .map_err(captured_error("capture the update"))?;
+            self.update = Some(Captured { graph, outputs });
         }
         match &self.update {
             Some(captured) => {
@@ -405,6 +423,15 @@ fn update_body(
 
 fn capture_error(what: &'static str) -> impl Fn(TorchExtError) -> RunError {
     move |source| RunError::CudaGraph { what, source }
+}
+
+/// A failed capture: the captured body's own error when it failed (the capture's end then
+/// fails too, but only as a consequence), else the capture's.
+fn captured_error(what: &'static str) -> impl Fn(CaptureFailure<RunError>) -> RunError {
+    move |failure| match failure {
+        CaptureFailure::Body(error) => error,
+        CaptureFailure::Capture(source) => RunError::CudaGraph { what, source },
+    }
 }
 
 #[cfg(test)]

@@ -120,9 +120,41 @@ pub struct StepLog {
     /// fp16: the loss scale after this step (`None` in other precisions).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loss_scale: Option<f64>,
+    /// `training.cuda_graphs`: how the steps so far ran (`None` without graphs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graphs: Option<GraphCounts>,
     pub masked_tokens: usize,
     /// Tokens (padding excluded) trained on since step 0, this step's included.
     pub tokens_seen: u64,
+}
+
+/// How the steps of a `training.cuda_graphs` run went, counted from the start of this
+/// process's run (a resumed run counts from the resume): `metrics.jsonl`'s `graphs` object,
+/// what scripts/gpu-check requires of a GPU run (replays, and no full batch left out).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct GraphCounts {
+    /// Steps run eagerly at the fixed shapes: the warm-up on CUDA, every step on the CPU.
+    pub eager: u64,
+    /// Steps replayed from the captured graphs (the capturing step too: it replays them).
+    pub replayed: u64,
+    /// Steps left to the plain step because a micro-batch had fewer rows than the shape
+    /// (a short last batch, `last_batch = "keep"`).
+    pub short_batch_fallbacks: u64,
+    /// Steps left to the plain step although every micro-batch had the shape's rows (more
+    /// masked tokens than slots): rare by design (run/graphed.rs, `masked_slots`).
+    pub full_batch_fallbacks: u64,
+}
+
+impl GraphCounts {
+    /// Steps taken at the fixed shapes, eagerly or replayed.
+    pub fn fixed_shape_steps(&self) -> u64 {
+        self.eager + self.replayed
+    }
+
+    /// Steps that ran the plain step instead.
+    pub fn fallbacks(&self) -> u64 {
+        self.short_batch_fallbacks + self.full_batch_fallbacks
+    }
 }
 
 /// Presentation of a run (progress bar, plain lines, nothing in tests).

@@ -41,7 +41,8 @@ pub use config::{
 pub use estimate::{CorpusEstimate, estimated_plan};
 pub use eval::{CheckpointEval, EvalMetrics, evaluate_checkpoint, evaluate_checkpoint_with};
 pub use job::{
-    ResumePolicy, StepLog, TrainJob, TrainObserver, TrainOutcome, TrainPlan, WeightsReport,
+    GraphCounts, ResumePolicy, StepLog, TrainJob, TrainObserver, TrainOutcome, TrainPlan,
+    WeightsReport,
 };
 pub use logging::LoggingConfig;
 pub use parallel::{BackendChoice, DataParallel, DistributedConfig};
@@ -161,4 +162,18 @@ pub enum RunError {
         #[source]
         source: mlm_torch_ext::TorchExtError,
     },
+    /// FlashAttention's varlen kernel refused a batch the run chose it for.
+    #[error(
+        "training.unpad: FlashAttention's varlen kernel refused the batch (set \
+         training.unpad = false to attend on padded batches)"
+    )]
+    Unpad {
+        #[source]
+        source: mlm_torch_ext::TorchExtError,
+    },
 }
+
+#[cfg(test)]
+mod cuda_tests;
+#[cfg(test)]
+mod unpad_check;

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use super::RunError;
 use super::job::TrainJob;
 use crate::model::{EncoderConfig, find_weights};
+use crate::schedule::RampShape;
 
 /// `[training]` keys that do not change the numbers a run computes.
 const PRESENTATION_KEYS: [&str; 3] = ["output_dir", "logging_steps", "prefetch"];
@@ -63,6 +64,12 @@ fn training_identity(job: &TrainJob) -> Result<Value, RunError> {
         }
         if !training.unpad {
             object.remove("unpad");
+        }
+        if training.warmup_type == RampShape::Linear {
+            object.remove("warmup_type");
+        }
+        if training.decay_type == RampShape::Cosine {
+            object.remove("decay_type");
         }
     }
     Ok(value)

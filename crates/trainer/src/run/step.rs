@@ -78,13 +78,15 @@ pub fn batch_tensors(batch: &Batch, device: Device) -> BatchTensors {
 /// (`pin_memory=True` + `.to(device, non_blocking=True)`, as Trainer's DataLoader does): a
 /// copy from pageable memory is ordered after the kernels already queued and blocks the host
 /// until they finish, a device sync per batch. libtorch's pinned allocator keeps the buffer
-/// until the copy is done.
+/// until the copy is done. Pinned through the shim's `pin_memory()` (tch's passes a device,
+/// which libtorch warns about on every call); should pinning fail, the copy is a plain one.
 fn upload(host: Tensor, device: Device) -> Tensor {
-    if device.is_cuda() {
-        let pinned = host.pin_memory(device);
-        pinned.to_device_(device, pinned.kind(), true, false)
-    } else {
-        host
+    if !device.is_cuda() {
+        return host;
+    }
+    match mlm_torch_ext::pin_memory(&host) {
+        Ok(pinned) => pinned.to_device_(device, pinned.kind(), true, false),
+        Err(_) => host.to_device(device),
     }
 }
 
@@ -113,9 +115,9 @@ pub fn masked_logits(
 ) -> Result<Tensor, RunError> {
     let _autocast = precision.enter()?;
     Ok(match &tensors.unpadded {
-        Some((layout, rows)) => {
-            model.masked_logits_unpadded(&tensors.input_ids, layout, rows, train)
-        }
+        Some((layout, rows)) => model
+            .masked_logits_unpadded(&tensors.input_ids, layout, rows, train)
+            .map_err(|source| RunError::Unpad { source })?,
         None => model.masked_logits(
             &tensors.input_ids,
             &tensors.attention_mask,

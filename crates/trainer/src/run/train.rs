@@ -325,6 +325,7 @@ impl<'a> Training<'a> {
             padding: window.padding(),
             mfu: (parts.peak.as_ref()).map(|peak| mfu(flops, window.seconds, peak.tflops)),
             loss_scale: parts.scaler.as_ref().map(|scaler| scaler.state().scale),
+            graphs: parts.graphed.as_ref().map(GraphedStep::counts),
             masked_tokens: report.masked_tokens,
             tokens_seen: parts.state.tokens_seen,
         };
@@ -439,7 +440,7 @@ impl<'a> Training<'a> {
         let graphed = self.parts.graphed.as_ref();
         Ok(TrainOutcome {
             graph_steps: graphed.map_or(0, GraphedStep::steps),
-            graph_fallbacks: graphed.map_or(0, |g| g.fallbacks),
+            graph_fallbacks: graphed.map_or(0, |g| g.counts().fallbacks()),
             final_step: step,
             last_checkpoint: self.last_checkpoint.map(|(_, dir)| dir),
             first_eval: self.first_eval,

@@ -402,7 +402,7 @@ fn the_unpadded_forward_and_backward_are_the_padded_ones() {
             true,
         ));
         let (unpadded, unpadded_grads) =
-            gradients(model.masked_logits_unpadded(&ids, &layout, &rows, true));
+            gradients(model.masked_logits_unpadded(&ids, &layout, &rows, true).unwrap());
         assert_eq!(unpadded.size(), vec![4, 97]);
         let diff = max_abs_diff(&padded, &unpadded);
         assert!(diff < 1e-12, "{model_type}: logits differ by {diff}");
@@ -411,5 +411,34 @@ fn the_unpadded_forward_and_backward_are_the_padded_ones() {
             let diff = max_abs_diff(a, b) / scale;
             assert!(diff < 1e-10, "{model_type}: gradients differ by {diff}");
         }
+    }
+}
+
+/// A varlen kernel that refuses its input (here: no CUDA) is an error through the forward,
+/// for every family's varlen path, not a panic; `masked_logits` then names training.unpad.
+#[test]
+fn a_refused_varlen_kernel_is_an_error_naming_training_unpad() {
+    use crate::model::{TokenLayout, cumulative_lengths, index_tensor, real_positions};
+    use crate::run::RunError;
+    for model_type in ["bert", "modernbert"] {
+        let config = EncoderConfig {
+            model_type: Some(model_type.to_owned()),
+            pad_token_id: Some(1),
+            ..tiny_config()
+        };
+        let (_vs, model) = tiny_model(&config, 4);
+        let mask = [1i64, 1, 1, 1, 1, 0];
+        let ids = Tensor::from_slice(&[2i64, 15, 3, 2, 3, 1]).view([2, 3]);
+        let mask_tensor = Tensor::from_slice(&mask).view([2, 3]);
+        let (cu_seqlens, max_len) = cumulative_lengths(&mask, 3);
+        let layout = TokenLayout::new(index_tensor(&real_positions(&mask)), &mask_tensor)
+            .with_varlen(Tensor::from_slice(&cu_seqlens), max_len);
+        let rows = index_tensor(&[1]);
+        let error = model
+            .masked_logits_unpadded(&ids, &layout, &rows, true)
+            .unwrap_err();
+        assert!(error.to_string().contains("varlen"), "{model_type}: {error}");
+        let named = RunError::Unpad { source: error }.to_string();
+        assert!(named.starts_with("training.unpad:"), "{named}");
     }
 }

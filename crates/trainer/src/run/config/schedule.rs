@@ -18,6 +18,8 @@ pub(crate) fn schedule_for(training: &TrainingConfig, total_steps: u64) -> Sched
         total_steps,
         decay_steps: (training.decay_ratio * total_steps as f64).round() as u64,
         min_lr_ratio: training.min_lr_ratio,
+        warmup_type: training.warmup_type,
+        decay_type: training.decay_type,
     }
 }
 

@@ -3,7 +3,9 @@
 //! then a pre-norm GeGLU MLP, each added to the residual stream.
 
 use std::cell::RefCell;
+use std::convert::Infallible;
 
+use mlm_torch_ext::TorchExtError;
 use tch::nn::Path;
 use tch::{Kind, Tensor};
 
@@ -144,9 +146,10 @@ impl ModernBertLayer {
         masks: &AttentionMasks,
         train: bool,
     ) -> Tensor {
-        self.around_attention(hidden, train, |normed| {
-            self.padded_attention(normed, rotary, masks, train)
-        })
+        let Ok(out) = self.around_attention::<Infallible>(hidden, train, |normed| {
+            Ok(self.padded_attention(normed, rotary, masks, train))
+        });
+        out
     }
 
     /// The layer on the real tokens' rows `[N, H]` (model/unpad.rs): attention by
@@ -161,39 +164,39 @@ impl ModernBertLayer {
         padded_rotary: &RotaryTable,
         masks: &AttentionMasks,
         train: bool,
-    ) -> Tensor {
+    ) -> Result<Tensor, TorchExtError> {
         self.around_attention(rows, train, |normed| match layout.varlen() {
             Some((cu_seqlens, max_len)) => {
                 self.varlen_attention(normed, rotary, cu_seqlens, max_len, train)
             }
-            None => layout.gather(&self.padded_attention(
+            None => Ok(layout.gather(&self.padded_attention(
                 &layout.scatter(normed),
                 padded_rotary,
                 masks,
                 train,
-            )),
+            ))),
         })
     }
 
     /// `hidden + attn(attn_norm(hidden))`, then `+ mlp(mlp_norm(.))`; `attention` maps the
     /// normed states to their attended context (same shape, before `Wo`).
-    fn around_attention(
+    fn around_attention<E>(
         &self,
         hidden: &Tensor,
         train: bool,
-        attention: impl FnOnce(&Tensor) -> Tensor,
-    ) -> Tensor {
+        attention: impl FnOnce(&Tensor) -> Result<Tensor, E>,
+    ) -> Result<Tensor, E> {
         let normed = match &self.attn_norm {
             Some(norm) => norm.forward(hidden),
             None => hidden.shallow_clone(),
         };
         let attended = self
             .attn_out
-            .forward(&attention(&normed))
+            .forward(&attention(&normed)?)
             .dropout(self.shape.attention_dropout, train);
         let hidden = hidden + attended;
         let mlp = self.mlp(&self.mlp_norm.forward(&hidden), train);
-        hidden + mlp
+        Ok(hidden + mlp)
     }
 
     /// `ModernBertMLP`: `Wi` to 2 x intermediate, chunked into input and gate,
@@ -259,14 +262,14 @@ impl ModernBertLayer {
         cu_seqlens: &Tensor,
         max_len: i64,
         train: bool,
-    ) -> Tensor {
+    ) -> Result<Tensor, TorchExtError> {
         let (tokens, hidden_size) = rows.size2().expect("unpadded rows are [N, H]");
         let [query, key, value] = self.rotated_qkv(rows, rotary);
         let head_dim = hidden_size / self.shape.heads;
         let dropout = self.attention_dropout(train);
         let window = (self.layer_type == LayerType::Local).then_some(self.shape.half_window);
-        // The run chose this path only where the kernel exists (CUDA, sm80+, bf16/fp16, head
-        // size); a failure here is a libtorch bug, not a user's input.
+        // The run chose this path only where the kernel should exist (CUDA, sm80+, bf16/fp16,
+        // head size); should the kernel refuse anyway, the caller names training.unpad.
         let varlen = mlm_torch_ext::attention::Varlen {
             cu_seqlens,
             max_len,
@@ -274,8 +277,7 @@ impl ModernBertLayer {
             scale: (head_dim as f64).powf(-0.5),
             window,
         };
-        mlm_torch_ext::attention::flash_varlen(&query, &key, &value, &varlen)
-            .unwrap_or_else(|e| panic!("training.unpad: {e}"))
-            .reshape([tokens, hidden_size])
+        Ok(mlm_torch_ext::attention::flash_varlen(&query, &key, &value, &varlen)?
+            .reshape([tokens, hidden_size]))
     }
 }

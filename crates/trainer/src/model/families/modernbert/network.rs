@@ -7,6 +7,7 @@
 //! The MLM head runs only where labels are, as `sparse_prediction` does
 //! ([`crate::model::MaskedLanguageModel::masked_logits`]).
 
+use mlm_torch_ext::TorchExtError;
 use tch::nn::Path;
 use tch::{Kind, Tensor};
 
@@ -140,7 +141,12 @@ impl MaskedLmNetwork for ModernBertMaskedLm {
         self.final_norm.forward(&hidden)
     }
 
-    fn encode_unpadded(&self, input_ids: &Tensor, layout: &TokenLayout, train: bool) -> Tensor {
+    fn encode_unpadded(
+        &self,
+        input_ids: &Tensor,
+        layout: &TokenLayout,
+        train: bool,
+    ) -> Result<Tensor, TorchExtError> {
         let embedded = self.embed(input_ids, train);
         let seq_len = input_ids.size()[1];
         let tables = self.rotary_tables(seq_len, embedded.kind(), embedded.device());
@@ -158,9 +164,9 @@ impl MaskedLmNetwork for ModernBertMaskedLm {
                 table_of(&tables, kind),
                 &masks,
                 train,
-            );
+            )?;
         }
-        self.final_norm.forward(&rows)
+        Ok(self.final_norm.forward(&rows))
     }
 
     /// `decoder(head(hidden))`: dense, activation, norm; the decoder's weight is the token

@@ -2,6 +2,9 @@
 //! (`BertSelfAttention`, `BertSelfOutput`, `BertIntermediate`, `BertOutput`) and DistilBERT's
 //! `TransformerBlock` under other names.
 
+use std::convert::Infallible;
+
+use mlm_torch_ext::TorchExtError;
 use tch::Tensor;
 use tch::nn::Path;
 
@@ -89,7 +92,10 @@ impl EncoderLayer {
     /// (in, activation, out, dropout), LayerNorm(x + residual). `padding` is `[B, T]`, true
     /// at padding.
     pub(super) fn forward(&self, hidden: &Tensor, padding: &Tensor, train: bool) -> Tensor {
-        self.around_attention(hidden, train, |h| self.self_attention(h, padding, train))
+        let Ok(out) = self.around_attention::<Infallible>(hidden, train, |h| {
+            Ok(self.self_attention(h, padding, train))
+        });
+        out
     }
 
     /// [`Self::forward`] on the real tokens' rows (`[N, H]`, model/unpad.rs): attention runs
@@ -101,12 +107,12 @@ impl EncoderLayer {
         rows: &Tensor,
         layout: &TokenLayout,
         train: bool,
-    ) -> Tensor {
+    ) -> Result<Tensor, TorchExtError> {
         self.around_attention(rows, train, |rows| match layout.varlen() {
             Some((cu_seqlens, max_len)) => self.varlen_attention(rows, cu_seqlens, max_len, train),
             None => {
                 let attended = self.self_attention(&layout.scatter(rows), layout.padding(), train);
-                layout.gather(&attended)
+                Ok(layout.gather(&attended))
             }
         })
     }
@@ -119,7 +125,7 @@ impl EncoderLayer {
         cu_seqlens: &Tensor,
         max_len: i64,
         train: bool,
-    ) -> Tensor {
+    ) -> Result<Tensor, TorchExtError> {
         let (tokens, hidden_size) = rows.size2().expect("unpadded rows are [N, H]");
         let heads = self.shape.heads;
         let head_dim = hidden_size / heads;
@@ -133,8 +139,8 @@ impl EncoderLayer {
             0.0
         };
         let scale = (head_dim as f64).powf(-0.5);
-        // The run chose this path only where the kernel exists (CUDA, sm80+, bf16/fp16, head
-        // size); a failure here is a libtorch bug, not a user's input.
+        // The run chose this path only where the kernel should exist (CUDA, sm80+, bf16/fp16,
+        // head size); should the kernel refuse anyway, the caller names training.unpad.
         let varlen = mlm_torch_ext::attention::Varlen {
             cu_seqlens,
             max_len,
@@ -142,19 +148,18 @@ impl EncoderLayer {
             scale,
             window: None,
         };
-        mlm_torch_ext::attention::flash_varlen(&query, &key, &value, &varlen)
-            .unwrap_or_else(|e| panic!("training.unpad: {e}"))
-            .reshape([tokens, hidden_size])
+        Ok(mlm_torch_ext::attention::flash_varlen(&query, &key, &value, &varlen)?
+            .reshape([tokens, hidden_size]))
     }
 
     /// The layer with `attention` (hidden states to their attended context, same shape).
-    fn around_attention(
+    fn around_attention<E>(
         &self,
         hidden: &Tensor,
         train: bool,
-        attention: impl FnOnce(&Tensor) -> Tensor,
-    ) -> Tensor {
-        let mut attended = self.attention_output.forward(&attention(hidden));
+        attention: impl FnOnce(&Tensor) -> Result<Tensor, E>,
+    ) -> Result<Tensor, E> {
+        let mut attended = self.attention_output.forward(&attention(hidden)?);
         if self.shape.attention_output_dropout {
             attended = attended.dropout(self.shape.hidden_dropout, train);
         }
@@ -164,6 +169,6 @@ impl EncoderLayer {
             .ffn_out
             .forward(&inner)
             .dropout(self.shape.hidden_dropout, train);
-        self.output_norm.forward(&(out + attended))
+        Ok(self.output_norm.forward(&(out + attended)))
     }
 }

@@ -9,6 +9,7 @@
 //! up; the decoder is the word-embedding matrix itself (`_tied_weights_keys`), so there is no
 //! decoder variable.
 
+use mlm_torch_ext::TorchExtError;
 use tch::nn::Path;
 use tch::{Kind, Tensor};
 
@@ -135,12 +136,17 @@ impl MaskedLmNetwork for PostLnMaskedLm {
         hidden
     }
 
-    fn encode_unpadded(&self, input_ids: &Tensor, layout: &TokenLayout, train: bool) -> Tensor {
+    fn encode_unpadded(
+        &self,
+        input_ids: &Tensor,
+        layout: &TokenLayout,
+        train: bool,
+    ) -> Result<Tensor, TorchExtError> {
         let mut rows = layout.gather(&self.embeddings.forward(input_ids, train));
         for layer in &self.layers {
-            rows = layer.forward_unpadded(&rows, layout, train);
+            rows = layer.forward_unpadded(&rows, layout, train)?;
         }
-        rows
+        Ok(rows)
     }
 
     /// The transform (dense, activation, LayerNorm), then the decoder, whose weight is the
