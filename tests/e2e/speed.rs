@@ -281,6 +281,18 @@ fn the_fixed_shape_step_of_cuda_graphs_trains_the_plain_weights_and_resumes_bit_
         "{stderr}"
     );
     let run = scratch.path();
+    // metrics.jsonl counts them by kind (what scripts/gpu-check requires of a GPU run:
+    // replays, no full batch left to the plain step); on the CPU none is replayed.
+    let last = metrics(&run.join("graphs"))
+        .into_iter()
+        .rfind(|r| r["split"] == "train")
+        .expect("train records");
+    let counts = serde_json::json!({
+        "eager": 6, "replayed": 0, "short_batch_fallbacks": 0, "full_batch_fallbacks": 0
+    });
+    assert_eq!(last["graphs"], counts, "{last}");
+    let plain = metrics(&run.join("plain"));
+    assert!(plain.iter().all(|r| r.get("graphs").is_none()));
     let difference = weight_difference(
         &run.join("plain/checkpoint-6"),
         &run.join("graphs/checkpoint-6"),

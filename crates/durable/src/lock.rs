@@ -57,13 +57,16 @@ pub enum WhenHeld {
 #[derive(Debug)]
 pub struct DirLock {
     path: PathBuf,
-    _file: File,
+    file: Option<File>,
+    /// The directory did not exist before: dropping the lock removes it again when the lock
+    /// file is all it holds (a job refused or failed before writing anything leaves no trace).
+    created_dir: Option<PathBuf>,
 }
 
 impl DirLock {
     /// Locks `dir/file_name` (creating `dir` and the file), then records this process as
     /// the holder. `on_wait` receives the holder's description before a [`WhenHeld::Wait`]
-    /// blocks.
+    /// blocks (at most once).
     pub fn acquire(
         dir: &Path,
         file_name: &str,
@@ -71,41 +74,89 @@ impl DirLock {
         on_wait: impl FnOnce(&str),
     ) -> Result<Self, LockError> {
         let path = dir.join(file_name);
-        let io_error = |source| LockError::Io {
-            path: path.clone(),
-            source,
-        };
-        fs::create_dir_all(dir).map_err(io_error)?;
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io_error)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => match when_held {
-                WhenHeld::Refuse => {
+        let mut on_wait = Some(on_wait);
+        loop {
+            let created_dir = (!dir.exists()).then(|| dir.to_path_buf());
+            let mut file = open_lock_file(dir, &path)?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) if when_held == WhenHeld::Refuse => {
                     return Err(LockError::Held {
                         dir: dir.to_path_buf(),
                         holder: holder_of(&mut file),
                     });
                 }
-                WhenHeld::Wait => {
-                    on_wait(&holder_of(&mut file).unwrap_or_else(|| "unknown".to_owned()));
+                Err(TryLockError::WouldBlock) => {
+                    if let Some(tell) = on_wait.take() {
+                        tell(&holder_of(&mut file).unwrap_or_else(|| "unknown".to_owned()));
+                    }
                     file.lock().map_err(|e| classify(&path, e))?;
                 }
-            },
-            Err(TryLockError::Error(e)) => return Err(classify(&path, e)),
+                Err(TryLockError::Error(e)) => return Err(classify(&path, e)),
+            }
+            // A holder that made the directory removes it (and the lock file) when it ends
+            // having written nothing: a lock won on a file no longer at `path` is retried.
+            if !still_at(&file, &path) {
+                continue;
+            }
+            record_holder(&mut file).map_err(|source| LockError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            return Ok(Self {
+                path,
+                file: Some(file),
+                created_dir,
+            });
         }
-        record_holder(&mut file).map_err(io_error)?;
-        Ok(Self { path, _file: file })
     }
 
     /// The lock file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        // Best effort, while still holding the lock: only a directory this lock created and
+        // that holds nothing but the lock file goes (a job that made the directory and then
+        // failed before writing anything). Everything else stays as it is.
+        if let Some(dir) = &self.created_dir
+            && fs::read_dir(dir).is_ok_and(|entries| {
+                let names: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+                names == [self.path.clone()]
+            })
+            && fs::remove_file(&self.path).is_ok()
+        {
+            let _ = fs::remove_dir(dir);
+        }
+        drop(self.file.take());
+    }
+}
+
+/// Creates `dir` and opens (creating) the lock file in it.
+fn open_lock_file(dir: &Path, path: &Path) -> Result<File, LockError> {
+    let io_error = |source| LockError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    fs::create_dir_all(dir).map_err(io_error)?;
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io_error)
+}
+
+/// Whether the open `file` is still the file at `path` (same device and inode).
+fn still_at(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), fs::metadata(path)) {
+        (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
+        _ => false,
     }
 }
 
@@ -207,6 +258,21 @@ mod tests {
         assert!(text.contains(" UTC"), "{text}");
         drop(first);
         DirLock::acquire(&dir, ".lock", WhenHeld::Refuse, |_| {}).unwrap();
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_directory_the_lock_made_goes_again_when_nothing_else_was_written() {
+        let dir = temp_dir("made");
+        drop(DirLock::acquire(&dir, ".lock", WhenHeld::Refuse, |_| {}).unwrap());
+        assert!(!dir.exists(), "made by the lock, nothing written: removed");
+
+        let lock = DirLock::acquire(&dir, ".lock", WhenHeld::Refuse, |_| {}).unwrap();
+        fs::write(dir.join("metrics.jsonl"), "{}").unwrap();
+        drop(lock);
+        assert!(dir.join("metrics.jsonl").exists(), "written to: kept");
+        drop(DirLock::acquire(&dir, ".lock", WhenHeld::Refuse, |_| {}).unwrap());
+        assert!(dir.join(".lock").exists(), "there before the lock: kept");
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -215,7 +281,7 @@ mod tests {
         let dir = temp_dir("names");
         let _run = DirLock::acquire(&dir, ".run.lock", WhenHeld::Refuse, |_| {}).unwrap();
         let _prepare = DirLock::acquire(&dir, ".prepare.lock", WhenHeld::Refuse, |_| {}).unwrap();
-        fs::remove_dir_all(&dir).unwrap();
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -227,7 +293,7 @@ mod tests {
             drop(first);
         });
         let mut told = String::new();
-        DirLock::acquire(&dir, ".lock", WhenHeld::Wait, |holder| {
+        let second = DirLock::acquire(&dir, ".lock", WhenHeld::Wait, |holder| {
             told = holder.to_owned()
         })
         .unwrap();
@@ -236,7 +302,12 @@ mod tests {
             told.starts_with(&format!("pid {}", std::process::id())),
             "{told}"
         );
-        fs::remove_dir_all(&dir).unwrap();
+        // The first holder made the directory and wrote nothing, so it removed it on release:
+        // the waiter won the lock on a file no longer there, retried, and holds the lock
+        // file that is there now (a third job is refused).
+        assert!(still_at(second.file.as_ref().unwrap(), second.path()));
+        assert!(DirLock::acquire(&dir, ".lock", WhenHeld::Refuse, |_| {}).is_err());
+        drop(second);
     }
 
     #[test]
