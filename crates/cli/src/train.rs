@@ -90,11 +90,7 @@ pub fn run_job(
     let when_held = locks::when_held(flags.wait_for_lock);
     // Rank 0 holds the run directory for the whole job; a dry run writes nothing.
     let _run_lock = if is_main && !flags.dry_run {
-        let output_dir = &config.training.output_dir;
-        locks::lock_dir(output_dir, locks::RUN_LOCK, when_held, &|m| {
-            eprintln!("{m}")
-        })
-        .with_context(|| format!("locking training.output_dir {}", output_dir.display()))?
+        lock_run_dir(&config, when_held)?
     } else {
         None
     };
@@ -161,6 +157,19 @@ pub fn run_job(
     } else {
         JobEnd::Completed
     })
+}
+
+/// One job per run directory (`locks::RUN_LOCK`): refused, or waited for, when another
+/// holds it.
+fn lock_run_dir(
+    config: &RunConfig,
+    when_held: mlm_durable::WhenHeld,
+) -> Result<Option<mlm_durable::DirLock>> {
+    let output_dir = &config.training.output_dir;
+    locks::lock_dir(output_dir, locks::RUN_LOCK, when_held, &|m| {
+        eprintln!("{m}")
+    })
+    .with_context(|| format!("locking training.output_dir {}", output_dir.display()))
 }
 
 /// The run's charts (`mlm-train plot`); a chart that cannot be drawn is a warning, not a

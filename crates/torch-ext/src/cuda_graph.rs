@@ -242,9 +242,16 @@ mod tests {
                 cache_during = Some(cache_enabled());
                 Err::<(), _>("the body's error")
             },
-            || Err(torch_error("operation not permitted when stream is capturing")),
+            || {
+                Err(torch_error(
+                    "operation not permitted when stream is capturing",
+                ))
+            },
         );
-        assert!(matches!(outcome, Err(CaptureFailure::Body("the body's error"))));
+        assert!(matches!(
+            outcome,
+            Err(CaptureFailure::Body("the body's error"))
+        ));
         assert_eq!(cache_during, Some(false), "off while capturing");
         assert!(cache_enabled(), "restored");
 

@@ -86,20 +86,22 @@ fn schedules() -> Vec<Schedule> {
         decay_type: OneMinusSqrt,
         ..s(WarmupStableDecay, 0, 9, 9, 0.0)
     });
-    shapes.into_iter().chain([
-        s(Linear, 0, 10, 0, 0.0),
-        s(Linear, 3, 17, 0, 0.0),
-        s(Linear, 10, 10, 0, 0.0),
-        s(Cosine, 0, 1, 0, 0.0),
-        s(Cosine, 3, 17, 0, 0.0),
-        s(Cosine, 4, 25, 0, 0.1),
-        s(Constant, 0, 8, 0, 0.0),
-        s(Constant, 5, 12, 0, 0.0),
-        s(WarmupStableDecay, 3, 20, 6, 0.0),
-        s(WarmupStableDecay, 4, 30, 10, 0.05),
-        s(WarmupStableDecay, 0, 9, 9, 0.0),
-    ])
-    .collect()
+    shapes
+        .into_iter()
+        .chain([
+            s(Linear, 0, 10, 0, 0.0),
+            s(Linear, 3, 17, 0, 0.0),
+            s(Linear, 10, 10, 0, 0.0),
+            s(Cosine, 0, 1, 0, 0.0),
+            s(Cosine, 3, 17, 0, 0.0),
+            s(Cosine, 4, 25, 0, 0.1),
+            s(Constant, 0, 8, 0, 0.0),
+            s(Constant, 5, 12, 0, 0.0),
+            s(WarmupStableDecay, 3, 20, 6, 0.0),
+            s(WarmupStableDecay, 4, 30, 10, 0.05),
+            s(WarmupStableDecay, 0, 9, 9, 0.0),
+        ])
+        .collect()
 }
 
 /// Deterministic values in [-1, 1) (xorshift), independent of libtorch's generator.

@@ -8,8 +8,8 @@
 
 use std::fmt;
 
-use tch::nn::{Path, VarStore};
 use mlm_torch_ext::TorchExtError;
+use tch::nn::{Path, VarStore};
 use tch::{Kind, Tensor};
 
 use super::ModelError;

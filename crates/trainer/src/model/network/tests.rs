@@ -401,8 +401,11 @@ fn the_unpadded_forward_and_backward_are_the_padded_ones() {
             &Tensor::from_slice(&positions),
             true,
         ));
-        let (unpadded, unpadded_grads) =
-            gradients(model.masked_logits_unpadded(&ids, &layout, &rows, true).unwrap());
+        let (unpadded, unpadded_grads) = gradients(
+            model
+                .masked_logits_unpadded(&ids, &layout, &rows, true)
+                .unwrap(),
+        );
         assert_eq!(unpadded.size(), vec![4, 97]);
         let diff = max_abs_diff(&padded, &unpadded);
         assert!(diff < 1e-12, "{model_type}: logits differ by {diff}");
@@ -437,7 +440,10 @@ fn a_refused_varlen_kernel_is_an_error_naming_training_unpad() {
         let error = model
             .masked_logits_unpadded(&ids, &layout, &rows, true)
             .unwrap_err();
-        assert!(error.to_string().contains("varlen"), "{model_type}: {error}");
+        assert!(
+            error.to_string().contains("varlen"),
+            "{model_type}: {error}"
+        );
         let named = RunError::Unpad { source: error }.to_string();
         assert!(named.starts_with("training.unpad:"), "{named}");
     }

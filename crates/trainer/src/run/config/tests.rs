@@ -111,7 +111,9 @@ fn the_schedule_is_checked_at_load_when_max_steps_fixes_the_run() {
         .is_ok()
     );
     // WSD's shapes shape WSD only: elsewhere they would be silently ignored.
-    let shaped = message(training(|t| t.decay_type = crate::schedule::RampShape::OneMinusSqrt));
+    let shaped = message(training(|t| {
+        t.decay_type = crate::schedule::RampShape::OneMinusSqrt
+    }));
     assert_eq!(
         shaped,
         "training.decay_type = \"1-sqrt\" applies to lr_schedule = \"warmup_stable_decay\" only"

@@ -277,7 +277,9 @@ impl ModernBertLayer {
             scale: (head_dim as f64).powf(-0.5),
             window,
         };
-        Ok(mlm_torch_ext::attention::flash_varlen(&query, &key, &value, &varlen)?
-            .reshape([tokens, hidden_size]))
+        Ok(
+            mlm_torch_ext::attention::flash_varlen(&query, &key, &value, &varlen)?
+                .reshape([tokens, hidden_size]),
+        )
     }
 }

@@ -148,8 +148,10 @@ impl EncoderLayer {
             scale,
             window: None,
         };
-        Ok(mlm_torch_ext::attention::flash_varlen(&query, &key, &value, &varlen)?
-            .reshape([tokens, hidden_size]))
+        Ok(
+            mlm_torch_ext::attention::flash_varlen(&query, &key, &value, &varlen)?
+                .reshape([tokens, hidden_size]),
+        )
     }
 
     /// The layer with `attention` (hidden states to their attended context, same shape).
