@@ -14,6 +14,7 @@ mod crash;
 mod disk_full;
 mod distributed;
 mod doctor;
+mod eval_masks;
 mod guide;
 mod inspect;
 mod logging;

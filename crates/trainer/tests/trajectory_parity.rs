@@ -215,6 +215,7 @@ impl Runs {
                 eval_steps: 0,
                 eval_batch_size: 8,
                 max_eval_samples: Some(8),
+                ..EvalConfig::default()
             },
             checkpoint: CheckpointConfig {
                 save_steps: 0,

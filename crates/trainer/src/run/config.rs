@@ -10,6 +10,7 @@ use crate::error::{TrainError, check};
 use crate::model::{architecture_for, supported_model_types};
 use crate::optim::{AdamWConfig, AdamWKeys};
 use crate::schedule::{RampShape, ScheduleKind};
+use mlm_masking::MaskingConfig;
 
 /// The `[training]` keys of the AdamW hyper-parameters.
 const ADAMW_KEYS: AdamWKeys = AdamWKeys {
@@ -474,6 +475,23 @@ pub struct EvalConfig {
     /// Evaluate on the first N held-out sequences only (all when left out).
     /// `max_eval_samples = 2000`
     pub max_eval_samples: Option<u64>,
+    /// The share of held-out tokens masked, whatever `masking.mlm_probability` trains at, so
+    /// that runs of different recipes are scored on the same masks. `mlm_probability = 0.15`
+    pub mlm_probability: f64,
+    /// What the held-out masks select: `"token"` (independent tokens) or `"word"` (whole
+    /// words), whatever `[masking]` trains with. `unit = "token"`
+    pub unit: EvalUnit,
+}
+
+/// `[eval] unit`: what held-out masking selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvalUnit {
+    /// Independent tokens (BERT's and Hugging Face's collator's default).
+    #[default]
+    Token,
+    /// Whole words (`masking.whole_word_mask`).
+    Word,
 }
 
 impl Default for EvalConfig {
@@ -482,6 +500,8 @@ impl Default for EvalConfig {
             eval_steps: 500,
             eval_batch_size: 64,
             max_eval_samples: None,
+            mlm_probability: 0.15,
+            unit: EvalUnit::Token,
         }
     }
 }
@@ -490,10 +510,29 @@ impl EvalConfig {
     /// Checks the section when the config loads; errors name the full key.
     pub fn validate(&self) -> Result<(), TrainError> {
         check::at_least("eval.eval_batch_size", self.eval_batch_size, 1)?;
+        let rate = self.mlm_probability;
+        check::require(
+            "eval.mlm_probability",
+            &rate,
+            rate > 0.0 && rate < 1.0,
+            || "must be in (0, 1)".to_owned(),
+        )?;
         if let Some(samples) = self.max_eval_samples {
             check::at_least("eval.max_eval_samples", samples, 1)?;
         }
         Ok(())
+    }
+}
+
+impl EvalConfig {
+    /// `[masking]` as held-out masking uses it: `[eval]`'s rate and unit, every other key
+    /// (80/10/10, selection, the eval seed) as the run trains.
+    pub fn masking(&self, masking: &MaskingConfig) -> MaskingConfig {
+        MaskingConfig {
+            mlm_probability: self.mlm_probability,
+            whole_word_mask: self.unit == EvalUnit::Word,
+            ..masking.clone()
+        }
     }
 }
 

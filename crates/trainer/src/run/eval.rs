@@ -73,8 +73,10 @@ pub struct EvalSet {
 }
 
 /// How to build an [`EvalSet`].
-pub struct EvalSetSpec<'a> {
-    pub masker: &'a Masker,
+pub struct EvalSetSpec {
+    /// `[masking]` at `[eval]`'s rate and unit: the held-out masks do not follow the
+    /// training recipe, so runs with different recipes are scored on the same masks.
+    pub masker: Masker,
     pub eval_seed: u64,
     pub max_samples: Option<u64>,
     pub batch_size: usize,
@@ -84,30 +86,30 @@ pub struct EvalSetSpec<'a> {
     pub pad_to_multiple_of: Option<usize>,
 }
 
-impl<'a> EvalSetSpec<'a> {
+impl EvalSetSpec {
     /// The spec a run's `[masking]` and `[eval]` sections give for a corpus.
     pub fn new(
-        masker: &'a Masker,
         masking: &MaskingConfig,
         eval: &EvalConfig,
         manifest: &Manifest,
-    ) -> Self {
-        Self {
-            masker,
+    ) -> Result<Self, RunError> {
+        let held_out = eval.masking(masking);
+        Ok(Self {
+            masker: masker_for(&held_out, manifest)?,
             eval_seed: masking.eval_seed,
             max_samples: eval.max_eval_samples,
             batch_size: eval.eval_batch_size,
-            whole_word: masking.whole_word_mask,
+            whole_word: held_out.whole_word_mask,
             pad_id: manifest.special_ids.pad,
             mask_id: manifest.special_ids.mask,
             pad_to_multiple_of: masking.pad_to_multiple_of,
-        }
+        })
     }
 }
 
 impl EvalSet {
     /// Reads and masks the first `max_samples` held-out sequences, in stored order.
-    pub fn build(reader: &mut SplitReader, spec: &EvalSetSpec<'_>) -> Result<Self, RunError> {
+    pub fn build(reader: &mut SplitReader, spec: &EvalSetSpec) -> Result<Self, RunError> {
         let total = spec
             .max_samples
             .map_or(reader.len(), |m| m.min(reader.len()));
@@ -259,8 +261,7 @@ pub fn evaluate_checkpoint_with(
     corpus.check_tokenizer(&tokenizer)?;
     let loaded = load_model_dir(request.checkpoint, request.device)?;
     let manifest = corpus.manifest();
-    let masker = masker_for(request.masking, manifest)?;
-    let spec = EvalSetSpec::new(&masker, request.masking, request.eval, manifest);
+    let spec = EvalSetSpec::new(request.masking, request.eval, manifest)?;
     let set = EvalSet::build(&mut corpus.split(Split::Validation)?, &spec)?;
     evaluate(
         &loaded.model,

@@ -36,7 +36,7 @@ mod word_eval;
 use std::path::PathBuf;
 
 pub use config::{
-    CheckpointConfig, EvalConfig, LastBatch, ModelSection, Precision, TrainingConfig,
+    CheckpointConfig, EvalConfig, EvalUnit, LastBatch, ModelSection, Precision, TrainingConfig,
 };
 pub use estimate::{CorpusEstimate, estimated_plan};
 pub use eval::{CheckpointEval, EvalMetrics, evaluate_checkpoint, evaluate_checkpoint_with};

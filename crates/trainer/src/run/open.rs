@@ -116,7 +116,7 @@ impl<'a> Run<'a> {
             .cuda_graphs
             .then(|| graphed_step(job, &manifest, precision))
             .transpose()?;
-        let eval_spec = EvalSetSpec::new(&masker, &job.masking, &job.eval, &manifest);
+        let eval_spec = EvalSetSpec::new(&job.masking, &job.eval, &manifest)?;
         let eval_set = EvalSet::build(&mut corpus.split(Split::Validation)?, &eval_spec)?;
         let parts = RunParts {
             model,

@@ -179,6 +179,14 @@ fn eval_and_checkpoint_errors_name_the_full_key() {
         message(eval.validate()),
         "eval.max_eval_samples = 0 must be >= 1"
     );
+    let eval = EvalConfig {
+        mlm_probability: 1.0,
+        ..EvalConfig::default()
+    };
+    assert_eq!(
+        message(eval.validate()),
+        "eval.mlm_probability = 1 must be in (0, 1)"
+    );
     let every_step = CheckpointConfig {
         save_minutes: Some(0.0),
         keep_last: 0,
@@ -193,4 +201,24 @@ fn eval_and_checkpoint_errors_name_the_full_key() {
         message(negative.validate()),
         "checkpoint.save_minutes = -1 must be a finite number >= 0"
     );
+}
+
+/// Held-out masking takes `[eval]`'s rate and unit and every other key from `[masking]`.
+#[test]
+fn held_out_masking_is_evals_rate_and_unit_over_the_run_masking() {
+    let training = mlm_masking::MaskingConfig {
+        mlm_probability: 0.3,
+        whole_word_mask: true,
+        eval_seed: 7,
+        ..mlm_masking::MaskingConfig::default()
+    };
+    let held_out = EvalConfig::default().masking(&training);
+    assert_eq!(held_out.mlm_probability, 0.15);
+    assert!(!held_out.whole_word_mask);
+    assert_eq!(held_out.eval_seed, 7);
+    let words = EvalConfig {
+        unit: super::EvalUnit::Word,
+        ..EvalConfig::default()
+    };
+    assert!(words.masking(&training).whole_word_mask);
 }
