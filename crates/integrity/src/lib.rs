@@ -151,6 +151,11 @@ impl Integrity {
         }
     }
 
+    /// Whether the list matches its own checksum (a [`Self::read_unchecked`] manifest may not).
+    pub fn is_intact(&self) -> bool {
+        self.checksum == checksum_of(&self.files)
+    }
+
     /// Whether `name` (relative, `/`-separated) is one of the listed files, or the manifest.
     pub fn lists(&self, name: &str) -> bool {
         name == INTEGRITY_FILE || self.files.iter().any(|f| f.name == name)
@@ -169,6 +174,21 @@ impl Integrity {
         // Through `integrity.json.tmp`, which `list_files` leaves out of a manifest.
         mlm_durable::write_file_atomically(&path, |file| file.write_all(text.as_bytes()))
             .map_err(IntegrityError::durable)
+    }
+
+    /// Reads `dir/integrity.json` without checking its own checksum: what it says wrote the
+    /// directory and which files it lists, for deciding whether a directory is this
+    /// project's to replace (a damaged list still names them). `None` when there is none.
+    pub fn read_unchecked(dir: &Path) -> Result<Option<Self>, IntegrityError> {
+        let path = dir.join(INTEGRITY_FILE);
+        let text = match std::fs::read(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(IntegrityError::io("read", &path, e)),
+        };
+        serde_json::from_slice(&text)
+            .map(Some)
+            .map_err(|source| IntegrityError::Manifest { path, source })
     }
 
     /// Reads `dir/integrity.json`; `None` when there is none.

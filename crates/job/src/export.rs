@@ -138,7 +138,7 @@ pub fn check_destination(out: &Path, overwrite: bool) -> Result<(), ExportError>
         out: out.to_path_buf(),
         reason,
     };
-    let manifest = match mlm_integrity::Integrity::read(out) {
+    let manifest = match mlm_integrity::Integrity::read_unchecked(out) {
         Ok(Some(manifest)) => manifest,
         Ok(None) => return Err(not_ours("holds no integrity.json of an export".into())),
         Err(e) => return Err(not_ours(format!("its integrity.json is unreadable ({e})"))),

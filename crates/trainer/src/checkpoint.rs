@@ -362,9 +362,12 @@ pub fn verify_checkpoint(dir: &Path, level: Level) -> Result<Verified, TrainErro
 
 /// Whether `dir` is a checkpoint this tool wrote, which rotation and a re-save of the same
 /// step may remove: its `integrity.json` says so (or, written before kinds were recorded,
-/// exists) and lists every file in it. `Err` says why not.
+/// exists) and lists every file in it (a list damaged past its own checksum is taken as
+/// ours without the listing). `Err` says why not.
 fn written_by_us(dir: &Path) -> Result<(), String> {
-    let manifest = match mlm_integrity::Integrity::read(dir) {
+    // Unchecked: a checkpoint of ours whose integrity.json was damaged (and which resume
+    // therefore passed over) is still ours to replace.
+    let manifest = match mlm_integrity::Integrity::read_unchecked(dir) {
         Ok(Some(manifest)) => manifest,
         Ok(None) => return Err("it has no integrity.json".into()),
         Err(e) => return Err(format!("its integrity.json is unreadable: {e}")),
@@ -373,6 +376,11 @@ fn written_by_us(dir: &Path) -> Result<(), String> {
         && kind != mlm_integrity::KIND_CHECKPOINT
     {
         return Err(format!("its integrity.json says it is an {kind}"));
+    }
+    // A damaged list (resume passed the checkpoint over for it) no longer names its files
+    // reliably; it is still the manifest of a checkpoint this tool wrote.
+    if !manifest.is_intact() {
+        return Ok(());
     }
     let present = mlm_integrity::files_under(dir).map_err(|e| e.to_string())?;
     match present.iter().find(|name| !manifest.lists(name)) {

@@ -334,3 +334,19 @@ fn rotation_and_resaves_never_remove_a_directory_they_cannot_prove_they_wrote() 
         b"theirs"
     );
 }
+
+#[test]
+fn one_of_ours_with_a_damaged_integrity_list_is_still_replaced() {
+    let scratch = Scratch::new("damaged-list");
+    let manager = CheckpointManager::new(&scratch.0, 2);
+    let mut s = state(4);
+    let dir = manager.save(4, weights("w4"), &mut s, None).unwrap();
+    let manifest = dir.join(mlm_integrity::INTEGRITY_FILE);
+    let text = fs::read_to_string(&manifest).unwrap();
+    // A flipped hash digit: the list's own checksum fails, resume passes the checkpoint over.
+    let damaged = text.replacen("\"xxh3\": \"", "\"xxh3\": \"f", 1);
+    fs::write(&manifest, damaged).unwrap();
+    assert!(verify_checkpoint(&dir, Level::Fast).is_err());
+    manager.save(4, weights("again"), &mut s, None).unwrap();
+    assert_eq!(fs::read(dir.join("model.safetensors")).unwrap(), b"again");
+}
