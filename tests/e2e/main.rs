@@ -15,6 +15,7 @@ mod disk_full;
 mod distributed;
 mod doctor;
 mod eval_masks;
+mod gpu_verdicts;
 mod guide;
 mod inspect;
 mod logging;
