@@ -17,6 +17,7 @@ pub mod length_groups;
 pub mod manifest;
 pub mod order;
 pub mod pack;
+pub mod phrases;
 pub mod prepare;
 pub mod progress;
 pub mod reader;

@@ -116,6 +116,10 @@ pub struct Manifest {
     pub config_key: String,
     /// The resolved `[corpus]` section.
     pub config: CorpusConfig,
+    /// The masking phrases matched into the shards' `unit_start` column, when the corpus was
+    /// prepared for `[masking] unit = "phrase"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phrases: Option<crate::phrases::PhrasesManifest>,
 }
 
 impl Manifest {

@@ -29,6 +29,9 @@ use crate::config::Packing;
 pub struct Block {
     pub input_ids: Vec<u32>,
     pub word_starts: Vec<bool>,
+    /// Where masking units begin (a corpus prepared with phrases): word starts less those
+    /// inside a phrase; the same border rules as word starts.
+    pub unit_starts: Option<Vec<bool>>,
 }
 
 /// Where packing stands after a sequence: the next unit to pack is unit `unit` of the
@@ -50,6 +53,8 @@ pub struct Packer {
     sep: u32,
     ids: Vec<u32>,
     starts: Vec<bool>,
+    /// Unit starts, kept only by the packer of a phrase corpus ([`Packer::with_units`]).
+    units: Option<Vec<bool>>,
     /// A document was packed before: the next one (concat) starts with a separator.
     started: bool,
     last: Option<ResumePoint>,
@@ -66,6 +71,7 @@ impl Packer {
             sep,
             ids: Vec::with_capacity(content),
             starts: Vec::with_capacity(content),
+            units: None,
             started: false,
             last: None,
         }
@@ -87,6 +93,12 @@ impl Packer {
         packer
     }
 
+    /// This packer also packs unit starts (a corpus prepared with phrases).
+    pub fn with_units(mut self) -> Self {
+        self.units = Some(Vec::with_capacity(self.content));
+        self
+    }
+
     fn emit_block<E>(
         &mut self,
         point: ResumePoint,
@@ -100,22 +112,32 @@ impl Packer {
         word_starts.push(true);
         word_starts.append(&mut self.starts);
         word_starts.push(true);
+        let unit_starts = self.units.as_mut().map(|units| {
+            let mut unit_starts = Vec::with_capacity(units.len() + 2);
+            unit_starts.push(true);
+            unit_starts.append(units);
+            unit_starts.push(true);
+            unit_starts
+        });
         emit(
             Block {
                 input_ids,
                 word_starts,
+                unit_starts,
             },
             point,
         )
     }
 
-    /// Packs document `ordinal` (its tokens and word starts, at least one token). With
-    /// `resume` pointing into this document, packing starts at the resume unit.
+    /// Packs document `ordinal` (its tokens and word starts, at least one token; `units`,
+    /// its unit starts, for a packer [`Packer::with_units`], else ignored). With `resume`
+    /// pointing into this document, packing starts at the resume unit.
     pub fn push<E>(
         &mut self,
         ordinal: u64,
         ids: &[u32],
         starts: &[bool],
+        units: Option<&[bool]>,
         resume: Option<ResumePoint>,
         emit: &mut impl FnMut(Block, ResumePoint) -> Result<(), E>,
     ) -> Result<(), E> {
@@ -127,15 +149,20 @@ impl Packer {
         let skip = usize::from(separator);
         let total = skip + ids.len();
         for unit in first..total {
-            let (id, start) = if unit < skip {
-                (self.sep, true)
+            let (id, start, unit_start) = if unit < skip {
+                (self.sep, true, true)
             } else {
-                (ids[unit - skip], starts[unit - skip])
+                let at = unit - skip;
+                let unit_start = units.and_then(|u| u.get(at).copied());
+                (ids[at], starts[at], unit_start.unwrap_or(starts[at]))
             };
             // The first content token of a sequence starts a word (see the module comment).
-            let start = start || self.ids.is_empty();
+            let first_content = self.ids.is_empty();
+            if let Some(kept) = self.units.as_mut() {
+                kept.push(unit_start || first_content);
+            }
             self.ids.push(id);
-            self.starts.push(start);
+            self.starts.push(start || first_content);
             let point = ResumePoint {
                 ordinal,
                 unit: unit as u64 + 1,
@@ -203,7 +230,8 @@ mod tests {
             Ok(())
         };
         for (i, (ids, starts)) in docs(lens).iter().enumerate() {
-            p.push(i as u64, ids, starts, None, &mut emit).unwrap();
+            p.push(i as u64, ids, starts, None, None, &mut emit)
+                .unwrap();
         }
         p.finish(&mut emit).unwrap();
         out
@@ -303,7 +331,7 @@ mod tests {
                     Ok(())
                 };
                 for (i, (ids, starts)) in all_docs.iter().enumerate().skip(point.ordinal as usize) {
-                    p.push(i as u64, ids, starts, Some(point), &mut emit)
+                    p.push(i as u64, ids, starts, None, Some(point), &mut emit)
                         .unwrap();
                 }
                 p.finish(&mut emit).unwrap();

@@ -15,7 +15,9 @@ use parquet::arrow::arrow_reader::{
 
 use crate::error::CorpusError;
 use crate::manifest::Manifest;
-use crate::shard::{INPUT_IDS, TokenDtype, WORD_START, check_column_chunks, check_shard_schema};
+use crate::shard::{
+    INPUT_IDS, TokenDtype, UNIT_START, WORD_START, check_column_chunks, check_shard_schema,
+};
 use crate::split::Split;
 use crate::tokenizer::DomainTokenizer;
 use crate::untrusted::guarded;
@@ -138,6 +140,7 @@ impl PreparedCorpus {
             shards,
             m.tokens,
             self.manifest.token_dtype,
+            self.manifest.phrases.is_some(),
         ))
     }
 }
@@ -147,6 +150,8 @@ impl PreparedCorpus {
 pub struct Sequence {
     pub input_ids: Vec<u32>,
     pub word_starts: Vec<bool>,
+    /// Where masking units begin, in a corpus prepared with phrases (`unit_start`).
+    pub unit_starts: Option<Vec<bool>>,
 }
 
 #[derive(Debug)]
@@ -168,7 +173,12 @@ impl Footer {
     /// Opens the shard at `path` and reads its footer: refused unless its column chunks lie
     /// inside the file and its columns are those `prepare` writes for `dtype`, so that no
     /// page of a shard of another layout is ever decoded.
-    fn load(shard: usize, path: &Path, dtype: TokenDtype) -> Result<Self, CorpusError> {
+    fn load(
+        shard: usize,
+        path: &Path,
+        dtype: TokenDtype,
+        with_units: bool,
+    ) -> Result<Self, CorpusError> {
         let file = File::open(path).map_err(|e| CorpusError::io("cannot open", path, e))?;
         // Footers are decoded under `guarded` too, as the input reader's are.
         let metadata = guarded(|| ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()))
@@ -176,7 +186,7 @@ impl Footer {
             .map_err(pq_err(path))?;
         let file_bytes = file.metadata().map_or(0, |m| m.len());
         check_column_chunks(metadata.metadata(), file_bytes).map_err(|e| bad_shard(path, &e))?;
-        check_shard_schema(path, metadata.schema(), dtype)?;
+        check_shard_schema(path, metadata.schema(), dtype, with_units)?;
         let mut group_starts = vec![0u64];
         for rg in metadata.metadata().row_groups() {
             let end = group_starts[group_starts.len() - 1];
@@ -201,6 +211,8 @@ struct DecodedGroup {
     first: u64,
     ids: Vec<u32>,
     starts: Vec<bool>,
+    /// `unit_start` values, decoded in a phrase corpus.
+    units: Option<Vec<bool>>,
     offsets: Vec<usize>,
 }
 
@@ -222,6 +234,8 @@ pub struct SplitReader {
     tokens: u64,
     /// The element type of `input_ids` the manifest declares: every shard must hold it.
     dtype: TokenDtype,
+    /// The manifest lists phrases: every shard holds `unit_start`.
+    with_units: bool,
     footers: VecDeque<Footer>,
     groups: VecDeque<DecodedGroup>,
     cache_groups: usize,
@@ -241,13 +255,14 @@ fn pq_err(path: &Path) -> impl Fn(parquet::errors::ParquetError) -> CorpusError 
 }
 
 impl SplitReader {
-    fn new(shards: Vec<ShardEntry>, tokens: u64, dtype: TokenDtype) -> Self {
+    fn new(shards: Vec<ShardEntry>, tokens: u64, dtype: TokenDtype, with_units: bool) -> Self {
         let len = shards.last().map_or(0, |s| s.first.saturating_add(s.rows));
         Self {
             shards,
             len,
             tokens,
             dtype,
+            with_units,
             footers: VecDeque::new(),
             groups: VecDeque::new(),
             cache_groups: DEFAULT_CACHED_ROW_GROUPS,
@@ -259,14 +274,14 @@ impl SplitReader {
     /// (0). For the `shard` fuzz target, which feeds it untrusted files: any content gives
     /// sequences or an error.
     pub fn single_shard(path: &Path, dtype: TokenDtype) -> Result<Self, CorpusError> {
-        let footer = Footer::load(0, path, dtype)?;
+        let footer = Footer::load(0, path, dtype, false)?;
         let rows = footer.rows();
         let entry = ShardEntry {
             path: path.to_path_buf(),
             first: 0,
             rows,
         };
-        let mut reader = Self::new(vec![entry], 0, dtype);
+        let mut reader = Self::new(vec![entry], 0, dtype, false);
         reader.footers.push_front(footer);
         Ok(reader)
     }
@@ -298,6 +313,7 @@ impl SplitReader {
         Ok(Sequence {
             input_ids: g.ids[a..b].to_vec(),
             word_starts: g.starts[a..b].to_vec(),
+            unit_starts: g.units.as_ref().map(|u| u[a..b].to_vec()),
         })
     }
 
@@ -340,7 +356,7 @@ impl SplitReader {
             return Ok(&self.footers[p]);
         }
         let path = &self.shards[shard].path;
-        let footer = Footer::load(shard, path, self.dtype)?;
+        let footer = Footer::load(shard, path, self.dtype, self.with_units)?;
         if footer.rows() != self.shards[shard].rows {
             return Err(CorpusError::prepared(
                 path.parent().unwrap_or(Path::new(".")),
@@ -363,13 +379,14 @@ impl SplitReader {
         let shard = self.shards.partition_point(|s| s.first + s.rows <= index);
         let shard_first = self.shards[shard].first;
         let path = self.shards[shard].path.clone();
+        let with_units = self.with_units;
         let footer = self.footer(shard)?;
         let group = footer
             .group_starts
             .partition_point(|&s| s <= index - shard_first)
             - 1;
         let rows = (footer.group_starts[group + 1] - footer.group_starts[group]) as usize;
-        let mut decoded = DecodedGroup::new(shard_first + footer.group_starts[group]);
+        let mut decoded = DecodedGroup::new(shard_first + footer.group_starts[group], with_units);
         let reader = read_row_group(footer, &path, group, rows)
             .map_err(|e| bad_shard(&path, &format!("row group {group}: {e}")))?;
         // A corrupt page can panic inside the decoder (untrusted.rs): an error naming the
@@ -429,11 +446,12 @@ fn list_column<'b>(batch: &'b RecordBatch, name: &str) -> Result<&'b ListArray, 
 }
 
 impl DecodedGroup {
-    fn new(first: u64) -> Self {
+    fn new(first: u64, with_units: bool) -> Self {
         Self {
             first,
             ids: Vec::new(),
             starts: Vec::new(),
+            units: with_units.then(Vec::new),
             offsets: vec![0],
         }
     }
@@ -441,27 +459,14 @@ impl DecodedGroup {
     /// Appends the rows of a decoded batch; the error says what is wrong with it.
     fn append(&mut self, batch: &RecordBatch) -> Result<(), String> {
         let ids = list_column(batch, INPUT_IDS)?;
-        let starts = list_column(batch, WORD_START)?;
         let id_offsets = ids.value_offsets();
-        let s_offsets = starts.value_offsets();
-        // Each row's word starts go with its ids: equal totals are not enough.
-        let row_len = |offsets: &[i32], row: usize| offsets[row + 1] - offsets[row];
-        if let Some(row) = (0..ids.len()).find(|&r| row_len(id_offsets, r) != row_len(s_offsets, r))
-        {
-            return Err(format!(
-                "row {row}: word_start and input_ids differ in length"
-            ));
-        }
-        let start_values = starts
-            .values()
-            .as_boolean_opt()
-            .ok_or_else(|| format!("{WORD_START} of type {}", starts.value_type()))?;
         let base = self.ids.len();
         let first = id_offsets[0] as usize;
         self.append_ids(ids.values(), first..id_offsets[ids.len()] as usize)?;
-        let start_range = s_offsets[0] as usize..s_offsets[starts.len()] as usize;
-        self.starts
-            .extend(start_range.map(|i| start_values.value(i)));
+        append_flags(&mut self.starts, batch, WORD_START, id_offsets)?;
+        if let Some(units) = self.units.as_mut() {
+            append_flags(units, batch, UNIT_START, id_offsets)?;
+        }
         self.offsets
             .extend(id_offsets[1..].iter().map(|&o| base + o as usize - first));
         Ok(())
@@ -482,6 +487,33 @@ impl DecodedGroup {
         }
         Ok(())
     }
+}
+
+/// Appends the boolean list column `name` of `batch`, whose rows must have the lengths of
+/// the `input_ids` rows (`id_offsets`): equal totals are not enough.
+fn append_flags(
+    out: &mut Vec<bool>,
+    batch: &RecordBatch,
+    name: &str,
+    id_offsets: &[i32],
+) -> Result<(), String> {
+    let flags = list_column(batch, name)?;
+    let offsets = flags.value_offsets();
+    let row_len = |offsets: &[i32], row: usize| offsets[row + 1] - offsets[row];
+    let rows = id_offsets.len() - 1;
+    if flags.len() != rows {
+        return Err(format!("{name} has {} rows, input_ids {rows}", flags.len()));
+    }
+    if let Some(row) = (0..rows).find(|&r| row_len(id_offsets, r) != row_len(offsets, r)) {
+        return Err(format!("row {row}: {name} and input_ids differ in length"));
+    }
+    let values = flags
+        .values()
+        .as_boolean_opt()
+        .ok_or_else(|| format!("{name} of type {}", flags.value_type()))?;
+    let range = offsets[0] as usize..offsets[rows] as usize;
+    out.extend(range.map(|i| values.value(i)));
+    Ok(())
 }
 
 #[cfg(test)]

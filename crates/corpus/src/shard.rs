@@ -1,5 +1,6 @@
 //! Parquet shards: `input_ids: list<uint16>` (or `list<uint32>` when the vocabulary does
-//! not fit 16 bits) and `word_start: list<bool>`, zstd, fixed-size row groups. A shard is
+//! not fit 16 bits) and `word_start: list<bool>`, plus `unit_start: list<bool>` in a corpus
+//! prepared with masking phrases (phrases.rs), zstd, fixed-size row groups. A shard is
 //! written under a temporary name (`<name>.tmp`) and published durably when complete
 //! (`mlm_durable::publish_file`: synced, renamed, the directory synced).
 
@@ -23,6 +24,8 @@ use crate::pack::Block;
 /// Column names.
 pub const INPUT_IDS: &str = "input_ids";
 pub const WORD_START: &str = "word_start";
+/// Where a masking unit (a phrase, or a word outside phrases) begins.
+pub const UNIT_START: &str = "unit_start";
 
 /// The integer type of `input_ids`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,17 +58,21 @@ fn list_of(item: DataType) -> DataType {
     DataType::List(Arc::new(Field::new_list_field(item, false)))
 }
 
-/// The columns of a shard and their types.
-fn shard_columns(dtype: TokenDtype) -> [(&'static str, DataType); 2] {
-    [
+/// The columns of a shard and their types (`with_units`: the phrase corpus's third column).
+fn shard_columns(dtype: TokenDtype, with_units: bool) -> Vec<(&'static str, DataType)> {
+    let mut columns = vec![
         (INPUT_IDS, list_of(dtype.arrow())),
         (WORD_START, list_of(DataType::Boolean)),
-    ]
+    ];
+    if with_units {
+        columns.push((UNIT_START, list_of(DataType::Boolean)));
+    }
+    columns
 }
 
 /// The Arrow schema of a shard.
-pub fn shard_schema(dtype: TokenDtype) -> SchemaRef {
-    let fields: Vec<Field> = shard_columns(dtype)
+pub fn shard_schema(dtype: TokenDtype, with_units: bool) -> SchemaRef {
+    let fields: Vec<Field> = shard_columns(dtype, with_units)
         .into_iter()
         .map(|(name, data_type)| Field::new(name, data_type, false))
         .collect();
@@ -80,8 +87,9 @@ pub fn check_shard_schema(
     path: &Path,
     schema: &Schema,
     dtype: TokenDtype,
+    with_units: bool,
 ) -> Result<(), CorpusError> {
-    for (column, expected) in shard_columns(dtype) {
+    for (column, expected) in shard_columns(dtype, with_units) {
         let found = schema.field_with_name(column).ok().map(Field::data_type);
         if found != Some(&expected) {
             return Err(CorpusError::ShardSchema {
@@ -117,20 +125,25 @@ pub struct ShardWriter {
     row_group_rows: usize,
     ids: Vec<u32>,
     starts: Vec<bool>,
+    /// `unit_start` values, for a shard of a phrase corpus.
+    units: Option<Vec<bool>>,
     offsets: Vec<i32>,
     rows: u64,
     tokens: u64,
 }
 
 impl ShardWriter {
+    /// A shard at `path`; `with_units` adds the `unit_start` column (every pushed block must
+    /// then carry unit starts).
     pub fn create(
         path: &Path,
         dtype: TokenDtype,
         row_group_rows: usize,
+        with_units: bool,
     ) -> Result<Self, CorpusError> {
         let tmp = mlm_durable::temp_path(path);
         let file = File::create(&tmp).map_err(|e| CorpusError::io("cannot create", &tmp, e))?;
-        let schema = shard_schema(dtype);
+        let schema = shard_schema(dtype, with_units);
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(
                 ZstdLevel::try_new(3).expect("3 is a valid zstd level"),
@@ -152,6 +165,7 @@ impl ShardWriter {
             row_group_rows,
             ids: Vec::new(),
             starts: Vec::new(),
+            units: with_units.then(Vec::new),
             offsets: vec![0],
             rows: 0,
             tokens: 0,
@@ -166,6 +180,11 @@ impl ShardWriter {
     pub fn push(&mut self, block: &Block) -> Result<(), CorpusError> {
         self.ids.extend_from_slice(&block.input_ids);
         self.starts.extend_from_slice(&block.word_starts);
+        if let Some(units) = self.units.as_mut() {
+            // A block without unit starts (never from the packer of a phrase corpus) keeps
+            // its word starts, so the columns stay aligned.
+            units.extend_from_slice(block.unit_starts.as_deref().unwrap_or(&block.word_starts));
+        }
         self.offsets.push(self.ids.len() as i32);
         self.rows += 1;
         self.tokens += block.input_ids.len() as u64;
@@ -199,12 +218,16 @@ impl ShardWriter {
         };
         let input_ids =
             ListArray::try_new(field(0), offsets.clone(), values, None).map_err(arrow_err)?;
-        let word_start = ListArray::try_new(field(1), offsets, starts, None).map_err(arrow_err)?;
-        let batch = RecordBatch::try_new(
-            self.schema.clone(),
-            vec![Arc::new(input_ids), Arc::new(word_start)],
-        )
-        .map_err(arrow_err)?;
+        let word_start =
+            ListArray::try_new(field(1), offsets.clone(), starts, None).map_err(arrow_err)?;
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(input_ids), Arc::new(word_start)];
+        if let Some(units) = self.units.as_mut() {
+            let units: ArrayRef = Arc::new(BooleanArray::from(std::mem::take(units)));
+            columns.push(Arc::new(
+                ListArray::try_new(field(2), offsets, units, None).map_err(arrow_err)?,
+            ));
+        }
+        let batch = RecordBatch::try_new(self.schema.clone(), columns).map_err(arrow_err)?;
         self.writer
             .write(&batch)
             .map_err(|e| CorpusError::parquet(&self.tmp, e))?;
@@ -280,10 +303,12 @@ mod tests {
     fn shard_schemas_are_checked_column_by_column() {
         let path = Path::new("/c/train-00000.parquet");
         for dtype in [TokenDtype::Uint16, TokenDtype::Uint32] {
-            assert!(check_shard_schema(path, &shard_schema(dtype), dtype).is_ok());
+            assert!(check_shard_schema(path, &shard_schema(dtype, false), dtype, false).is_ok());
         }
-        let ids_only = Schema::new(vec![shard_schema(TokenDtype::Uint16).field(0).clone()]);
-        let error = check_shard_schema(path, &ids_only, TokenDtype::Uint16).unwrap_err();
+        let ids_only = Schema::new(vec![
+            shard_schema(TokenDtype::Uint16, false).field(0).clone(),
+        ]);
+        let error = check_shard_schema(path, &ids_only, TokenDtype::Uint16, false).unwrap_err();
         assert_eq!(
             error.to_string(),
             "prepared shard /c/train-00000.parquet: column `word_start` is missing, expected \
@@ -295,11 +320,12 @@ mod tests {
     fn column_chunks_are_checked_against_the_file_size() {
         let dir = crate::testutil::TempDir::new("column-chunks");
         let path = dir.path().join("train-00000.parquet");
-        let mut writer = ShardWriter::create(&path, TokenDtype::Uint16, 2).unwrap();
+        let mut writer = ShardWriter::create(&path, TokenDtype::Uint16, 2, false).unwrap();
         for n in 0..5u32 {
             let block = Block {
                 input_ids: (0..n + 3).collect(),
                 word_starts: vec![true; n as usize + 3],
+                unit_starts: None,
             };
             writer.push(&block).unwrap();
         }

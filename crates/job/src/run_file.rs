@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use mlm_corpus::{CorpusConfig, VocabConfig, resolve_path};
-use mlm_masking::MaskingConfig;
+use mlm_masking::{MaskingConfig, MaskingUnit};
 use mlm_trainer::run::{
     CheckpointConfig, DistributedConfig, EvalConfig, LoggingConfig, ModelSection, TrainingConfig,
 };
@@ -123,6 +123,16 @@ pub struct RunConfig {
     pub logging: LoggingConfig,
 }
 
+/// The phrases `prepare` matches for `[masking] unit = "phrase"`, the file resolved against
+/// the config's directory.
+fn phrase_spec(masking: &MaskingConfig, base: &Path) -> Option<mlm_corpus::phrases::PhraseSpec> {
+    (masking.unit() == MaskingUnit::Phrase).then(|| mlm_corpus::phrases::PhraseSpec {
+        file: masking.phrases.as_ref().map(|p| resolve_path(base, p)),
+        pmi_ngrams: masking.pmi_ngrams,
+        pmi_min_count: masking.pmi_min_count,
+    })
+}
+
 impl RunConfig {
     /// Loads `path`, applies `--set key=value` overrides (`training.max_steps=100`; the value
     /// is read as TOML, or as a string when it is not valid TOML), then validates every
@@ -147,6 +157,7 @@ impl RunConfig {
         let mut corpus = file.corpus;
         if let Some(corpus) = &mut corpus {
             corpus.resolve_paths(&base);
+            corpus.phrases = phrase_spec(&file.masking, &base);
         }
         let mut vocab = file.vocab;
         if let Some(vocab) = &mut vocab {

@@ -1,5 +1,7 @@
 //! The `[masking]` section of the run config and its validation.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use crate::MaskingError;
@@ -17,6 +19,33 @@ pub enum SelectionMode {
     /// capped by `max_predictions_per_seq`, as the original BERT
     /// `create_pretraining_data.py::create_masked_lm_predictions`.
     Exact,
+}
+
+/// What one selection takes: `[masking] unit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MaskingUnit {
+    /// Single tokens (BERT, Hugging Face's `DataCollatorForLanguageModeling`).
+    Token,
+    /// Whole words, 80/10/10 per piece (BERT's whole-word masking; `whole_word_mask = true`).
+    Word,
+    /// Runs of whole words of Geometric(`span_geometric_p`) length clipped at
+    /// `span_max_words`, 80/10/10 per span (SpanBERT, Joshi et al. 2020).
+    Span,
+    /// Domain phrases (from `phrases` and/or mined by PMI) and the remaining words, 80/10/10
+    /// per unit (PMI-Masking, Levine et al. 2021; salient-span masking).
+    Phrase,
+}
+
+impl MaskingUnit {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Token => "token",
+            Self::Word => "word",
+            Self::Span => "span",
+            Self::Phrase => "phrase",
+        }
+    }
 }
 
 /// The `[masking]` section: how training and evaluation sequences are masked.
@@ -67,6 +96,74 @@ pub struct MaskingConfig {
     /// eval_seed = 42
     /// ```
     pub eval_seed: u64,
+    /// What one selection takes: `"token"`, `"word"` (as `whole_word_mask = true`), `"span"`
+    /// or `"phrase"`. Left out: `"word"` with `whole_word_mask = true`, else `"token"`.
+    /// ```toml
+    /// unit = "span"
+    /// ```
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<MaskingUnit>,
+    /// `unit = "span"`: the success probability of the geometric span length in words
+    /// (SpanBERT: 0.2, mean 3.8 words once clipped at 10).
+    /// ```toml
+    /// span_geometric_p = 0.2
+    /// ```
+    #[serde(skip_serializing_if = "is_default_span_p")]
+    pub span_geometric_p: f64,
+    /// `unit = "span"`: the longest span in words (SpanBERT: 10); lengths are drawn from the
+    /// geometric distribution restricted to 1..=span_max_words.
+    /// ```toml
+    /// span_max_words = 10
+    /// ```
+    #[serde(skip_serializing_if = "is_default_span_max")]
+    pub span_max_words: usize,
+    /// `unit = "phrase"`: a UTF-8 file of domain phrases, one a line (MeSH terms, a drug
+    /// list); `#` starts a comment line. Matched to word spans once, at `prepare`.
+    /// ```toml
+    /// phrases = "data/mesh-terms.txt"
+    /// ```
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phrases: Option<PathBuf>,
+    /// `unit = "phrase"`: mine the top N n-grams (n = 2..5) of the training split's words by
+    /// PMI (Levine et al. 2021), at `prepare`, into `phrases.pmi.tsv` beside the corpus.
+    /// ```toml
+    /// pmi_ngrams = 20000
+    /// ```
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pmi_ngrams: Option<usize>,
+    /// `pmi_ngrams`: an n-gram seen fewer times is not a candidate.
+    /// ```toml
+    /// pmi_min_count = 10
+    /// ```
+    #[serde(skip_serializing_if = "is_default_pmi_min_count")]
+    pub pmi_min_count: u64,
+    /// Move the training rate linearly from `mlm_probability` (first step) to this (last
+    /// step), e.g. 0.30 -> 0.15 as BioClinical ModernBERT and mmBERT lower it. Held-out masks
+    /// keep `[eval] mlm_probability`.
+    /// ```toml
+    /// mlm_probability_end = 0.15
+    /// ```
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mlm_probability_end: Option<f64>,
+}
+
+/// The largest `span_max_words` accepted (SpanBERT uses 10).
+pub const MAX_SPAN_WORDS: usize = 64;
+
+const DEFAULT_SPAN_P: f64 = 0.2;
+const DEFAULT_SPAN_MAX_WORDS: usize = 10;
+const DEFAULT_PMI_MIN_COUNT: u64 = 10;
+
+fn is_default_span_p(p: &f64) -> bool {
+    *p == DEFAULT_SPAN_P
+}
+
+fn is_default_span_max(n: &usize) -> bool {
+    *n == DEFAULT_SPAN_MAX_WORDS
+}
+
+fn is_default_pmi_min_count(n: &u64) -> bool {
+    *n == DEFAULT_PMI_MIN_COUNT
 }
 
 impl Default for MaskingConfig {
@@ -81,6 +178,13 @@ impl Default for MaskingConfig {
             max_predictions_per_seq: None,
             pad_to_multiple_of: Some(8),
             eval_seed: 42,
+            unit: None,
+            span_geometric_p: DEFAULT_SPAN_P,
+            span_max_words: DEFAULT_SPAN_MAX_WORDS,
+            phrases: None,
+            pmi_ngrams: None,
+            pmi_min_count: DEFAULT_PMI_MIN_COUNT,
+            mlm_probability_end: None,
         }
     }
 }
@@ -123,6 +227,100 @@ impl MaskingConfig {
                 key: "pad_to_multiple_of",
                 hint: "1 pads only to the longest sequence",
             });
+        }
+        if let Some(end) = self.mlm_probability_end
+            && !(0.0..=1.0).contains(&end)
+        {
+            return Err(MaskingError::ProbabilityOutOfRange {
+                key: "mlm_probability_end",
+                value: end,
+            });
+        }
+        self.validate_unit()
+    }
+
+    /// The unit a selection takes, `whole_word_mask` read as `unit = "word"`.
+    pub fn unit(&self) -> MaskingUnit {
+        match (self.unit, self.whole_word_mask) {
+            (Some(unit), _) => unit,
+            (None, true) => MaskingUnit::Word,
+            (None, false) => MaskingUnit::Token,
+        }
+    }
+
+    /// Whether a unit spans several tokens, so that the masker needs unit starts.
+    pub fn needs_unit_starts(&self) -> bool {
+        self.unit() != MaskingUnit::Token
+    }
+
+    /// The training rate of optimizer step `step` (0-based) of `total_steps`:
+    /// `mlm_probability`, or with `mlm_probability_end` the straight line from it at the first
+    /// step to the end rate at the last. A pure function of the step, so a resumed run and any
+    /// number of ranks mask each step at the same rate.
+    pub fn probability_at(&self, step: u64, total_steps: u64) -> f64 {
+        match self.mlm_probability_end {
+            Some(end) if total_steps > 1 => {
+                let t = step.min(total_steps - 1) as f64 / (total_steps - 1) as f64;
+                self.mlm_probability + (end - self.mlm_probability) * t
+            }
+            _ => self.mlm_probability,
+        }
+    }
+
+    /// The highest training rate of the run (the rate schedule's larger end).
+    pub fn peak_probability(&self) -> f64 {
+        self.mlm_probability
+            .max(self.mlm_probability_end.unwrap_or(0.0))
+    }
+
+    /// The unit keys agree with each other: each key names the unit it belongs to.
+    fn validate_unit(&self) -> Result<(), MaskingError> {
+        let unit = self.unit();
+        if self.whole_word_mask && unit != MaskingUnit::Word {
+            return Err(MaskingError::UnitConflict {
+                key: "whole_word_mask = true",
+                unit: unit.name(),
+                needs: "word",
+            });
+        }
+        if unit != MaskingUnit::Phrase {
+            if self.phrases.is_some() {
+                return Err(MaskingError::UnitConflict {
+                    key: "phrases",
+                    unit: unit.name(),
+                    needs: "phrase",
+                });
+            }
+            if self.pmi_ngrams.is_some() {
+                return Err(MaskingError::UnitConflict {
+                    key: "pmi_ngrams",
+                    unit: unit.name(),
+                    needs: "phrase",
+                });
+            }
+        } else if self.phrases.is_none() && self.pmi_ngrams.is_none() {
+            return Err(MaskingError::NoPhraseSource);
+        }
+        if self.pmi_ngrams == Some(0) {
+            return Err(MaskingError::Zero {
+                key: "pmi_ngrams",
+                hint: "leave it out to mine none",
+            });
+        }
+        if matches!(unit, MaskingUnit::Span | MaskingUnit::Phrase)
+            && self.selection == SelectionMode::Exact
+        {
+            return Err(MaskingError::UnitConflict {
+                key: "selection = \"exact\"",
+                unit: unit.name(),
+                needs: "token\" or \"word",
+            });
+        }
+        if !(self.span_geometric_p > 0.0 && self.span_geometric_p <= 1.0) {
+            return Err(MaskingError::SpanProbability(self.span_geometric_p));
+        }
+        if !(1..=MAX_SPAN_WORDS).contains(&self.span_max_words) {
+            return Err(MaskingError::SpanMaxWords(self.span_max_words));
         }
         Ok(())
     }
@@ -200,6 +398,79 @@ mod tests {
         );
         assert!(
             err(|c| c.pad_to_multiple_of = Some(0)).starts_with("masking.pad_to_multiple_of = 0")
+        );
+    }
+
+    #[test]
+    fn the_rate_moves_linearly_from_start_to_end() {
+        let c = MaskingConfig {
+            mlm_probability: 0.3,
+            mlm_probability_end: Some(0.15),
+            ..Default::default()
+        };
+        assert_eq!(c.probability_at(0, 101), 0.3);
+        assert!((c.probability_at(50, 101) - 0.225).abs() < 1e-15);
+        assert!((c.probability_at(100, 101) - 0.15).abs() < 1e-15);
+        assert!(
+            (c.probability_at(500, 101) - 0.15).abs() < 1e-15,
+            "past the end: the end"
+        );
+        assert_eq!(c.probability_at(0, 1), 0.3);
+        assert_eq!(c.peak_probability(), 0.3);
+        let fixed = MaskingConfig::default();
+        assert_eq!(fixed.probability_at(7, 10), 0.15);
+    }
+
+    #[test]
+    fn unit_keys_must_agree() {
+        let unit = |u| MaskingConfig {
+            unit: Some(u),
+            ..Default::default()
+        };
+        assert_eq!(MaskingConfig::default().unit(), MaskingUnit::Token);
+        let wwm = MaskingConfig {
+            whole_word_mask: true,
+            ..Default::default()
+        };
+        assert_eq!(wwm.unit(), MaskingUnit::Word);
+        unit(MaskingUnit::Span).validate().unwrap();
+        assert!(
+            err(|c| {
+                c.whole_word_mask = true;
+                c.unit = Some(MaskingUnit::Span);
+            })
+            .contains("masking.whole_word_mask = true does not go with unit = \"span\"")
+        );
+        assert!(
+            err(|c| c.unit = Some(MaskingUnit::Phrase)).contains("needs phrases"),
+            "phrase unit without a source"
+        );
+        assert!(err(|c| c.pmi_ngrams = Some(10)).contains("masking.pmi_ngrams does not go"));
+        assert!(
+            err(|c| {
+                c.unit = Some(MaskingUnit::Span);
+                c.selection = SelectionMode::Exact;
+            })
+            .contains("selection = \"exact\" does not go with unit = \"span\"")
+        );
+        assert!(
+            err(|c| {
+                c.unit = Some(MaskingUnit::Span);
+                c.span_geometric_p = 0.0;
+            })
+            .contains("span_geometric_p = 0")
+        );
+        assert!(err(|c| c.span_max_words = 0).contains("span_max_words = 0"));
+        assert!(err(|c| c.mlm_probability_end = Some(1.5)).contains("mlm_probability_end"));
+        let c: MaskingConfig =
+            toml::from_str("unit = \"phrase\"\npmi_ngrams = 100\nmlm_probability_end = 0.15\n")
+                .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.unit(), MaskingUnit::Phrase);
+        let text = toml::to_string(&MaskingConfig::default()).unwrap();
+        assert!(
+            !text.contains("unit") && !text.contains("span") && !text.contains("pmi"),
+            "keys left at their defaults are not serialised (resume keys of earlier runs): {text}"
         );
     }
 

@@ -60,4 +60,25 @@ pub enum MaskingError {
         input_ids: usize,
         word_starts: usize,
     },
+
+    #[error(
+        "masking.{key} does not go with unit = \"{unit}\": it applies only to unit = \"{needs}\""
+    )]
+    UnitConflict {
+        key: &'static str,
+        unit: &'static str,
+        needs: &'static str,
+    },
+
+    #[error(
+        "masking.unit = \"phrase\" needs phrases: set masking.phrases = \"FILE\" (one phrase a \
+         line) and/or masking.pmi_ngrams = N (mine N n-grams by PMI at prepare)"
+    )]
+    NoPhraseSource,
+
+    #[error("masking.span_geometric_p = {0} must be in (0, 1] (SpanBERT: 0.2)")]
+    SpanProbability(f64),
+
+    #[error("masking.span_max_words = {0} must be in 1..=64 (SpanBERT: 10)")]
+    SpanMaxWords(usize),
 }

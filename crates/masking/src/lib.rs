@@ -24,10 +24,12 @@ mod rng;
 mod special;
 #[cfg(test)]
 mod stats_tests;
+mod units;
 
 pub use collate::{Batch, MaskInput, collate, collate_into, padded_len};
-pub use config::{MaskingConfig, SelectionMode};
+pub use config::{MAX_SPAN_WORDS, MaskingConfig, MaskingUnit, SelectionMode};
 pub use error::MaskingError;
 pub use masker::{IGNORE_INDEX, MaskedSequence, Masker};
 pub use rng::{EVAL_EPOCH, MaskKey};
 pub use special::SpecialTokens;
+pub use units::SpanLengths;

@@ -17,10 +17,16 @@
 //! (google-research/bert create_pretraining_data.py) and HF's whole-word path: words are
 //! selected, every piece of a selected word is predicted, and 80/10/10 applies per piece
 //! (HF's v5 collator forces [MASK] for every piece of a whole word; BERT does not).
+//!
+//! Spans and phrases (units.rs) are drawn whole until a token budget is spent, and 80/10/10
+//! applies per selected run, as SpanBERT's `span_masking` does.
 
-use crate::config::{MaskingConfig, SelectionMode};
+use std::ops::Range;
+
+use crate::config::{MaskingConfig, MaskingUnit, SelectionMode};
 use crate::rng::{Purpose, Stream, below, threshold};
 use crate::special::{SpecialTokens, VocabTable};
+use crate::units::{Budget, SpanLengths, Unit, select_runs, units_of};
 use crate::{MaskKey, MaskingError};
 
 /// The label of a position that is not predicted (PyTorch `CrossEntropyLoss` ignore_index).
@@ -43,7 +49,8 @@ pub struct Masker {
     config: MaskingConfig,
     special: SpecialTokens,
     vocab: VocabTable,
-    select_threshold: u64,
+    unit: MaskingUnit,
+    span_lengths: SpanLengths,
     mask_threshold: u64,
     mask_or_random_threshold: u64,
 }
@@ -65,7 +72,8 @@ impl Masker {
             config: config.clone(),
             special,
             vocab,
-            select_threshold: threshold(config.mlm_probability),
+            unit: config.unit(),
+            span_lengths: SpanLengths::new(config.span_geometric_p, config.span_max_words),
             mask_threshold: threshold(mask),
             mask_or_random_threshold: threshold(mask + random),
         })
@@ -84,9 +92,15 @@ impl Masker {
         self.vocab.maskable(id)
     }
 
-    /// Masks one sequence. `word_starts[i]` is true where token i begins a word (used with
-    /// `whole_word_mask`; without it every token is its own word). A `word_starts` shorter
-    /// than `input_ids` counts the missing entries as word starts; [`Masker::try_mask`]
+    /// The unit one selection takes.
+    pub fn unit(&self) -> MaskingUnit {
+        self.unit
+    }
+
+    /// Masks one sequence at `mlm_probability`. `word_starts[i]` is true where token i begins
+    /// a unit: a word for `unit = "word"` and `"span"`, a phrase or word for `"phrase"`
+    /// (unused for `"token"`; without it every token is its own unit). A `word_starts`
+    /// shorter than `input_ids` counts the missing entries as starts; [`Masker::try_mask`]
     /// rejects a length mismatch instead.
     pub fn mask(
         &self,
@@ -94,18 +108,44 @@ impl Masker {
         word_starts: Option<&[bool]>,
         key: MaskKey,
     ) -> MaskedSequence {
+        self.mask_at(input_ids, word_starts, key, self.config.mlm_probability)
+    }
+
+    /// [`Masker::mask`] at another rate (a point of the `mlm_probability_end` schedule).
+    pub fn mask_at(
+        &self,
+        input_ids: &[u32],
+        word_starts: Option<&[bool]>,
+        key: MaskKey,
+        probability: f64,
+    ) -> MaskedSequence {
+        self.mask_with_runs(input_ids, word_starts, key, probability, None)
+    }
+
+    /// [`Masker::mask_at`], also listing the runs that were selected as one (spans and
+    /// phrases; a token or word is listed as its own run) in the order drawn.
+    pub fn mask_with_runs(
+        &self,
+        input_ids: &[u32],
+        word_starts: Option<&[bool]>,
+        key: MaskKey,
+        probability: f64,
+        runs: Option<&mut Vec<Range<usize>>>,
+    ) -> MaskedSequence {
         let mut out = MaskedSequence {
             input_ids: input_ids.to_vec(),
             labels: vec![IGNORE_INDEX; input_ids.len()],
         };
-        self.mask_into(
-            input_ids,
-            word_starts,
+        let mut replace = Replacer::new(
+            self,
             key,
+            input_ids,
             &mut out.input_ids,
             &mut out.labels,
             None,
         );
+        replace.runs = runs;
+        self.select(word_starts, key, probability, &mut replace);
         out
     }
 
@@ -139,34 +179,37 @@ impl Masker {
         labels: &mut [i64],
         positions: Option<(&mut Vec<i64>, i64)>,
     ) -> usize {
-        let n = input_ids.len().min(out_ids.len()).min(labels.len());
-        let input_ids = &input_ids[..n];
-        let mut replace = Replacer {
-            stream: Stream::new(key, Purpose::Replace),
-            mask_id: self.special.mask_id,
-            mask_threshold: self.mask_threshold,
-            mask_or_random_threshold: self.mask_or_random_threshold,
-            replacements: self.vocab.replacements(),
-            input_ids,
-            out_ids: &mut out_ids[..n],
-            labels: &mut labels[..n],
-            selected: 0,
-            positions,
-        };
+        let mut replace = Replacer::new(self, key, input_ids, out_ids, labels, positions);
+        self.select(word_starts, key, self.config.mlm_probability, &mut replace);
+        replace.selected
+    }
+
+    /// Selects at `probability` by the configured unit and selection mode, applying 80/10/10
+    /// through `replace`.
+    fn select<T: Copy + From<u32>>(
+        &self,
+        word_starts: Option<&[bool]>,
+        key: MaskKey,
+        probability: f64,
+        replace: &mut Replacer<'_, T>,
+    ) {
         let select = Stream::new(key, Purpose::Select);
-        let words = if self.config.whole_word_mask {
-            word_starts
-        } else {
-            None
+        let rate = Rate {
+            probability,
+            threshold: threshold(probability),
         };
-        match (self.config.selection, words) {
-            (SelectionMode::Independent, None) => self.independent_tokens(select, &mut replace),
-            (SelectionMode::Independent, Some(ws)) => {
-                self.independent_words(select, ws, &mut replace)
+        let starts = word_starts.filter(|_| self.unit != MaskingUnit::Token);
+        match (self.unit, self.config.selection, starts) {
+            (MaskingUnit::Span | MaskingUnit::Phrase, _, ws) => {
+                self.budgeted_runs(select, rate, ws.unwrap_or(&[]), replace)
             }
-            (SelectionMode::Exact, None) => self.exact_tokens(select, &mut replace),
-            (SelectionMode::Exact, Some(ws)) => {
-                self.exact_words(select, ws, &mut replace);
+            (_, SelectionMode::Independent, None) => self.independent_tokens(select, rate, replace),
+            (_, SelectionMode::Independent, Some(ws)) => {
+                self.independent_words(select, rate, ws, replace)
+            }
+            (_, SelectionMode::Exact, None) => self.exact_tokens(select, rate, replace),
+            (_, SelectionMode::Exact, Some(ws)) => {
+                self.exact_words(select, rate, ws, replace);
                 // Words were taken in random order; the flat list must ascend.
                 if let Some((list, _)) = replace.positions.as_mut() {
                     let first = list.len() - replace.selected;
@@ -174,14 +217,52 @@ impl Masker {
                 }
             }
         }
-        replace.selected
+    }
+
+    /// Spans (`unit = "span"`) or phrases (`"phrase"`) drawn whole until p x eligible tokens
+    /// are spent (units.rs), 80/10/10 per run. The flat position list must ascend, so the
+    /// runs (drawn in random order) are applied in sequence order.
+    fn budgeted_runs(
+        &self,
+        select: Stream,
+        rate: Rate,
+        unit_starts: &[bool],
+        replace: &mut Replacer<'_, impl Copy + From<u32>>,
+    ) {
+        let mut units = Vec::with_capacity(replace.input_ids.len() / 2 + 1);
+        let eligible = units_of(
+            replace.input_ids,
+            unit_starts,
+            |id| self.vocab.maskable(id),
+            &mut units,
+        );
+        let budget = Budget {
+            units: &units,
+            tokens: rate.probability * eligible as f64,
+            lengths: (self.unit == MaskingUnit::Span).then_some(&self.span_lengths),
+        };
+        let mut runs: Vec<Unit> = Vec::new();
+        select_runs(select, &budget, |run| runs.push(run));
+        if let Some(list) = replace.runs.as_mut() {
+            list.extend(
+                runs.iter()
+                    .map(|r| r.start as usize..(r.start + r.len) as usize),
+            );
+        }
+        runs.sort_unstable_by_key(|r| r.start);
+        for run in runs {
+            replace.apply_run(run.start as usize..(run.start + run.len) as usize);
+        }
     }
 
     /// `max(1, round(p * n))` capped by `max_predictions_per_seq` and by n: the count of the
     /// original BERT `create_masked_lm_predictions` (which counts [CLS]/[SEP] in n; we count
     /// only the n eligible tokens, so the rate over eligible tokens is p).
     pub fn exact_count(&self, eligible: usize) -> usize {
-        let p = self.config.mlm_probability;
+        self.exact_count_at(eligible, self.config.mlm_probability)
+    }
+
+    fn exact_count_at(&self, eligible: usize, p: f64) -> usize {
         if eligible == 0 || p == 0.0 {
             return 0;
         }
@@ -197,6 +278,7 @@ impl Masker {
     fn independent_tokens(
         &self,
         select: Stream,
+        rate: Rate,
         replace: &mut Replacer<'_, impl Copy + From<u32>>,
     ) {
         let mut words = [0u32; CHUNK];
@@ -205,7 +287,7 @@ impl Masker {
             select.fill(c * CHUNK / 4, &mut words[..ids.len()]);
             let mut bits = 0u64;
             for (j, (&id, &w)) in ids.iter().zip(&words).enumerate() {
-                let hit = (u64::from(w) < self.select_threshold) & self.vocab.maskable(id);
+                let hit = (u64::from(w) < rate.threshold) & self.vocab.maskable(id);
                 bits |= u64::from(hit) << j;
             }
             while bits != 0 {
@@ -220,6 +302,7 @@ impl Masker {
     fn independent_words(
         &self,
         select: Stream,
+        rate: Rate,
         word_starts: &[bool],
         replace: &mut Replacer<'_, impl Copy + From<u32>>,
     ) {
@@ -236,7 +319,7 @@ impl Masker {
                     continue;
                 }
                 if is_word_start(word_starts, i, prev_maskable) {
-                    in_selected_word = u64::from(w) < self.select_threshold;
+                    in_selected_word = u64::from(w) < rate.threshold;
                 }
                 prev_maskable = true;
                 if in_selected_word {
@@ -249,13 +332,18 @@ impl Masker {
     /// Exactly k of the n eligible tokens, a uniformly random k-subset drawn in one pass by
     /// selection sampling (Knuth, TAOCP vol. 2, Algorithm S): position i is taken with
     /// probability (still needed) / (still left). No scratch memory.
-    fn exact_tokens(&self, select: Stream, replace: &mut Replacer<'_, impl Copy + From<u32>>) {
+    fn exact_tokens(
+        &self,
+        select: Stream,
+        rate: Rate,
+        replace: &mut Replacer<'_, impl Copy + From<u32>>,
+    ) {
         let input_ids = replace.input_ids;
         let eligible = input_ids
             .iter()
             .filter(|&&id| self.vocab.maskable(id))
             .count();
-        let mut need = self.exact_count(eligible) as u64;
+        let mut need = self.exact_count_at(eligible, rate.probability) as u64;
         let mut left = eligible as u64;
         let mut words = [0u32; CHUNK];
         for (c, ids) in input_ids.chunks(CHUNK).enumerate() {
@@ -284,6 +372,7 @@ impl Masker {
     fn exact_words(
         &self,
         select: Stream,
+        rate: Rate,
         word_starts: &[bool],
         replace: &mut Replacer<'_, impl Copy + From<u32>>,
     ) {
@@ -311,7 +400,7 @@ impl Masker {
                 eligible += 1;
             }
         }
-        let k = self.exact_count(eligible);
+        let k = self.exact_count_at(eligible, rate.probability);
         words.sort_unstable();
         let mut count = 0;
         for &(_, start, len) in &words {
@@ -336,6 +425,13 @@ fn is_word_start(word_starts: &[bool], i: usize, prev_maskable: bool) -> bool {
     !prev_maskable || word_starts.get(i).copied().unwrap_or(true)
 }
 
+/// The selection rate of one sequence.
+#[derive(Clone, Copy)]
+struct Rate {
+    probability: f64,
+    threshold: u64,
+}
+
 /// Applies the 80/10/10 choice to a selected position: one Philox block per selected
 /// position (word 0 chooses, words 1-2 give a 64-bit draw for the random id), indexed by the
 /// position, so the choice never depends on which other tokens were selected.
@@ -350,12 +446,52 @@ struct Replacer<'a, T> {
     labels: &'a mut [i64],
     selected: usize,
     positions: Option<(&'a mut Vec<i64>, i64)>,
+    /// Runs selected as one (span and phrase units), for `inspect`.
+    runs: Option<&'a mut Vec<Range<usize>>>,
 }
 
-impl<T: Copy + From<u32>> Replacer<'_, T> {
+impl<'a, T: Copy + From<u32>> Replacer<'a, T> {
+    fn new(
+        masker: &'a Masker,
+        key: MaskKey,
+        input_ids: &'a [u32],
+        out_ids: &'a mut [T],
+        labels: &'a mut [i64],
+        positions: Option<(&'a mut Vec<i64>, i64)>,
+    ) -> Self {
+        let n = input_ids.len().min(out_ids.len()).min(labels.len());
+        Replacer {
+            stream: Stream::new(key, Purpose::Replace),
+            mask_id: masker.special.mask_id,
+            mask_threshold: masker.mask_threshold,
+            mask_or_random_threshold: masker.mask_or_random_threshold,
+            replacements: masker.vocab.replacements(),
+            input_ids: &input_ids[..n],
+            out_ids: &mut out_ids[..n],
+            labels: &mut labels[..n],
+            selected: 0,
+            positions,
+            runs: None,
+        }
+    }
+
     #[inline(always)]
     fn apply(&mut self, i: usize) {
-        let [choice, hi, lo, _] = self.stream.block(i);
+        let [choice, _, _, _] = self.stream.block(i);
+        self.apply_choice(i, choice);
+    }
+
+    /// One 80/10/10 choice for the whole run (drawn at its first position, as SpanBERT's
+    /// `span_masking` draws one per span); random ids are still drawn per position.
+    fn apply_run(&mut self, run: Range<usize>) {
+        let [choice, _, _, _] = self.stream.block(run.start);
+        for i in run {
+            self.apply_choice(i, choice);
+        }
+    }
+
+    #[inline(always)]
+    fn apply_choice(&mut self, i: usize, choice: u32) {
         self.labels[i] = i64::from(self.input_ids[i]);
         self.selected += 1;
         if let Some((list, offset)) = self.positions.as_mut() {
@@ -365,6 +501,7 @@ impl<T: Copy + From<u32>> Replacer<'_, T> {
         if choice < self.mask_threshold {
             self.out_ids[i] = T::from(self.mask_id);
         } else if choice < self.mask_or_random_threshold {
+            let [_, hi, lo, _] = self.stream.block(i);
             let draw = u64::from(hi) << 32 | u64::from(lo);
             self.out_ids[i] = T::from(self.replacements[below(draw, self.replacements.len())]);
         }

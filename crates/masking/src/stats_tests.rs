@@ -311,7 +311,7 @@ fn exact_selection_takes_round_p_n_capped() {
     let capped = masker(&MaskingConfig {
         mlm_probability: 0.3,
         max_predictions_per_seq: Some(20),
-        ..exact
+        ..exact.clone()
     });
     let wwm = masker(&MaskingConfig {
         whole_word_mask: true,

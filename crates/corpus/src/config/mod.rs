@@ -133,6 +133,11 @@ pub struct CorpusConfig {
     /// Documents per tokenization batch (memory is bounded by a few batches).
     /// `batch_documents = 2000`
     pub batch_documents: usize,
+    /// Masking phrases to match into the shards: set from `[masking] phrases`, `pmi_ngrams`
+    /// and `pmi_min_count` by the run config (not a `[corpus]` key), so that they are part of
+    /// the config key.
+    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub phrases: Option<crate::phrases::PhraseSpec>,
 }
 
 impl Default for CorpusConfig {
@@ -157,6 +162,7 @@ impl Default for CorpusConfig {
             row_group_sequences: 1024,
             on_bad_record: BadRecordPolicy::Fail,
             batch_documents: 1000,
+            phrases: None,
         }
     }
 }

@@ -27,7 +27,8 @@ pub(super) fn write(
             );
         }
     }
-    for name in &manifest.tokenizer_files {
+    let phrases = manifest.phrases.as_ref().map(|p| &p.file);
+    for name in manifest.tokenizer_files.iter().chain(phrases) {
         files.push(FileEntry::of_file(out, name, &[]).map_err(CorpusError::Integrity)?);
     }
     files.push(FileEntry::of_bytes(MANIFEST_FILE, manifest_text));

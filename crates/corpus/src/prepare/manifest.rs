@@ -49,7 +49,12 @@ pub(super) fn check_has_training_data(
 }
 
 /// The manifest of a prepare that packed `packed`.
-pub(super) fn build(plan: &Plan<'_>, packed: Packed, tokenizer_files: Vec<String>) -> Manifest {
+pub(super) fn build(
+    plan: &Plan<'_>,
+    packed: Packed,
+    tokenizer_files: Vec<String>,
+    phrases: Option<crate::phrases::PhrasesManifest>,
+) -> Manifest {
     let (config, tokenizer) = (plan.config, &plan.tokenizer);
     let documents = document_counts(&packed);
     Manifest {
@@ -74,6 +79,7 @@ pub(super) fn build(plan: &Plan<'_>, packed: Packed, tokenizer_files: Vec<String
         split: split_policy(config),
         config_key: plan.key.clone(),
         config: config.clone(),
+        phrases,
     }
 }
 

@@ -5,6 +5,8 @@
 //!   into the config key;
 //! - [`outdir`]: reuse a finished prepare of the same key, else resume an unfinished one
 //!   (keeping its shards) or clean the directory, and write the tokenizer files;
+//! - [`phrase_stage`]: with `[masking] unit = "phrase"`, the phrase list (a file, n-grams
+//!   mined by PMI over the training split) and, after packing, `phrases.tsv`;
 //! - [`pipeline`]: stream, tokenize and pack the documents into the shards of their split,
 //!   saving `prepare-state.json` after every closed shard ([`sink`] writes the shards);
 //! - [`manifest`]: describe what was written; `manifest.json` goes last, atomically.
@@ -15,6 +17,7 @@
 mod integrity;
 mod manifest;
 mod outdir;
+mod phrase_stage;
 mod pipeline;
 mod plan;
 mod sink;
@@ -75,9 +78,13 @@ pub fn prepare(
     }
     let start = outdir::resume_or_clean(&plan, options.observer)?;
     let tokenizer_files = outdir::write_tokenizer_files(&plan)?;
-    let packed = pipeline::pack_corpus(&plan, start.state, options)?;
+    let phrases = phrase_stage::build(&plan, options.observer)?;
+    let packed = pipeline::pack_corpus(&plan, start.state, options, phrases.as_ref())?;
     manifest::check_has_training_data(&packed, &plan.files)?;
-    let manifest = manifest::build(&plan, packed, tokenizer_files);
+    let phrases = phrases
+        .map(|stage| phrase_stage::finish(&plan, &stage, &packed.matches))
+        .transpose()?;
+    let manifest = manifest::build(&plan, packed, tokenizer_files, phrases);
     outdir::publish(&plan.out, &manifest)?;
     Ok(report(manifest, start.outcome))
 }

@@ -10,6 +10,7 @@ use std::thread::{Scope, ScopedJoinHandle};
 use rayon::prelude::*;
 
 use super::PrepareOptions;
+use super::phrase_stage::{MatchCounts, PhraseStage};
 use super::plan::Plan;
 use super::sink::Sink;
 use super::state::PrepareState;
@@ -17,6 +18,8 @@ use crate::error::CorpusError;
 use crate::input::ByteCounter;
 use crate::manifest::SplitManifest;
 use crate::pack::{Packer, ResumePoint};
+use crate::phrases::PhraseMatcher;
+use crate::phrases::matcher::Matches;
 use crate::progress::{Observer, Progress};
 use crate::split::{Split, Splits};
 use crate::stream::{AcceptedDoc, DocumentStream, ReadStats};
@@ -31,6 +34,8 @@ pub(super) struct Packed {
     /// Documents that tokenized to nothing, both splits.
     pub empty: u64,
     pub stats: ReadStats,
+    /// Phrase matches in the training documents this run packed.
+    pub matches: MatchCounts,
 }
 
 /// Streams, tokenizes and packs the corpus from `state` on.
@@ -38,15 +43,21 @@ pub(super) fn pack_corpus(
     plan: &Plan<'_>,
     state: PrepareState,
     options: &PrepareOptions<'_>,
+    phrases: Option<&PhraseStage>,
 ) -> Result<Packed, CorpusError> {
     let counter = ByteCounter::default();
     let files = plan.files.clone();
     let stream = DocumentStream::open(plan.config, files, counter.clone(), options.observer)?;
     options.observer.phase("tokenizing and packing");
-    let mut packing = Packing::new(plan, state, options, counter);
+    let mut packing = Packing::new(plan, state, options, counter, phrases);
+    let matcher = phrases.map(|p| &p.matcher);
     let stats = std::thread::scope(|scope| -> Result<ReadStats, CorpusError> {
         let (batches, reader) = spawn_reader(scope, stream, plan.config.batch_documents);
-        let encoded = spawn_tokenizer(scope, batches, &plan.tokenizer, packing.resume);
+        let tokenize = Tokenize {
+            tokenizer: &plan.tokenizer,
+            matcher,
+        };
+        let encoded = spawn_tokenizer(scope, batches, tokenize, packing.resume);
         packing.pack_batches(encoded)?;
         reader
             .join()
@@ -100,6 +111,31 @@ struct EncodedDoc {
     split: Split,
     /// Token ids and word starts.
     tokens: Result<(Vec<u32>, Vec<bool>), CorpusError>,
+    /// Unit starts and the phrases matched, in a phrase corpus.
+    units: Option<(Vec<bool>, Matches)>,
+}
+
+/// What the tokenizer thread applies to each document.
+#[derive(Clone, Copy)]
+struct Tokenize<'a> {
+    tokenizer: &'a DomainTokenizer,
+    matcher: Option<&'a PhraseMatcher>,
+}
+
+impl Tokenize<'_> {
+    fn encode(&self, ordinal: u64, split: Split, text: &str) -> EncodedDoc {
+        let tokens = self.tokenizer.encode_words(text);
+        let units = match (&tokens, self.matcher) {
+            (Ok((ids, starts)), Some(matcher)) => Some(matcher.unit_starts(ids, starts)),
+            _ => None,
+        };
+        EncodedDoc {
+            ordinal,
+            split,
+            tokens,
+            units,
+        }
+    }
 }
 
 /// A batch: documents read (for progress) and the documents to pack.
@@ -110,7 +146,7 @@ type EncodedBatch = Result<(u64, Vec<EncodedDoc>), CorpusError>;
 fn spawn_tokenizer<'scope>(
     scope: &'scope Scope<'scope, '_>,
     batches: Receiver<ReadBatch>,
-    tokenizer: &'scope DomainTokenizer,
+    tokenize: Tokenize<'scope>,
     resume: Splits<Option<ResumePoint>>,
 ) -> Receiver<EncodedBatch> {
     let (tx, rx) = sync_channel(2);
@@ -121,11 +157,7 @@ fn spawn_tokenizer<'scope>(
                 let docs = batch
                     .into_par_iter()
                     .filter(|d| resume.get(d.split).is_none_or(|p| d.ordinal >= p.ordinal))
-                    .map(|d| EncodedDoc {
-                        ordinal: d.ordinal,
-                        split: d.split,
-                        tokens: tokenizer.encode_words(&d.doc.text),
-                    })
+                    .map(|d| tokenize.encode(d.ordinal, d.split, &d.doc.text))
                     .collect();
                 (read, docs)
             });
@@ -146,6 +178,7 @@ struct Packing<'a> {
     resume: Splits<Option<ResumePoint>>,
     checkpoint: Checkpoint<'a>,
     progress: ProgressReport<'a>,
+    matches: MatchCounts,
 }
 
 impl<'a> Packing<'a> {
@@ -154,15 +187,21 @@ impl<'a> Packing<'a> {
         state: PrepareState,
         options: &PrepareOptions<'a>,
         counter: ByteCounter,
+        phrases: Option<&PhraseStage>,
     ) -> Self {
         let config = plan.config;
         let special = plan.tokenizer.special_ids();
         let resume = state.splits.each_ref().map(|_, s| s.resume);
         let packers = resume.map(|_, point| {
             let (mode, len) = (config.packing, config.max_seq_len);
-            match point {
+            let packer = match point {
                 Some(p) => Packer::resumed(mode, len, special.cls, special.sep, p),
                 None => Packer::new(mode, len, special.cls, special.sep),
+            };
+            if phrases.is_some() {
+                packer.with_units()
+            } else {
+                packer
             }
         });
         Self {
@@ -178,6 +217,10 @@ impl<'a> Packing<'a> {
                 .map(|split, closed| Sink::new(split, plan, closed)),
             resume,
             progress: ProgressReport::new(options.observer, counter, plan.bytes_total()),
+            matches: MatchCounts {
+                per_phrase: vec![0; phrases.map_or(0, |p| p.list.phrases.len())],
+                tokens: 0,
+            },
         }
     }
 
@@ -197,6 +240,10 @@ impl<'a> Packing<'a> {
 
     fn pack_document(&mut self, doc: EncodedDoc) -> Result<(), CorpusError> {
         let (ids, starts) = doc.tokens?;
+        let (units, matches) = doc.units.unzip();
+        if let (Some(matches), Split::Train) = (&matches, doc.split) {
+            self.matches.add(&matches.phrases, matches.tokens);
+        }
         let sink = self.sinks.get_mut(doc.split);
         if ids.is_empty() {
             sink.count_empty();
@@ -208,6 +255,7 @@ impl<'a> Packing<'a> {
             doc.ordinal,
             &ids,
             &starts,
+            units.as_deref(),
             resume,
             &mut |block, point| sink.push(&block, point),
         )?;
@@ -231,6 +279,7 @@ impl<'a> Packing<'a> {
             empty: self.sinks.train.empty() + self.sinks.validation.empty(),
             splits: self.sinks.map(|_, sink| sink.manifest()),
             stats,
+            matches: self.matches,
         })
     }
 }

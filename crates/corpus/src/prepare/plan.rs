@@ -28,7 +28,11 @@ impl<'c> Plan<'c> {
         let tokenizer = DomainTokenizer::load(config.tokenizer_path()?, config.lowercase)?;
         check_fits_tokenizer(config, &tokenizer)?;
         let files = corpus_files(config)?;
-        let key = config_key(config, &tokenizer, &files);
+        let phrase_source = match &config.phrases {
+            Some(spec) => super::phrase_stage::source_digest(spec)?,
+            None => None,
+        };
+        let key = config_key(config, &tokenizer, &files, phrase_source);
         Ok(Self {
             config,
             out,
@@ -74,21 +78,29 @@ fn check_fits_tokenizer(
     }
 }
 
-/// Hash of the config (less what only changes speed), the tokenizer and the input files'
-/// paths, sizes and modification times.
-fn config_key(config: &CorpusConfig, tokenizer: &DomainTokenizer, files: &[InputFile]) -> String {
+/// Hash of the config (less what only changes speed), the tokenizer, the input files'
+/// paths, sizes and modification times, and the phrase file's content.
+fn config_key(
+    config: &CorpusConfig,
+    tokenizer: &DomainTokenizer,
+    files: &[InputFile],
+    phrase_source: Option<String>,
+) -> String {
     let mut keyed = config.clone();
     keyed.batch_documents = 0; // only changes speed
     let inputs: Vec<serde_json::Value> = files
         .iter()
         .map(|f| serde_json::json!([f.path, f.bytes, modified_nanos(f), f.held_out]))
         .collect();
-    let doc = serde_json::json!({
+    let mut doc = serde_json::json!({
         "format_version": FORMAT_VERSION,
         "config": keyed,
         "tokenizer": tokenizer.fingerprint(),
         "inputs": inputs,
     });
+    if let Some(digest) = phrase_source {
+        doc["phrase_source"] = digest.into();
+    }
     format!(
         "sha256:{}",
         crate::hash::sha256_hex(doc.to_string().as_bytes())

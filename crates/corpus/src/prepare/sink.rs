@@ -16,6 +16,8 @@ pub(super) struct Sink {
     dir: PathBuf,
     dtype: TokenDtype,
     row_group_rows: usize,
+    /// Shards carry `unit_start` (a corpus prepared with phrases).
+    with_units: bool,
     shard_rows: u64,
     writer: Option<ShardWriter>,
     closed: SplitState,
@@ -36,6 +38,7 @@ impl Sink {
             dir: plan.out.clone(),
             dtype: plan.dtype(),
             row_group_rows: plan.config.row_group_sequences,
+            with_units: plan.config.phrases.is_some(),
             shard_rows: plan.config.effective_shard_sequences() as u64,
             writer: None,
             documents: closed.documents,
@@ -69,7 +72,7 @@ impl Sink {
         let path = self
             .dir
             .join(self.split.shard_name(self.closed.shards.len()));
-        ShardWriter::create(&path, self.dtype, self.row_group_rows)
+        ShardWriter::create(&path, self.dtype, self.row_group_rows, self.with_units)
     }
 
     /// Finishes the open shard, if any, and records the split's state as of its end.

@@ -525,12 +525,19 @@ impl EvalConfig {
 }
 
 impl EvalConfig {
-    /// `[masking]` as held-out masking uses it: `[eval]`'s rate and unit, every other key
-    /// (80/10/10, selection, the eval seed) as the run trains.
+    /// `[masking]` as held-out masking uses it: `[eval]`'s rate and unit (token or word, so
+    /// runs trained on spans or phrases are scored on the same masks as the rest), every
+    /// other key (80/10/10, selection, the eval seed) as the run trains.
     pub fn masking(&self, masking: &MaskingConfig) -> MaskingConfig {
+        // Span and phrase units never go with selection = "exact" (validation), so
+        // `selection` carries over as it is.
         MaskingConfig {
             mlm_probability: self.mlm_probability,
             whole_word_mask: self.unit == EvalUnit::Word,
+            unit: None,
+            phrases: None,
+            pmi_ngrams: None,
+            mlm_probability_end: None,
             ..masking.clone()
         }
     }

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
-use mlm_corpus::{EpochOrder, Manifest, SplitReader, TrainOrder, rank_slice};
-use mlm_masking::{Batch, MaskKey, Masker, MaskingConfig, SpecialTokens, collate};
+use mlm_corpus::{EpochOrder, Manifest, Sequence, SplitReader, TrainOrder, rank_slice};
+use mlm_masking::{Batch, MaskKey, Masker, MaskingConfig, MaskingUnit, SpecialTokens, collate};
 use serde::{Deserialize, Serialize};
 
 use super::RunError;
@@ -89,6 +89,14 @@ impl BatchPlan {
 /// The masker of a run: `[masking]` checked, over the corpus's vocabulary and special ids.
 pub fn masker_for(masking: &MaskingConfig, manifest: &Manifest) -> Result<Masker, RunError> {
     masking.validate()?;
+    if masking.unit() == MaskingUnit::Phrase && manifest.phrases.is_none() {
+        return Err(RunError::InvalidConfig(
+            "masking.unit = \"phrase\" needs a corpus prepared with phrases, and this one was \
+             prepared without: set masking.phrases and/or masking.pmi_ngrams in the config \
+             whose [corpus] prepares it (the main job and `prepare` then match them)"
+                .into(),
+        ));
+    }
     let special = &manifest.special_ids;
     Ok(Masker::new(
         masking,
@@ -101,6 +109,58 @@ pub fn masker_for(masking: &MaskingConfig, manifest: &Manifest) -> Result<Masker
     )?)
 }
 
+/// Which starts the masker's units follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitStarts {
+    /// Single tokens.
+    None,
+    /// Words (`word_start`): whole words and spans.
+    Words,
+    /// Phrases and the words outside them (`unit_start`, a corpus prepared with phrases).
+    Phrases,
+}
+
+impl UnitStarts {
+    /// The starts a masking unit needs.
+    pub fn for_unit(unit: MaskingUnit) -> Self {
+        match unit {
+            MaskingUnit::Token => Self::None,
+            MaskingUnit::Word | MaskingUnit::Span => Self::Words,
+            MaskingUnit::Phrase => Self::Phrases,
+        }
+    }
+
+    /// The starts of `sequence` the masker takes.
+    pub fn of(self, sequence: &Sequence) -> Option<&[bool]> {
+        match self {
+            Self::None => None,
+            Self::Words => Some(&sequence.word_starts),
+            Self::Phrases => Some(
+                sequence
+                    .unit_starts
+                    .as_deref()
+                    .unwrap_or(&sequence.word_starts),
+            ),
+        }
+    }
+}
+
+/// The training rate of each optimizer step (`masking.mlm_probability_end`).
+#[derive(Debug, Clone)]
+pub struct RatePlan {
+    pub masking: MaskingConfig,
+    pub steps_per_epoch: u64,
+    pub total_steps: u64,
+}
+
+impl RatePlan {
+    /// The rate of the step that starts at `at` (its global step index, from 0).
+    pub fn at(&self, at: DataPosition, global_batch: u64) -> f64 {
+        let step = at.epoch * self.steps_per_epoch + at.position / global_batch.max(1);
+        self.masking.probability_at(step, self.total_steps)
+    }
+}
+
 /// Everything the loader needs to mask and collate.
 pub struct MaskPlan {
     pub masker: Arc<Masker>,
@@ -108,7 +168,8 @@ pub struct MaskPlan {
     pub data_seed: u64,
     /// Blocks of the epoch shuffle: the corpus's Parquet row group, the unit of reading.
     pub order_block: u64,
-    pub whole_word: bool,
+    pub unit_starts: UnitStarts,
+    pub rate: RatePlan,
     pub pad_id: u32,
     pub mask_id: u32,
     pub pad_to_multiple_of: Option<usize>,
@@ -167,17 +228,18 @@ pub fn read_step(
     let mut masked_tokens = 0;
     let mut tokens = 0;
     let mut slots = 0;
+    let probability = masks.rate.at(at, plan.global_batch());
     for positions in plan.micro_batch_positions(at, sequences) {
         let mut masked = Vec::with_capacity(positions.len());
         for position in positions {
             let row = order.row_at(position, reader)?;
             let sequence = reader.get(row)?;
             tokens += sequence.input_ids.len();
-            let word_starts = masks.whole_word.then_some(sequence.word_starts.as_slice());
-            masked.push(masks.masker.mask(
+            masked.push(masks.masker.mask_at(
                 &sequence.input_ids,
-                word_starts,
+                masks.unit_starts.of(&sequence),
                 MaskKey::train(masks.seed, at.epoch, position),
+                probability,
             ));
         }
         let batch = collate(

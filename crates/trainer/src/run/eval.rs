@@ -99,7 +99,7 @@ impl EvalSetSpec {
             eval_seed: masking.eval_seed,
             max_samples: eval.max_eval_samples,
             batch_size: eval.eval_batch_size,
-            whole_word: held_out.whole_word_mask,
+            whole_word: held_out.unit() == mlm_masking::MaskingUnit::Word,
             pad_id: manifest.special_ids.pad,
             mask_id: manifest.special_ids.mask,
             pad_to_multiple_of: masking.pad_to_multiple_of,

@@ -73,7 +73,7 @@ impl StaticShape {
 /// beyond it is rarer than one in a hundred million, and runs the plain step.
 pub fn masked_slots(rows: usize, seq_len: usize, masking: &MaskingConfig) -> usize {
     let cells = rows * seq_len;
-    let p = masking.mlm_probability;
+    let p = masking.peak_probability();
     let slots = match masking.selection {
         SelectionMode::Exact => {
             let per_sequence = ((p * seq_len as f64).round() as usize).clamp(1, seq_len);
@@ -82,7 +82,12 @@ pub fn masked_slots(rows: usize, seq_len: usize, masking: &MaskingConfig) -> usi
         }
         SelectionMode::Independent => {
             let mean = cells as f64 * p;
-            let spread = if masking.whole_word_mask { 3.0 } else { 1.0 };
+            // Words, spans and phrases are drawn together: a wider spread.
+            let spread = if masking.needs_unit_starts() {
+                3.0
+            } else {
+                1.0
+            };
             let sd = (cells as f64 * p * (1.0 - p)).sqrt() * spread;
             (mean + 6.0 * sd).ceil() as usize
         }

@@ -12,7 +12,7 @@ use mlm_masking::{Masker, padded_len};
 use super::RunError;
 use super::config::checked_schedule_for;
 use super::config::{LastBatch, TrainingConfig};
-use super::data::{BatchPlan, MaskPlan, masker_for};
+use super::data::{BatchPlan, MaskPlan, RatePlan, UnitStarts, masker_for};
 use super::eval::{EvalSet, EvalSetSpec};
 use super::flops::{DevicePeak, ModelFlops, device_peak};
 use super::graphed::{GraphedStep, StaticShape, WARMUP_STEPS};
@@ -146,7 +146,7 @@ impl<'a> Run<'a> {
             plan: parts.plan(&manifest, train_reader.len(), job.masking.mlm_probability),
             parts,
             train_reader,
-            masks: mask_plan(job, &manifest, masker),
+            masks: mask_plan(job, &manifest, masker, steps_per_epoch, total_steps),
         })
     }
 }
@@ -352,13 +352,24 @@ pub(super) fn peak_for(logging: &LoggingConfig, precision: ForwardPrecision) -> 
 }
 
 /// How the loader masks and collates: the training keys of the data contract (DESIGN.md).
-fn mask_plan(job: &TrainJob, manifest: &Manifest, masker: Arc<Masker>) -> MaskPlan {
+fn mask_plan(
+    job: &TrainJob,
+    manifest: &Manifest,
+    masker: Arc<Masker>,
+    steps_per_epoch: u64,
+    total_steps: u64,
+) -> MaskPlan {
     MaskPlan {
         masker,
         seed: job.training.seed,
         data_seed: job.training.data_seed.unwrap_or(job.training.seed),
         order_block: manifest.row_group_sequences as u64,
-        whole_word: job.masking.whole_word_mask,
+        unit_starts: UnitStarts::for_unit(job.masking.unit()),
+        rate: RatePlan {
+            masking: job.masking.clone(),
+            steps_per_epoch,
+            total_steps,
+        },
         pad_id: manifest.special_ids.pad,
         mask_id: manifest.special_ids.mask,
         pad_to_multiple_of: job.masking.pad_to_multiple_of,

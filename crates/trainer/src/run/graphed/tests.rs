@@ -52,7 +52,7 @@ fn exact_selection_bounds_the_slots_and_independent_selection_covers_its_spread(
     assert_eq!(masked_slots(4, 128, &exact), 80);
     let capped = MaskingConfig {
         max_predictions_per_seq: Some(10),
-        ..exact
+        ..exact.clone()
     };
     assert_eq!(masked_slots(4, 128, &capped), 40);
     // Independent: 8192 cells, mean 1228.8, sd 32.3: 1422.7 -> 1424.
@@ -60,7 +60,7 @@ fn exact_selection_bounds_the_slots_and_independent_selection_covers_its_spread(
     assert_eq!(masked_slots(64, 128, &independent), 1424);
     let whole_words = MaskingConfig {
         whole_word_mask: true,
-        ..independent
+        ..independent.clone()
     };
     assert!(masked_slots(64, 128, &whole_words) > 1424);
     // Never more slots than cells.
