@@ -413,6 +413,7 @@ pub(crate) fn print_plan(plan: &TrainPlan) {
         "data     {} train / {} held-out sequences of <= {} tokens",
         plan.train_sequences, plan.eval_sequences, plan.max_seq_len
     );
+    eprintln!("masking  {}", plan.masking);
     eprintln!(
         "steps    {} ({} per epoch), {} sequences = {} tokens per step, {} on {}",
         plan.total_steps,

@@ -275,6 +275,13 @@ impl RunConfigFile {
         }
         if let Some(corpus) = &self.corpus {
             corpus.validate()?;
+            if corpus.phrases.is_some() {
+                return Err(
+                    "corpus.phrases is not a key: masking phrases are set in [masking] \
+                            (phrases = \"FILE\", pmi_ngrams = N), and prepare reads them there"
+                        .into(),
+                );
+            }
             // `vocab extend`'s keys: a half-written extension is refused before any work.
             if let Some(vocab) = self
                 .vocab

@@ -5,6 +5,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use mlm_corpus::phrases::PhrasesManifest;
 use mlm_corpus::{DomainTokenizer, PreparedCorpus, Split};
 
 use crate::config::RunConfig;
@@ -35,6 +36,9 @@ pub fn describe(
     );
     let _ = writeln!(s);
     write_splits(&mut s, manifest);
+    if let Some(phrases) = &manifest.phrases {
+        write_phrases(&mut s, dir, phrases)?;
+    }
     let mut reader = corpus.split(split)?;
     let shown = sequences.min(reader.len());
     let _ = writeln!(
@@ -52,11 +56,49 @@ pub fn describe(
             tokenizer.decode(&sequence.input_ids)?,
             marked_pieces(&tokenizer, &sequence.input_ids, &sequence.word_starts)
         );
+        if let Some(units) = &sequence.unit_starts {
+            let _ = writeln!(
+                s,
+                "  units  {}",
+                marked_pieces(&tokenizer, &sequence.input_ids, units)
+            );
+        }
     }
     if let Some((config, step)) = masks {
         s += &super::masks::describe(&corpus, &tokenizer, config, step, sequences.max(1))?;
     }
     Ok(s)
+}
+
+/// Entries of the phrase list shown, by training-split matches.
+const TOP_PHRASES: usize = 15;
+
+/// The phrase list's summary and its most matched entries (`phrases.tsv`).
+fn write_phrases(s: &mut String, dir: &Path, phrases: &PhrasesManifest) -> Result<()> {
+    let path = dir.join(&phrases.file);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading the phrase list {}", path.display()))?;
+    let mut rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').collect())
+        .collect();
+    let matches = |row: &[&str]| row.get(2).and_then(|m| m.parse::<u64>().ok()).unwrap_or(0);
+    rows.sort_by_key(|row| std::cmp::Reverse(matches(row)));
+    let _ = writeln!(
+        s,
+        "\nphrases     {} in {} ({} matches covering {} training tokens); the top {} by \
+         matches (phrase, origin, matches, n-gram count, PMI):",
+        phrases.phrases,
+        phrases.file,
+        phrases.train_matches,
+        phrases.train_phrase_tokens,
+        TOP_PHRASES.min(rows.len())
+    );
+    for row in rows.iter().take(TOP_PHRASES) {
+        let _ = writeln!(s, "  {}", row.join("  "));
+    }
+    Ok(())
 }
 
 fn split_name(split: Split) -> &'static str {

@@ -8,12 +8,13 @@
 //! (B = batch_size x gradient_accumulation_steps).
 
 use std::fmt::Write;
+use std::ops::Range;
 
 use anyhow::{Result, bail};
 use mlm_corpus::order::DEFAULT_WINDOW;
 use mlm_corpus::{DomainTokenizer, EpochOrder, PreparedCorpus, Split, TrainOrder};
-use mlm_masking::{IGNORE_INDEX, MaskKey, Masker, SpecialTokens};
-use mlm_trainer::run::LastBatch;
+use mlm_masking::{IGNORE_INDEX, MaskKey, MaskedSequence, Masker, SpecialTokens};
+use mlm_trainer::run::{DataPosition, LastBatch, RatePlan, UnitStarts, run_steps};
 
 use crate::config::RunConfig;
 
@@ -61,53 +62,84 @@ pub fn describe(
             special_ids: manifest.special_ids.all.clone(),
         },
     )?;
+    let (_, total_steps) = run_steps(training, sequences)?;
+    let rate = RatePlan {
+        masking: config.masking.clone(),
+        steps_per_epoch,
+        total_steps,
+    };
+    let probability = rate.at(
+        DataPosition {
+            epoch,
+            position: start,
+        },
+        global_batch,
+    );
+    let unit_starts = UnitStarts::for_unit(config.masking.unit());
     let mut s = format!(
-        "\nstep {step}: epoch {epoch}, positions {start}..{end} of the epoch's order; the first \
-         {} (selected tokens as <original=>input>):\n",
+        "\nstep {step}: epoch {epoch}, positions {start}..{end} of the epoch's order, {} at \
+         rate {probability:.4}; the first {} (selected tokens as <original=>input>, a span or \
+         phrase selected as one in {{ }}):\n",
+        config.masking.unit().name(),
         shown.min(end - start)
     );
     for position in (start..end).take(shown as usize) {
         let row = order.row_at(position, &mut reader)?;
         let sequence = reader.get(row)?;
-        let word_starts = config
-            .masking
-            .whole_word_mask
-            .then_some(sequence.word_starts.as_slice());
         let key = MaskKey::train(training.seed, epoch, position);
-        let masked = masker.mask(&sequence.input_ids, word_starts, key);
+        let mut runs = Vec::new();
+        let masked = masker.mask_with_runs(
+            &sequence.input_ids,
+            unit_starts.of(&sequence),
+            key,
+            probability,
+            Some(&mut runs),
+        );
         let selected = masked.labels.iter().filter(|&&l| l != IGNORE_INDEX).count();
         let _ = writeln!(
             s,
-            "\nposition {position} (train sequence #{row}), {selected} of {} tokens selected\n  {}",
+            "\nposition {position} (train sequence #{row}), {selected} of {} tokens selected{}\n  {}",
             sequence.input_ids.len(),
-            marked(
-                tokenizer,
-                &sequence.input_ids,
-                &masked.input_ids,
-                &masked.labels
-            )
+            if runs.is_empty() {
+                String::new()
+            } else {
+                format!(" in {} units", runs.len())
+            },
+            marked(tokenizer, &sequence.input_ids, &masked, &runs)
         );
     }
     Ok(s)
 }
 
-/// The pieces, each selected one as `<original=>what the model sees>`.
-fn marked(tokenizer: &DomainTokenizer, original: &[u32], input: &[u32], labels: &[i64]) -> String {
+/// The pieces, each selected one as `<original=>what the model sees>`, and each run of
+/// several pieces selected as one unit (a span, a phrase) in `{ }`.
+fn marked(
+    tokenizer: &DomainTokenizer,
+    original: &[u32],
+    masked: &MaskedSequence,
+    runs: &[Range<usize>],
+) -> String {
     let piece = |id: u32| {
         tokenizer
             .id_to_token(id)
             .unwrap_or_else(|| format!("<{id}>"))
     };
+    let opens = |i: usize| runs.iter().any(|r| r.start == i && r.len() > 1);
+    let closes = |i: usize| runs.iter().any(|r| r.end == i + 1 && r.len() > 1);
     original
         .iter()
-        .zip(input)
-        .zip(labels)
-        .map(|((&was, &now), &label)| {
-            if label == IGNORE_INDEX {
+        .zip(&masked.input_ids)
+        .zip(&masked.labels)
+        .enumerate()
+        .map(|(i, ((&was, &now), &label))| {
+            let token = if label == IGNORE_INDEX {
                 piece(was)
             } else {
                 format!("<{}=>{}>", piece(was), piece(now))
-            }
+            };
+            let open = if opens(i) { "{ " } else { "" };
+            let close = if closes(i) { " }" } else { "" };
+            format!("{open}{token}{close}")
         })
         .collect::<Vec<_>>()
         .join(" ")

@@ -134,9 +134,9 @@ pub struct CorpusConfig {
     /// `batch_documents = 2000`
     pub batch_documents: usize,
     /// Masking phrases to match into the shards: set from `[masking] phrases`, `pmi_ngrams`
-    /// and `pmi_min_count` by the run config (not a `[corpus]` key), so that they are part of
-    /// the config key.
-    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
+    /// and `pmi_min_count` by the run config (which refuses it as a `[corpus]` key), so that
+    /// they are part of the config key and recorded in the manifest's config.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub phrases: Option<crate::phrases::PhraseSpec>,
 }
 

@@ -73,6 +73,13 @@ pub(super) fn build(
         Some(path) => PhraseList::read_file(path, &plan.tokenizer)?,
         None => PhraseList::default(),
     };
+    if list.skipped_lines > 0 {
+        observer.warning(&format!(
+            "{} lines of the phrase file are a single word once tokenized (a word is a unit \
+             already) and were skipped",
+            list.skipped_lines
+        ));
+    }
     if let Some(top) = spec.pmi_ngrams {
         observer.phase("mining phrases by PMI over the training split");
         let words = train_words(plan, observer)?;

@@ -79,5 +79,6 @@ pub fn estimated_plan(
         weights: None,
         cuda_graphs: None,
         unpad: None,
+        masking: format!("[masking] at {mlm_probability} (the corpus is not prepared yet)"),
     })
 }

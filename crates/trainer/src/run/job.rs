@@ -76,6 +76,8 @@ pub struct TrainPlan {
     pub unpad: Option<String>,
     /// For a family with local attention: the window and what computes it.
     pub attention: Option<String>,
+    /// What training masks (unit, rate and its schedule) and what held-out masks.
+    pub masking: String,
 }
 
 /// The integrity check before a resume (every byte of the checkpoint hashed).

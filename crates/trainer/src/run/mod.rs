@@ -38,6 +38,7 @@ use std::path::PathBuf;
 pub use config::{
     CheckpointConfig, EvalConfig, EvalUnit, LastBatch, ModelSection, Precision, TrainingConfig,
 };
+pub use data::{DataPosition, RatePlan, UnitStarts};
 pub use estimate::{CorpusEstimate, estimated_plan};
 pub use eval::{CheckpointEval, EvalMetrics, evaluate_checkpoint, evaluate_checkpoint_with};
 pub use job::{
@@ -45,6 +46,7 @@ pub use job::{
     WeightsReport,
 };
 pub use logging::LoggingConfig;
+pub use open::run_steps;
 pub use parallel::{BackendChoice, DataParallel, DistributedConfig};
 pub use step::dropout_seed;
 pub use train::run_training;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use mlm_corpus::{Manifest, PreparedCorpus, Split, SplitReader};
-use mlm_masking::{Masker, padded_len};
+use mlm_masking::{Masker, MaskingUnit, padded_len};
 
 use super::RunError;
 use super::config::checked_schedule_for;
@@ -143,7 +143,14 @@ impl<'a> Run<'a> {
         };
         Ok(Self {
             job,
-            plan: parts.plan(&manifest, train_reader.len(), job.masking.mlm_probability),
+            plan: parts.plan(
+                &manifest,
+                train_reader.len(),
+                masking_line(job, &manifest, total_steps),
+                // The rate schedule is linear: its mean is the mean of its ends.
+                (job.masking.mlm_probability + job.masking.probability_at(u64::MAX, total_steps))
+                    / 2.0,
+            ),
             parts,
             train_reader,
             masks: mask_plan(job, &manifest, masker, steps_per_epoch, total_steps),
@@ -229,6 +236,12 @@ pub(super) fn batch_plan(
 }
 
 /// (steps per epoch, total steps): `max_steps`, else `epochs` passes over the train split.
+/// (steps per epoch, total steps) of a one-process run of `training` over `sequences`
+/// (`inspect --masks-at-step`: the step the rate schedule is at).
+pub fn run_steps(training: &TrainingConfig, sequences: u64) -> Result<(u64, u64), RunError> {
+    step_budget(training, &batch_plan(training, None)?, sequences)
+}
+
 pub(super) fn step_budget(
     training: &TrainingConfig,
     batches: &BatchPlan,
@@ -377,13 +390,57 @@ fn mask_plan(
     }
 }
 
+/// The plan's masking line: the training unit and rate (and its schedule), and the held-out
+/// masks every run is scored on.
+fn masking_line(job: &TrainJob, manifest: &Manifest, total_steps: u64) -> String {
+    let masking = &job.masking;
+    let unit = match masking.unit() {
+        MaskingUnit::Token => "tokens, 80/10/10 per token".to_owned(),
+        MaskingUnit::Word => "whole words, 80/10/10 per piece".to_owned(),
+        MaskingUnit::Span => format!(
+            "spans of whole words (Geometric({}) clipped at {} words), 80/10/10 per span",
+            masking.span_geometric_p, masking.span_max_words
+        ),
+        MaskingUnit::Phrase => match &manifest.phrases {
+            Some(p) => format!(
+                "phrases and words ({} phrases, {} matches covering {} training tokens), \
+                 80/10/10 per unit",
+                p.phrases, p.train_matches, p.train_phrase_tokens
+            ),
+            None => "phrases and words".to_owned(),
+        },
+    };
+    let rate = match masking.mlm_probability_end {
+        Some(end) => format!(
+            "{} -> {end} linearly over {total_steps} steps",
+            masking.mlm_probability
+        ),
+        None => masking.mlm_probability.to_string(),
+    };
+    let held_out = match job.eval.unit {
+        super::config::EvalUnit::Token => "tokens",
+        super::config::EvalUnit::Word => "whole words",
+    };
+    format!(
+        "{unit} at {rate}; held-out: {held_out} at {}",
+        job.eval.mlm_probability
+    )
+}
+
 impl RunParts {
-    fn plan(&self, manifest: &Manifest, train_sequences: u64, masked_share: f64) -> TrainPlan {
+    fn plan(
+        &self,
+        manifest: &Manifest,
+        train_sequences: u64,
+        masking: String,
+        masked_share: f64,
+    ) -> TrainPlan {
         let config = &self.model.config;
         let global_batch = self.batches.global_batch();
         TrainPlan {
             model: config.masked_lm_class().to_owned(),
             attention: attention_line(config, self.unpad),
+            masking,
             parameters: config.num_trainable_parameters(),
             device: device_label(self.precision.device()),
             precision: self.precision.label().to_owned(),
