@@ -312,6 +312,38 @@ fn ranks_unpadded_train_as_one_process() {
     assert_same_trajectory(&scratch, "one", "two", 1e-10);
 }
 
+/// Span and phrase masking (phrases mined by PMI, the rate moving 0.3 -> 0.15): masks are a
+/// pure function of (seed, epoch, position) and the step, so two ranks mask as one process.
+#[test]
+fn span_and_phrase_masking_ranks_train_as_one_process() {
+    for (name, unit) in [
+        ("span", "--set=masking.unit=\"span\""),
+        ("phrase", "--set=masking.unit=\"phrase\""),
+    ] {
+        let scratch = Scratch::new(&format!("dp-{name}"));
+        let config = config(&scratch, 4, "");
+        let masking = [
+            unit,
+            "--set=masking.pmi_ngrams=30",
+            "--set=masking.pmi_min_count=3",
+            "--set=masking.mlm_probability=0.3",
+            "--set=masking.mlm_probability_end=0.15",
+        ];
+        let masking = if name == "span" {
+            [&masking[..1], &masking[3..]].concat()
+        } else {
+            masking.to_vec()
+        };
+        single(&config, "one", 4, &masking);
+        let stderr = nproc(&config, 2, "two", 2, &masking);
+        assert!(
+            stderr.contains("all 2 ended with identical weights"),
+            "{stderr}"
+        );
+        assert_same_trajectory(&scratch, "one", "two", 1e-10);
+    }
+}
+
 /// ModernBERT (a window of 8 tokens in all, shorter than the sequences; every dropout on):
 /// two ranks, unpadded, equal one process in fp64.
 #[test]

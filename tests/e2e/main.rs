@@ -19,6 +19,7 @@ mod gpu_verdicts;
 mod guide;
 mod inspect;
 mod logging;
+mod mask_units;
 mod modernbert;
 mod ownership;
 mod prepare;

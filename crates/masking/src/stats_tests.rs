@@ -478,3 +478,110 @@ fn bad_word_starts_and_ids_never_panic() {
         Vec::<i64>::new()
     );
 }
+
+/// Spans (unit = "span") over the corpus's words: the predicted-token rate within 5 standard
+/// errors of p (each sequence's spread measured), every run whole words, one 80/10/10 choice
+/// per run, and the 80/10/10 split over runs.
+#[test]
+fn spans_meet_the_rate_whole_words_and_one_choice_per_run() {
+    use crate::MaskingUnit;
+    let c = corpus();
+    for p in [0.15, 0.3] {
+        let m = masker(&MaskingConfig {
+            mlm_probability: p,
+            unit: Some(MaskingUnit::Span),
+            ..Default::default()
+        });
+        let (mut gaps, mut runs_seen, mut masked_runs) = (Vec::new(), 0usize, 0usize);
+        let mut halves = [0usize; 2];
+        for (s, (ids, starts)) in c.ids.iter().zip(&c.word_starts).enumerate() {
+            let mut runs = Vec::new();
+            let key = MaskKey::train(5, 0, s as u64);
+            let out = m.mask_with_runs(ids, Some(starts), key, p, Some(&mut runs));
+            let mut t = Tally::default();
+            let chosen = tally(&m, ids, &out, &mut t);
+            gaps.push(chosen as f64 - p * t.eligible as f64);
+            // Full rows only ([SEP] last): shorter rows end in padding.
+            let full = ids[LEN - 1] == SEP;
+            // Away from the edges: a span grows rightwards from its start word, so the first
+            // words of a sequence are covered less often (as in SpanBERT).
+            for (i, &label) in out.labels.iter().enumerate().take(LEN - 16).skip(16) {
+                if !full {
+                    break;
+                }
+                halves[usize::from(i >= LEN / 2)] += usize::from(label != -100);
+            }
+            assert_words_all_or_nothing(&m, ids, starts, &out.labels);
+            for run in &runs {
+                let masks = run.clone().filter(|&i| out.input_ids[i] == MASK).count();
+                assert!(
+                    masks == 0 || masks == run.len(),
+                    "one choice per run: {run:?}"
+                );
+                masked_runs += usize::from(masks > 0);
+            }
+            runs_seen += runs.len();
+        }
+        let n = gaps.len() as f64;
+        let mean = gaps.iter().sum::<f64>() / n;
+        let sd = (gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+        assert!(
+            mean.abs() < 5.0 * sd / n.sqrt(),
+            "p {p}: gap {mean}, sd {sd}"
+        );
+        // Start words are drawn uniformly: both halves of the middle are selected alike.
+        let ratio = halves[0] as f64 / halves[1] as f64;
+        assert!((ratio - 1.0).abs() < 0.05, "p {p}: halves {halves:?}");
+        // Binomial over runs: 5 sd of 0.8 over tens of thousands of runs is about 0.01.
+        let share = masked_runs as f64 / runs_seen as f64;
+        let tolerance = 5.0 * (0.16 / runs_seen as f64).sqrt();
+        assert!(
+            (share - 0.8).abs() < tolerance,
+            "p {p}: [MASK] runs {share}"
+        );
+    }
+}
+
+/// Realised span lengths (in words) on long sequences of one-piece words at a low rate, where
+/// a span is rarely cut, follow the clipped geometric: chi-square with 9 degrees of freedom
+/// under 40 (p < 1e-5).
+#[test]
+fn span_lengths_follow_the_clipped_geometric() {
+    use crate::{MaskingUnit, SpanLengths};
+    let m = masker(&MaskingConfig {
+        unit: Some(MaskingUnit::Span),
+        ..Default::default()
+    });
+    let ids: Vec<u32> = (0..200_000u32).map(|i| 1000 + i % 20_000).collect();
+    let mut observed = [0u64; 10];
+    for key in 0..10 {
+        let mut runs = Vec::new();
+        m.mask_with_runs(
+            &ids,
+            None,
+            MaskKey::train(1, 0, key),
+            0.002,
+            Some(&mut runs),
+        );
+        for run in runs {
+            observed[run.len() - 1] += 1;
+        }
+    }
+    let total: u64 = observed.iter().sum();
+    let expected = SpanLengths::new(0.2, 10).probabilities();
+    let chi2: f64 = observed
+        .iter()
+        .zip(&expected)
+        .map(|(&o, &e)| (o as f64 - e * total as f64).powi(2) / (e * total as f64))
+        .sum();
+    assert!(total > 800, "{total} spans");
+    assert!(chi2 < 40.0, "chi-square {chi2} over {observed:?}");
+    // A uniform length (the wrong distribution) fails the same test.
+    let uniform = [total as f64 / 10.0; 10];
+    let wrong: f64 = uniform
+        .iter()
+        .zip(&expected)
+        .map(|(&o, &e)| (o - e * total as f64).powi(2) / (e * total as f64))
+        .sum();
+    assert!(wrong > 40.0, "the test can fail: {wrong}");
+}

@@ -105,9 +105,11 @@ pub(crate) fn select_runs(select: Stream, budget: &Budget<'_>, mut take: impl Fn
     let mut spent = 0.0f64;
     let mut draw = 0usize;
     while spent < budget.tokens && !pool.is_empty() {
-        let [anchor_word, length_word, keep_word, _] = select.block(draw);
+        let [anchor_hi, length_word, keep_word, anchor_lo] = select.block(draw);
         draw += 1;
-        let anchor = pool.take_at(below(u64::from(anchor_word), pool.len()));
+        // `below` takes a 64-bit draw (a 32-bit one would pick only the first units).
+        let anchor_draw = u64::from(anchor_hi) << 32 | u64::from(anchor_lo);
+        let anchor = pool.take_at(below(anchor_draw, pool.len()));
         let length = budget.lengths.map_or(1, |l| l.sample(length_word));
         let (run, done) = grow_run(budget, &mut pool, anchor, length, spent, keep_word);
         if let Some(run) = run {
