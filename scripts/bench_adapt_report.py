@@ -35,6 +35,11 @@ def runs(work):
         name, seconds, load = line.split("\t")
         arm, seed = name.rsplit("-s", 1)
         after = json.loads((work / f"{name}.eval.json").read_text())
+        words_file = work / f"{name}.words.json"
+        if words_file.exists():  # runs of an earlier bench-adapt have no word scores
+            words = json.loads(words_file.read_text())
+            after["loss_per_word"] = words["loss_per_word"]
+            after["word_accuracy"] = words["word_accuracy"]
         yield {"run": name, "arm": arm, "seed": int(seed), "after": after,
                "tokens_per_second": tokens_per_second(work, name),
                "seconds": float(seconds), "load": load}
@@ -69,6 +74,18 @@ def main():
         seeds = ",".join(str(r["seed"]) for r in group)
         values = " | ".join(spread([r["after"][k] for r in group], f) for k, f in METRICS)
         print(f"| {arm} | {seeds} | {values} |")
+    word_rows = [r for r in rows if "loss_per_word" in r["after"]]
+    if word_rows:
+        print()
+        print("whole words (`mlm-train eval --words`): per arm, mean ± sample standard deviation")
+        print("| arm | seeds | loss per word | word accuracy |")
+        print("| --- | --- | --- | --- |")
+        for arm in dict.fromkeys(r["arm"] for r in word_rows):
+            group = [r for r in word_rows if r["arm"] == arm]
+            seeds = ",".join(str(r["seed"]) for r in group)
+            loss = spread([r["after"]["loss_per_word"] for r in group], ".3f")
+            accuracy = spread([r["after"]["word_accuracy"] for r in group], ".3f")
+            print(f"| {arm} | {seeds} | {loss} | {accuracy} |")
     print()
     print("tokens/s: ours, the median over the logged 10-step windows after the first; "
           "transformers, the average over the whole run (its log's last figure). Wall time "
