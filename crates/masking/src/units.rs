@@ -136,8 +136,7 @@ fn grow_run(
     let units = budget.units;
     let mut run: Option<Unit> = None;
     let mut spent = spent;
-    for j in anchor..(anchor + length).min(units.len()) {
-        let unit = units[j];
+    for (j, &unit) in units.iter().enumerate().skip(anchor).take(length) {
         let joins = run.is_none_or(|r| r.end() == unit.start);
         if !joins || (j != anchor && !pool.remove(j)) {
             break;

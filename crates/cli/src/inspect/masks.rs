@@ -62,19 +62,11 @@ pub fn describe(
             special_ids: manifest.special_ids.all.clone(),
         },
     )?;
-    let (_, total_steps) = run_steps(training, sequences)?;
-    let rate = RatePlan {
-        masking: config.masking.clone(),
-        steps_per_epoch,
-        total_steps,
+    let at = DataPosition {
+        epoch,
+        position: start,
     };
-    let probability = rate.at(
-        DataPosition {
-            epoch,
-            position: start,
-        },
-        global_batch,
-    );
+    let probability = rate_at(config, sequences, steps_per_epoch, at, global_batch)?;
     let unit_starts = UnitStarts::for_unit(config.masking.unit());
     let mut s = format!(
         "\nstep {step}: epoch {epoch}, positions {start}..{end} of the epoch's order, {} at \
@@ -109,6 +101,23 @@ pub fn describe(
         );
     }
     Ok(s)
+}
+
+/// The training rate of the step at `at`, as the loader computes it (`RatePlan`).
+fn rate_at(
+    config: &RunConfig,
+    sequences: u64,
+    steps_per_epoch: u64,
+    at: DataPosition,
+    global_batch: u64,
+) -> Result<f64> {
+    let (_, total_steps) = run_steps(&config.training, sequences)?;
+    let rate = RatePlan {
+        masking: config.masking.clone(),
+        steps_per_epoch,
+        total_steps,
+    };
+    Ok(rate.at(at, global_batch))
 }
 
 /// The pieces, each selected one as `<original=>what the model sees>`, and each run of

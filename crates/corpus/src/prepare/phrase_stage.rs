@@ -111,7 +111,8 @@ fn train_words(plan: &Plan<'_>, observer: &dyn Observer) -> Result<WordCorpus, C
             batch.push(doc.doc.text);
         }
         if batch.len() == MINING_BATCH {
-            add_documents(plan, &mut words, std::mem::take(&mut batch))?;
+            add_documents(plan, &mut words, &batch)?;
+            batch.clear();
             if words.codes.len() >= PMI_MAX_WORDS {
                 observer.warning(&format!(
                     "PMI phrases are mined over the first {PMI_MAX_WORDS} training words only"
@@ -120,14 +121,14 @@ fn train_words(plan: &Plan<'_>, observer: &dyn Observer) -> Result<WordCorpus, C
             }
         }
     }
-    add_documents(plan, &mut words, batch)?;
+    add_documents(plan, &mut words, &batch)?;
     Ok(words)
 }
 
 fn add_documents(
     plan: &Plan<'_>,
     words: &mut WordCorpus,
-    texts: Vec<String>,
+    texts: &[String],
 ) -> Result<(), CorpusError> {
     let tokenized: Vec<Vec<Vec<u32>>> = texts
         .par_iter()
