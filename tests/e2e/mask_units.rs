@@ -157,9 +157,15 @@ fn check_rate(prepared: &Path, unit: MaskingUnit, p: f64) {
     let masker = Masker::new(&config, special).unwrap();
     let starts = UnitStarts::for_unit(unit);
     let mut reader = corpus.split(Split::Train).unwrap();
-    let (mut gaps, mut masked, mut predicted) = (Vec::new(), 0u64, 0u64);
+    let (mut gaps, mut masked, mut predicted, mut eligible_total) = (Vec::new(), 0, 0u64, 0);
+    let mut with_phrases = 0;
     for i in 0..reader.len() {
         let sequence = reader.get(i).unwrap();
+        let units = sequence
+            .unit_starts
+            .as_ref()
+            .expect("a phrase corpus has unit_start");
+        with_phrases += usize::from(*units != sequence.word_starts);
         let out = masker.mask(
             &sequence.input_ids,
             starts.of(&sequence),
@@ -177,12 +183,20 @@ fn check_rate(prepared: &Path, unit: MaskingUnit, p: f64) {
             .filter(|&&id| id == manifest.special_ids.mask)
             .count() as u64;
         predicted += chosen as u64;
+        eligible_total += eligible;
         gaps.push(chosen as f64 - p * eligible as f64);
     }
+    assert!(with_phrases > 100, "{with_phrases} sequences hold a phrase");
     let n = gaps.len() as f64;
     let mean = gaps.iter().sum::<f64>() / n;
     let sd = (gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
     let standard_error = sd / n.sqrt();
+    // Shown with --nocapture: the figures docs/benchmarks.md quotes.
+    eprintln!(
+        "{unit:?} at {p}: {predicted} of {eligible_total} eligible tokens predicted ({:.5}), \
+         gap {mean:.4} ± {standard_error:.4} a sequence",
+        predicted as f64 / eligible_total as f64
+    );
     assert!(
         mean.abs() < 5.0 * standard_error,
         "{unit:?} at {p}: predicted minus target {mean:.4} a sequence, 5 standard errors \

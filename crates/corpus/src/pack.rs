@@ -238,6 +238,45 @@ mod tests {
     }
 
     #[test]
+    fn unit_starts_follow_the_word_start_border_rules() {
+        // Doc 0: words 0 1 | 2, units (a phrase over both words) 0 1 2; doc 1: 3 | 4.
+        let docs = [
+            (
+                vec![0, 1, 2],
+                vec![true, false, true],
+                vec![true, false, false],
+            ),
+            (vec![3, 4], vec![true, true], vec![true, true]),
+        ];
+        let mut out = Vec::new();
+        let mut p = Packer::new(Packing::Concat, 5, CLS, SEP).with_units();
+        let mut emit = |b: Block, _| -> Result<(), ()> {
+            out.push(b);
+            Ok(())
+        };
+        for (i, (ids, starts, units)) in docs.iter().enumerate() {
+            p.push(i as u64, ids, starts, Some(units), None, &mut emit)
+                .unwrap();
+        }
+        p.finish(&mut emit).unwrap();
+        // Stream 0 1 2 S 3 4 in blocks of 3: the phrase stays one unit, the separator and the
+        // first content token of a block start units, as they start words.
+        let units: Vec<Vec<bool>> = out.iter().map(|b| b.unit_starts.clone().unwrap()).collect();
+        assert_eq!(
+            units,
+            [
+                vec![true, true, false, false, true],
+                vec![true, true, true, true, true]
+            ]
+        );
+        let words: Vec<Vec<bool>> = out.iter().map(|b| b.word_starts.clone()).collect();
+        assert_eq!(words[0], vec![true, true, false, true, true]);
+        // A packer without units emits none.
+        let plain = pack(Packing::Concat, 6, &[3]);
+        assert!(plain[0].0.unit_starts.is_none());
+    }
+
+    #[test]
     fn concat_matches_the_definition() {
         let out = pack(Packing::Concat, 6, &[3, 5, 1]);
         let ids: Vec<Vec<u32>> = out.iter().map(|(b, _)| b.input_ids.clone()).collect();
