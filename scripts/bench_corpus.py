@@ -169,6 +169,59 @@ def hf_child(args):
     }))
 
 
+# --family: tokenizers trained on the PubMed CDR sample (train.jsonl), built once and cached
+# under --tokenizers-dir. `vocab train` makes the byte-level BPEs (our trainer, the layouts
+# `prepare` users get); tests/python/tokenizer_families.py the Unigram (tokenizers'
+# UnigramTrainer shaped as transformers' XLMRobertaTokenizer: WhitespaceSplit + Metaspace).
+FAMILIES = {
+    # roberta-base's 50,265 entries; specials first, <mask> last.
+    "roberta-50k": {"layout": "roberta", "vocab_size": 50265},
+    # ModernBERT-base's 50,280 BPE entries, then its five specials.
+    "modernbert-50k": {"layout": "modernbert", "vocab_size": 50285},
+    # xlm-roberta-base has 250,002 entries; the trainer stops at what its seed holds on this
+    # sample (about 30.7k), which is what the tokenizer then has.
+    "xlmr-unigram": {"unigram": 250002},
+}
+
+
+def family_tokenizer(binary, family, source, cache):
+    """The tokenizer directory of `family`, trained on the sample `source` belongs to unless
+    already in `cache`."""
+    spec = FAMILIES[family]
+    out = Path(cache).resolve() / family
+    # The whole PubMed CDR sample: train.jsonl and valid.jsonl.
+    sources = [source, source.parent / "valid.jsonl"]
+    if (out / "tokenizer.json").is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    print(f"training {family} into {out}", flush=True)
+    if "unigram" in spec:
+        script = Path(__file__).resolve().parents[1] / "tests/python/tokenizer_families.py"
+        env = dict(os.environ, TOKENIZERS_PARALLELISM="true")
+        subprocess.run([sys.executable, str(script), "make", "xlmr", str(out), "--train", *map(str, sources),
+                        "--vocab-size", str(spec["unigram"])], check=True, env=env)
+        return out
+    config = out.parent / f"{family}.toml"
+    config.write_text(
+        "[vocab]\n"
+        'model = "bpe"\n'
+        f'layout = "{spec["layout"]}"\n'
+        f"vocab_size = {spec['vocab_size']}\n"
+        # min_frequency 2 stops near 29k entries on this sample; 1 goes as far as the text allows.
+        "min_frequency = 1\n"
+        f"output = {json.dumps(str(out))}\n"
+        "[corpus]\n"
+        f"inputs = {json.dumps([str(f) for f in sources])}\n"
+        'text_fields = ["title", "abstract"]\n'
+        'id_field = "pmid"\n'
+        "validation_fraction = 0.01\n"
+        f"tokenizer = {json.dumps(str(out))}\n"
+        f"output = {json.dumps(str(out.parent / 'unused-prepared'))}\n"
+    )
+    subprocess.run([binary, "vocab", "train", "--config", str(config)], check=True)
+    return out
+
+
 def human(n):
     return f"{n / 2**20:.0f} MiB"
 
@@ -192,10 +245,16 @@ def main():
     p.add_argument("--tokenizer", default=None,
                    help="tokenizer file or directory for both sides (default: ../shared's bert-base-uncased)")
     p.add_argument("--no-hf", action="store_true", help="measure mlm-train prepare only")
+    p.add_argument("--family", choices=sorted(FAMILIES),
+                   help="a tokenizer trained on the PubMed sample (cached in --tokenizers-dir), in place of --tokenizer")
+    p.add_argument("--tokenizers-dir", default=str(Path(__file__).resolve().parents[1] / "runs/bench-tokenizers"),
+                   help="where --family tokenizers are trained once and kept")
     args = p.parse_args()
     shared = Path(args.shared)
     source = shared / "data/pubmed-cdr/train.jsonl"
     tokenizer = Path(args.tokenizer).resolve() if args.tokenizer else shared / "tokenizers/bert-base-uncased"
+    if args.family:
+        tokenizer = family_tokenizer(args.binary, args.family, source, args.tokenizers_dir)
     print(f"tokenizer: {tokenizer}", flush=True)
     work = Path(tempfile.mkdtemp(prefix="bench-corpus-"))
     # The binary links libtorch (and CUDA's libraries): its start-up alone has a sizeable

@@ -182,6 +182,21 @@ fn summary(report: &PrepareReport) -> String {
     write_splits(&mut s, &report.manifest);
     let _ = writeln!(s);
     write_records(&mut s, report);
+    if let Some(fast) = &report.fast_path {
+        let share = |n: u64, of: u64| 100.0 * n as f64 / of.max(1) as f64;
+        let _ = writeln!(
+            s,
+            "fast path   {} documents: {} whole by the library ({:.2}%, an added token with \
+             rstrip); {} segments, {} first seen and encoded by the library ({:.1}%), the rest \
+             from the cache",
+            count(fast.documents),
+            count(fast.library_documents),
+            share(fast.library_documents, fast.documents),
+            count(fast.segments),
+            count(fast.library_segments),
+            share(fast.library_segments, fast.segments),
+        );
+    }
     s
 }
 

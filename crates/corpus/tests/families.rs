@@ -199,7 +199,7 @@ fn check_named_family(
     assert_eq!(tok.model(), model, "{kind}");
     assert!(
         !tok.has_fast_path(),
-        "{kind}: the fast path is WordPiece's only"
+        "{kind}: the WordPiece fast path is WordPiece's only (BPE and Unigram take the split one)"
     );
     assert_eq!(tok.special_tokens().cls, cls, "{kind}");
     assert_eq!(tok.special_tokens().mask, mask, "{kind}");

@@ -15,7 +15,7 @@ mod model;
 
 use std::path::{Path, PathBuf};
 
-pub use corpus::{jsonl, medline, parquet, shard, text, tokenizer};
+pub use corpus::{fast_tokenizer, jsonl, medline, parquet, shard, text, tokenizer};
 pub use model::{safetensors, torch_pickle, trainer_state};
 
 /// A fuzz target: its name (a file of `fuzz/fuzz_targets/`, a folder of `fuzz/regressions/`)
@@ -54,6 +54,10 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "tokenizer",
         run: tokenizer,
+    },
+    Target {
+        name: "fast_tokenizer",
+        run: fast_tokenizer,
     },
     Target {
         name: "safetensors",

@@ -58,6 +58,9 @@ pub struct PrepareReport {
     pub manifest: Manifest,
     pub outcome: Outcome,
     pub elapsed: Duration,
+    /// How the byte-level BPE / Unigram fast path fared (None: not that path, or nothing
+    /// was tokenized): documents and segments, and how many went to the library.
+    pub fast_path: Option<crate::tokenizer::FastPathStats>,
 }
 
 /// Runs `prepare` for a config whose paths are resolved (see `CorpusConfig::resolve_paths`).
@@ -72,6 +75,10 @@ pub fn prepare(
         manifest,
         outcome,
         elapsed: started.elapsed(),
+        fast_path: plan
+            .tokenizer
+            .fast_path_stats()
+            .filter(|stats| stats.documents > 0),
     };
     if let Some(finished) = outdir::reuse_finished(&plan, options.observer)? {
         return Ok(report(finished, Outcome::AlreadyComplete));

@@ -13,34 +13,12 @@
 //! or with no match). Any other piece goes through the full tokenizer. The differential
 //! tests below (and the ignored PubMed test) compare both paths token for token.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
-/// FxHash (rustc's hasher): word pieces are short, and SipHash would dominate lookups.
-#[derive(Default)]
-struct FxHasher(u64);
+use super::fx;
 
-impl Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-            self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(K);
-        }
-        for &b in chunks.remainder() {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
-        }
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type FxMap = HashMap<Box<str>, u32, BuildHasherDefault<FxHasher>>;
+type FxMap = fx::FxMap<u32>;
 
 /// The fast tokenizer of one BERT WordPiece set-up.
 #[derive(Clone)]

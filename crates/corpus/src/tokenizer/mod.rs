@@ -9,11 +9,14 @@ pub mod extend;
 pub mod extension;
 mod family;
 mod fast_bert;
+mod fast_split;
 mod fingerprint;
+mod fx;
 mod hf_config;
 mod hf_files;
 mod load;
 mod roberta;
+mod segment_cache;
 mod specials;
 pub mod train;
 
@@ -26,6 +29,7 @@ use crate::error::CorpusError;
 pub use bert::bert_wordpiece_tokenizer;
 pub use extension::{AddedKind, EXTENSION_FILE, NewToken, VocabExtension};
 pub use family::{HfClass, TokenizerModel, is_byte_level_bpe};
+pub use fast_split::FastPathStats;
 pub use roberta::roberta_bpe_tokenizer;
 pub use specials::{
     BERT_SPECIAL_TOKENS, MODERNBERT_SPECIAL_TOKENS, ROBERTA_SPECIAL_TOKENS, SpecialIds,
@@ -53,6 +57,9 @@ pub struct DomainTokenizer {
     fingerprint: String,
     /// The exact fast path of BERT WordPiece set-ups (None: always the full tokenizer).
     fast: Option<fast_bert::FastBert>,
+    /// The exact split fast path of byte-level BPE and Unigram set-ups (tokenizer/fast_split.rs;
+    /// None: WordPiece's is used, or the full tokenizer).
+    split: Option<fast_split::FastSplit>,
     /// What `vocab extend` added to a base vocabulary (`vocab-extension.json` beside the
     /// files), if this tokenizer is an extended one.
     extension: Option<VocabExtension>,
@@ -163,6 +170,7 @@ impl DomainTokenizer {
             vocab_size: id_space(&inner),
             fingerprint,
             fast: None,
+            split: None,
             extension: Some(extension),
             inner,
             ..self.clone()
@@ -214,6 +222,7 @@ impl DomainTokenizer {
             clean_up_tokenization_spaces: None,
             fingerprint,
             fast: None,
+            split: None,
             extension: None,
         }
         .with_fast_path())
@@ -221,12 +230,27 @@ impl DomainTokenizer {
 
     fn with_fast_path(mut self) -> Self {
         self.fast = fast_bert::FastBert::new(&self.inner);
+        self.split = match self.fast {
+            Some(_) => None,
+            None => fast_split::FastSplit::new(&self.inner),
+        };
         self
     }
 
-    /// Whether the exact BERT fast path is in use (see tokenizer/fast_bert.rs).
+    /// Whether the exact BERT WordPiece fast path is in use (see tokenizer/fast_bert.rs).
     pub fn has_fast_path(&self) -> bool {
         self.fast.is_some()
+    }
+
+    /// Whether the exact split fast path of byte-level BPE and Unigram set-ups is in use
+    /// (see tokenizer/fast_split.rs).
+    pub fn has_split_fast_path(&self) -> bool {
+        self.split.is_some()
+    }
+
+    /// How often the split fast path has used the library so far (`None` without it).
+    pub fn fast_path_stats(&self) -> Option<FastPathStats> {
+        self.split.as_ref().map(fast_split::FastSplit::stats)
     }
 
     /// Hash of the vocabulary, the normaliser / pre-tokenizer settings, the added tokens and
@@ -324,24 +348,35 @@ impl DomainTokenizer {
     /// Token ids of `text` (no special tokens) and whether each token starts a word: the
     /// first token, and every token whose word id (the pre-tokenizer's word) differs from
     /// the previous token's; a token without a word id counts as its own word.
-    /// BERT WordPiece set-ups take an exact fast path (tokenizer/fast_bert.rs).
+    /// BERT WordPiece set-ups take an exact fast path (tokenizer/fast_bert.rs), byte-level
+    /// BPE and Unigram set-ups another (tokenizer/fast_split.rs).
     pub fn encode_words(&self, text: &str) -> Result<(Vec<u32>, Vec<bool>), CorpusError> {
-        let Some(fast) = &self.fast else {
-            let encoding = self.encode_raw(text, false)?;
-            return Ok((
-                encoding.get_ids().to_vec(),
-                word_starts(encoding.get_word_ids()),
-            ));
-        };
         let mut ids = Vec::with_capacity(text.len() / 4);
         let mut starts = Vec::with_capacity(text.len() / 4);
-        fast.encode_words(text, &mut ids, &mut starts, |piece, ids, starts| {
+        let library = |piece: &str, ids: &mut Vec<u32>, starts: &mut Vec<bool>| {
             let encoding = self.encode_raw(piece, false)?;
             ids.extend_from_slice(encoding.get_ids());
             starts.extend(word_starts(encoding.get_word_ids()));
             Ok::<(), CorpusError>(())
-        })?;
+        };
+        if let Some(fast) = &self.fast {
+            fast.encode_words(text, &mut ids, &mut starts, library)?;
+        } else if let Some(split) = &self.split {
+            split.encode_words(text, &mut ids, &mut starts, library)?;
+        } else {
+            return self.encode_words_general(text);
+        }
         Ok((ids, starts))
+    }
+
+    /// [`DomainTokenizer::encode_words`] through the `tokenizers` pipeline alone, never a
+    /// fast path: the reference of the differential tests and the fuzz target.
+    pub fn encode_words_general(&self, text: &str) -> Result<(Vec<u32>, Vec<bool>), CorpusError> {
+        let encoding = self.encode_raw(text, false)?;
+        Ok((
+            encoding.get_ids().to_vec(),
+            word_starts(encoding.get_word_ids()),
+        ))
     }
 
     pub fn id_to_token(&self, id: u32) -> Option<String> {
