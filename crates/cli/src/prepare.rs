@@ -186,9 +186,9 @@ fn summary(report: &PrepareReport) -> String {
         let share = |n: u64, of: u64| 100.0 * n as f64 / of.max(1) as f64;
         let _ = writeln!(
             s,
-            "fast path   {} documents: {} whole by the library ({:.2}%, an added token with \
-             rstrip); {} segments, {} first seen and encoded by the library ({:.1}%), the rest \
-             from the cache",
+            "fast path   {} documents: {} whole by the library ({:.2}%, they hold an added \
+             token with whitespace or rstrip); {} segments, {} first seen and encoded by the \
+             library ({:.1}%), the rest from the cache",
             count(fast.documents),
             count(fast.library_documents),
             share(fast.library_documents, fast.documents),

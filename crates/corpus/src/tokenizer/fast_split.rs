@@ -15,10 +15,15 @@
 //!
 //! - Added tokens (tokenizer/added_vocabulary.rs, leftmost-longest matches on the raw text,
 //!   then on the normalised pieces): an occurrence spanning the cut would contain the
-//!   space, and contents with whitespace decline the fast path. `lstrip` cannot reach past
-//!   `c`, a non-space; `single_word` sees a non-word neighbour (the space, or the segment's
-//!   end) either way. `rstrip` would swallow the space after the cut, so a document
-//!   holding such a token's content goes to the library whole.
+//!   space, so a document holding the content of a token with whitespace (ModernBERT-base's
+//!   runs of spaces and tabs) goes to the library whole; without one, no such occurrence
+//!   exists, as these tokens are matched on the raw text or are runs of ASCII whitespace
+//!   under a normaliser that neither makes nor moves ASCII whitespace (NFC, NFD, Lowercase);
+//!   the fast path is declined for other tokens matched after a normaliser, which could make
+//!   their content from other characters.
+//!   `lstrip` cannot reach past `c`, a non-space; `single_word` sees a non-word neighbour
+//!   (the space, or the segment's end) either way. `rstrip` would swallow the space after
+//!   the cut, so a document holding such a token's content goes to the library whole too.
 //! - Normalisers: the accepted ones work character by character (Nmt, Lowercase), per
 //!   grapheme (Precompiled, normalizers/precompiled.rs: a grapheme whose 5 first bytes or
 //!   fewer match its trie is replaced whole) or are Unicode normal forms, for which a space
@@ -44,8 +49,9 @@
 //!   seen by ids and word starts).
 //!
 //! Anything else (another normaliser, `use_regex = false`, Metaspace without `split`, a
-//! BPE with dropout, added tokens holding whitespace) declines the fast path: the tokenizer
-//! then always goes through the library, as before. The differential tests beside this file,
+//! BPE with dropout, added tokens with whitespace or `rstrip` matched after a normaliser,
+//! beyond the runs of ASCII whitespace above) declines the fast path: the tokenizer then
+//! always goes through the library, as before. The differential tests beside this file,
 //! the ignored PubMed CDR test and the `fast_tokenizer` fuzz target compare both paths.
 
 use std::sync::Arc;
@@ -68,7 +74,8 @@ pub(super) const CACHE_BUDGET: usize = 32 << 20;
 pub struct FastPathStats {
     /// Documents encoded.
     pub documents: u64,
-    /// Documents encoded by the library whole (they hold an added token with `rstrip`).
+    /// Documents encoded by the library whole (they hold the content of an added token with
+    /// whitespace or `rstrip`).
     pub library_documents: u64,
     /// Segments of the other documents.
     pub segments: u64,
@@ -114,8 +121,9 @@ impl Counters {
 pub struct FastSplit {
     /// `cut_after[b]`: a space after the ASCII byte `b` may be a cut.
     cut_after: [bool; 128],
-    /// Contents of added tokens with `rstrip`: a document holding one goes whole.
-    rstrip: Vec<String>,
+    /// Contents of added tokens with whitespace or `rstrip`: a document holding one goes
+    /// to the library whole.
+    whole_document: Vec<String>,
     cache: Arc<SegmentCache>,
     counters: Arc<Counters>,
 }
@@ -143,11 +151,11 @@ impl FastSplit {
         if !supported {
             return None;
         }
-        let rstrip = rstrip_contents(tokenizer)?;
+        let whole_document = whole_document_contents(tokenizer)?;
         let cut_after = cut_table(tokenizer)?;
         Some(Self {
             cut_after,
-            rstrip,
+            whole_document,
             cache: Arc::new(SegmentCache::new(budget)),
             counters: Arc::default(),
         })
@@ -171,7 +179,11 @@ impl FastSplit {
             documents: 1,
             ..FastPathStats::default()
         };
-        let result = if self.rstrip.iter().any(|t| text.contains(t.as_str())) {
+        let result = if self
+            .whole_document
+            .iter()
+            .any(|t| text.contains(t.as_str()))
+        {
             counts.library_documents = 1;
             library(text, ids, starts)
         } else {
@@ -320,23 +332,48 @@ fn supported_post_processor(post: &impl serde::Serialize) -> bool {
     serde_json::to_value(post).is_ok_and(|v| ok(&v))
 }
 
-/// The contents of the added tokens with `rstrip`; `None` (no fast path) when an added token
-/// holds whitespace or is empty, or when an `rstrip` token is matched after a normaliser
-/// (its occurrences could then not be found in the raw text).
-fn rstrip_contents(tokenizer: &Tokenizer) -> Option<Vec<String>> {
-    let mut rstrip = Vec::new();
+/// The contents of the added tokens with whitespace or `rstrip` (a document holding one goes
+/// to the library whole); `None` (no fast path) when an added token is empty, or when one of
+/// those is matched after a normaliser that could make its content from other characters
+/// (NFC alone maps U+037E to `;` and U+212A to `K`; NFKC maps U+00A0 to a space), so that
+/// its occurrences could not be found in the raw text.
+fn whole_document_contents(tokenizer: &Tokenizer) -> Option<Vec<String>> {
+    let mut contents = Vec::new();
     for token in tokenizer.get_added_tokens_decoder().values() {
-        if token.content.is_empty() || token.content.chars().any(char::is_whitespace) {
+        if token.content.is_empty() {
             return None;
         }
-        if token.rstrip {
-            if token.normalized && tokenizer.get_normalizer().is_some() {
+        if token.rstrip || token.content.chars().any(char::is_whitespace) {
+            if token.normalized && !found_in_raw_text(tokenizer, &token.content) {
                 return None;
             }
-            rstrip.push(token.content.clone());
+            contents.push(token.content.clone());
         }
     }
-    Some(rstrip)
+    Some(contents)
+}
+
+/// Whether `content`, matched after the normaliser, occurs in the normalised text exactly
+/// where it occurs in the raw text: with no normaliser, or for a run of ASCII whitespace
+/// (ModernBERT-base's added tokens, under its NFC) when the normaliser is NFC, NFD or
+/// Lowercase. These map ASCII whitespace to itself, make it from no other character (no
+/// canonical decomposition holds one) and never compose it with a neighbour.
+fn found_in_raw_text(tokenizer: &Tokenizer, content: &str) -> bool {
+    fn keeps_ascii_whitespace(v: &Value) -> bool {
+        match kind(v) {
+            "NFC" | "NFD" | "Lowercase" => true,
+            "Sequence" => v
+                .get("normalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|all| all.iter().all(keeps_ascii_whitespace)),
+            _ => false,
+        }
+    }
+    let Some(normalizer) = tokenizer.get_normalizer() else {
+        return true;
+    };
+    content.bytes().all(|b| b.is_ascii_whitespace())
+        && serde_json::to_value(normalizer).is_ok_and(|v| keeps_ascii_whitespace(&v))
 }
 
 /// The normaliser's output for `text` alone.

@@ -408,6 +408,54 @@ fn a_document_with_an_rstrip_token_goes_to_the_library_whole() {
     assert_eq!(tok.fast_path_stats().unwrap().library_documents, 3 * 2);
 }
 
+/// Added runs of spaces and tabs, and a user's multi-word token (which a cut would split): a
+/// document holding one goes to the library whole, the others take the fast path. Also under
+/// NFC, with the tokens matched on the raw text, and with ModernBERT-base's own set-up: runs
+/// of ASCII whitespace matched after NFC (`normalized = true`).
+#[test]
+fn a_document_with_a_whitespace_token_goes_to_the_library_whole() {
+    let runs = ["  ", "   ", "\t\t", " \n", "of the"];
+    let mut plain = roberta(false).inner().clone();
+    plain.add_tokens(&runs.map(|r| AddedToken::from(r, false)));
+    let mut nfc = modernbert(true).inner().clone();
+    nfc.add_tokens(&runs.map(|r| AddedToken::from(r, false).normalized(false)));
+    let mut modernbert_base = modernbert(true).inner().clone();
+    let whitespace_runs: Vec<AddedToken> = runs[..4]
+        .iter()
+        .map(|r| AddedToken::from(*r, false).normalized(true))
+        .collect();
+    modernbert_base.add_tokens(&whitespace_runs);
+    let set_ups = [
+        ("whitespace tokens", plain),
+        ("raw-matched under NFC", nfc),
+        ("ASCII whitespace runs matched after NFC", modernbert_base),
+    ];
+    for (what, inner) in set_ups {
+        let tok = wrap(inner, what);
+        assert!(tok.has_split_fast_path(), "{what}");
+        let texts = [
+            "blood  pressure was high",
+            "tab\t\tseparated values",
+            "one space only here",
+            "one of the best",
+            "ends with a newline \n",
+            "caf\u{e9} \u{37e}  K\u{212a}",
+        ];
+        for text in texts {
+            assert_same(&tok, text, what);
+        }
+        for seed in 0..200 {
+            assert_same(&tok, &random_text(seed, 60), what);
+        }
+        let stats = tok.fast_path_stats().unwrap();
+        assert!(stats.library_documents >= 5 * 2, "{what}: {stats:?}");
+        assert!(
+            stats.documents > stats.library_documents,
+            "{what}: {stats:?}"
+        );
+    }
+}
+
 #[test]
 fn set_ups_it_cannot_prove_exact_take_the_library() {
     let base = roberta(false).inner().clone();
@@ -419,8 +467,13 @@ fn set_ups_it_cannot_prove_exact_take_the_library() {
     t.with_normalizer(Some(Strip::new(true, true)));
     declined.push(("Strip", t));
     let mut t = base.clone();
+    t.with_normalizer(Some(NFKC));
     t.add_tokens(&[AddedToken::from("  ", false)]);
-    declined.push(("an added token of spaces", t));
+    declined.push(("spaces matched after NFKC (U+00A0 becomes one)", t));
+    let mut t = base.clone();
+    t.with_normalizer(Some(NFC));
+    t.add_tokens(&[AddedToken::from("of the", false)]);
+    declined.push(("words and a space matched after NFC", t));
     let mut t = base.clone();
     t.with_truncation(Some(tokenizers::TruncationParams::default()))
         .unwrap();
