@@ -2,6 +2,7 @@
 //! `inspect`; on the PubMed sample, phrase matching and PMI mining equal a Python reference
 //! and every unit predicts `mlm_probability` of the eligible tokens.
 
+use std::ops::Range;
 use std::path::Path;
 
 use mlm_corpus::{PreparedCorpus, Split};
@@ -135,6 +136,105 @@ fn pubmed_phrases_equal_the_python_reference_and_every_unit_meets_its_rate() {
             check_rate(&prepared, unit, p);
         }
     }
+    check_span_lengths(&prepared, 0.3);
+}
+
+/// Span lengths on the real sequences follow the clipped geometric (chi-square, 9 degrees of
+/// freedom, under 40: p < 1e-5). A span is cut by a document border, an earlier span, the
+/// sequence's end or the budget, so only spans that none of these could cut are counted:
+/// replaying the runs in the order drawn, those whose next 10 words are free, unbroken and
+/// within the budget left when the span was drawn. That condition is fixed before the length
+/// is drawn, so it does not bias the length.
+fn check_span_lengths(prepared: &Path, p: f64) {
+    let corpus = PreparedCorpus::open(prepared).unwrap();
+    let masker = Masker::new(
+        &MaskingConfig {
+            mlm_probability: p,
+            unit: Some(MaskingUnit::Span),
+            ..Default::default()
+        },
+        special_tokens(&corpus),
+    )
+    .unwrap();
+    let max_words = 10;
+    let mut observed = vec![0u64; max_words];
+    let mut reader = corpus.split(Split::Train).unwrap();
+    for i in 0..reader.len() {
+        let sequence = reader.get(i).unwrap();
+        let units = reference_units(&sequence.input_ids, &sequence.word_starts, &masker);
+        let eligible: usize = units.iter().map(|u| u.len()).sum();
+        let mut runs = Vec::new();
+        masker.mask_with_runs(
+            &sequence.input_ids,
+            Some(&sequence.word_starts),
+            MaskKey::train(11, 0, i),
+            p,
+            Some(&mut runs),
+        );
+        let (mut spent, mut selected) = (0usize, vec![false; sequence.input_ids.len()]);
+        for run in runs {
+            let first = units.iter().position(|u| u.start == run.start).unwrap();
+            let room = &units[first..(first + max_words).min(units.len())];
+            let unbroken = room.len() == max_words
+                && room.windows(2).all(|w| w[0].end == w[1].start)
+                && room.iter().all(|u| !selected[u.start]);
+            let room_tokens: usize = room.iter().map(|u| u.len()).sum();
+            if unbroken && (spent + room_tokens) as f64 <= p * eligible as f64 {
+                observed[units[first..]
+                    .iter()
+                    .take_while(|u| u.end <= run.end)
+                    .count()
+                    - 1] += 1;
+            }
+            spent += run.len();
+            selected[run].iter_mut().for_each(|s| *s = true);
+        }
+    }
+    let total: u64 = observed.iter().sum();
+    let chi_square = |geometric_p: f64| -> f64 {
+        let expected = mlm_masking::SpanLengths::new(geometric_p, max_words).probabilities();
+        observed
+            .iter()
+            .zip(&expected)
+            .map(|(&o, e)| (o as f64 - e * total as f64).powi(2) / (e * total as f64))
+            .sum()
+    };
+    let statistic = chi_square(0.2);
+    eprintln!(
+        "span lengths at {p}: {observed:?} over {total} spans nothing could cut, chi-square \
+         {statistic:.2} (against Geometric(0.25): {:.1})",
+        chi_square(0.25)
+    );
+    assert!(total > 2000, "{total} spans that nothing could cut");
+    assert!(statistic < 40.0, "chi-square {statistic} over {observed:?}");
+    // The test tells a near miss apart: the same lengths against Geometric(0.25) fail it.
+    assert!(chi_square(0.25) > 40.0, "the test can fail");
+}
+
+/// The masker's units, written out again: a unit begins at a word start or after a token that
+/// cannot be masked; special tokens belong to none.
+fn reference_units(ids: &[u32], word_starts: &[bool], masker: &Masker) -> Vec<Range<usize>> {
+    let mut units: Vec<Range<usize>> = Vec::new();
+    for (i, &id) in ids.iter().enumerate() {
+        if !masker.is_maskable(id) {
+            continue;
+        }
+        match units.last_mut() {
+            Some(last) if last.end == i && !word_starts[i] => last.end = i + 1,
+            _ => units.push(i..i + 1),
+        }
+    }
+    units
+}
+
+fn special_tokens(corpus: &PreparedCorpus) -> SpecialTokens {
+    let manifest = corpus.manifest();
+    SpecialTokens {
+        vocab_size: manifest.vocab_size,
+        pad_id: manifest.special_ids.pad,
+        mask_id: manifest.special_ids.mask,
+        special_ids: manifest.special_ids.all.clone(),
+    }
 }
 
 /// Over every training sequence, predicted - p x eligible tokens has mean 0 within 5
@@ -148,13 +248,7 @@ fn check_rate(prepared: &Path, unit: MaskingUnit, p: f64) {
         pmi_ngrams: (unit == MaskingUnit::Phrase).then_some(1),
         ..Default::default()
     };
-    let special = SpecialTokens {
-        vocab_size: manifest.vocab_size,
-        pad_id: manifest.special_ids.pad,
-        mask_id: manifest.special_ids.mask,
-        special_ids: manifest.special_ids.all.clone(),
-    };
-    let masker = Masker::new(&config, special).unwrap();
+    let masker = Masker::new(&config, special_tokens(&corpus)).unwrap();
     let starts = UnitStarts::for_unit(unit);
     let mut reader = corpus.split(Split::Train).unwrap();
     let (mut gaps, mut masked, mut predicted, mut eligible_total) = (Vec::new(), 0, 0u64, 0);
