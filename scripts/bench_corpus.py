@@ -4,8 +4,11 @@ time of the process and peak RSS summed over its whole process tree (sampled fro
 every 50 ms; Hugging Face's num_proc workers are separate processes)."""
 
 import argparse
+import collections
 import json
+import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -69,22 +72,73 @@ def measure(cmd, env=None):
     return wall, tuple(peak), out
 
 
-def replicate(source, target, megabytes):
-    """Copies of the source JSONL until `megabytes`; ids made unique per copy."""
+def replicate(source, target, megabytes, new_words):
+    """Copies of the source JSONL until `megabytes`; ids made unique per copy.
+
+    With `new_words`, copy k > 0 also renames the sample's rarest word types (whitespace
+    words; hapaxes first) to made-up words of the same length and character classes, as many
+    as Heaps' law fitted on the sample itself (V = K n^beta) says a corpus k + 1 times the
+    sample's size has beyond one k times it. Without it every copy repeats the sample's words
+    exactly, which flatters any cache keyed on words or segments.
+    """
     lines = Path(source).read_text(encoding="utf-8").splitlines()
+    docs = [json.loads(line) for line in lines]
+    rare, types, beta = rare_types(docs) if new_words else ([], 0, 0.0)
     limit, written, copy = megabytes * 1_000_000, 0, 0
+    seen = set()
     with open(target, "w", encoding="utf-8") as f:
         while written < limit:
-            for line in lines:
-                obj = json.loads(line)
+            renamed = {}
+            if new_words and copy > 0:
+                count = round(types * ((copy + 1) ** beta - copy ** beta))
+                renamed = {w: made_up(w, copy) for w in rare[:count]}
+            for obj in docs:
+                obj = dict(obj)
                 obj["pmid"] = f"{obj['pmid']}-{copy}"
+                for field in ("title", "abstract"):
+                    if renamed and obj.get(field):
+                        obj[field] = WORD.sub(lambda m: renamed.get(m.group(0), m.group(0)), obj[field])
                 text = json.dumps(obj) + "\n"
+                if new_words:
+                    seen.update(WORD.findall(obj.get("title", "") + " " + obj.get("abstract", "")))
                 f.write(text)
                 written += len(text.encode("utf-8"))
                 if written >= limit:
                     break
             copy += 1
-    return written
+    return written, len(seen) if new_words else None
+
+
+WORD = re.compile(r"\S+")
+
+
+def rare_types(docs):
+    """The sample's word types, rarest first; their number; Heaps' beta from 10% to 100%."""
+    words = [w for d in docs for w in WORD.findall(d.get("title", "") + " " + d.get("abstract", ""))]
+    counts = collections.Counter(words)
+    tenth = len(set(words[: len(words) // 10]))
+    beta = math.log(len(counts) / tenth) / math.log(10)
+    return sorted(counts, key=lambda w: (counts[w], w)), len(counts), beta
+
+
+# Affine maps x -> a x + b of the 26 letters, one per copy (a coprime with 26): 311 copies
+# without repeating a made-up word.
+AFFINE = [(a, b) for a in (1, 3, 5, 7, 9, 11, 15, 17, 19, 21, 23, 25) for b in range(26) if (a, b) != (1, 0)]
+
+
+def made_up(word, copy):
+    a, b = AFFINE[(copy - 1) % len(AFFINE)]
+
+    def letter(c):
+        if "a" <= c <= "z":
+            return chr(ord("a") + (a * (ord(c) - ord("a")) + b) % 26)
+        if "A" <= c <= "Z":
+            return chr(ord("A") + (a * (ord(c) - ord("A")) + b) % 26)
+        if "0" <= c <= "9":
+            return chr(ord("0") + (ord(c) - ord("0") + copy) % 10)
+        return c
+
+    return "".join(letter(c) for c in word)
 
 
 def run_ours(binary, data, tokenizer, work, threads):
@@ -245,6 +299,9 @@ def main():
     p.add_argument("--tokenizer", default=None,
                    help="tokenizer file or directory for both sides (default: ../shared's bert-base-uncased)")
     p.add_argument("--no-hf", action="store_true", help="measure mlm-train prepare only")
+    p.add_argument("--words", choices=["new", "repeated"], default="new",
+                   help="new: each copy of the sample brings new rare words at the rate Heaps' law "
+                        "fitted on the sample predicts (default); repeated: exact copies")
     p.add_argument("--family", choices=sorted(FAMILIES),
                    help="a tokenizer trained on the PubMed sample (cached in --tokenizers-dir), in place of --tokenizer")
     p.add_argument("--tokenizers-dir", default=str(Path(__file__).resolve().parents[1] / "runs/bench-tokenizers"),
@@ -264,10 +321,13 @@ def main():
     try:
         for mb in [int(s) for s in args.sizes_mb.split(",")]:
             data = work / f"pubmed-{mb}mb.jsonl"
-            size = replicate(source, data, mb)
+            size, word_types = replicate(source, data, mb, args.words == "new")
+            if word_types is not None:
+                print(f"{mb} MB: {word_types:,} distinct whitespace words", flush=True)
             ours = run_ours(args.binary, data, tokenizer, work, args.threads)
             hf = None if args.no_hf else run_hf(data, tokenizer, work, args.threads)
             rows.append((mb, size, ours, hf))
+            ours["word_types"] = word_types
             data.unlink()
             print(json.dumps({"size_mb": mb, "bytes": size, "ours": ours, "hf": hf}), flush=True)
     finally:

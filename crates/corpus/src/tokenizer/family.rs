@@ -18,6 +18,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokenizers::Tokenizer;
+use tokenizers::models::ModelWrapper;
 
 use super::specials::SpecialTokens;
 
@@ -37,7 +38,7 @@ pub enum TokenizerModel {
 impl TokenizerModel {
     /// The model type of `tokenizer`.
     pub fn of(tokenizer: &Tokenizer) -> Option<Self> {
-        let model = serde_json::to_value(tokenizer.get_model()).ok()?;
+        let model = model_settings(tokenizer);
         match model.get("type")?.as_str()? {
             "WordPiece" => Some(Self::WordPiece),
             "BPE" => Some(Self::Bpe),
@@ -130,12 +131,49 @@ impl Pipeline {
                     .get_pre_tokenizer()
                     .and_then(|p| serde_json::to_value(p).ok()),
             ),
-            model: json(serde_json::to_value(tokenizer.get_model()).ok()),
+            model: model_settings(tokenizer),
             post: json(
                 tokenizer
                     .get_post_processor()
                     .and_then(|p| serde_json::to_value(p).ok()),
             ),
+        }
+    }
+}
+
+/// The model's `tokenizer.json` entry without its vocabulary and merges: the type and the
+/// settings the fast paths and the family detection read. Serialising a 50k-entry BPE whole
+/// (its vocabulary sorted into a map, its merges ranked) cost about 0.1 s each time, and
+/// `prepare` asked several times.
+pub(super) fn model_settings(tokenizer: &Tokenizer) -> Value {
+    match tokenizer.get_model() {
+        ModelWrapper::BPE(bpe) => serde_json::json!({
+            "type": "BPE",
+            "dropout": bpe.dropout,
+            "unk_token": bpe.unk_token,
+            "continuing_subword_prefix": bpe.continuing_subword_prefix,
+            "end_of_word_suffix": bpe.end_of_word_suffix,
+            "fuse_unk": bpe.fuse_unk,
+            "byte_fallback": bpe.byte_fallback,
+            "ignore_merges": bpe.ignore_merges,
+        }),
+        ModelWrapper::WordPiece(wordpiece) => serde_json::json!({
+            "type": "WordPiece",
+            "unk_token": wordpiece.unk_token,
+            "continuing_subword_prefix": wordpiece.continuing_subword_prefix,
+            "max_input_chars_per_word": wordpiece.max_input_chars_per_word,
+        }),
+        ModelWrapper::WordLevel(wordlevel) => serde_json::json!({
+            "type": "WordLevel",
+            "unk_token": wordlevel.unk_token,
+        }),
+        // Its `unk_id` is not public: serialised (a list, cheaper than BPE's map), less vocab.
+        unigram @ ModelWrapper::Unigram(_) => {
+            let mut v = serde_json::to_value(unigram).unwrap_or(Value::Null);
+            if let Some(map) = v.as_object_mut() {
+                map.remove("vocab");
+            }
+            v
         }
     }
 }

@@ -47,7 +47,7 @@ impl FastBert {
     pub fn new(tokenizer: &Tokenizer) -> Option<Self> {
         let normalizer = serde_json::to_value(tokenizer.get_normalizer()?).ok()?;
         let pre = serde_json::to_value(tokenizer.get_pre_tokenizer()?).ok()?;
-        let model = serde_json::to_value(tokenizer.get_model()).ok()?;
+        let model = super::family::model_settings(tokenizer);
         let bert_normalizer = normalizer.get("type")? == "BertNormalizer"
             && normalizer.get("clean_text")? == &Value::Bool(true)
             && normalizer.get("handle_chinese_chars")? == &Value::Bool(true);

@@ -249,9 +249,7 @@ fn kind(v: &Value) -> &str {
 
 /// BPE without dropout (its merges are then a function of the word), or Unigram.
 fn supported_model(tokenizer: &Tokenizer) -> bool {
-    let Ok(model) = serde_json::to_value(tokenizer.get_model()) else {
-        return false;
-    };
+    let model = super::family::model_settings(tokenizer);
     match kind(&model) {
         "BPE" => model
             .get("dropout")
