@@ -6,8 +6,8 @@ use std::ops::Range;
 use std::path::Path;
 
 use mlm_corpus::{PreparedCorpus, Split};
-use mlm_masking::{IGNORE_INDEX, MaskKey, Masker, MaskingConfig, MaskingUnit, SpecialTokens};
-use mlm_trainer::run::UnitStarts;
+use mlm_masking::{IGNORE_INDEX, MaskKey, Masker, MaskingConfig, MaskingUnit};
+use mlm_trainer::run::{UnitStarts, masker_for};
 
 use crate::train::{stop_and_resume, tiny_config, train, weights};
 use crate::{Scratch, mlm_train, run, workspace_root};
@@ -147,15 +147,12 @@ fn pubmed_phrases_equal_the_python_reference_and_every_unit_meets_its_rate() {
 /// is drawn, so it does not bias the length.
 fn check_span_lengths(prepared: &Path, p: f64) {
     let corpus = PreparedCorpus::open(prepared).unwrap();
-    let masker = Masker::new(
-        &MaskingConfig {
-            mlm_probability: p,
-            unit: Some(MaskingUnit::Span),
-            ..Default::default()
-        },
-        special_tokens(&corpus),
-    )
-    .unwrap();
+    let config = MaskingConfig {
+        mlm_probability: p,
+        unit: Some(MaskingUnit::Span),
+        ..Default::default()
+    };
+    let masker = masker_for(&config, corpus.manifest()).unwrap();
     let max_words = 10;
     let mut observed = vec![0u64; max_words];
     let mut reader = corpus.split(Split::Train).unwrap();
@@ -227,16 +224,6 @@ fn reference_units(ids: &[u32], word_starts: &[bool], masker: &Masker) -> Vec<Ra
     units
 }
 
-fn special_tokens(corpus: &PreparedCorpus) -> SpecialTokens {
-    let manifest = corpus.manifest();
-    SpecialTokens {
-        vocab_size: manifest.vocab_size,
-        pad_id: manifest.special_ids.pad,
-        mask_id: manifest.special_ids.mask,
-        special_ids: manifest.special_ids.all.clone(),
-    }
-}
-
 /// Over every training sequence, predicted - p x eligible tokens has mean 0 within 5
 /// standard errors (each unit's own spread, measured), and the 80/10/10 split holds.
 fn check_rate(prepared: &Path, unit: MaskingUnit, p: f64) {
@@ -248,7 +235,7 @@ fn check_rate(prepared: &Path, unit: MaskingUnit, p: f64) {
         pmi_ngrams: (unit == MaskingUnit::Phrase).then_some(1),
         ..Default::default()
     };
-    let masker = Masker::new(&config, special_tokens(&corpus)).unwrap();
+    let masker = masker_for(&config, corpus.manifest()).unwrap();
     let starts = UnitStarts::for_unit(unit);
     let mut reader = corpus.split(Split::Train).unwrap();
     let (mut gaps, mut masked, mut predicted, mut eligible_total) = (Vec::new(), 0, 0u64, 0);

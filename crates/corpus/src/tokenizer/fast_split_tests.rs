@@ -456,6 +456,23 @@ fn a_document_with_a_whitespace_token_goes_to_the_library_whole() {
     }
 }
 
+/// Only the smallest whole-document contents are searched: a document holding just the
+/// shorter of two nested runs still goes to the library whole.
+#[test]
+fn nested_whitespace_tokens_are_found_by_the_shorter_one() {
+    let mut inner = roberta(false).inner().clone();
+    inner.add_tokens(&[
+        AddedToken::from("   ", false),
+        AddedToken::from("  ", false),
+    ]);
+    let tok = wrap(inner, "nested runs");
+    assert_same(&tok, "a  b", "nested runs");
+    assert_same(&tok, "a   b", "nested runs");
+    assert_same(&tok, "a b", "nested runs");
+    // Two documents with a run, each encoded cold and warm.
+    assert_eq!(tok.fast_path_stats().unwrap().library_documents, 2 * 2);
+}
+
 #[test]
 fn set_ups_it_cannot_prove_exact_take_the_library() {
     let base = roberta(false).inner().clone();

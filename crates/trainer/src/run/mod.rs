@@ -38,7 +38,7 @@ use std::path::PathBuf;
 pub use config::{
     CheckpointConfig, EvalConfig, EvalUnit, LastBatch, ModelSection, Precision, TrainingConfig,
 };
-pub use data::{DataPosition, RatePlan, UnitStarts};
+pub use data::{DataPosition, RatePlan, UnitStarts, masker_for};
 pub use estimate::{CorpusEstimate, estimated_plan};
 pub use eval::{CheckpointEval, EvalMetrics, evaluate_checkpoint, evaluate_checkpoint_with};
 pub use job::{
