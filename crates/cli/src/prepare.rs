@@ -187,12 +187,14 @@ fn summary(report: &PrepareReport) -> String {
         let _ = writeln!(
             s,
             "fast path   {} documents: {} whole by the library ({:.2}%, they hold an added \
-             token with whitespace or rstrip); {} segments, {} first seen and encoded by the \
-             library ({:.1}%), the rest from the cache",
+             token with whitespace or rstrip); {} segments: {} first seen and encoded natively \
+             ({:.1}%), {} by the library ({:.1}%), the rest from the cache",
             count(fast.documents),
             count(fast.library_documents),
             share(fast.library_documents, fast.documents),
             count(fast.segments),
+            count(fast.native_segments),
+            share(fast.native_segments, fast.segments),
             count(fast.library_segments),
             share(fast.library_segments, fast.segments),
         );

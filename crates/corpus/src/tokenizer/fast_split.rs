@@ -60,6 +60,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde_json::Value;
 use tokenizers::{NormalizedString, Normalizer, Tokenizer};
 
+use super::byte_bpe::ByteLevelBpe;
 use super::segment_cache::{START_BIT, SegmentCache};
 
 /// Segments longer than this are encoded without being cached (text without spaces, such as
@@ -79,9 +80,12 @@ pub struct FastPathStats {
     pub library_documents: u64,
     /// Segments of the other documents.
     pub segments: u64,
-    /// Segments encoded by the library (not yet cached, or too long to cache); the rest
-    /// came from the cache.
+    /// Segments encoded by the library (not yet cached, or too long to cache, and not
+    /// taken by the native byte-level BPE).
     pub library_segments: u64,
+    /// Segments encoded by the native byte-level BPE (tokenizer/byte_bpe.rs); the rest
+    /// came from the cache.
+    pub native_segments: u64,
 }
 
 #[derive(Default)]
@@ -90,6 +94,7 @@ struct Counters {
     library_documents: AtomicU64,
     segments: AtomicU64,
     library_segments: AtomicU64,
+    native_segments: AtomicU64,
 }
 
 impl Counters {
@@ -99,6 +104,7 @@ impl Counters {
             (&self.library_documents, s.library_documents),
             (&self.segments, s.segments),
             (&self.library_segments, s.library_segments),
+            (&self.native_segments, s.native_segments),
         ] {
             if n > 0 {
                 counter.fetch_add(n, Ordering::Relaxed);
@@ -112,6 +118,7 @@ impl Counters {
             library_documents: self.library_documents.load(Ordering::Relaxed),
             segments: self.segments.load(Ordering::Relaxed),
             library_segments: self.library_segments.load(Ordering::Relaxed),
+            native_segments: self.native_segments.load(Ordering::Relaxed),
         }
     }
 }
@@ -124,6 +131,8 @@ pub struct FastSplit {
     /// Contents of added tokens with whitespace or `rstrip`: a document holding one goes
     /// to the library whole.
     whole_document: Vec<String>,
+    /// Byte-level BPE computed natively for the ASCII segments the cache misses.
+    native: Option<Arc<ByteLevelBpe>>,
     cache: Arc<SegmentCache>,
     counters: Arc<Counters>,
 }
@@ -156,6 +165,7 @@ impl FastSplit {
         Some(Self {
             cut_after,
             whole_document,
+            native: ByteLevelBpe::new(tokenizer).map(Arc::new),
             cache: Arc::new(SegmentCache::new(budget)),
             counters: Arc::default(),
         })
@@ -217,9 +227,17 @@ impl FastSplit {
         if cacheable && self.cache.extend_from(segment, ids, starts) {
             return Ok(());
         }
-        counts.library_segments += 1;
         let first = ids.len();
-        library(segment, ids, starts)?;
+        if self
+            .native
+            .as_ref()
+            .is_some_and(|native| native.encode(segment, ids, starts))
+        {
+            counts.native_segments += 1;
+        } else {
+            counts.library_segments += 1;
+            library(segment, ids, starts)?;
+        }
         if cacheable && ids.len() == starts.len() {
             self.cache.insert(segment, &ids[first..], &starts[first..]);
         }
@@ -409,4 +427,4 @@ fn cut_table(tokenizer: &Tokenizer) -> Option<[bool; 128]> {
 
 #[cfg(test)]
 #[path = "fast_split_tests.rs"]
-mod tests;
+pub(super) mod tests;

@@ -20,14 +20,14 @@ use tokenizers::{AddedToken, NormalizerWrapper, PreTokenizerWrapper, Tokenizer};
 use super::FastSplit;
 use crate::config::{VocabConfig, VocabLayout, VocabModel};
 use crate::testutil::fixture_texts;
-use crate::tokenizer::{DomainTokenizer, train};
+use crate::tokenizer::{DomainTokenizer, TokenizerModel, train};
 
 /// Text that stresses every stage around a cut: accents and combining marks (also right
 /// after a space), CJK, emoji and ZWJ sequences, control characters, long runs of spaces
 /// and digits, contractions in both cases, CRLF, tabs, NBSP and other Unicode spaces,
 /// characters NFKC turns into ASCII or spaces, the Metaspace replacement itself, added
 /// tokens (with and without the space `lstrip` takes) and nothing at all.
-pub(super) const ADVERSARIAL: &[&str] = &[
+pub(in crate::tokenizer) const ADVERSARIAL: &[&str] = &[
     "",
     " ",
     "      ",
@@ -163,7 +163,7 @@ fn wrap(inner: Tokenizer, name: &str) -> DomainTokenizer {
 
 /// `vocab train`'s RoBERTa layout, with `add_prefix_space` as asked (as roberta-base's
 /// tokenizer loaded with `add_prefix_space=True`).
-pub(super) fn roberta(add_prefix_space: bool) -> DomainTokenizer {
+pub(in crate::tokenizer) fn roberta(add_prefix_space: bool) -> DomainTokenizer {
     let trained = train::train_bpe(&bpe_config(None), training_texts().into_iter()).unwrap();
     let mut inner = trained.inner().clone();
     inner.with_pre_tokenizer(Some(ByteLevel::new(add_prefix_space, true, true)));
@@ -177,7 +177,7 @@ pub(super) fn roberta(add_prefix_space: bool) -> DomainTokenizer {
 
 /// `vocab train`'s ModernBERT layout, with GPT-NeoX's NFC normaliser when asked, and
 /// ModernBERT-base's non-special `|||IP_ADDRESS|||` and `[unused0]`.
-pub(super) fn modernbert(nfc: bool) -> DomainTokenizer {
+pub(in crate::tokenizer) fn modernbert(nfc: bool) -> DomainTokenizer {
     let config = bpe_config(Some(VocabLayout::ModernBert));
     let trained = train::train(&config, training_texts().into_iter()).unwrap();
     let mut inner = trained.inner().clone();
@@ -235,7 +235,7 @@ fn xlmr_pre() -> PreTokenizerWrapper {
 
 /// transformers' `XLMRobertaTokenizer` set-up (no normaliser), or xlm-roberta-base's
 /// `tokenizer.json` (SentencePiece's nmt_nfkc Precompiled map) when `precompiled` is given.
-pub(super) fn xlmr(precompiled: Option<Precompiled>) -> DomainTokenizer {
+pub(in crate::tokenizer) fn xlmr(precompiled: Option<Precompiled>) -> DomainTokenizer {
     xlmr_on(training_texts(), 800, precompiled)
 }
 
@@ -249,7 +249,7 @@ fn xlmr_on(texts: Vec<String>, vocab_size: u32, p: Option<Precompiled>) -> Domai
 /// tokenizers' `SentencePieceUnigramTokenizer`: Nmt, NFKC, runs of spaces collapsed,
 /// Metaspace; or with a Precompiled map in place of Nmt + NFKC (transformers' newer
 /// SentencePiece conversion).
-pub(super) fn sentencepiece(precompiled: Option<Precompiled>) -> DomainTokenizer {
+pub(in crate::tokenizer) fn sentencepiece(precompiled: Option<Precompiled>) -> DomainTokenizer {
     let collapse = Replace::new(
         tokenizers::normalizers::replace::ReplacePattern::Regex(" {2,}".into()),
         " ",
@@ -267,7 +267,7 @@ pub(super) fn sentencepiece(precompiled: Option<Precompiled>) -> DomainTokenizer
 /// SentencePiece's nmt_nfkc map as the `spm_precompiled` crate ships it (its test.json,
 /// from a real SentencePiece model), found beside the crate's sources in cargo's registry;
 /// `None` when cargo keeps its sources elsewhere.
-pub(super) fn nmt_nfkc_precompiled() -> Option<Precompiled> {
+pub(in crate::tokenizer) fn nmt_nfkc_precompiled() -> Option<Precompiled> {
     let home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
@@ -285,7 +285,7 @@ pub(super) fn nmt_nfkc_precompiled() -> Option<Precompiled> {
 }
 
 /// Every tokenizer under test, named; the Precompiled ones when the map is found.
-pub(super) fn all_tokenizers() -> Vec<(String, DomainTokenizer)> {
+pub(in crate::tokenizer) fn all_tokenizers() -> Vec<(String, DomainTokenizer)> {
     let mut all = vec![
         ("roberta".to_string(), roberta(false)),
         ("roberta add_prefix_space".to_string(), roberta(true)),
@@ -308,7 +308,7 @@ pub(super) fn all_tokenizers() -> Vec<(String, DomainTokenizer)> {
 }
 
 /// Fast path (twice: cache cold, then warm) against the library on `text`.
-pub(super) fn assert_same(tok: &DomainTokenizer, text: &str, what: &str) {
+pub(in crate::tokenizer) fn assert_same(tok: &DomainTokenizer, text: &str, what: &str) {
     let general = tok.encode_words_general(text).unwrap();
     for pass in ["cold", "warm"] {
         let fast = tok.encode_words(text).unwrap();
@@ -330,7 +330,7 @@ pub(super) fn assert_same(tok: &DomainTokenizer, text: &str, what: &str) {
 }
 
 /// A random text of `PIECES`, from `seed`.
-pub(super) fn random_text(seed: u64, max_pieces: u64) -> String {
+pub(in crate::tokenizer) fn random_text(seed: u64, max_pieces: u64) -> String {
     let mut x = seed;
     let n = mlm_seeds::splitmix64(x) % max_pieces;
     (0..n)
@@ -356,6 +356,9 @@ fn fast_path_equals_the_library_on_adversarial_and_random_text() {
         }
         let stats = tok.fast_path_stats().unwrap();
         assert!(stats.segments > stats.library_segments, "{what}: {stats:?}");
+        if tok.model() == TokenizerModel::Bpe {
+            assert!(stats.native_segments > 0, "{what}: {stats:?}");
+        }
     }
 }
 
@@ -392,7 +395,16 @@ fn stats_count_documents_segments_and_library_calls() {
     // Segments "the", " cell", " the", " cell": the last one is cached.
     tok.encode_words("the cell the cell").unwrap();
     let s = tok.fast_path_stats().unwrap();
-    assert_eq!((s.documents, s.segments, s.library_segments), (1, 4, 3));
+    // All ASCII: the native byte-level BPE takes the three misses.
+    assert_eq!(
+        (
+            s.documents,
+            s.segments,
+            s.native_segments,
+            s.library_segments
+        ),
+        (1, 4, 3, 0)
+    );
     assert_eq!(s.library_documents, 0);
 }
 
@@ -560,6 +572,14 @@ fn fast_path_equals_the_library_on_pubmed_cdr() {
         for doc in &docs {
             assert_same(tok, doc, what);
         }
-        eprintln!("{what}: {:?}", tok.fast_path_stats());
+        let stats = tok.fast_path_stats().unwrap();
+        eprintln!("{what}: {stats:?}");
+        if tok.model() == TokenizerModel::Bpe {
+            // The byte-level BPEs compute nearly every new segment natively.
+            assert!(
+                stats.native_segments > 20 * stats.library_segments,
+                "{what}: {stats:?}"
+            );
+        }
     }
 }

@@ -5,6 +5,7 @@
 //! (`RobertaTokenizer`, roberta.rs).
 
 mod bert;
+mod byte_bpe;
 pub mod extend;
 pub mod extension;
 mod family;
