@@ -3,11 +3,8 @@
 //! place of `Tokenizer::encode` (whose `NormalizedString` alignments, onig regex and
 //! `Encoding` cost about 15 us a segment). It follows tokenizers 0.22 stage by stage:
 //!
-//! - Normaliser: none, or Unicode normal forms and `Lowercase` (alone or in a Sequence), which
-//!   on ASCII act character by character: each byte's image is probed once through the
-//!   library's own normaliser.
-//! - Added tokens: a segment holding the ASCII content of any added token (as written, or
-//!   normalised) is left to the library, so none is ever matched here.
+//! - Normaliser and added tokens: see ascii_front.rs (a byte-by-byte image of the
+//!   normaliser; a segment holding an added token's content is left to the library).
 //! - ByteLevel (pre_tokenizers/byte_level.rs): `add_prefix_space` prepends a space to a text
 //!   not starting with one; the GPT-2 regex
 //!   `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+` is matched
@@ -19,19 +16,26 @@
 //!   tokenizers' heap pops exactly this pair: a stale entry never passes its check, as the
 //!   pair at a position only changes by growing, which changes the merged token.
 //!
-//! Only printable ASCII, tab, line feed and carriage return are taken (onig's `\s` also holds
-//! VT and FF, and the control characters map to other byte-level characters): a segment
+//! Only printable ASCII, tab and line feed are taken (onig's `\s` also holds VT and FF, and
+//! the control characters map to other byte-level characters): a segment
 //! with any other byte, or a set-up outside the above (dropout, a subword prefix or suffix, a
 //! byte missing from the vocabulary), goes to the library. The differential tests of
 //! fast_split_tests.rs compare both on every segment they encode.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
 use serde_json::Value;
-use tokenizers::{NormalizedString, Normalizer, Tokenizer};
+use tokenizers::Tokenizer;
 
+use super::ascii_front::AsciiFront;
 use super::fx::{FxHasher, FxMap};
+
+/// The bytes taken: printable ASCII, tab and line feed (`\r` is never taken, see
+/// ascii_front.rs).
+fn taken() -> impl Iterator<Item = u8> {
+    (0x20..0x7f).chain([b'\t', b'\n'])
+}
 
 type PairMap = HashMap<u64, (u32, u32), BuildHasherDefault<FxHasher>>;
 
@@ -39,13 +43,10 @@ type PairMap = HashMap<u64, (u32, u32), BuildHasherDefault<FxHasher>>;
 /// heap merges them in O(n log n) where [`ByteLevelBpe::bpe`] takes O(n^2).
 const MAX_WORD_BYTES: usize = 128;
 
-/// Marks a byte the native path does not take in [`ByteLevelBpe::normal`].
-const DECLINED: u8 = 0;
-
 /// The native byte-level BPE of one tokenizer.
 pub(super) struct ByteLevelBpe {
-    /// The normalised image of each ASCII byte taken, [`DECLINED`] for the others.
-    normal: [u8; 128],
+    /// The normaliser and the added tokens.
+    front: AsciiFront,
     add_prefix_space: bool,
     /// The vocabulary id of each byte's byte-level character.
     byte_ids: [u32; 128],
@@ -53,10 +54,6 @@ pub(super) struct ByteLevelBpe {
     merges: PairMap,
     /// The vocabulary by byte-level string, when `ignore_merges` asks for whole pre-tokens.
     whole_words: Option<FxMap<u32>>,
-    /// ASCII contents of the added tokens, raw and normalised.
-    added: Vec<Box<[u8]>>,
-    /// `added_first[b]`: some content in `added` starts with `b`.
-    added_first: [bool; 128],
 }
 
 /// Buffers reused from segment to segment (one set per `prepare` worker thread).
@@ -75,7 +72,7 @@ impl ByteLevelBpe {
     /// The native path of `tokenizer`, or `None` when its set-up is not the one above.
     pub fn new(tokenizer: &Tokenizer) -> Option<Self> {
         let add_prefix_space = byte_level_pre_tokenizer(tokenizer)?;
-        let normal = normal_table(tokenizer)?;
+        let front = AsciiFront::new(tokenizer, taken())?;
         let model = serde_json::to_value(tokenizer.get_model()).ok()?;
         if !plain_bpe(&model) {
             return None;
@@ -87,26 +84,17 @@ impl ByteLevelBpe {
             .map(|(k, v)| Some((k.as_str().into(), u32::try_from(v.as_u64()?).ok()?)))
             .collect::<Option<_>>()?;
         let mut byte_ids = [0; 128];
-        for b in 0..128u8 {
-            if normal[usize::from(b)] != DECLINED {
-                byte_ids[usize::from(b)] = *vocab.get(byte_char(b).to_string().as_str())?;
-            }
+        for b in taken() {
+            byte_ids[usize::from(b)] = *vocab.get(byte_char(b).to_string().as_str())?;
         }
         let merges = merge_map(model.get("merges")?.as_array()?, &vocab)?;
         let ignore_merges = model.get("ignore_merges").and_then(Value::as_bool) == Some(true);
-        let added = added_contents(tokenizer)?;
-        let mut added_first = [false; 128];
-        for content in &added {
-            added_first[usize::from(content[0])] = true;
-        }
         Some(Self {
-            normal,
+            front,
             add_prefix_space,
             byte_ids,
             merges,
             whole_words: ignore_merges.then_some(vocab),
-            added,
-            added_first,
         })
     }
 
@@ -123,10 +111,11 @@ impl ByteLevelBpe {
         ids: &mut Vec<u32>,
         starts: &mut Vec<bool>,
     ) -> bool {
-        if !self.normalize_into(segment, &mut scratch.text)
-            || self.holds_added_token(segment.as_bytes(), &scratch.text)
-        {
+        if !self.front.normalize_into(segment, &mut scratch.text) {
             return false;
+        }
+        if self.add_prefix_space && scratch.text[0] != b' ' {
+            scratch.text.insert(0, b' ');
         }
         let text = &scratch.text;
         let first = ids.len();
@@ -145,36 +134,6 @@ impl ByteLevelBpe {
             start = end;
         }
         true
-    }
-
-    /// The normalised bytes into `text`, with the prefix space; false for a byte not taken
-    /// or an empty segment.
-    fn normalize_into(&self, segment: &str, text: &mut Vec<u8>) -> bool {
-        text.clear();
-        for &b in segment.as_bytes() {
-            match self.normal.get(usize::from(b)) {
-                Some(&n) if n != DECLINED => text.push(n),
-                _ => return false,
-            }
-        }
-        if self.add_prefix_space && text.first().is_some_and(|&b| b != b' ') {
-            text.insert(0, b' ');
-        }
-        !text.is_empty()
-    }
-
-    fn holds_added_token(&self, raw: &[u8], normalized: &[u8]) -> bool {
-        let flagged = |text: &[u8]| {
-            text.iter()
-                .any(|&b| self.added_first[usize::from(b & 0x7f)])
-        };
-        if !flagged(raw) && !flagged(normalized) {
-            return false;
-        }
-        let holds = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
-        self.added
-            .iter()
-            .any(|a| holds(raw, a) || holds(normalized, a))
     }
 
     /// The BPE ids of one pre-token (see the module comment): the lowest-ranked pair first,
@@ -248,47 +207,6 @@ fn plain_bpe(model: &Value) -> bool {
         && null_or("end_of_word_suffix", &|v| v.as_str() == Some(""))
 }
 
-/// The normaliser's image of each taken byte (printable ASCII, `\t`, `\n`, `\r`), probed
-/// one byte at a time; `None` when the normaliser is not one that acts on ASCII character
-/// by character, or maps a taken byte to anything but one taken byte.
-fn normal_table(tokenizer: &Tokenizer) -> Option<[u8; 128]> {
-    fn char_local(v: &Value) -> bool {
-        match v.get("type").and_then(Value::as_str) {
-            Some("NFC" | "NFD" | "NFKC" | "NFKD" | "Lowercase") => true,
-            Some("Sequence") => v
-                .get("normalizers")
-                .and_then(Value::as_array)
-                .is_some_and(|all| all.iter().all(char_local)),
-            _ => false,
-        }
-    }
-    if let Some(n) = tokenizer.get_normalizer()
-        && !serde_json::to_value(n).is_ok_and(|v| char_local(&v))
-    {
-        return None;
-    }
-    let mut table = [DECLINED; 128];
-    for b in (0x20..0x7f).chain([b'\t', b'\n', b'\r']) {
-        let image = normalize(tokenizer, &char::from(b).to_string())?;
-        let &[n] = image.as_bytes() else {
-            return None;
-        };
-        if !(0x20..0x7f).contains(&n) && !matches!(n, b'\t' | b'\n' | b'\r') {
-            return None;
-        }
-        table[usize::from(b)] = n;
-    }
-    Some(table)
-}
-
-fn normalize(tokenizer: &Tokenizer, text: &str) -> Option<String> {
-    let mut n = NormalizedString::from(text);
-    if let Some(normalizer) = tokenizer.get_normalizer() {
-        normalizer.normalize(&mut n).ok()?;
-    }
-    Some(n.get().to_string())
-}
-
 /// The merges as serialised (in rank order) -> (rank, id of the merged token), as
 /// tokenizers builds its `MergeMap`.
 fn merge_map(merges: &[Value], vocab: &FxMap<u32>) -> Option<PairMap> {
@@ -304,27 +222,6 @@ fn merge_map(merges: &[Value], vocab: &FxMap<u32>) -> Option<PairMap> {
         map.insert(key, (u32::try_from(rank).ok()?, merged));
     }
     Some(map)
-}
-
-/// The ASCII contents of the added tokens, as written and normalised; `None` for an empty one.
-fn added_contents(tokenizer: &Tokenizer) -> Option<Vec<Box<[u8]>>> {
-    let mut contents = HashSet::new();
-    for token in tokenizer.get_added_tokens_decoder().values() {
-        if token.content.is_empty() {
-            return None;
-        }
-        for form in [
-            Some(token.content.clone()),
-            normalize(tokenizer, &token.content),
-        ] {
-            if let Some(form) = form.filter(|f| !f.is_empty() && f.is_ascii()) {
-                contents.insert(form.into_bytes().into_boxed_slice());
-            }
-        }
-    }
-    let mut contents: Vec<_> = contents.into_iter().collect();
-    contents.sort_unstable();
-    Some(contents)
 }
 
 /// GPT-2's printable character for a byte (pre_tokenizers/byte_level.rs, `bytes_char`):

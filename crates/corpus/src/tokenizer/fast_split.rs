@@ -54,14 +54,15 @@
 //! always goes through the library, as before. The differential tests beside this file,
 //! the ignored PubMed CDR test and the `fast_tokenizer` fuzz target compare both paths.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
 use tokenizers::{NormalizedString, Normalizer, Tokenizer};
 
 use super::byte_bpe::ByteLevelBpe;
 use super::segment_cache::{START_BIT, SegmentCache};
+use super::unigram_viterbi::UnigramViterbi;
 
 /// Segments longer than this are encoded without being cached (text without spaces, such as
 /// CJK or long URLs, would otherwise fill the cache with one-off keys).
@@ -131,8 +132,9 @@ pub struct FastSplit {
     /// Contents of added tokens with whitespace or `rstrip`: a document holding one goes
     /// to the library whole.
     whole_document: Vec<String>,
-    /// Byte-level BPE computed natively for the ASCII segments the cache misses.
-    native: Option<Arc<ByteLevelBpe>>,
+    /// The model computed natively for the ASCII segments the cache misses; built at the
+    /// first miss (reading the vocabulary takes a tenth of a second or more).
+    native: Arc<OnceLock<Option<Native>>>,
     cache: Arc<SegmentCache>,
     counters: Arc<Counters>,
 }
@@ -165,7 +167,7 @@ impl FastSplit {
         Some(Self {
             cut_after,
             whole_document,
-            native: ByteLevelBpe::new(tokenizer).map(Arc::new),
+            native: Arc::default(),
             cache: Arc::new(SegmentCache::new(budget)),
             counters: Arc::default(),
         })
@@ -177,9 +179,11 @@ impl FastSplit {
     }
 
     /// Tokenizes `text`, appending ids and word starts; `library` appends those of
-    /// `Tokenizer::encode(piece)` (see [`super::word_starts`]).
+    /// `Tokenizer::encode(piece)` (see [`super::word_starts`]); `tokenizer` is the one this
+    /// fast path was made for.
     pub fn encode_words<E>(
         &self,
+        tokenizer: &Tokenizer,
         text: &str,
         ids: &mut Vec<u32>,
         starts: &mut Vec<bool>,
@@ -200,14 +204,17 @@ impl FastSplit {
             let mut start = 0;
             let mut result = Ok(());
             for cut in cuts(text.as_bytes(), &self.cut_after) {
-                result = self.segment(&text[start..cut], ids, starts, &mut library, &mut counts);
+                let segment = &text[start..cut];
+                result = self.segment(tokenizer, segment, ids, starts, &mut library, &mut counts);
                 if result.is_err() {
                     break;
                 }
                 start = cut;
             }
-            result
-                .and_then(|()| self.segment(&text[start..], ids, starts, &mut library, &mut counts))
+            result.and_then(|()| {
+                let segment = &text[start..];
+                self.segment(tokenizer, segment, ids, starts, &mut library, &mut counts)
+            })
         };
         self.counters.add(&counts);
         result
@@ -216,6 +223,7 @@ impl FastSplit {
     /// One segment: from the cache, else from the library (and then cached).
     fn segment<E>(
         &self,
+        tokenizer: &Tokenizer,
         segment: &str,
         ids: &mut Vec<u32>,
         starts: &mut Vec<bool>,
@@ -228,8 +236,8 @@ impl FastSplit {
             return Ok(());
         }
         let first = ids.len();
-        if self
-            .native
+        let native = self.native.get_or_init(|| Native::new(tokenizer));
+        if native
             .as_ref()
             .is_some_and(|native| native.encode(segment, ids, starts))
         {
@@ -247,6 +255,33 @@ impl FastSplit {
     #[cfg(test)]
     pub(super) fn cached_segments(&self) -> usize {
         self.cache.len()
+    }
+}
+
+/// A model computed natively on ASCII segments.
+enum Native {
+    Bpe(Box<ByteLevelBpe>),
+    Unigram(Box<UnigramViterbi>),
+}
+
+impl Native {
+    fn new(tokenizer: &Tokenizer) -> Option<Self> {
+        match super::family::model_settings(tokenizer)
+            .get("type")
+            .and_then(Value::as_str)
+        {
+            Some("BPE") => ByteLevelBpe::new(tokenizer).map(|m| Self::Bpe(Box::new(m))),
+            Some("Unigram") => UnigramViterbi::new(tokenizer).map(|m| Self::Unigram(Box::new(m))),
+            _ => None,
+        }
+    }
+
+    /// See [`ByteLevelBpe::encode`].
+    fn encode(&self, segment: &str, ids: &mut Vec<u32>, starts: &mut Vec<bool>) -> bool {
+        match self {
+            Self::Bpe(bpe) => bpe.encode(segment, ids, starts),
+            Self::Unigram(unigram) => unigram.encode(segment, ids, starts),
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! WordPiece `vocab.txt` (`BertTokenizer`, bert.rs) or a RoBERTa `vocab.json` + `merges.txt`
 //! (`RobertaTokenizer`, roberta.rs).
 
+mod ascii_front;
 mod bert;
 mod byte_bpe;
 pub mod extend;
@@ -20,6 +21,7 @@ mod roberta;
 mod segment_cache;
 mod specials;
 pub mod train;
+mod unigram_viterbi;
 
 use std::path::{Path, PathBuf};
 
@@ -363,7 +365,7 @@ impl DomainTokenizer {
         if let Some(fast) = &self.fast {
             fast.encode_words(text, &mut ids, &mut starts, library)?;
         } else if let Some(split) = &self.split {
-            split.encode_words(text, &mut ids, &mut starts, library)?;
+            split.encode_words(&self.inner, text, &mut ids, &mut starts, library)?;
         } else {
             return self.encode_words_general(text);
         }
