@@ -1,8 +1,9 @@
 //! The fast path of byte-level BPE (RoBERTa, ModernBERT) and Unigram (XLM-R, CamemBERT,
 //! SentencePiece) tokenizers: the text is cut into segments at spaces where the `tokenizers`
 //! pipeline is provably independent on both sides of the cut, each segment is encoded by the
-//! library itself, and a segment seen before is looked up in a cache (segment_cache.rs).
-//! Ids and word starts are the library's by construction: a segment's tokens are what
+//! library itself (or, for a segment of ASCII, by the native model of byte_bpe.rs or
+//! unigram_viterbi.rs, differential-tested to give the library's tokens), and a segment seen
+//! before is looked up in a cache (segment_cache.rs). A segment's tokens are what
 //! `Tokenizer::encode(segment)` gives, and a document's are the concatenation of its
 //! segments', which is `encode(document)` whenever the cuts obey the rules below. What the
 //! pipeline would spend per document (`NormalizedString` alignments, the onig regex, the
