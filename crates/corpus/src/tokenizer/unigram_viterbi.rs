@@ -26,6 +26,7 @@ use std::hash::BuildHasherDefault;
 
 use serde_json::Value;
 use tokenizers::Tokenizer;
+use tokenizers::models::ModelWrapper;
 
 use super::ascii_front::AsciiFront;
 use super::fx::FxHasher;
@@ -129,38 +130,32 @@ impl UnigramViterbi {
     pub fn new(tokenizer: &Tokenizer) -> Option<Self> {
         let (pieces, replacement) = pre_tokenizer(tokenizer)?;
         let front = AsciiFront::new(tokenizer, (0x20..0x7f).chain([b'\t', b'\n']))?;
-        let model = serde_json::to_value(tokenizer.get_model()).ok()?;
-        if model.get("type")?.as_str()? != "Unigram" {
+        // Scores from the model itself: through JSON they could come back an ulp off
+        // (serde_json's default float parsing), which breaks ties differently.
+        let ModelWrapper::Unigram(unigram) = tokenizer.get_model() else {
             return None;
-        }
-        let vocab = model.get("vocab")?.as_array()?;
+        };
         let mut trie = Trie {
             edges: EdgeMap::default(),
             ids: vec![NO_PIECE],
         };
-        let mut scores = Vec::with_capacity(vocab.len());
-        let mut min_score = f64::INFINITY;
-        for (id, entry) in vocab.iter().enumerate() {
-            let piece = entry.get(0)?.as_str()?;
-            let score = entry.get(1)?.as_f64()?;
-            if score < min_score {
-                min_score = score;
-            }
-            scores.push(score);
+        let mut scores = Vec::new();
+        for (id, (piece, score)) in unigram.iter().enumerate() {
+            scores.push(*score);
             if piece.chars().all(|c| c.is_ascii() || c == replacement) {
                 trie.insert(piece.as_bytes(), u32::try_from(id).ok()?);
             }
         }
+        let model = super::family::model_settings(tokenizer);
         let unk_id = match model.get("unk_id") {
             Some(Value::Null) | None => None,
             Some(v) => Some(u32::try_from(v.as_u64()?).ok()?),
         };
-        let byte_fallback = (model.get("byte_fallback").and_then(Value::as_bool) == Some(true))
-            .then(|| {
-                (0..=255u8)
-                    .map(|b| trie.id(format!("<0x{b:02X}>").as_bytes()))
-                    .collect()
-            });
+        let byte_fallback = unigram.byte_fallback().then(|| {
+            (0..=255u8)
+                .map(|b| trie.id(format!("<0x{b:02X}>").as_bytes()))
+                .collect()
+        });
         Some(Self {
             front,
             pieces,
@@ -168,7 +163,7 @@ impl UnigramViterbi {
             trie,
             scores,
             unk_id,
-            unk_score: min_score - UNK_PENALTY,
+            unk_score: unigram.min_score - UNK_PENALTY,
             byte_fallback,
         })
     }
