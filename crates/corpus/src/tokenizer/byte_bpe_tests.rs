@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::tokenizer::DomainTokenizer;
-use crate::tokenizer::fast_split::tests::{modernbert, roberta};
+use crate::tokenizer::fast_split::tests::{modernbert, random_ascii, roberta};
 
 fn split(text: &str) -> Vec<&str> {
     let mut out = Vec::new();
@@ -63,26 +63,6 @@ const DECLINED_PIECES: &[&str] = &[
     "\r",
 ];
 
-fn random_ascii(seed: u64) -> String {
-    let mut x = seed;
-    let n = mlm_seeds::splitmix64(x) % 40;
-    let mut pieces: Vec<&str> = (0..n)
-        .map(|_| {
-            x = mlm_seeds::splitmix64(x);
-            ASCII_PIECES[(x % ASCII_PIECES.len() as u64) as usize]
-        })
-        .collect();
-    if seed.is_multiple_of(4) {
-        x = mlm_seeds::splitmix64(x);
-        let at = (x % (n + 1)) as usize;
-        pieces.insert(
-            at,
-            DECLINED_PIECES[(x >> 32) as usize % DECLINED_PIECES.len()],
-        );
-    }
-    pieces.concat()
-}
-
 /// Native ids and word starts equal the library's on `text`, or the native path declines.
 fn check(tok: &DomainTokenizer, native: &ByteLevelBpe, text: &str, what: &str) -> bool {
     let (mut ids, mut starts) = (Vec::new(), Vec::new());
@@ -106,7 +86,12 @@ fn native_bpe_equals_the_library_on_random_ascii() {
         let native = ByteLevelBpe::new(tok.inner()).expect(what);
         let mut taken = 0;
         for seed in 0..3000 {
-            taken += usize::from(check(&tok, &native, &random_ascii(seed), what));
+            taken += usize::from(check(
+                &tok,
+                &native,
+                &random_ascii(seed, ASCII_PIECES, DECLINED_PIECES),
+                what,
+            ));
         }
         for text in super::super::fast_split::tests::ADVERSARIAL {
             check(&tok, &native, text, what);

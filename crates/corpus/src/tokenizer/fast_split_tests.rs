@@ -341,6 +341,25 @@ pub(in crate::tokenizer) fn random_text(seed: u64, max_pieces: u64) -> String {
         .collect()
 }
 
+/// A random text of up to 40 of `pieces`, from `seed`; every fourth one also holds one of
+/// `declined` (texts a native model must leave to the library).
+pub(in crate::tokenizer) fn random_ascii(seed: u64, pieces: &[&str], declined: &[&str]) -> String {
+    let mut x = seed;
+    let n = mlm_seeds::splitmix64(x) % 40;
+    let mut text: Vec<&str> = (0..n)
+        .map(|_| {
+            x = mlm_seeds::splitmix64(x);
+            pieces[(x % pieces.len() as u64) as usize]
+        })
+        .collect();
+    if seed.is_multiple_of(4) {
+        x = mlm_seeds::splitmix64(x);
+        let at = (x % (n + 1)) as usize;
+        text.insert(at, declined[(x >> 32) as usize % declined.len()]);
+    }
+    text.concat()
+}
+
 #[test]
 fn fast_path_equals_the_library_on_adversarial_and_random_text() {
     for (what, tok) in all_tokenizers() {

@@ -5,7 +5,9 @@ use tokenizers::{AddedToken, Tokenizer};
 
 use super::*;
 use crate::tokenizer::DomainTokenizer;
-use crate::tokenizer::fast_split::tests::{nmt_nfkc_precompiled, sentencepiece, xlmr};
+use crate::tokenizer::fast_split::tests::{
+    nmt_nfkc_precompiled, random_ascii, sentencepiece, xlmr,
+};
 
 /// ASCII pieces: words, runs of spaces, tabs and line feeds, digits, punctuation, the
 /// Metaspace replacement's neighbours, characters the vocabulary may lack.
@@ -17,26 +19,6 @@ const ASCII_PIECES: &[&str] = &[
 
 /// Added tokens' contents and bytes left to the library: one in every fourth text.
 const DECLINED_PIECES: &[&str] = &["<mask>", "<s>", "<unk>", "\r", "\u{b}", "\u{0}", "\u{e9}"];
-
-fn random_ascii(seed: u64) -> String {
-    let mut x = seed;
-    let n = mlm_seeds::splitmix64(x) % 40;
-    let mut pieces: Vec<&str> = (0..n)
-        .map(|_| {
-            x = mlm_seeds::splitmix64(x);
-            ASCII_PIECES[(x % ASCII_PIECES.len() as u64) as usize]
-        })
-        .collect();
-    if seed.is_multiple_of(4) {
-        x = mlm_seeds::splitmix64(x);
-        let at = (x % (n + 1)) as usize;
-        pieces.insert(
-            at,
-            DECLINED_PIECES[(x >> 32) as usize % DECLINED_PIECES.len()],
-        );
-    }
-    pieces.concat()
-}
 
 /// Native ids and word starts equal the library's on `text`, or the native path declines.
 fn check(tok: &DomainTokenizer, native: &UnigramViterbi, text: &str, what: &str) -> bool {
@@ -105,7 +87,12 @@ fn native_unigram_equals_the_library_on_random_ascii() {
         let native = UnigramViterbi::new(tok.inner()).expect(what);
         let mut taken = 0;
         for seed in 0..3000 {
-            taken += usize::from(check(&tok, &native, &random_ascii(seed), what));
+            taken += usize::from(check(
+                &tok,
+                &native,
+                &random_ascii(seed, ASCII_PIECES, DECLINED_PIECES),
+                what,
+            ));
         }
         for text in super::super::fast_split::tests::ADVERSARIAL {
             check(&tok, &native, text, what);
