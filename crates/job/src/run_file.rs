@@ -13,7 +13,9 @@ use mlm_masking::{MaskingConfig, MaskingUnit};
 use mlm_trainer::run::{
     CheckpointConfig, DistributedConfig, EvalConfig, LoggingConfig, ModelSection, TrainingConfig,
 };
-use mlm_trainer::runtime::{RuntimeConfig, RuntimeError, ThreadCounts, configure_threads};
+use mlm_trainer::runtime::{
+    RuntimeConfig, RuntimeError, ThreadCounts, configure_threads, keep_freed_memory,
+};
 use serde::Deserialize;
 use tch::Device;
 
@@ -185,14 +187,17 @@ impl RunConfig {
         }
     }
 
-    /// Applies `[runtime]`: the thread pools (`--threads` wins over `runtime.cpu_threads`)
-    /// and the device, for the commands that run a model.
+    /// Applies `[runtime]`: the thread pools (`--threads` wins over `runtime.cpu_threads`),
+    /// the device and, on the CPU, `cpu_keep_freed_memory`, for the commands that run a model.
     pub fn apply_runtime(
         &self,
         threads_flag: Option<usize>,
     ) -> Result<(ThreadCounts, Device), RuntimeError> {
         let threads = configure_threads(threads_flag.or(self.runtime.cpu_threads))?;
         let device = self.runtime.device.resolve()?;
+        if device == Device::Cpu && self.runtime.cpu_keep_freed_memory {
+            keep_freed_memory();
+        }
         Ok((threads, device))
     }
 
@@ -261,6 +266,8 @@ impl RunConfig {
             let threads = i64::try_from(threads).unwrap_or(i64::MAX);
             runtime.insert("cpu_threads".into(), toml::Value::Integer(threads));
         }
+        let keep = toml::Value::Boolean(self.runtime.cpu_keep_freed_memory);
+        runtime.insert("cpu_keep_freed_memory".into(), keep);
         toml::Value::Table(runtime)
     }
 }

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use mlm_trainer::model::{
-    ARCHITECTURES, LoadedModel, export_hf_model, load_model_dir, masked_lm_class,
+    ARCHITECTURES, LoadedModel, MaskedQueries, export_hf_model, load_model_dir, masked_lm_class,
     masked_lm_loss_sum,
 };
 use serde_json::Value;
@@ -92,13 +92,32 @@ fn check_family(family: &str) {
 
     let positions = labels.view([-1]).ne(-100).nonzero().view([-1]);
     let targets = labels.view([-1]).index_select(0, &positions);
-    let masked = tch::no_grad(|| loaded.model.masked_logits(&ids, &mask, &positions, false));
-    let loss = masked_lm_loss_sum(&masked, &targets).double_value(&[]) / targets.size()[0] as f64;
     let expected = tensor(&reference, "loss").double_value(&[0]);
-    assert!(
-        (loss - expected).abs() < 1e-5,
-        "{family}: masked-LM loss {loss} vs transformers {expected}"
-    );
+    // Every row through the last layer, and the masked rows alone (model/queries.rs).
+    let (batch, seq_len) = ids.size2().unwrap();
+    let flat = Vec::<i64>::try_from(&positions).unwrap();
+    let queries = MaskedQueries::new(&flat, batch as usize, seq_len as usize, |host| host);
+    assert!(queries.is_some(), "{family}: the fixture masks tokens");
+    for grouped in [None, queries.as_ref()] {
+        let masked = tch::no_grad(|| {
+            (loaded.model).masked_logits_grouped(&ids, &mask, &positions, grouped, false)
+        });
+        let vocab = logits.size()[2];
+        let expected_rows = logits.view([-1, vocab]).index_select(0, &positions);
+        let diff = max_abs_diff(&masked, &expected_rows);
+        assert!(
+            diff < LOGITS_TOLERANCE,
+            "{family} (grouped {}): masked logits differ by {diff}",
+            grouped.is_some()
+        );
+        let loss =
+            masked_lm_loss_sum(&masked, &targets).double_value(&[]) / targets.size()[0] as f64;
+        assert!(
+            (loss - expected).abs() < 1e-5,
+            "{family} (grouped {}): masked-LM loss {loss} vs transformers {expected}",
+            grouped.is_some()
+        );
+    }
 
     let exported = dir.join("export");
     export_hf_model(&loaded.vs, &loaded.config, &exported).unwrap();

@@ -51,6 +51,23 @@ impl Linear {
     pub(crate) fn forward(&self, xs: &Tensor) -> Tensor {
         xs.linear(&self.weight, self.bias.as_ref())
     }
+
+    /// Output features `rows` (Int64 `[R]`) of [`Self::forward`], in that order, from those
+    /// rows of the weight (and bias).
+    pub(crate) fn forward_rows(&self, xs: &Tensor, rows: &Tensor) -> Tensor {
+        let bias = self.bias.as_ref().map(|bias| bias.index_select(0, rows));
+        xs.linear(&self.weight.index_select(0, rows), bias.as_ref())
+    }
+
+    /// Output features `first..first + count` of [`Self::forward`], from those rows of the
+    /// weight (and bias) alone.
+    pub(crate) fn forward_outputs(&self, xs: &Tensor, first: i64, count: i64) -> Tensor {
+        if first == 0 && count == self.weight.size()[0] {
+            return self.forward(xs);
+        }
+        let bias = self.bias.as_ref().map(|bias| bias.narrow(0, first, count));
+        xs.linear(&self.weight.narrow(0, first, count), bias.as_ref())
+    }
 }
 
 /// `nn.LayerNorm` (`weight`, and `bias` unless built without).

@@ -29,6 +29,7 @@ mod layers;
 mod load;
 mod loss;
 mod network;
+mod queries;
 mod unpad;
 
 use std::path::PathBuf;
@@ -50,6 +51,7 @@ pub use load::{
 };
 pub use loss::masked_lm_loss_sum;
 pub use network::{MaskedLanguageModel, MaskedLmNetwork};
+pub use queries::MaskedQueries;
 pub use unpad::{
     TokenLayout, UnpaddedAttention, cumulative_lengths, index_tensor, real_positions, rows_among,
 };

@@ -16,6 +16,7 @@ use super::ModelError;
 use super::arch::Architecture;
 use super::config::EncoderConfig;
 use super::init::init_weights_like_hf;
+use super::queries::MaskedQueries;
 use super::unpad::TokenLayout;
 
 /// What a family's network computes. Hidden states are `[B, T, H]` (padded) or `[N, H]`
@@ -33,6 +34,24 @@ pub trait MaskedLmNetwork: fmt::Debug + Send {
         layout: &TokenLayout,
         train: bool,
     ) -> Result<Tensor, TorchExtError>;
+
+    /// Final hidden states at the masked positions only, `[M, H]`: the rows
+    /// `masked_positions` (flat `b * T + t`) of [`Self::encode`]. Where `queries` groups them
+    /// by sequence (model/queries.rs), a network may run its last layer on those rows alone;
+    /// this default computes every row and gathers.
+    fn encode_masked(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        masked_positions: &Tensor,
+        _queries: Option<&MaskedQueries>,
+        train: bool,
+    ) -> Tensor {
+        gather_rows(
+            &self.encode(input_ids, attention_mask, train),
+            masked_positions,
+        )
+    }
 
     /// The MLM head on hidden states `[..., H]` -> logits `[..., V]`.
     fn head(&self, hidden: &Tensor) -> Tensor;
@@ -157,9 +176,24 @@ impl MaskedLanguageModel {
         masked_positions: &Tensor,
         train: bool,
     ) -> Tensor {
-        let hidden = self.encode(input_ids, attention_mask, train);
-        let rows = hidden.reshape([-1, self.config.hidden_size]);
-        self.head(&rows.index_select(0, masked_positions))
+        self.masked_logits_grouped(input_ids, attention_mask, masked_positions, None, train)
+    }
+
+    /// [`Self::masked_logits`] where `queries` (the same positions grouped by sequence) lets
+    /// the family's network run its last layer on the masked rows alone
+    /// ([`MaskedLmNetwork::encode_masked`]): the same logits up to rounding.
+    pub fn masked_logits_grouped(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        masked_positions: &Tensor,
+        queries: Option<&MaskedQueries>,
+        train: bool,
+    ) -> Tensor {
+        let rows =
+            self.network
+                .encode_masked(input_ids, attention_mask, masked_positions, queries, train);
+        self.head(&rows)
     }
 
     /// [`Self::masked_logits`] with the encoder on the real tokens only (model/unpad.rs), the
@@ -178,7 +212,19 @@ impl MaskedLanguageModel {
     }
 }
 
+/// The rows at flat positions `b * T + t` (`[M]`) of hidden states `[B, T, H]`: `[M, H]`.
+pub(crate) fn gather_rows(hidden: &Tensor, flat_positions: &Tensor) -> Tensor {
+    let width = hidden
+        .size()
+        .last()
+        .copied()
+        .expect("hidden states have a width");
+    hidden.reshape([-1, width]).index_select(0, flat_positions)
+}
+
 #[cfg(test)]
 mod cuda_tests;
 #[cfg(test)]
-mod tests;
+mod masked_rows_tests;
+#[cfg(test)]
+pub(crate) mod tests;

@@ -199,7 +199,10 @@ impl GraphedStep {
         Ok(Self {
             shape,
             pad_id,
-            inputs: batch_tensors(&empty, device),
+            inputs: BatchTensors {
+                queries: None,
+                ..batch_tensors(&empty, device)
+            },
             normaliser: Tensor::zeros([], (loss_kind, device)),
             lr: Tensor::zeros([], (lr_kind, device)),
             stream,

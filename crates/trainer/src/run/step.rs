@@ -10,8 +10,8 @@ use tch::{Device, Kind, Tensor};
 use super::RunError;
 use super::precision::ForwardPrecision;
 use crate::model::{
-    MaskedLanguageModel, TokenLayout, UnpaddedAttention, cumulative_lengths, index_tensor,
-    masked_lm_loss_sum, real_positions, rows_among,
+    MaskedLanguageModel, MaskedQueries, TokenLayout, UnpaddedAttention, cumulative_lengths,
+    index_tensor, masked_lm_loss_sum, real_positions, rows_among,
 };
 use crate::optim::GradScaler;
 use mlm_torch_ext::dist::Reducer;
@@ -23,6 +23,10 @@ pub struct BatchTensors {
     pub masked_positions: Tensor,
     pub masked_labels: Tensor,
     pub masked_is_mask_token: Tensor,
+    /// The masked positions grouped by sequence, so that the network may run its last layer
+    /// on them alone (model/queries.rs); `None` in a graphed step, whose buffers have fixed
+    /// shapes.
+    pub queries: Option<MaskedQueries>,
     /// `training.unpad` on a batch with padding: where its real tokens are, and the masked
     /// positions as rows among them; the forward then skips the padding.
     pub unpadded: Option<(TokenLayout, Tensor)>,
@@ -70,6 +74,12 @@ pub fn batch_tensors(batch: &Batch, device: Device) -> BatchTensors {
         masked_positions: upload(Tensor::from_slice(&batch.masked_positions), device),
         masked_labels: upload(Tensor::from_slice(&batch.masked_labels), device),
         masked_is_mask_token: upload(Tensor::from_slice(&is_mask).to_kind(Kind::Bool), device),
+        queries: MaskedQueries::new(
+            &batch.masked_positions,
+            batch.batch_size,
+            batch.seq_len,
+            |host| upload(host, device),
+        ),
         unpadded: None,
     }
 }
@@ -118,10 +128,11 @@ pub fn masked_logits(
         Some((layout, rows)) => model
             .masked_logits_unpadded(&tensors.input_ids, layout, rows, train)
             .map_err(|source| RunError::Unpad { source })?,
-        None => model.masked_logits(
+        None => model.masked_logits_grouped(
             &tensors.input_ids,
             &tensors.attention_mask,
             &tensors.masked_positions,
+            tensors.queries.as_ref(),
             train,
         ),
     })

@@ -10,9 +10,11 @@ use tch::nn::Path;
 use tch::{Kind, Tensor};
 
 use super::config::LayerType;
-use super::rope::RotaryTable;
+use super::rope::{RotaryTable, pair_order, pair_order_rows};
+use crate::model::MaskedQueries;
 use crate::model::config::Activation;
 use crate::model::layers::{LayerNorm, Linear, most_negative, sdpa, sub_path};
+use crate::model::network::gather_rows;
 use crate::model::unpad::TokenLayout;
 
 /// The sizes and switches every layer shares.
@@ -71,6 +73,22 @@ impl AttentionMasks {
             .masked_fill(&blocked, most_negative(kind));
         biases.push((layer_type, kind, bias.shallow_clone()));
         bias
+    }
+
+    /// The additive bias `[B, 1, Q, T]` (global: `[B, 1, 1, T]`) of `layer_type` in `kind`
+    /// for queries at `positions` (`[B, Q]`) only (model/queries.rs). Every such query is a
+    /// real token within its own window, so none has all its keys blocked.
+    fn query_bias(&self, layer_type: LayerType, kind: Kind, positions: &Tensor) -> Tensor {
+        if layer_type == LayerType::Global {
+            return self.bias(layer_type, kind);
+        }
+        let (batch, seq_len) = self.padding.size2().expect("padding mask is [B, T]");
+        let keys = Tensor::arange(seq_len, (Kind::Int64, positions.device()));
+        let distance = (positions.unsqueeze(-1) - keys.view([1, 1, seq_len])).abs();
+        let blocked = (distance.gt(self.half_window).unsqueeze(1))
+            .logical_or(&self.padding.view([batch, 1, 1, seq_len]));
+        Tensor::zeros(blocked.size(), (kind, blocked.device()))
+            .masked_fill(&blocked, most_negative(kind))
     }
 
     /// `[B, T, 1]`, true at the queries of a local layer whose every key is blocked (padding
@@ -137,6 +155,11 @@ impl ModernBertLayer {
         self.layer_type
     }
 
+    /// Whether a training forward draws dropout (released configs have every dropout 0).
+    pub(super) fn draws_dropout(&self) -> bool {
+        self.shape.attention_dropout > 0.0 || self.shape.mlp_dropout > 0.0
+    }
+
     /// The layer on padded hidden states `[B, T, H]`; `rotary` holds cos and sin for
     /// positions `0..T` of this layer's type.
     pub(super) fn forward(
@@ -186,17 +209,45 @@ impl ModernBertLayer {
         train: bool,
         attention: impl FnOnce(&Tensor) -> Result<Tensor, E>,
     ) -> Result<Tensor, E> {
-        let normed = match &self.attn_norm {
+        let context = attention(&self.attention_input(hidden))?;
+        Ok(self.after_attention(hidden, &context, train))
+    }
+
+    /// The layer at the masked positions only, `[M, H]` in the order of `masked_positions`
+    /// (flat `b * T + t`), from padded hidden states `[B, T, H]`: keys and values from every
+    /// token, queries and all that follows attention from the masked rows alone
+    /// (model/queries.rs). Equal to gathering [`Self::forward`]'s rows, up to rounding.
+    pub(super) fn forward_queries(
+        &self,
+        hidden: &Tensor,
+        masked_positions: &Tensor,
+        queries: &MaskedQueries,
+        rotary: &RotaryTable,
+        masks: &AttentionMasks,
+        train: bool,
+    ) -> Tensor {
+        let normed = self.attention_input(hidden);
+        let context = self.query_attention(&normed, queries, rotary, masks, train);
+        self.after_attention(&gather_rows(hidden, masked_positions), &context, train)
+    }
+
+    /// `attn_norm(hidden)` (the identity in layer 0).
+    fn attention_input(&self, hidden: &Tensor) -> Tensor {
+        match &self.attn_norm {
             Some(norm) => norm.forward(hidden),
             None => hidden.shallow_clone(),
-        };
+        }
+    }
+
+    /// `residual + drop(Wo(context))`, then `+ mlp(mlp_norm(.))`: row by row.
+    fn after_attention(&self, residual: &Tensor, context: &Tensor, train: bool) -> Tensor {
         let attended = self
             .attn_out
-            .forward(&attention(&normed)?)
+            .forward(context)
             .dropout(self.shape.attention_dropout, train);
-        let hidden = hidden + attended;
+        let hidden = residual + attended;
         let mlp = self.mlp(&self.mlp_norm.forward(&hidden), train);
-        Ok(hidden + mlp)
+        hidden + mlp
     }
 
     /// `ModernBertMLP`: `Wi` to 2 x intermediate, chunked into input and gate,
@@ -221,15 +272,73 @@ impl ModernBertLayer {
     /// q, k, v of `[..., H]` states as `[..., heads, head_dim]` each (`Wqkv`, then
     /// `view(..., 3, heads, head_dim).unbind(-3)`), q and k rotated.
     fn rotated_qkv(&self, hidden: &Tensor, rotary: &RotaryTable) -> [Tensor; 3] {
-        let heads = self.shape.heads;
-        let head_dim = self.shape.hidden / heads;
+        let [query, key, value]: [Tensor; 3] = self
+            .projected(hidden, 0, 3)
+            .unbind(-3)
+            .try_into()
+            .expect("three parts");
+        [rotary.rotate(&query), rotary.rotate(&key), value]
+    }
+
+    /// Parts `first..first + count` of `Wqkv`'s output (0 = q, 1 = k, 2 = v) of `[..., H]`
+    /// states, as `[..., count, heads, head_dim]`, from the matching rows of the weight
+    /// alone; q and k in the order [`RotaryTable::rotate`] takes for the states' kind.
+    fn projected(&self, hidden: &Tensor, first: i64, count: i64) -> Tensor {
+        let (heads, width) = (self.shape.heads, self.shape.hidden);
+        let head_dim = width / heads;
         let mut shape = hidden.size();
         shape.pop();
-        shape.extend([3, heads, head_dim]);
-        let qkv = self.wqkv.forward(hidden).view(shape.as_slice());
-        let parts = qkv.unbind(-3);
-        let [query, key, value]: [Tensor; 3] = parts.try_into().expect("three parts");
-        [rotary.rotate(&query), rotary.rotate(&key), value]
+        shape.extend([count, heads, head_dim]);
+        let (first, count) = (first * width, count * width);
+        let projected = if pair_order(hidden.kind()) {
+            let rows = pair_order_rows(heads, head_dim, hidden.device());
+            (self.wqkv).forward_rows(hidden, &rows.narrow(0, first, count))
+        } else {
+            self.wqkv.forward_outputs(hidden, first, count)
+        };
+        projected.view(shape.as_slice())
+    }
+
+    /// Attention of the masked positions' queries (`queries`, `[B, Q]`) over every key of
+    /// the padded normed states `[B, T, H]`, by SDPA with this layer type's bias at those
+    /// positions: the context `[M, H]`, in the order of the flat masked positions.
+    fn query_attention(
+        &self,
+        normed: &Tensor,
+        queries: &MaskedQueries,
+        rotary: &RotaryTable,
+        masks: &AttentionMasks,
+        train: bool,
+    ) -> Tensor {
+        let (batch, _, width) = normed.size3().expect("hidden states are [B, T, H]");
+        let positions = queries.positions();
+        let per_sequence = positions.size()[1];
+        let [key, value]: [Tensor; 2] = (self.projected(normed, 1, 2).unbind(-3))
+            .try_into()
+            .expect("two parts");
+        let query_states = normed.gather(
+            1,
+            &positions
+                .unsqueeze(-1)
+                .expand([batch, per_sequence, width], false),
+            false,
+        );
+        let query = self.projected(&query_states, 0, 1).squeeze_dim(-3);
+        let query = rotary.select(positions).rotate(&query);
+        let heads_first = |xs: Tensor| xs.transpose(1, 2);
+        let query = heads_first(query);
+        let bias = masks.query_bias(self.layer_type, query.kind(), positions);
+        let dropout = self.attention_dropout(train);
+        let attended = sdpa(
+            &query,
+            &heads_first(rotary.rotate(&key)),
+            &heads_first(value),
+            &bias,
+            dropout,
+        );
+        attended
+            .reshape([-1, width])
+            .index_select(0, queries.slots())
     }
 
     /// Attention of padded states `[B, T, H]` by SDPA with this layer type's bias.

@@ -14,9 +14,10 @@ use tch::{Kind, Tensor};
 use super::config::{LayerType, ModernBertLayout};
 use super::layer::{AttentionMasks, LayerShape, ModernBertLayer};
 use super::rope::{RotaryTable, inverse_frequencies};
+use crate::model::MaskedQueries;
 use crate::model::config::{Activation, EncoderConfig};
 use crate::model::layers::{LayerNorm, Linear, PLACEHOLDER, sub_path};
-use crate::model::network::MaskedLmNetwork;
+use crate::model::network::{MaskedLmNetwork, gather_rows};
 use crate::model::unpad::TokenLayout;
 
 /// The base model's prefix (`base_model_prefix = "model"`).
@@ -120,6 +121,13 @@ impl ModernBertMaskedLm {
     }
 }
 
+/// Whether the last layer may run on the masked rows alone: not where it draws dropout,
+/// whose draws would fall on other shapes than transformers' (a run would lose its parity
+/// with it). The released configs have every dropout 0.
+fn last_layer_on_masked_rows(last: &ModernBertLayer, train: bool) -> bool {
+    !(train && last.draws_dropout())
+}
+
 /// The table of a layer's type among `[global, local]`.
 fn table_of(tables: &[RotaryTable; 2], layer_type: LayerType) -> &RotaryTable {
     match layer_type {
@@ -128,17 +136,72 @@ fn table_of(tables: &[RotaryTable; 2], layer_type: LayerType) -> &RotaryTable {
     }
 }
 
-impl MaskedLmNetwork for ModernBertMaskedLm {
-    fn encode(&self, input_ids: &Tensor, attention_mask: &Tensor, train: bool) -> Tensor {
+/// The padded encoder's state between layers: hidden states and what every layer reads.
+struct PaddedPass {
+    hidden: Tensor,
+    tables: [RotaryTable; 2],
+    masks: AttentionMasks,
+}
+
+impl ModernBertMaskedLm {
+    /// The embeddings and, on them, the padded `layers`.
+    fn padded_pass(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        layers: &[ModernBertLayer],
+        train: bool,
+    ) -> PaddedPass {
         let mut hidden = self.embed(input_ids, train);
         let seq_len = input_ids.size()[1];
         let tables = self.rotary_tables(seq_len, hidden.kind(), hidden.device());
         let masks = AttentionMasks::new(&attention_mask.eq(0), self.layout.half_window);
-        for layer in &self.layers {
+        for layer in layers {
             let table = table_of(&tables, layer.layer_type());
             hidden = layer.forward(&hidden, table, &masks, train);
         }
-        self.final_norm.forward(&hidden)
+        PaddedPass {
+            hidden,
+            tables,
+            masks,
+        }
+    }
+}
+
+impl MaskedLmNetwork for ModernBertMaskedLm {
+    fn encode(&self, input_ids: &Tensor, attention_mask: &Tensor, train: bool) -> Tensor {
+        let pass = self.padded_pass(input_ids, attention_mask, &self.layers, train);
+        self.final_norm.forward(&pass.hidden)
+    }
+
+    /// The last layer on the masked rows alone where `queries` groups them and no dropout
+    /// draws there (model/queries.rs).
+    fn encode_masked(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        masked_positions: &Tensor,
+        queries: Option<&MaskedQueries>,
+        train: bool,
+    ) -> Tensor {
+        let on_rows = self.layers.split_last();
+        let on_rows = on_rows.filter(|(last, _)| last_layer_on_masked_rows(last, train));
+        let (Some(queries), Some((last, earlier))) = (queries, on_rows) else {
+            return gather_rows(
+                &self.encode(input_ids, attention_mask, train),
+                masked_positions,
+            );
+        };
+        let pass = self.padded_pass(input_ids, attention_mask, earlier, train);
+        let rows = last.forward_queries(
+            &pass.hidden,
+            masked_positions,
+            queries,
+            table_of(&pass.tables, last.layer_type()),
+            &pass.masks,
+            train,
+        );
+        self.final_norm.forward(&rows)
     }
 
     fn encode_unpadded(
@@ -181,5 +244,88 @@ impl MaskedLmNetwork for ModernBertMaskedLm {
     /// ModernBERT's base model has no pooler (its classifiers pool through `head`).
     fn pooled(&self, _hidden: &Tensor) -> Option<Tensor> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tch::nn::VarStore;
+    use tch::{Kind, Tensor};
+
+    use super::*;
+    use crate::model::network::tests::tiny_config;
+
+    fn last_layer(dropout: f64, attention_dropout: f64) -> ModernBertLayer {
+        let config = EncoderConfig {
+            model_type: Some("modernbert".into()),
+            hidden_dropout_prob: dropout,
+            attention_probs_dropout_prob: attention_dropout,
+            ..tiny_config()
+        };
+        let vs = VarStore::new(tch::Device::Cpu);
+        let mut network = ModernBertMaskedLm::new(&vs.root(), &config);
+        network.layers.pop().expect("layers")
+    }
+
+    /// fp32 rotates q and k in pair order, fp64 in transformers' order: the same model gives
+    /// the same logits and gradients both ways (to fp32 rounding), padded and unpadded, with
+    /// the last layer on every row and on the masked rows alone. A pair order that differed
+    /// between q and k, or from the rotation's pairs, would be off by O(1).
+    #[test]
+    fn the_pair_order_rotation_matches_transformers_order() {
+        use crate::model::{MaskedLanguageModel, MaskedQueries, init_weights_like_hf};
+        let mut extra = serde_json::Map::new();
+        extra.insert("local_attention".into(), 4.into());
+        let config = EncoderConfig {
+            model_type: Some("modernbert".into()),
+            num_hidden_layers: 3,
+            hidden_dropout_prob: 0.0,
+            attention_probs_dropout_prob: 0.0,
+            extra,
+            ..tiny_config()
+        };
+        let logits = |kind: Kind, grouped: bool| {
+            let mut vs = VarStore::new(tch::Device::Cpu);
+            let model = MaskedLanguageModel::new(&vs.root(), &config);
+            init_weights_like_hf(&vs, &config, 5);
+            vs.set_kind(kind);
+            let ids =
+                Tensor::arange_start(2, 2 + 2 * 11, (Kind::Int64, tch::Device::Cpu)).view([2, 11]);
+            let positions = [0_i64, 3, 9, 12, 20];
+            let queries = MaskedQueries::new(&positions, 2, 11, |host| host);
+            let logits = model.masked_logits_grouped(
+                &ids,
+                &ids.ones_like(),
+                &Tensor::from_slice(&positions),
+                queries.as_ref().filter(|_| grouped),
+                true,
+            );
+            logits.sum(kind).backward();
+            let embeddings = vs.variables()["model.embeddings.tok_embeddings.weight"].grad();
+            (
+                logits.to_kind(Kind::Double),
+                embeddings.to_kind(Kind::Double),
+            )
+        };
+        let (reference, reference_grad) = logits(Kind::Double, false);
+        for grouped in [false, true] {
+            let (fp32, fp32_grad) = logits(Kind::Float, grouped);
+            let diff = (&fp32 - &reference).abs().max().double_value(&[]);
+            assert!(diff < 1e-5, "grouped {grouped}: logits differ by {diff}");
+            let scale = reference_grad.abs().max().double_value(&[]);
+            let diff = (&fp32_grad - &reference_grad).abs().max().double_value(&[]) / scale;
+            assert!(
+                diff < 2e-6,
+                "grouped {grouped}: gradients differ by {diff} (relative)"
+            );
+        }
+    }
+
+    #[test]
+    fn the_last_layer_runs_on_masked_rows_unless_it_draws_dropout_in_training() {
+        assert!(last_layer_on_masked_rows(&last_layer(0.0, 0.0), true));
+        assert!(!last_layer_on_masked_rows(&last_layer(0.1, 0.0), true));
+        assert!(!last_layer_on_masked_rows(&last_layer(0.0, 0.1), true));
+        assert!(last_layer_on_masked_rows(&last_layer(0.1, 0.1), false));
     }
 }

@@ -8,8 +8,10 @@ use mlm_torch_ext::TorchExtError;
 use tch::Tensor;
 use tch::nn::Path;
 
+use crate::model::MaskedQueries;
 use crate::model::config::Activation;
 use crate::model::layers::{LayerNorm, Linear, attention_bias, sdpa, split_heads, sub_path};
+use crate::model::network::gather_rows;
 use crate::model::unpad::TokenLayout;
 
 /// The state-dict names of one encoder layer's parts, relative to the layer.
@@ -88,6 +90,58 @@ impl EncoderLayer {
         sdpa(&query, &key, &value, &bias, dropout)
     }
 
+    /// The layer at the masked positions only, `[M, H]` in the order of `masked_positions`
+    /// (flat `b * T + t`), from padded hidden states `[B, T, H]`: keys and values from every
+    /// token, queries and all that follows attention from the masked rows alone
+    /// (model/queries.rs). Equal to gathering [`Self::forward`]'s rows, up to rounding.
+    pub(super) fn forward_queries(
+        &self,
+        hidden: &Tensor,
+        padding: &Tensor,
+        masked_positions: &Tensor,
+        queries: &MaskedQueries,
+        train: bool,
+    ) -> Tensor {
+        let context = self.query_attention(hidden, padding, queries, train);
+        self.after_attention(&gather_rows(hidden, masked_positions), &context, train)
+    }
+
+    /// Whether a training forward draws dropout.
+    pub(super) fn draws_dropout(&self) -> bool {
+        self.shape.attention_dropout > 0.0 || self.shape.hidden_dropout > 0.0
+    }
+
+    /// Attention of the masked positions' queries (`[B, Q]`) over every key of `[B, T, H]`
+    /// states: the context `[M, H]`, in the order of the flat masked positions.
+    fn query_attention(
+        &self,
+        hidden: &Tensor,
+        padding: &Tensor,
+        queries: &MaskedQueries,
+        train: bool,
+    ) -> Tensor {
+        let (batch, _, width) = hidden.size3().expect("hidden states are [B, T, H]");
+        let positions = queries.positions();
+        let per_sequence = positions.size()[1];
+        let index = positions
+            .unsqueeze(-1)
+            .expand([batch, per_sequence, width], false);
+        let query_states = hidden.gather(1, &index, false);
+        let heads = self.shape.heads;
+        let query = split_heads(&self.query.forward(&query_states), heads);
+        let key = split_heads(&self.key.forward(hidden), heads);
+        let value = split_heads(&self.value.forward(hidden), heads);
+        let bias = attention_bias(padding, query.kind());
+        let dropout = if train {
+            self.shape.attention_dropout
+        } else {
+            0.0
+        };
+        sdpa(&query, &key, &value, &bias, dropout)
+            .reshape([-1, width])
+            .index_select(0, queries.slots())
+    }
+
     /// Attention, its output projection (dropout), LayerNorm(x + residual); the feed-forward
     /// (in, activation, out, dropout), LayerNorm(x + residual). `padding` is `[B, T]`, true
     /// at padding.
@@ -161,7 +215,15 @@ impl EncoderLayer {
         train: bool,
         attention: impl FnOnce(&Tensor) -> Result<Tensor, E>,
     ) -> Result<Tensor, E> {
-        let mut attended = self.attention_output.forward(&attention(hidden)?);
+        let context = attention(hidden)?;
+        Ok(self.after_attention(hidden, &context, train))
+    }
+
+    /// Everything after attention, row by row: `residual` is the layer's input at the rows
+    /// of `context`.
+    fn after_attention(&self, residual: &Tensor, context: &Tensor, train: bool) -> Tensor {
+        let hidden = residual;
+        let mut attended = self.attention_output.forward(context);
         if self.shape.attention_output_dropout {
             attended = attended.dropout(self.shape.hidden_dropout, train);
         }
@@ -171,6 +233,6 @@ impl EncoderLayer {
             .ffn_out
             .forward(&inner)
             .dropout(self.shape.hidden_dropout, train);
-        Ok(self.output_norm.forward(&(out + attended)))
+        self.output_norm.forward(&(out + attended))
     }
 }

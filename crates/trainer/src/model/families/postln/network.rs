@@ -15,9 +15,10 @@ use tch::{Kind, Tensor};
 
 use super::layer::{EncoderLayer, LayerShape};
 use super::{HeadActivation, Positions, PostLnSpec};
+use crate::model::MaskedQueries;
 use crate::model::config::{Activation, EncoderConfig};
 use crate::model::layers::{LayerNorm, Linear, PLACEHOLDER, sub_path};
-use crate::model::network::MaskedLmNetwork;
+use crate::model::network::{MaskedLmNetwork, gather_rows};
 use crate::model::unpad::TokenLayout;
 
 /// `BertEmbeddings` / `RobertaEmbeddings` / DistilBERT's `Embeddings`: word + token type
@@ -126,14 +127,51 @@ impl PostLnMaskedLm {
     }
 }
 
-impl MaskedLmNetwork for PostLnMaskedLm {
-    fn encode(&self, input_ids: &Tensor, attention_mask: &Tensor, train: bool) -> Tensor {
-        let padding = attention_mask.eq(0);
+impl PostLnMaskedLm {
+    /// The embeddings and, on them, the padded `layers`; `padding` is `[B, T]`, true at
+    /// padding.
+    fn padded_layers(
+        &self,
+        input_ids: &Tensor,
+        padding: &Tensor,
+        layers: &[EncoderLayer],
+        train: bool,
+    ) -> Tensor {
         let mut hidden = self.embeddings.forward(input_ids, train);
-        for layer in &self.layers {
-            hidden = layer.forward(&hidden, &padding, train);
+        for layer in layers {
+            hidden = layer.forward(&hidden, padding, train);
         }
         hidden
+    }
+}
+
+impl MaskedLmNetwork for PostLnMaskedLm {
+    fn encode(&self, input_ids: &Tensor, attention_mask: &Tensor, train: bool) -> Tensor {
+        self.padded_layers(input_ids, &attention_mask.eq(0), &self.layers, train)
+    }
+
+    /// The last layer on the masked rows alone where `queries` groups them and it draws no
+    /// dropout (evaluation, or dropout 0): the draws would otherwise fall on other shapes
+    /// than transformers' and a run would lose its parity with it (model/queries.rs).
+    fn encode_masked(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        masked_positions: &Tensor,
+        queries: Option<&MaskedQueries>,
+        train: bool,
+    ) -> Tensor {
+        let on_rows = self.layers.split_last();
+        let on_rows = on_rows.filter(|(last, _)| !(train && last.draws_dropout()));
+        let (Some(queries), Some((last, earlier))) = (queries, on_rows) else {
+            return gather_rows(
+                &self.encode(input_ids, attention_mask, train),
+                masked_positions,
+            );
+        };
+        let padding = attention_mask.eq(0);
+        let hidden = self.padded_layers(input_ids, &padding, earlier, train);
+        last.forward_queries(&hidden, &padding, masked_positions, queries, train)
     }
 
     fn encode_unpadded(
