@@ -111,9 +111,9 @@ pub fn device_label(device: tch::Device) -> String {
 /// [runtime]
 /// device = "auto"     # auto | cpu | cuda | cuda:N
 /// cpu_threads = 8     # libtorch intra-op and rayon threads; default: every core
-/// cpu_keep_freed_memory = true   # CPU runs: freed tensors' memory reused, not returned
+/// cpu_keep_freed_memory = true   # CPU runs: freed tensors' memory reused (default false)
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeConfig {
     /// Device to train on. Default `auto`.
@@ -124,23 +124,10 @@ pub struct RuntimeConfig {
     #[serde(default)]
     pub cpu_threads: Option<usize>,
     /// On the CPU, whether memory freed by tensors stays in the process for the next step's
-    /// tensors ([`keep_freed_memory`]). Default true.
-    #[serde(default = "default_true")]
+    /// tensors ([`keep_freed_memory`]). Default false: faster steps, but a larger RSS that
+    /// kept growing in steps over a 400-step run.
+    #[serde(default)]
     pub cpu_keep_freed_memory: bool,
-}
-
-impl Default for RuntimeConfig {
-    fn default() -> Self {
-        Self {
-            device: DeviceChoice::default(),
-            cpu_threads: None,
-            cpu_keep_freed_memory: true,
-        }
-    }
-}
-
-fn default_true() -> bool {
-    true
 }
 
 /// Makes glibc's `malloc` keep memory that tensors free for the next allocation instead of
@@ -149,9 +136,10 @@ fn default_true() -> bool {
 /// so by default every step's large tensors (the logits, the embedding's gradient, above
 /// glibc's 32 MiB `mmap` ceiling) are mapped, page-faulted and zeroed by the kernel anew: 14%
 /// of a 6 x 384 ModernBERT step's CPU time went to the kernel. Measured (docs/benchmarks.md):
-/// forward and backward 12% faster, peak RSS 25% higher (the heap keeps its high-water mark
-/// and some fragmentation). The CPU counterpart of the caching allocator libtorch has on
-/// CUDA, and of preloading jemalloc or tcmalloc, as PyTorch's CPU tuning guide advises.
+/// training 1.24x faster, peak RSS 1.44 -> 2.08 GB at 40 steps, and the RSS kept growing in
+/// steps (2.09 -> 2.40 GB over 400 steps: the heap fragments as the masked-token count, and
+/// with it the logits' size, changes from batch to batch), hence opt-in. The CPU counterpart
+/// of the caching allocator libtorch has on CUDA, and of preloading jemalloc or tcmalloc.
 /// Returns whether glibc took both settings (false off glibc).
 pub fn keep_freed_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -236,9 +224,9 @@ mod tests {
     /// goes, so setting them in a test is harmless).
     #[test]
     fn freed_memory_is_kept_on_glibc() {
-        let off: RuntimeConfig = toml::from_str("cpu_keep_freed_memory = false").unwrap();
-        assert!(!off.cpu_keep_freed_memory);
-        assert!(RuntimeConfig::default().cpu_keep_freed_memory);
+        let on: RuntimeConfig = toml::from_str("cpu_keep_freed_memory = true").unwrap();
+        assert!(on.cpu_keep_freed_memory);
+        assert!(!RuntimeConfig::default().cpu_keep_freed_memory);
         assert_eq!(
             keep_freed_memory(),
             cfg!(all(target_os = "linux", target_env = "gnu"))
@@ -285,7 +273,7 @@ mod tests {
             RuntimeConfig {
                 device: DeviceChoice::Cpu,
                 cpu_threads: Some(2),
-                cpu_keep_freed_memory: true,
+                cpu_keep_freed_memory: false,
             }
         );
         assert_eq!(
