@@ -46,9 +46,23 @@ impl MaskedQueries {
         &self.positions
     }
 
-    /// `[M]` slot of each masked position among the `B * Q` slots.
-    pub fn slots(&self) -> &Tensor {
-        &self.slots
+    /// The rows of `[B, T, H]` states at each sequence's masked positions: `[B, Q, H]`.
+    pub fn gather(&self, hidden: &Tensor) -> Tensor {
+        let (batch, _, width) = hidden.size3().expect("hidden states are [B, T, H]");
+        let per_sequence = self.positions.size()[1];
+        let index = (self.positions.unsqueeze(-1)).expand([batch, per_sequence, width], false);
+        hidden.gather(1, &index, false)
+    }
+
+    /// `[B, Q, H]` per-slot states back in the order of the flat masked positions: `[M, H]`
+    /// (the unused slots dropped).
+    pub fn rows(&self, per_slot: &Tensor) -> Tensor {
+        let width = per_slot
+            .size()
+            .last()
+            .copied()
+            .expect("states have a width");
+        per_slot.reshape([-1, width]).index_select(0, &self.slots)
     }
 }
 

@@ -310,19 +310,11 @@ impl ModernBertLayer {
         masks: &AttentionMasks,
         train: bool,
     ) -> Tensor {
-        let (batch, _, width) = normed.size3().expect("hidden states are [B, T, H]");
         let positions = queries.positions();
-        let per_sequence = positions.size()[1];
         let [key, value]: [Tensor; 2] = (self.projected(normed, 1, 2).unbind(-3))
             .try_into()
             .expect("two parts");
-        let query_states = normed.gather(
-            1,
-            &positions
-                .unsqueeze(-1)
-                .expand([batch, per_sequence, width], false),
-            false,
-        );
+        let query_states = queries.gather(normed);
         let query = self.projected(&query_states, 0, 1).squeeze_dim(-3);
         let query = rotary.select(positions).rotate(&query);
         let heads_first = |xs: Tensor| xs.transpose(1, 2);
@@ -336,9 +328,7 @@ impl ModernBertLayer {
             &bias,
             dropout,
         );
-        attended
-            .reshape([-1, width])
-            .index_select(0, queries.slots())
+        queries.rows(&attended)
     }
 
     /// Attention of padded states `[B, T, H]` by SDPA with this layer type's bias.

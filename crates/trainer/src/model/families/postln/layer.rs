@@ -77,8 +77,20 @@ impl EncoderLayer {
     /// `view(B, T, heads, head_dim).transpose(1, 2)`, scale `head_dim ** -0.5`,
     /// attention-probability dropout inside SDPA when training.
     fn self_attention(&self, hidden: &Tensor, padding: &Tensor, train: bool) -> Tensor {
+        self.attention(hidden, hidden, padding, train)
+    }
+
+    /// Attention of `query_states` (`[B, Tq, H]`) over the keys and values of `hidden`
+    /// (`[B, T, H]`): `[B, Tq, H]`.
+    fn attention(
+        &self,
+        query_states: &Tensor,
+        hidden: &Tensor,
+        padding: &Tensor,
+        train: bool,
+    ) -> Tensor {
         let heads = self.shape.heads;
-        let query = split_heads(&self.query.forward(hidden), heads);
+        let query = split_heads(&self.query.forward(query_states), heads);
         let key = split_heads(&self.key.forward(hidden), heads);
         let value = split_heads(&self.value.forward(hidden), heads);
         let bias = attention_bias(padding, query.kind());
@@ -120,26 +132,7 @@ impl EncoderLayer {
         queries: &MaskedQueries,
         train: bool,
     ) -> Tensor {
-        let (batch, _, width) = hidden.size3().expect("hidden states are [B, T, H]");
-        let positions = queries.positions();
-        let per_sequence = positions.size()[1];
-        let index = positions
-            .unsqueeze(-1)
-            .expand([batch, per_sequence, width], false);
-        let query_states = hidden.gather(1, &index, false);
-        let heads = self.shape.heads;
-        let query = split_heads(&self.query.forward(&query_states), heads);
-        let key = split_heads(&self.key.forward(hidden), heads);
-        let value = split_heads(&self.value.forward(hidden), heads);
-        let bias = attention_bias(padding, query.kind());
-        let dropout = if train {
-            self.shape.attention_dropout
-        } else {
-            0.0
-        };
-        sdpa(&query, &key, &value, &bias, dropout)
-            .reshape([-1, width])
-            .index_select(0, queries.slots())
+        queries.rows(&self.attention(&queries.gather(hidden), hidden, padding, train))
     }
 
     /// Attention, its output projection (dropout), LayerNorm(x + residual); the feed-forward
