@@ -36,6 +36,9 @@ use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand};
 use config::ConfigSource;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "mlm-train",
@@ -157,25 +160,40 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         });
     }
-    match run(cli) {
-        Ok(train::JobEnd::Completed) => ExitCode::SUCCESS,
+    let code = match run(cli) {
+        Ok(train::JobEnd::Completed) => 0,
         // 128 + SIGINT, as a shell reports a job ended by Ctrl-C: stopped, not failed.
-        Ok(train::JobEnd::Interrupted) => ExitCode::from(130),
+        Ok(train::JobEnd::Interrupted) => 130,
         Err(error) => {
             report::print_error(&error);
             exit_code(&error)
         }
-    }
+    };
+    end_process(code)
 }
 
 /// 2 for a config that cannot be used (as clap does for a usage error: nothing was done),
 /// 1 for a failure while working.
-fn exit_code(error: &anyhow::Error) -> ExitCode {
+fn exit_code(error: &anyhow::Error) -> u8 {
     if error.downcast_ref::<config::ConfigError>().is_some() {
-        ExitCode::from(2)
+        2
     } else {
-        ExitCode::FAILURE
+        1
     }
+}
+
+/// Ends the process with `code`, without the C and C++ exit handlers. Everything of this
+/// program is dropped by then (`run` returned: files closed and synced, threads joined);
+/// what the handlers would still do is libtorch's static destructors deregistering every
+/// operator, which took 0.2 s at the end of every command (`mlm-train --version` spent
+/// 0.2 s between printing and `exit_group`; a `prepare` of 100 MB, 0.4 s after its summary).
+fn end_process(code: u8) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: `_exit` only ends the process; the standard streams are flushed above and no
+    // value of this program is alive that would need its destructor run.
+    unsafe { libc::_exit(i32::from(code)) }
 }
 
 /// Runs the main job or a command (a command that succeeds is [`train::JobEnd::Completed`]).

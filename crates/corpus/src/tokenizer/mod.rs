@@ -19,6 +19,7 @@ mod hf_files;
 mod load;
 mod roberta;
 mod segment_cache;
+mod segment_table;
 mod specials;
 pub mod train;
 mod unigram_viterbi;
