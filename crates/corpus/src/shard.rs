@@ -145,8 +145,10 @@ impl ShardWriter {
         let file = File::create(&tmp).map_err(|e| CorpusError::io("cannot create", &tmp, e))?;
         let schema = shard_schema(dtype, with_units);
         let props = WriterProperties::builder()
+            // Level 1: token ids barely compress (a 100 MB PubMed corpus: 35 MB of shards at
+            // level 1, 32 MB at level 3, 39 MB of raw uint16), and level 3 cost 3% of the CPU.
             .set_compression(Compression::ZSTD(
-                ZstdLevel::try_new(3).expect("3 is a valid zstd level"),
+                ZstdLevel::try_new(1).expect("1 is a valid zstd level"),
             ))
             // Token ids have too many distinct values for dictionaries to pay; zstd does it.
             .set_dictionary_enabled(false)
