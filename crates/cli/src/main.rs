@@ -43,9 +43,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(
     name = "mlm-train",
     version,
-    about = "Domain-adaptive masked-language-model (BERT, RoBERTa, DistilBERT) pre-training on LibTorch",
+    about = "Domain-adaptive masked-language-model (BERT, RoBERTa, DistilBERT, ModernBERT) pre-training on LibTorch",
     long_about = "Domain-adaptive masked-language-model (BERT, RoBERTa, XLM-RoBERTa, CamemBERT, \
-        DistilBERT) pre-training on LibTorch.\n\n\
+        DistilBERT, ModernBERT) pre-training on LibTorch.\n\n\
         `mlm-train --config FILE` runs the job a config describes: it trains the vocabulary when \
         [vocab] asks for one that is not there yet, prepares the corpus when it is not prepared, \
         then trains with held-out evaluation (fixed masks) before, during and after, saving \
