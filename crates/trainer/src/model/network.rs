@@ -212,6 +212,22 @@ impl MaskedLanguageModel {
     }
 }
 
+/// Whether a network may run its last layer on the masked rows alone, and on what: the last
+/// layer, the layers before it and the grouping, where `queries` groups the rows and the last
+/// layer draws no dropout in this pass (evaluation, or dropout 0). Its draws would otherwise
+/// fall on other shapes than transformers' and a run would lose its parity with it
+/// (model/queries.rs). None: compute every row, then gather.
+pub(crate) fn last_layer_on_masked_rows<'a, L>(
+    layers: &'a [L],
+    queries: Option<&'a MaskedQueries>,
+    train: bool,
+    draws_dropout: impl Fn(&L) -> bool,
+) -> Option<(&'a L, &'a [L], &'a MaskedQueries)> {
+    let (last, earlier) = layers.split_last()?;
+    let queries = queries?;
+    (!(train && draws_dropout(last))).then_some((last, earlier, queries))
+}
+
 /// The rows at flat positions `b * T + t` (`[M]`) of hidden states `[B, T, H]`: `[M, H]`.
 pub(crate) fn gather_rows(hidden: &Tensor, flat_positions: &Tensor) -> Tensor {
     let width = hidden

@@ -110,3 +110,19 @@ fn the_last_layer_on_masked_rows_gives_the_full_forwards_logits_and_gradients() 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
 }
+
+/// The rule every family's `encode_masked` follows: the last layer on the masked rows where
+/// there is a grouping and the last layer draws no dropout in this pass; every row otherwise.
+#[test]
+fn the_last_layer_runs_on_masked_rows_only_with_queries_and_no_dropout_drawn() {
+    let queries = MaskedQueries::new(&[1, 6], 2, 4, |t| t).expect("grouped");
+    // A layer here is its dropout probability.
+    let draws = |p: &f64| *p > 0.0;
+    let split = last_layer_on_masked_rows(&[0.3, 0.2, 0.0], Some(&queries), true, draws);
+    let (last, earlier, _) = split.expect("the last layer draws no dropout");
+    assert_eq!((*last, earlier), (0.0, &[0.3, 0.2][..]));
+    assert!(last_layer_on_masked_rows(&[0.0, 0.1], Some(&queries), true, draws).is_none());
+    assert!(last_layer_on_masked_rows(&[0.0, 0.1], Some(&queries), false, draws).is_some());
+    assert!(last_layer_on_masked_rows(&[0.0, 0.0], None, false, draws).is_none());
+    assert!(last_layer_on_masked_rows(&[], Some(&queries), false, draws).is_none());
+}

@@ -17,7 +17,7 @@ use super::rope::{RotaryTable, inverse_frequencies};
 use crate::model::MaskedQueries;
 use crate::model::config::{Activation, EncoderConfig};
 use crate::model::layers::{LayerNorm, Linear, PLACEHOLDER, sub_path};
-use crate::model::network::{MaskedLmNetwork, gather_rows};
+use crate::model::network::{MaskedLmNetwork, gather_rows, last_layer_on_masked_rows};
 use crate::model::unpad::TokenLayout;
 
 /// The base model's prefix (`base_model_prefix = "model"`).
@@ -124,10 +124,6 @@ impl ModernBertMaskedLm {
 /// Whether the last layer may run on the masked rows alone: not where it draws dropout,
 /// whose draws would fall on other shapes than transformers' (a run would lose its parity
 /// with it). The released configs have every dropout 0.
-fn last_layer_on_masked_rows(last: &ModernBertLayer, train: bool) -> bool {
-    !(train && last.draws_dropout())
-}
-
 /// The table of a layer's type among `[global, local]`.
 fn table_of(tables: &[RotaryTable; 2], layer_type: LayerType) -> &RotaryTable {
     match layer_type {
@@ -184,9 +180,9 @@ impl MaskedLmNetwork for ModernBertMaskedLm {
         queries: Option<&MaskedQueries>,
         train: bool,
     ) -> Tensor {
-        let on_rows = self.layers.split_last();
-        let on_rows = on_rows.filter(|(last, _)| last_layer_on_masked_rows(last, train));
-        let (Some(queries), Some((last, earlier))) = (queries, on_rows) else {
+        let on_rows =
+            last_layer_on_masked_rows(&self.layers, queries, train, ModernBertLayer::draws_dropout);
+        let Some((last, earlier, queries)) = on_rows else {
             return gather_rows(
                 &self.encode(input_ids, attention_mask, train),
                 masked_positions,
@@ -323,9 +319,20 @@ mod tests {
 
     #[test]
     fn the_last_layer_runs_on_masked_rows_unless_it_draws_dropout_in_training() {
-        assert!(last_layer_on_masked_rows(&last_layer(0.0, 0.0), true));
-        assert!(!last_layer_on_masked_rows(&last_layer(0.1, 0.0), true));
-        assert!(!last_layer_on_masked_rows(&last_layer(0.0, 0.1), true));
-        assert!(last_layer_on_masked_rows(&last_layer(0.1, 0.1), false));
+        let queries = MaskedQueries::new(&[1, 6], 2, 4, |t| t).expect("grouped");
+        let on_rows = |layer: ModernBertLayer, train: bool| {
+            let layers = [layer];
+            let split = last_layer_on_masked_rows(
+                &layers,
+                Some(&queries),
+                train,
+                ModernBertLayer::draws_dropout,
+            );
+            split.is_some()
+        };
+        assert!(on_rows(last_layer(0.0, 0.0), true));
+        assert!(!on_rows(last_layer(0.1, 0.0), true));
+        assert!(!on_rows(last_layer(0.0, 0.1), true));
+        assert!(on_rows(last_layer(0.1, 0.1), false));
     }
 }

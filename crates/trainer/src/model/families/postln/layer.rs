@@ -41,6 +41,14 @@ pub(crate) struct LayerShape {
     pub attention_output_dropout: bool,
 }
 
+impl LayerShape {
+    /// Whether a training forward draws dropout: on the attention probabilities or on a
+    /// hidden state (`attention_output_dropout` only says where the hidden one falls).
+    pub(crate) fn draws_dropout(&self) -> bool {
+        self.attention_dropout > 0.0 || self.hidden_dropout > 0.0
+    }
+}
+
 /// A post-LayerNorm transformer encoder layer: `BertLayer` (`BertSelfAttention`,
 /// `BertSelfOutput`, `BertIntermediate`, `BertOutput`) and DistilBERT's `TransformerBlock`
 /// are this with other names.
@@ -120,7 +128,7 @@ impl EncoderLayer {
 
     /// Whether a training forward draws dropout.
     pub(super) fn draws_dropout(&self) -> bool {
-        self.shape.attention_dropout > 0.0 || self.shape.hidden_dropout > 0.0
+        self.shape.draws_dropout()
     }
 
     /// Attention of the masked positions' queries (`[B, Q]`) over every key of `[B, T, H]`
@@ -227,5 +235,33 @@ impl EncoderLayer {
             .forward(&inner)
             .dropout(self.shape.hidden_dropout, train);
         self.output_norm.forward(&(out + attended))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LayerShape;
+    use crate::model::config::Activation;
+
+    fn shape(hidden_dropout: f64, attention_dropout: f64, output_dropout: bool) -> LayerShape {
+        LayerShape {
+            hidden: 32,
+            intermediate: 64,
+            heads: 2,
+            layer_norm_eps: 1e-12,
+            activation: Activation::Gelu,
+            hidden_dropout,
+            attention_dropout,
+            attention_output_dropout: output_dropout,
+        }
+    }
+
+    #[test]
+    fn a_layer_draws_dropout_when_either_probability_is_above_zero() {
+        assert!(!shape(0.0, 0.0, true).draws_dropout());
+        assert!(!shape(0.0, 0.0, false).draws_dropout());
+        assert!(shape(0.1, 0.0, false).draws_dropout());
+        assert!(shape(0.0, 0.1, false).draws_dropout());
+        assert!(shape(0.1, 0.1, true).draws_dropout());
     }
 }

@@ -18,7 +18,7 @@ use super::{HeadActivation, Positions, PostLnSpec};
 use crate::model::MaskedQueries;
 use crate::model::config::{Activation, EncoderConfig};
 use crate::model::layers::{LayerNorm, Linear, PLACEHOLDER, sub_path};
-use crate::model::network::{MaskedLmNetwork, gather_rows};
+use crate::model::network::{MaskedLmNetwork, gather_rows, last_layer_on_masked_rows};
 use crate::model::unpad::TokenLayout;
 
 /// `BertEmbeddings` / `RobertaEmbeddings` / DistilBERT's `Embeddings`: word + token type
@@ -161,9 +161,9 @@ impl MaskedLmNetwork for PostLnMaskedLm {
         queries: Option<&MaskedQueries>,
         train: bool,
     ) -> Tensor {
-        let on_rows = self.layers.split_last();
-        let on_rows = on_rows.filter(|(last, _)| !(train && last.draws_dropout()));
-        let (Some(queries), Some((last, earlier))) = (queries, on_rows) else {
+        let on_rows =
+            last_layer_on_masked_rows(&self.layers, queries, train, EncoderLayer::draws_dropout);
+        let Some((last, earlier, queries)) = on_rows else {
             return gather_rows(
                 &self.encode(input_ids, attention_mask, train),
                 masked_positions,
