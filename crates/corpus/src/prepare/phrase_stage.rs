@@ -5,6 +5,7 @@
 use rayon::prelude::*;
 
 use super::plan::Plan;
+use super::state::MatchCounts;
 use crate::error::CorpusError;
 use crate::fsutil::sha256_file;
 use crate::input::ByteCounter;
@@ -30,24 +31,6 @@ pub(super) struct PhraseStage {
     pub matcher: PhraseMatcher,
     spec: PhraseSpec,
     source_sha256: Option<String>,
-}
-
-/// Phrase matches counted over the training split.
-#[derive(Debug, Default)]
-pub(super) struct MatchCounts {
-    pub per_phrase: Vec<u64>,
-    pub tokens: u64,
-}
-
-impl MatchCounts {
-    pub fn add(&mut self, phrases: &[u32], tokens: u64) {
-        for &p in phrases {
-            if let Some(count) = self.per_phrase.get_mut(p as usize) {
-                *count += 1;
-            }
-        }
-        self.tokens += tokens;
-    }
 }
 
 /// The SHA-256 of the spec's phrase file (part of the config key), if it names one.

@@ -10,9 +10,10 @@ use std::thread::{Scope, ScopedJoinHandle};
 use rayon::prelude::*;
 
 use super::PrepareOptions;
-use super::phrase_stage::{MatchCounts, PhraseStage};
+use super::phrase_stage::PhraseStage;
 use super::plan::Plan;
 use super::sink::Sink;
+use super::state::MatchCounts;
 use super::state::PrepareState;
 use crate::error::CorpusError;
 use crate::input::ByteCounter;
@@ -34,7 +35,7 @@ pub(super) struct Packed {
     /// Documents that tokenized to nothing, both splits.
     pub empty: u64,
     pub stats: ReadStats,
-    /// Phrase matches in the training documents this run packed.
+    /// Phrase matches in the training documents (an interrupted run's included).
     pub matches: MatchCounts,
 }
 
@@ -178,7 +179,6 @@ struct Packing<'a> {
     resume: Splits<Option<ResumePoint>>,
     checkpoint: Checkpoint<'a>,
     progress: ProgressReport<'a>,
-    matches: MatchCounts,
 }
 
 impl<'a> Packing<'a> {
@@ -212,15 +212,16 @@ impl<'a> Packing<'a> {
                 shards_before: state.shard_count(),
                 stop_after_shards: options.stop_after_shards,
             },
-            sinks: state
-                .splits
-                .map(|split, closed| Sink::new(split, plan, closed)),
+            sinks: state.splits.map(|split, closed| {
+                Sink::new(
+                    split,
+                    plan,
+                    closed,
+                    phrases.map_or(0, |p| p.list.phrases.len()),
+                )
+            }),
             resume,
             progress: ProgressReport::new(options.observer, counter, plan.bytes_total()),
-            matches: MatchCounts {
-                per_phrase: vec![0; phrases.map_or(0, |p| p.list.phrases.len())],
-                tokens: 0,
-            },
         }
     }
 
@@ -241,9 +242,6 @@ impl<'a> Packing<'a> {
     fn pack_document(&mut self, doc: EncodedDoc) -> Result<(), CorpusError> {
         let (ids, starts) = doc.tokens?;
         let (units, matches) = doc.units.unzip();
-        if let (Some(matches), Split::Train) = (&matches, doc.split) {
-            self.matches.add(&matches.phrases, matches.tokens);
-        }
         let sink = self.sinks.get_mut(doc.split);
         if ids.is_empty() {
             sink.count_empty();
@@ -260,6 +258,9 @@ impl<'a> Packing<'a> {
             &mut |block, point| sink.push(&block, point),
         )?;
         sink.count_document(ids.len());
+        if let Some(matches) = &matches {
+            sink.count_matches(&matches.phrases, matches.tokens);
+        }
         if sink.closed_shards() > shards_before {
             mlm_faults::fault_point("prepare.after-shard");
             self.checkpoint.save(&self.sinks)?;
@@ -277,9 +278,9 @@ impl<'a> Packing<'a> {
         self.progress.report(&self.sinks);
         Ok(Packed {
             empty: self.sinks.train.empty() + self.sinks.validation.empty(),
+            matches: self.sinks.train.matches().clone(),
             splits: self.sinks.map(|_, sink| sink.manifest()),
             stats,
-            matches: self.matches,
         })
     }
 }

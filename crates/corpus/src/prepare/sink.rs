@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use super::plan::Plan;
-use super::state::SplitState;
+use super::state::{MatchCounts, SplitState};
 use crate::error::CorpusError;
 use crate::manifest::SplitManifest;
 use crate::pack::{Block, ResumePoint};
@@ -24,13 +24,16 @@ pub(super) struct Sink {
     documents: u64,
     document_tokens: u64,
     empty: u64,
+    /// Phrase matches of the documents counted (a corpus prepared with phrases).
+    matches: MatchCounts,
     sequences: u64,
     tokens: u64,
 }
 
 impl Sink {
-    /// A sink that goes on after `closed` (the default state for a fresh prepare).
-    pub fn new(split: Split, plan: &Plan<'_>, closed: SplitState) -> Self {
+    /// A sink that goes on after `closed` (the default state for a fresh prepare), counting
+    /// the matches of a list of `phrases` (0 without phrases).
+    pub fn new(split: Split, plan: &Plan<'_>, closed: SplitState, phrases: usize) -> Self {
         let sequences = closed.shards.iter().map(|s| s.rows).sum();
         let tokens = closed.shards.iter().map(|s| s.tokens).sum();
         Self {
@@ -44,6 +47,7 @@ impl Sink {
             documents: closed.documents,
             document_tokens: closed.document_tokens,
             empty: closed.empty,
+            matches: closed.phrase_matches.clone().sized(phrases),
             closed,
             sequences,
             tokens,
@@ -84,6 +88,7 @@ impl Sink {
             self.closed.documents = self.documents;
             self.closed.document_tokens = self.document_tokens;
             self.closed.empty = self.empty;
+            self.closed.phrase_matches.clone_from(&self.matches);
         }
         Ok(())
     }
@@ -92,6 +97,16 @@ impl Sink {
     pub fn count_document(&mut self, tokens: usize) {
         self.documents += 1;
         self.document_tokens += tokens as u64;
+    }
+
+    /// The phrase matches of a document counted by [`Self::count_document`]: counted with
+    /// it, so that the state of a closed shard holds the matches of the same documents.
+    pub fn count_matches(&mut self, phrases: &[u32], tokens: u64) {
+        self.matches.add(phrases, tokens);
+    }
+
+    pub fn matches(&self) -> &MatchCounts {
+        &self.matches
     }
 
     /// A document that tokenized to nothing (it is counted, never packed).

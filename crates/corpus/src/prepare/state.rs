@@ -26,6 +26,41 @@ pub struct SplitState {
     pub document_tokens: u64,
     /// Documents that tokenized to nothing before `resume`'s document.
     pub empty: u64,
+    /// Phrase matches in the documents of `documents` (a corpus prepared with phrases): a
+    /// resumed prepare does not tokenize those documents again, so it starts from these.
+    #[serde(default, skip_serializing_if = "MatchCounts::is_empty")]
+    pub phrase_matches: MatchCounts,
+}
+
+/// Phrase matches counted over a split's documents: per phrase of the list, and the tokens
+/// they cover.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MatchCounts {
+    pub per_phrase: Vec<u64>,
+    pub tokens: u64,
+}
+
+impl MatchCounts {
+    /// No phrase counted (and so nothing to record in a state file).
+    pub fn is_empty(&self) -> bool {
+        self.tokens == 0 && self.per_phrase.iter().all(|&c| c == 0)
+    }
+
+    /// These counts over a list of `phrases` (zeros for a fresh prepare, or for a state file
+    /// of a version that did not record them).
+    pub fn sized(mut self, phrases: usize) -> Self {
+        self.per_phrase.resize(phrases, 0);
+        self
+    }
+
+    pub fn add(&mut self, phrases: &[u32], tokens: u64) {
+        for &p in phrases {
+            if let Some(count) = self.per_phrase.get_mut(p as usize) {
+                *count += 1;
+            }
+        }
+        self.tokens += tokens;
+    }
 }
 
 /// `prepare-state.json`: `{"config_key": .., "train": {..}, "validation": {..}}`.

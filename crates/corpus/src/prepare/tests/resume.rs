@@ -7,6 +7,24 @@ fn an_interrupted_prepare_resumes_to_the_same_output() {
     assert_resumes_identically(|dir| config(dir, &[fixture("abstracts.jsonl")]), &[1, 3]);
 }
 
+/// With phrases mined and matched: the match counts of `phrases.tsv` and the manifest
+/// include the documents packed before the stop (a resumed run does not tokenize them again).
+#[test]
+fn an_interrupted_phrase_prepare_resumes_to_the_same_counts() {
+    assert_resumes_identically(
+        |dir| {
+            let mut cfg = config(dir, &[fixture("abstracts.jsonl")]);
+            cfg.phrases = Some(crate::phrases::PhraseSpec {
+                file: None,
+                pmi_ngrams: Some(40),
+                pmi_min_count: 2,
+            });
+            cfg
+        },
+        &[1, 3],
+    );
+}
+
 /// For both packings, a prepare stopped after each of `stops` shards resumes to exactly the
 /// uninterrupted output (`stops` empty: after every shard but the last two, which the end of
 /// the input closes together with no save in between).
@@ -67,6 +85,9 @@ pub(super) fn assert_resumes_identically(
                 let whole_out = whole.path().join("out");
                 assert!(bytes(&out) == bytes(&whole_out), "{} differs", shard.file);
             }
+            let phrases = |d: &Path| std::fs::read_to_string(d.join("phrases.tsv")).ok();
+            let whole_phrases = phrases(&whole.path().join("out"));
+            assert_eq!(phrases(&out), whole_phrases, "{packing:?} stop {stop}");
             assert!(!out.join(state::STATE_FILE).exists());
             assert_eq!(run(&cfg).unwrap().outcome, Outcome::AlreadyComplete);
         }
