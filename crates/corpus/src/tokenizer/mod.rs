@@ -23,6 +23,7 @@ mod segment_table;
 mod specials;
 pub mod train;
 mod unigram_viterbi;
+mod wordpiece_trainer;
 
 use std::path::{Path, PathBuf};
 

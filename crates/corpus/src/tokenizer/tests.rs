@@ -131,6 +131,29 @@ fn bad_tokenizers_are_clear_errors() {
     assert!(err(&bad_utf8, None).contains("line 2: invalid UTF-8"));
 }
 
+/// The same corpus trains the same WordPiece vocabulary, ids included, every time (tokenizers'
+/// own trainer numbered its `##` symbols in hash-map order, and merges that tie follow ids).
+#[test]
+fn wordpiece_training_gives_one_vocabulary() {
+    let texts: Vec<String> = crate::testutil::fixture_texts();
+    let config = VocabConfig {
+        vocab_size: 400,
+        min_frequency: 1,
+        ..VocabConfig::default()
+    };
+    let vocab = || {
+        let t = crate::tokenizer::train::train_wordpiece(&config, texts.iter().cloned()).unwrap();
+        let mut v: Vec<(String, u32)> = t.inner().get_vocab(true).into_iter().collect();
+        v.sort_by_key(|e| e.1);
+        v
+    };
+    let first = vocab();
+    assert!(first.len() > 120, "{}", first.len());
+    for _ in 0..4 {
+        assert!(vocab() == first, "a second training differs");
+    }
+}
+
 #[test]
 fn trained_wordpiece_puts_specials_first() {
     let texts: Vec<String> = (0..200)

@@ -1,6 +1,8 @@
 //! Training a vocabulary with Hugging Face tokenizers' trainers (`[vocab] model`):
 //!
-//! - `wordpiece`: `WordPieceTrainer`, set up as the `tokenizers` library's
+//! - `wordpiece`: tokenizers' WordPiece training (its `BpeTrainer` with the `##`
+//!   continuation prefix) with the tie order fixed, so that a corpus gives one vocabulary
+//!   (tokenizer/wordpiece_trainer.rs), set up as the `tokenizers` library's
 //!   `BertWordPieceTokenizer` is (BertNormalizer, BertPreTokenizer, `##` continuation
 //!   prefix). The special tokens get the first ids, in the configured order ([PAD]=0,
 //!   [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4 by default; not the 0/100/101/102/103 layout of
@@ -27,7 +29,7 @@ use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
 use tokenizers::models::TrainerWrapper;
 use tokenizers::models::bpe::{BPE, BpeTrainer};
-use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainer};
+use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -35,6 +37,8 @@ use tokenizers::processors::bert::BertProcessing;
 use tokenizers::processors::roberta::RobertaProcessing;
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, Tokenizer};
+
+use super::wordpiece_trainer::WordPieceTrainer;
 
 use super::DomainTokenizer;
 use crate::config::{VocabConfig, VocabLayout};
@@ -76,21 +80,13 @@ where
     I: Iterator<Item = String> + Send,
 {
     config.validate()?;
-    let trainer = WordPieceTrainer::builder()
-        .vocab_size(config.vocab_size)
-        .min_frequency(config.min_frequency)
-        .special_tokens(
-            config
-                .effective_special_tokens()
-                .into_iter()
-                .map(|t| AddedToken::from(t, true))
-                .collect(),
-        )
-        .limit_alphabet(config.limit_alphabet)
-        .continuing_subword_prefix("##".into())
-        .show_progress(false)
-        .build();
-    let mut trainer = TrainerWrapper::WordPieceTrainer(trainer);
+    let specials = config.effective_special_tokens().into_iter();
+    let mut trainer = WordPieceTrainer::new(
+        config.vocab_size,
+        config.min_frequency,
+        config.limit_alphabet,
+        specials.map(|t| AddedToken::from(t, true)).collect(),
+    );
     let mut tokenizer = Tokenizer::new(WordPiece::default());
     let lowercase = config.effective_lowercase();
     tokenizer.with_normalizer(Some(BertNormalizer::new(true, true, None, lowercase)));
