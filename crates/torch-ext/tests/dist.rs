@@ -2,6 +2,7 @@
 //! collectives and the Reducer average gradients as DistributedDataParallel does.
 
 use std::net::TcpListener;
+use std::sync::Once;
 use std::thread;
 use std::time::Duration;
 
@@ -15,7 +16,23 @@ fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
+/// Both ranks live in this one process, which c10d's flight recorder does not expect: its
+/// first record for a process group writes a map shared by all groups before it takes its
+/// lock (`FlightRecorder::recordWithResetEnabled`, torch 2.11), and two ranks recording at
+/// once crashed this binary (SIGSEGV in `std::_Rb_tree_insert_and_rebalance` under
+/// `verify_params_across_processes`, 1 run in 24 with another copy running beside it). A
+/// job has one rank a process. Off here (a buffer of 0 entries), before any group exists.
+fn one_process_many_ranks() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: every test calls this before it starts a thread or touches c10d, and the
+        // others wait in `call_once` meanwhile: no thread reads the environment as it changes.
+        unsafe { std::env::set_var("TORCH_FR_BUFFER_SIZE", "0") };
+    });
+}
+
 fn on_two_ranks<T: Send + 'static>(body: fn(ProcessGroup) -> T) -> Vec<T> {
+    one_process_many_ranks();
     let port = free_port();
     let server = Store::open("127.0.0.1", port, true, "", TIMEOUT).unwrap();
     let handles: Vec<_> = (0..2u32)
@@ -90,6 +107,7 @@ fn reducer_averages_gradients_and_no_sync_accumulates() {
 
 #[test]
 fn a_rank_that_never_joins_times_out() {
+    one_process_many_ranks();
     let port = free_port();
     let _server = Store::open("127.0.0.1", port, true, "", TIMEOUT).unwrap();
     let store = Store::open("127.0.0.1", port, false, "", TIMEOUT).unwrap();
