@@ -124,6 +124,7 @@ fn main() {
         "dist.cpp",
         "dist_nccl.cpp",
         "cuda_graph.cpp",
+        "onednn.cpp",
         "guard.hpp",
     ] {
         println!("cargo:rerun-if-changed=csrc/{file}");
@@ -136,7 +137,10 @@ fn main() {
         );
     }
     let mut build = shim_build(&include);
-    build.file("csrc/shim.cpp").file("csrc/dist.cpp");
+    build
+        .file("csrc/shim.cpp")
+        .file("csrc/dist.cpp")
+        .file("csrc/onednn.cpp");
     build.compile("mlm_torch_ext");
     compile_cuda_backends(&include, &lib_dir);
 

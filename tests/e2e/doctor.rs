@@ -51,6 +51,19 @@ fn cpu_bf16_autocast_really_runs() {
     assert_eq!(doctor_json()["bf16"]["cpu_autocast"], true);
 }
 
+/// The library `runtime.cpu_matmul = "auto"` would take, with its reason.
+#[test]
+fn the_report_names_the_cpu_matmul_library_auto_takes() {
+    let report = doctor_json();
+    let matmul = report["cpu_matmul"]
+        .as_str()
+        .expect("cpu_matmul is a string");
+    assert!(
+        matmul.starts_with("oneDNN (auto: CPU vendor ") || matmul.starts_with("BLAS (auto: "),
+        "{matmul}"
+    );
+}
+
 #[test]
 fn thread_cap_reaches_libtorch_and_rayon() {
     let report = doctor_json();
@@ -75,6 +88,7 @@ fn table_runs_without_any_library_path_set() {
         "cuda",
         "bf16 autocast",
         "threads",
+        "cpu matmul",
     ] {
         assert!(
             stdout.contains(row),

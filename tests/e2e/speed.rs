@@ -441,3 +441,55 @@ fn the_fixed_shape_step_carries_fp16_loss_scaling() {
     );
     assert!(difference < 1e-3, "weights differ by {difference}");
 }
+
+/// `runtime.cpu_matmul`: oneDNN and the BLAS train the same weights to fp32 rounding (both
+/// multiply in fp32), the run's first lines name the library, and "onednn" where oneDNN's
+/// fp32 matmul cannot run is refused before any work. A oneDNN product or gradient that was
+/// wrong (a dropped bias, a transposed gradient) would move the weights by O(lr), not 1e-5.
+#[test]
+fn the_cpu_matmul_libraries_train_the_same_weights_and_the_run_names_its_library() {
+    let scratch = Scratch::new("speed-cpu-matmul");
+    let checkpoint = "[checkpoint]\nsave_steps = 0\nkeep_last = 0";
+    let config = tiny_config(
+        &scratch,
+        "max_steps = 6",
+        &format!("{checkpoint}\n{NO_SINKS}"),
+    );
+    let run_with = |library: &str| {
+        let args = [
+            "--set".to_owned(),
+            format!("training.output_dir=\"{library}\""),
+            "--set".to_owned(),
+            format!("runtime.cpu_matmul=\"{library}\""),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        train(&config, &args)
+    };
+    let (output, _, stderr) = run_with("blas");
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("matmul   BLAS (runtime.cpu_matmul)"),
+        "{stderr}"
+    );
+    let (output, _, stderr) = run_with("onednn");
+    if !output.status.success() {
+        assert!(
+            stderr.contains("runtime.cpu_matmul = \"onednn\" but oneDNN's fp32 matmul needs"),
+            "{stderr}"
+        );
+        assert!(!scratch.path().join("onednn/checkpoint-6").exists());
+        return;
+    }
+    assert!(
+        stderr.contains("matmul   oneDNN (runtime.cpu_matmul)"),
+        "{stderr}"
+    );
+    let difference = weight_difference(
+        &scratch.path().join("blas/checkpoint-6"),
+        &scratch.path().join("onednn/checkpoint-6"),
+    );
+    assert!(
+        difference < 1e-5,
+        "the weights differ by {difference} (relative)"
+    );
+}

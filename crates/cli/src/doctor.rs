@@ -23,6 +23,8 @@ pub struct DoctorReport {
     pub gpus: Vec<Gpu>,
     pub bf16: Bf16Support,
     pub threads: Threads,
+    /// What `runtime.cpu_matmul = "auto"` picks here for fp32 linear layers on the CPU.
+    pub cpu_matmul: String,
     pub build: Build,
 }
 
@@ -64,6 +66,17 @@ pub struct Build {
     /// torch at build time.
     pub cuda_graphs: bool,
     pub nccl: bool,
+}
+
+/// The library `runtime.cpu_matmul = "auto"` resolves to on this machine, and why.
+fn auto_cpu_matmul() -> String {
+    let vendor = mlm_torch_ext::matmul::cpu_vendor();
+    let resolved = mlm_trainer::runtime::CpuMatmulChoice::Auto
+        .resolve_with(vendor.as_deref(), mlm_torch_ext::matmul::onednn_supported());
+    match resolved {
+        Ok(resolved) => resolved.to_string(),
+        Err(error) => error.to_string(),
+    }
 }
 
 impl DoctorReport {
@@ -119,6 +132,7 @@ impl DoctorReport {
                 libtorch_inter_op: threads.libtorch_inter_op,
                 rayon: threads.rayon,
             },
+            cpu_matmul: auto_cpu_matmul(),
             build: Build {
                 mkl: tch::utils::has_mkl(),
                 mkldnn: tch::utils::has_mkldnn(),
@@ -182,6 +196,7 @@ impl DoctorReport {
                     self.threads.cpu_cores
                 ),
             ),
+            ("cpu matmul", self.cpu_matmul.clone()),
             (
                 "build",
                 format!(

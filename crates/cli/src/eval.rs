@@ -39,7 +39,7 @@ pub struct EvalArgs {
 
 pub fn run(args: &EvalArgs, source: &ConfigSource, threads: Option<usize>) -> Result<()> {
     let config = source.load()?;
-    let (_, device) = config.apply_runtime(threads)?;
+    let device = config.apply_runtime(threads)?.device;
     crate::integrity::check_model_dir(&args.checkpoint, args.verify)?;
     let corpus_dir = match &args.data {
         Some(dir) => dir.clone(),

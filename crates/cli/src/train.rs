@@ -194,10 +194,11 @@ fn set_up_runtime(
     launch: Option<&LaunchEnv>,
     is_main: bool,
 ) -> Result<tch::Device> {
-    let (threads, device) = config
+    let applied = config
         .apply_runtime(threads_flag)
         .context("resolving [runtime]")?;
-    let device = rank_device(device, launch.map(|env| env.local_rank as usize));
+    let threads = applied.threads;
+    let device = rank_device(applied.device, launch.map(|env| env.local_rank as usize));
     // As torch.cuda.set_device: before any CUDA work (streams, graph capture, NCCL), so that
     // everything this process queues lands on its own GPU, not on cuda:0.
     if let tch::Device::Cuda(index) = device {
@@ -213,6 +214,9 @@ fn set_up_runtime(
             threads.libtorch_intra_op,
             threads.rayon
         );
+        if let Some(matmul) = &applied.cpu_matmul {
+            eprintln!("matmul   {matmul}");
+        }
     }
     if let Some(env) = launch.filter(|_| is_main) {
         eprintln!(

@@ -14,7 +14,8 @@ use mlm_trainer::run::{
     CheckpointConfig, DistributedConfig, EvalConfig, LoggingConfig, ModelSection, TrainingConfig,
 };
 use mlm_trainer::runtime::{
-    RuntimeConfig, RuntimeError, ThreadCounts, configure_threads, keep_freed_memory,
+    CpuMatmulResolved, RuntimeConfig, RuntimeError, ThreadCounts, configure_threads,
+    keep_freed_memory,
 };
 use serde::Deserialize;
 use tch::Device;
@@ -188,17 +189,26 @@ impl RunConfig {
     }
 
     /// Applies `[runtime]`: the thread pools (`--threads` wins over `runtime.cpu_threads`),
-    /// the device and, on the CPU, `cpu_keep_freed_memory`, for the commands that run a model.
+    /// the device and, on the CPU, `cpu_keep_freed_memory` and `cpu_matmul`, for the commands
+    /// that run a model.
     pub fn apply_runtime(
         &self,
         threads_flag: Option<usize>,
-    ) -> Result<(ThreadCounts, Device), RuntimeError> {
+    ) -> Result<AppliedRuntime, RuntimeError> {
         let threads = configure_threads(threads_flag.or(self.runtime.cpu_threads))?;
         let device = self.runtime.device.resolve()?;
-        if device == Device::Cpu && self.runtime.cpu_keep_freed_memory {
-            keep_freed_memory();
+        let mut cpu_matmul = None;
+        if device == Device::Cpu {
+            if self.runtime.cpu_keep_freed_memory {
+                keep_freed_memory();
+            }
+            cpu_matmul = Some(self.runtime.cpu_matmul.apply()?);
         }
-        Ok((threads, device))
+        Ok(AppliedRuntime {
+            threads,
+            device,
+            cpu_matmul,
+        })
     }
 
     /// `[corpus]`, or an error saying the command needs it.
@@ -255,6 +265,15 @@ impl RunConfig {
     }
 }
 
+/// What [`RunConfig::apply_runtime`] set up.
+#[derive(Debug, Clone)]
+pub struct AppliedRuntime {
+    pub threads: ThreadCounts,
+    pub device: Device,
+    /// The library of fp32 linear layers, on the CPU (`None` on a GPU).
+    pub cpu_matmul: Option<CpuMatmulResolved>,
+}
+
 impl RunConfig {
     /// `[runtime]` as written in a config (`cpu_threads` only when set: its default is
     /// every core of the machine the job runs on).
@@ -268,6 +287,8 @@ impl RunConfig {
         }
         let keep = toml::Value::Boolean(self.runtime.cpu_keep_freed_memory);
         runtime.insert("cpu_keep_freed_memory".into(), keep);
+        let matmul = toml::Value::String(self.runtime.cpu_matmul.to_string());
+        runtime.insert("cpu_matmul".into(), matmul);
         toml::Value::Table(runtime)
     }
 }

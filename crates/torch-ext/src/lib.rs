@@ -20,6 +20,7 @@ pub mod cuda_graph;
 pub mod dist;
 pub mod foreach;
 pub mod launch;
+pub mod matmul;
 
 mod ffi {
     use super::{c_char, c_int, c_long, c_void};

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use mlm_torch_ext::matmul::{CpuMatmul, UnsupportedOneDnn};
 use serde::{Deserialize, Deserializer};
 
 /// Errors resolving the runtime set-up.
@@ -13,6 +14,8 @@ pub enum RuntimeError {
     DeviceUnavailable { requested: String, reason: String },
     #[error("runtime.cpu_threads = 0 must be >= 1 (leave it out to use every core)")]
     ZeroThreads,
+    #[error("runtime.cpu_matmul = \"onednn\" but {0} (set \"auto\" or \"blas\")")]
+    OneDnnUnsupported(UnsupportedOneDnn),
     #[error("could not size the rayon thread pool to {threads} threads")]
     ThreadPool {
         threads: usize,
@@ -112,6 +115,7 @@ pub fn device_label(device: tch::Device) -> String {
 /// device = "auto"     # auto | cpu | cuda | cuda:N
 /// cpu_threads = 8     # libtorch intra-op and rayon threads; default: every core
 /// cpu_keep_freed_memory = true   # CPU runs: freed tensors' memory reused (default false)
+/// cpu_matmul = "auto" # auto | blas | onednn: the library of fp32 linear layers on the CPU
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -128,6 +132,100 @@ pub struct RuntimeConfig {
     /// kept growing in steps over a 400-step run.
     #[serde(default)]
     pub cpu_keep_freed_memory: bool,
+    /// On the CPU, the library that multiplies fp32 linear layers ([`CpuMatmulChoice`]).
+    #[serde(default)]
+    pub cpu_matmul: CpuMatmulChoice,
+}
+
+/// `runtime.cpu_matmul`: which library multiplies fp32 linear layers (and MLM decoders) on
+/// the CPU, forward and backward. Both compute in fp32; results differ by rounding only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuMatmulChoice {
+    /// oneDNN where it runs and the CPU is not Intel's (the wheel's MKL then takes a generic
+    /// sgemm path, about half oneDNN's speed); the BLAS elsewhere.
+    #[default]
+    Auto,
+    /// ATen's own linear: the BLAS libtorch was built with (MKL in the wheels).
+    Blas,
+    /// oneDNN's matmul (needs AVX-512 BW/VL/DQ).
+    Onednn,
+}
+
+impl fmt::Display for CpuMatmulChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Blas => "blas",
+            Self::Onednn => "onednn",
+        })
+    }
+}
+
+/// What `runtime.cpu_matmul` resolved to on this machine, and why, for the run's first lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuMatmulResolved {
+    pub library: CpuMatmul,
+    pub reason: String,
+}
+
+impl fmt::Display for CpuMatmulResolved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let library = match self.library {
+            CpuMatmul::Blas => "BLAS",
+            CpuMatmul::OneDnn => "oneDNN",
+        };
+        write!(f, "{library} ({})", self.reason)
+    }
+}
+
+impl CpuMatmulChoice {
+    /// The library this choice means on a CPU from `vendor` (`cpuid`'s string, `None` off
+    /// x86-64) where oneDNN's fp32 matmul runs or not (`onednn_runs`).
+    pub fn resolve_with(
+        self,
+        vendor: Option<&str>,
+        onednn_runs: bool,
+    ) -> Result<CpuMatmulResolved, RuntimeError> {
+        let resolved = |library, reason: String| CpuMatmulResolved { library, reason };
+        match self {
+            Self::Blas => Ok(resolved(CpuMatmul::Blas, "runtime.cpu_matmul".into())),
+            Self::Onednn if onednn_runs => {
+                Ok(resolved(CpuMatmul::OneDnn, "runtime.cpu_matmul".into()))
+            }
+            Self::Onednn => Err(RuntimeError::OneDnnUnsupported(UnsupportedOneDnn)),
+            Self::Auto => {
+                let vendor = vendor.unwrap_or("not x86-64");
+                Ok(if !onednn_runs {
+                    resolved(
+                        CpuMatmul::Blas,
+                        "auto: oneDNN's fp32 matmul does not run here".into(),
+                    )
+                } else if vendor == "GenuineIntel" {
+                    resolved(
+                        CpuMatmul::Blas,
+                        "auto: CPU vendor GenuineIntel, MKL's own kernels".into(),
+                    )
+                } else {
+                    resolved(
+                        CpuMatmul::OneDnn,
+                        format!("auto: CPU vendor {vendor}, where MKL is generic"),
+                    )
+                })
+            }
+        }
+    }
+
+    /// Resolves the choice on this machine and makes every fp32 CPU linear layer of the
+    /// process use that library from now on.
+    pub fn apply(self) -> Result<CpuMatmulResolved, RuntimeError> {
+        let vendor = mlm_torch_ext::matmul::cpu_vendor();
+        let onednn_runs = mlm_torch_ext::matmul::onednn_supported();
+        let resolved = self.resolve_with(vendor.as_deref(), onednn_runs)?;
+        mlm_torch_ext::matmul::set_cpu_matmul(resolved.library)
+            .map_err(RuntimeError::OneDnnUnsupported)?;
+        Ok(resolved)
+    }
 }
 
 /// Makes glibc's `malloc` keep memory that tensors free for the next allocation instead of
@@ -234,6 +332,60 @@ mod tests {
     }
 
     #[test]
+    fn cpu_matmul_auto_takes_onednn_off_intel_where_it_runs() {
+        let library = |choice: CpuMatmulChoice, vendor: Option<&str>, runs: bool| {
+            choice.resolve_with(vendor, runs).map(|r| r.library)
+        };
+        let auto = CpuMatmulChoice::Auto;
+        assert_eq!(
+            library(auto, Some("AuthenticAMD"), true).unwrap(),
+            CpuMatmul::OneDnn
+        );
+        assert_eq!(
+            library(auto, Some("HygonGenuine"), true).unwrap(),
+            CpuMatmul::OneDnn
+        );
+        assert_eq!(
+            library(auto, Some("GenuineIntel"), true).unwrap(),
+            CpuMatmul::Blas
+        );
+        assert_eq!(
+            library(auto, Some("AuthenticAMD"), false).unwrap(),
+            CpuMatmul::Blas
+        );
+        assert_eq!(library(auto, None, false).unwrap(), CpuMatmul::Blas);
+        let blas = CpuMatmulChoice::Blas;
+        assert_eq!(
+            library(blas, Some("AuthenticAMD"), true).unwrap(),
+            CpuMatmul::Blas
+        );
+        let onednn = CpuMatmulChoice::Onednn;
+        assert_eq!(
+            library(onednn, Some("GenuineIntel"), true).unwrap(),
+            CpuMatmul::OneDnn
+        );
+        let error = library(onednn, Some("AuthenticAMD"), false)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("runtime.cpu_matmul = \"onednn\""), "{error}");
+        assert!(error.contains("AVX-512"), "{error}");
+        let resolved = auto.resolve_with(Some("AuthenticAMD"), true).unwrap();
+        assert_eq!(
+            resolved.to_string(),
+            "oneDNN (auto: CPU vendor AuthenticAMD, where MKL is generic)"
+        );
+        let config: RuntimeConfig = toml::from_str("cpu_matmul = \"onednn\"").unwrap();
+        assert_eq!(config.cpu_matmul, CpuMatmulChoice::Onednn);
+        let error = toml::from_str::<RuntimeConfig>("cpu_matmul = \"mkl\"").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("expected one of `auto`, `blas`, `onednn`"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn auto_takes_the_first_gpu_only_when_there_is_one() {
         assert_eq!(
             DeviceChoice::Auto.resolve_with(0).unwrap(),
@@ -274,6 +426,7 @@ mod tests {
                 device: DeviceChoice::Cpu,
                 cpu_threads: Some(2),
                 cpu_keep_freed_memory: false,
+                cpu_matmul: CpuMatmulChoice::Auto,
             }
         );
         assert_eq!(

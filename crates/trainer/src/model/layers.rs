@@ -2,6 +2,7 @@
 //! (each with or without a bias), heads split for SDPA, scaled dot-product attention and the
 //! attention bias. Variables are created under dotted Hugging Face names ([`sub_path`]).
 
+pub(crate) use mlm_torch_ext::matmul::linear;
 use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
 
@@ -49,14 +50,14 @@ impl Linear {
     }
 
     pub(crate) fn forward(&self, xs: &Tensor) -> Tensor {
-        xs.linear(&self.weight, self.bias.as_ref())
+        linear(xs, &self.weight, self.bias.as_ref())
     }
 
     /// Output features `rows` (Int64 `[R]`) of [`Self::forward`], in that order, from those
     /// rows of the weight (and bias).
     pub(crate) fn forward_rows(&self, xs: &Tensor, rows: &Tensor) -> Tensor {
         let bias = self.bias.as_ref().map(|bias| bias.index_select(0, rows));
-        xs.linear(&self.weight.index_select(0, rows), bias.as_ref())
+        linear(xs, &self.weight.index_select(0, rows), bias.as_ref())
     }
 
     /// Output features `first..first + count` of [`Self::forward`], from those rows of the
@@ -66,7 +67,7 @@ impl Linear {
             return self.forward(xs);
         }
         let bias = self.bias.as_ref().map(|bias| bias.narrow(0, first, count));
-        xs.linear(&self.weight.narrow(0, first, count), bias.as_ref())
+        linear(xs, &self.weight.narrow(0, first, count), bias.as_ref())
     }
 }
 

@@ -16,7 +16,7 @@ use super::layer::{AttentionMasks, LayerShape, ModernBertLayer};
 use super::rope::{RotaryTable, inverse_frequencies};
 use crate::model::MaskedQueries;
 use crate::model::config::{Activation, EncoderConfig};
-use crate::model::layers::{LayerNorm, Linear, PLACEHOLDER, sub_path};
+use crate::model::layers::{LayerNorm, Linear, PLACEHOLDER, linear, sub_path};
 use crate::model::network::{MaskedLmNetwork, gather_rows, last_layer_on_masked_rows};
 use crate::model::unpad::TokenLayout;
 
@@ -121,9 +121,6 @@ impl ModernBertMaskedLm {
     }
 }
 
-/// Whether the last layer may run on the masked rows alone: not where it draws dropout,
-/// whose draws would fall on other shapes than transformers' (a run would lose its parity
-/// with it). The released configs have every dropout 0.
 /// The table of a layer's type among `[global, local]`.
 fn table_of(tables: &[RotaryTable; 2], layer_type: LayerType) -> &RotaryTable {
     match layer_type {
@@ -234,7 +231,11 @@ impl MaskedLmNetwork for ModernBertMaskedLm {
         let transformed = self
             .head_norm
             .forward(&self.head_activation.apply(&self.head_dense.forward(hidden)));
-        transformed.linear(&self.tok_embeddings, self.decoder_bias.as_ref())
+        linear(
+            &transformed,
+            &self.tok_embeddings,
+            self.decoder_bias.as_ref(),
+        )
     }
 
     /// ModernBERT's base model has no pooler (its classifiers pool through `head`).

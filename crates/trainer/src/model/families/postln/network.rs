@@ -17,7 +17,7 @@ use super::layer::{EncoderLayer, LayerShape};
 use super::{HeadActivation, Positions, PostLnSpec};
 use crate::model::MaskedQueries;
 use crate::model::config::{Activation, EncoderConfig};
-use crate::model::layers::{LayerNorm, Linear, PLACEHOLDER, sub_path};
+use crate::model::layers::{LayerNorm, Linear, PLACEHOLDER, linear, sub_path};
 use crate::model::network::{MaskedLmNetwork, gather_rows, last_layer_on_masked_rows};
 use crate::model::unpad::TokenLayout;
 
@@ -194,7 +194,11 @@ impl MaskedLmNetwork for PostLnMaskedLm {
         let transformed = self
             .transform_norm
             .forward(&self.head_activation.apply(&self.transform.forward(hidden)));
-        transformed.linear(&self.embeddings.word, Some(&self.decoder_bias))
+        linear(
+            &transformed,
+            &self.embeddings.word,
+            Some(&self.decoder_bias),
+        )
     }
 
     fn pooled(&self, hidden: &Tensor) -> Option<Tensor> {
