@@ -8,8 +8,8 @@
 // this keeps full fp32 (oneDNN's strict math mode) and changes only which library multiplies.
 //
 // The operator is an autograd function: forward `x @ w^T (+ b)`, backward `g @ w`, `g^T @ x`
-// and `g.sum(0)`, every product by oneDNN. It is used only where the caller decided to (fp32
-// CPU tensors, autocast off: see src/matmul.rs); anything else goes to `at::linear`.
+// and `g.sum(0)`, every product by oneDNN. src/matmul.rs sends it fp32 CPU tensors only, when
+// the run chose oneDNN; under CPU autocast `mlmx_onednn_linear` below calls `at::linear`.
 
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
